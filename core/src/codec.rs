@@ -1,0 +1,444 @@
+//! The frame format of `/liquid/msg/1.0.0` streams.
+//!
+//! ```text
+//! uvarint flags        bit 0: payload compressed (raw snappy); other bits must be 0
+//! uvarint proto_len    <= 256
+//! bytes   proto        UTF-8 application protocol id
+//! uvarint payload_len  <= max_frame_size
+//! bytes   payload
+//! ```
+//!
+//! Varints are unsigned LEB128 as in multiformats (minimal encoding, at most 9
+//! bytes). Limits are checked as soon as each length is known, before any of the
+//! bytes it announces are buffered, so a 4 GiB length prefix allocates nothing.
+
+use std::{io, time::Duration};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::config::MAX_PROTOCOL_LEN;
+
+/// Flag bit 0: the payload is compressed with raw snappy.
+pub const FLAG_COMPRESSED: u64 = 1;
+
+/// Bytes read from a stream per read call while a frame is incomplete.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Frames with payloads up to this size are written with their header in one write.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The application protocol the payload is for.
+    pub protocol: String,
+    /// The payload, decompressed if it was sent compressed.
+    pub payload: Bytes,
+}
+
+/// Ways in which a frame can break the wire format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Flag bits other than bit 0 were set.
+    #[error("unknown flag bits {0:#x}")]
+    UnknownFlags(u64),
+    /// A varint was longer than 9 bytes or not minimally encoded.
+    #[error("malformed varint")]
+    BadVarint,
+    /// The protocol id is longer than 256 bytes.
+    #[error("protocol id of {len} bytes exceeds {MAX_PROTOCOL_LEN}")]
+    ProtocolTooLong {
+        /// Announced length.
+        len: u64,
+    },
+    /// The protocol id is not UTF-8.
+    #[error("protocol id is not UTF-8")]
+    ProtocolNotUtf8,
+    /// The payload (or its decompressed size) exceeds `max_frame_size`.
+    #[error("payload of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Announced length.
+        len: u64,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A compressed payload could not be decompressed.
+    #[error("compressed payload is corrupt")]
+    BadCompression,
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended inside a frame")]
+    Truncated,
+    /// The rest of a started frame did not arrive within `frame_read_timeout`.
+    #[error("frame incomplete after {0:?}")]
+    ReadTimeout(Duration),
+}
+
+/// Why reading the next frame stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The peer broke the wire format.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The stream failed (reset, connection closed).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+struct Header {
+    flags: u64,
+    proto_start: usize,
+    proto_len: usize,
+    payload_len: usize,
+    header_len: usize,
+}
+
+fn varint(buf: &[u8]) -> Result<Option<(u64, usize)>, FrameError> {
+    match unsigned_varint::decode::u64(buf) {
+        Ok((v, rest)) => Ok(Some((v, buf.len() - rest.len()))),
+        Err(unsigned_varint::decode::Error::Insufficient) => Ok(None),
+        Err(_) => Err(FrameError::BadVarint),
+    }
+}
+
+/// Decodes frames from a byte buffer, enforcing the limits.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameDecoder {
+    max_frame_size: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder accepting payloads up to `max_frame_size` bytes.
+    pub fn new(max_frame_size: usize) -> Self {
+        Self { max_frame_size }
+    }
+
+    fn header(&self, buf: &[u8]) -> Result<Option<Header>, FrameError> {
+        let Some((flags, a)) = varint(buf)? else {
+            return Ok(None);
+        };
+        if flags & !FLAG_COMPRESSED != 0 {
+            return Err(FrameError::UnknownFlags(flags));
+        }
+        let Some((proto_len, b)) = varint(&buf[a..])? else {
+            return Ok(None);
+        };
+        if proto_len > MAX_PROTOCOL_LEN as u64 {
+            return Err(FrameError::ProtocolTooLong { len: proto_len });
+        }
+        let proto_start = a + b;
+        let proto_end = proto_start + proto_len as usize;
+        if buf.len() < proto_end {
+            return Ok(None);
+        }
+        let Some((payload_len, c)) = varint(&buf[proto_end..])? else {
+            return Ok(None);
+        };
+        if payload_len > self.max_frame_size as u64 {
+            return Err(FrameError::TooLarge {
+                len: payload_len,
+                max: self.max_frame_size,
+            });
+        }
+        Ok(Some(Header {
+            flags,
+            proto_start,
+            proto_len: proto_len as usize,
+            payload_len: payload_len as usize,
+            header_len: proto_end + c,
+        }))
+    }
+
+    /// Total length of the frame at the start of `buf`, once its header is complete.
+    pub fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        Ok(self.header(buf)?.map(|h| h.header_len + h.payload_len))
+    }
+
+    /// Takes one complete frame off the front of `buf`. `Ok(None)` means more bytes
+    /// are needed; an error means the stream must be reset.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(h) = self.header(buf)? else {
+            return Ok(None);
+        };
+        if buf.len() < h.header_len + h.payload_len {
+            return Ok(None);
+        }
+        let protocol = std::str::from_utf8(&buf[h.proto_start..h.proto_start + h.proto_len])
+            .map_err(|_| FrameError::ProtocolNotUtf8)?
+            .to_owned();
+        buf.advance(h.header_len);
+        let raw = buf.split_to(h.payload_len).freeze();
+        let payload = if h.flags & FLAG_COMPRESSED != 0 {
+            self.decompress(&raw)?
+        } else {
+            raw
+        };
+        Ok(Some(Frame { protocol, payload }))
+    }
+
+    fn decompress(&self, raw: &[u8]) -> Result<Bytes, FrameError> {
+        let len = snap::raw::decompress_len(raw).map_err(|_| FrameError::BadCompression)?;
+        if len > self.max_frame_size {
+            return Err(FrameError::TooLarge {
+                len: len as u64,
+                max: self.max_frame_size,
+            });
+        }
+        snap::raw::Decoder::new()
+            .decompress_vec(raw)
+            .map(Bytes::from)
+            .map_err(|_| FrameError::BadCompression)
+    }
+}
+
+/// Writes the header of a frame into `out`.
+pub fn encode_header(flags: u64, protocol: &str, payload_len: usize, out: &mut Vec<u8>) {
+    let mut tmp = unsigned_varint::encode::u64_buffer();
+    out.extend_from_slice(unsigned_varint::encode::u64(flags, &mut tmp));
+    out.extend_from_slice(unsigned_varint::encode::u64(
+        protocol.len() as u64,
+        &mut tmp,
+    ));
+    out.extend_from_slice(protocol.as_bytes());
+    out.extend_from_slice(unsigned_varint::encode::u64(payload_len as u64, &mut tmp));
+}
+
+/// Encodes a whole frame (uncompressed) into one buffer.
+pub fn encode_frame(protocol: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(protocol.len() + payload.len() + 24);
+    encode_header(0, protocol, payload.len(), &mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Writes one frame and flushes it. With `compress_min_size` set, payloads at least
+/// that large are compressed when that makes them smaller.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    protocol: &str,
+    payload: &[u8],
+    compress_min_size: Option<usize>,
+) -> io::Result<()> {
+    let compressed = match compress_min_size {
+        Some(min) if payload.len() >= min => snap::raw::Encoder::new()
+            .compress_vec(payload)
+            .ok()
+            .filter(|c| c.len() < payload.len()),
+        _ => None,
+    };
+    let (flags, body) = match &compressed {
+        Some(c) => (FLAG_COMPRESSED, c.as_slice()),
+        None => (0, payload),
+    };
+    let mut head = Vec::with_capacity(protocol.len() + 24 + body.len().min(COALESCE_LIMIT));
+    encode_header(flags, protocol, body.len(), &mut head);
+    if body.len() <= COALESCE_LIMIT {
+        head.extend_from_slice(body);
+        io.write_all(&head).await?;
+    } else {
+        io.write_all(&head).await?;
+        io.write_all(body).await?;
+    }
+    io.flush().await
+}
+
+/// Reads frames from a stream, enforcing the limits and the per-frame read timeout.
+pub struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    frame_read_timeout: Duration,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader over `io`.
+    pub fn new(io: R, max_frame_size: usize, frame_read_timeout: Duration) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(max_frame_size),
+            frame_read_timeout,
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the stream ended cleanly between frames.
+    pub async fn next_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        // The timeout runs from the first byte of a frame, so an idle stream may wait
+        // forever for the next frame but a started frame must complete in time.
+        let mut deadline = (!self.buf.is_empty()).then(|| Instant::now() + self.frame_read_timeout);
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            let want = match self.decoder.frame_len(&self.buf)? {
+                Some(total) => (total - self.buf.len()).min(READ_CHUNK * 16),
+                None => READ_CHUNK,
+            };
+            let start = self.buf.len();
+            self.buf.resize(start + want, 0);
+            let read = self.io.read(&mut self.buf[start..]);
+            let n = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.buf.truncate(start);
+                        return Err(FrameError::ReadTimeout(self.frame_read_timeout).into());
+                    }
+                },
+                None => read.await,
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(start);
+                    return Err(e.into());
+                }
+            };
+            self.buf.truncate(start + n);
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated.into())
+                };
+            }
+            if deadline.is_none() {
+                deadline = Some(Instant::now() + self.frame_read_timeout);
+            }
+        }
+    }
+
+    /// Gives back the stream, for example to reset or close it.
+    pub fn into_inner(self) -> R {
+        self.io
+    }
+
+    /// The stream being read.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.io
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(bytes: &[u8], max: usize) -> Result<Vec<Frame>, FrameError> {
+        let d = FrameDecoder::new(max);
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(f) = d.decode(&mut buf)? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn frame_round_trips_through_encoder_and_decoder() {
+        let bytes = [encode_frame("/a/1", b"hello"), encode_frame("/b", b"")].concat();
+        let frames = decode_all(&bytes, 1024).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].protocol, "/a/1");
+        assert_eq!(&frames[0].payload[..], b"hello");
+        assert!(frames[1].payload.is_empty());
+    }
+
+    #[test]
+    fn unknown_flag_bits_are_rejected() {
+        let mut bytes = Vec::new();
+        encode_header(2, "/a", 0, &mut bytes);
+        assert_eq!(decode_all(&bytes, 16), Err(FrameError::UnknownFlags(2)));
+    }
+
+    #[test]
+    fn protocol_longer_than_256_bytes_is_rejected_before_it_arrives() {
+        // Only the two varints are present: the limit is checked on the length alone.
+        assert_eq!(
+            decode_all(&[0, 0x81, 0x02], 16),
+            Err(FrameError::ProtocolTooLong { len: 257 })
+        );
+    }
+
+    #[test]
+    fn non_utf8_protocol_is_rejected() {
+        let bytes = [0, 2, 0xff, 0xfe, 0];
+        assert_eq!(decode_all(&bytes, 16), Err(FrameError::ProtocolNotUtf8));
+    }
+
+    #[test]
+    fn four_gib_length_prefix_is_rejected_without_allocating() {
+        let mut bytes = Vec::new();
+        encode_header(0, "/a", u32::MAX as usize, &mut bytes);
+        let d = FrameDecoder::new(16 << 20);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert!(matches!(
+            d.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(buf.capacity() < 64);
+    }
+
+    #[test]
+    fn compressed_payload_is_inflated_and_its_size_checked() {
+        let payload = vec![7u8; 10_000];
+        let c = snap::raw::Encoder::new().compress_vec(&payload).unwrap();
+        let mut bytes = Vec::new();
+        encode_header(FLAG_COMPRESSED, "/z", c.len(), &mut bytes);
+        bytes.extend_from_slice(&c);
+        assert_eq!(decode_all(&bytes, 20_000).unwrap()[0].payload.len(), 10_000);
+        assert!(matches!(
+            decode_all(&bytes, 5_000),
+            Err(FrameError::TooLarge { len: 10_000, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn reader_reports_truncation_and_clean_end() {
+        let mut bytes = encode_frame("/a", b"xyz");
+        let mut r = FrameReader::new(&bytes[..], 64, Duration::from_secs(1));
+        assert_eq!(r.next_frame().await.unwrap().unwrap().protocol, "/a");
+        assert!(r.next_frame().await.unwrap().is_none());
+        bytes.pop();
+        let mut r = FrameReader::new(&bytes[..], 64, Duration::from_secs(1));
+        assert!(matches!(
+            r.next_frame().await,
+            Err(ReadError::Frame(FrameError::Truncated))
+        ));
+    }
+
+    #[tokio::test]
+    async fn writer_compresses_when_asked_and_reader_restores_the_payload() {
+        let payload = vec![1u8; 50_000];
+        let mut out = Vec::new();
+        write_frame(
+            &mut futures::io::Cursor::new(&mut out),
+            "/c",
+            &payload,
+            Some(1024),
+        )
+        .await
+        .unwrap();
+        assert!(out.len() < 10_000);
+        let mut r = FrameReader::new(&out[..], 1 << 20, Duration::from_secs(1));
+        assert_eq!(r.next_frame().await.unwrap().unwrap().payload.len(), 50_000);
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_to_frames_or_a_typed_error(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_all(&bytes, 128);
+        }
+
+        #[test]
+        fn frames_round_trip(proto in "[a-z/0-9]{0,256}", payload in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let bytes = encode_frame(&proto, &payload);
+            let frames = decode_all(&bytes, 4096).unwrap();
+            prop_assert_eq!(frames.len(), 1);
+            prop_assert_eq!(&frames[0].protocol, &proto);
+            prop_assert_eq!(&frames[0].payload[..], &payload[..]);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Configuration of every limit the library enforces.
+//!
+//! Each field has a documented default; [`Config::validate`] rejects combinations that
+//! would break the transport (for example more streams per connection than yamux
+//! allows), so a mistake shows up when the host is built, not under load.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// yamux closes the whole connection when a peer opens more than this many streams.
+pub const YAMUX_MAX_STREAMS: usize = 512;
+
+/// Streams kept free under [`YAMUX_MAX_STREAMS`] for identify, ping and other
+/// protocols that share the connection.
+pub const RESERVED_STREAMS: usize = 16;
+
+/// Longest application protocol id a frame may carry, in bytes.
+pub const MAX_PROTOCOL_LEN: usize = 256;
+
+/// Settings of one [`SendStreamPool`](crate::SendStreamPool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Streams opened as soon as the connection is established. Default: 10.
+    pub init_size: usize,
+    /// The pool never holds more streams than this. Default: 100.
+    pub max_size: usize,
+    /// The pool grows in the background when its idle streams are at most this
+    /// percentage of its current streams. Default: 20.
+    pub grow_threshold_percent: u8,
+    /// How many streams one growth step opens. Default: `None`, meaning
+    /// `max(init_size / 2, 1)`.
+    pub grow_batch: Option<usize>,
+    /// How long `borrow` waits for a stream when none is idle. Default: 5 s.
+    pub borrow_timeout: Duration,
+    /// How many borrowers may wait at once; the next gets `PoolExhausted`. Default: 1024.
+    pub max_waiters: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            init_size: 10,
+            max_size: 100,
+            grow_threshold_percent: 20,
+            grow_batch: None,
+            borrow_timeout: Duration::from_secs(5),
+            max_waiters: 1024,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Streams added by one growth step.
+    pub fn effective_grow_batch(&self) -> usize {
+        self.grow_batch.unwrap_or(self.init_size / 2).max(1)
+    }
+}
+
+/// Settings of a host: pools, inbound caps, frame limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Send-stream pool of each connection.
+    pub pool: PoolConfig,
+    /// Connections allowed to one peer. Default: 1 (raise it to spread load over
+    /// several connections; each encrypts in its own task).
+    pub max_connections_per_peer: usize,
+    /// Peers connected at once. Default: 20.
+    pub max_peers: usize,
+    /// Inbound message streams accepted from one peer. Default: `None`, meaning
+    /// `pool.max_size × max_connections_per_peer`.
+    pub max_inbound_streams_per_peer: Option<usize>,
+    /// Inbound message streams accepted on one connection. Default: `None`, meaning
+    /// `pool.max_size`.
+    pub max_inbound_streams_per_connection: Option<usize>,
+    /// Largest payload of one frame, in bytes. Default: 16 MiB.
+    pub max_frame_size: usize,
+    /// Messages queued for one registered protocol before the readers of that
+    /// protocol's streams stop reading (backpressure). Default: 1024.
+    pub handler_queue_len: usize,
+    /// Host events buffered for each subscriber; a subscriber that falls further
+    /// behind is told how many it missed. Default: 1024.
+    pub event_queue_len: usize,
+    /// Time allowed to open and negotiate one outbound stream. Default: 10 s.
+    pub stream_open_timeout: Duration,
+    /// Time allowed for a dial to produce a connection. Default: 10 s.
+    pub dial_timeout: Duration,
+    /// A connection with writes pending and no bytes moved for this long is closed
+    /// and reported as stalled. Default: 10 s.
+    pub stall_timeout: Duration,
+    /// Once the first byte of a frame has arrived, the rest must follow within this
+    /// time or the stream is reset. Default: 30 s.
+    pub frame_read_timeout: Duration,
+    /// Payloads at least this large are sent compressed (snappy). Default: `None`
+    /// (never compress; compressed frames are always accepted).
+    pub compress_min_size: Option<usize>,
+    /// Interval of libp2p ping on every connection. Default: 2 s.
+    pub ping_interval: Duration,
+    /// A ping unanswered for this long closes the connection. Default: 5 s.
+    pub ping_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            pool: PoolConfig::default(),
+            max_connections_per_peer: 1,
+            max_peers: 20,
+            max_inbound_streams_per_peer: None,
+            max_inbound_streams_per_connection: None,
+            max_frame_size: 16 * 1024 * 1024,
+            handler_queue_len: 1024,
+            event_queue_len: 1024,
+            stream_open_timeout: Duration::from_secs(10),
+            dial_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(10),
+            frame_read_timeout: Duration::from_secs(30),
+            compress_min_size: None,
+            ping_interval: Duration::from_secs(2),
+            ping_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Inbound streams accepted from one peer.
+    pub fn inbound_streams_per_peer(&self) -> usize {
+        self.max_inbound_streams_per_peer.unwrap_or(
+            self.pool
+                .max_size
+                .saturating_mul(self.max_connections_per_peer),
+        )
+    }
+
+    /// Inbound streams accepted on one connection.
+    pub fn inbound_streams_per_connection(&self) -> usize {
+        self.max_inbound_streams_per_connection
+            .unwrap_or(self.pool.max_size)
+    }
+
+    /// Checks that the settings are consistent and keep every connection below the
+    /// transport's own stream limit.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |reason: String| Err(Error::InvalidConfig { reason });
+        let p = &self.pool;
+        if p.max_size == 0 {
+            return invalid("pool.max_size must be at least 1".into());
+        }
+        if p.init_size > p.max_size {
+            return invalid(format!(
+                "pool.init_size ({}) exceeds pool.max_size ({})",
+                p.init_size, p.max_size
+            ));
+        }
+        if p.grow_threshold_percent > 100 {
+            return invalid("pool.grow_threshold_percent must be at most 100".into());
+        }
+        if p.max_waiters == 0 {
+            return invalid("pool.max_waiters must be at least 1".into());
+        }
+        let per_connection = p.max_size + self.inbound_streams_per_connection();
+        if per_connection + RESERVED_STREAMS > YAMUX_MAX_STREAMS {
+            return invalid(format!(
+                "pool.max_size + inbound streams per connection = {per_connection}; \
+                 with {RESERVED_STREAMS} reserved it must stay within yamux's {YAMUX_MAX_STREAMS}"
+            ));
+        }
+        if self.max_connections_per_peer == 0 || self.max_peers == 0 {
+            return invalid("max_connections_per_peer and max_peers must be at least 1".into());
+        }
+        if self.max_frame_size == 0 || self.max_frame_size > u32::MAX as usize {
+            return invalid("max_frame_size must be between 1 and 4 GiB - 1".into());
+        }
+        if self.handler_queue_len == 0 || self.event_queue_len == 0 {
+            return invalid("handler_queue_len and event_queue_len must be at least 1".into());
+        }
+        let timeouts = [
+            ("pool.borrow_timeout", p.borrow_timeout),
+            ("stream_open_timeout", self.stream_open_timeout),
+            ("dial_timeout", self.dial_timeout),
+            ("stall_timeout", self.stall_timeout),
+            ("frame_read_timeout", self.frame_read_timeout),
+            ("ping_interval", self.ping_interval),
+            ("ping_timeout", self.ping_timeout),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
+            return invalid(format!("{name} must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::default();
+        assert_eq!((c.pool.init_size, c.pool.max_size), (10, 100));
+        assert_eq!(c.pool.effective_grow_batch(), 5);
+        assert_eq!(c.inbound_streams_per_peer(), 100);
+        assert_eq!(c.max_frame_size, 16 << 20);
+        c.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn validate_rejects_pools_that_would_break_yamux() {
+        let mut c = Config::default();
+        c.pool.max_size = 300;
+        c.max_inbound_streams_per_connection = Some(300);
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig { .. })));
+    }
+
+    #[test]
+    fn validate_rejects_init_above_max_and_zero_timeouts() {
+        let mut c = Config::default();
+        c.pool.init_size = 101;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.stall_timeout = Duration::ZERO;
+        assert!(c.validate().is_err());
+    }
+}

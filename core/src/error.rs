@@ -1,0 +1,172 @@
+//! The one error type of the library.
+//!
+//! Every variant says what happened and to whom: the peer, the connection, the
+//! protocol or the limit that was hit, so a caller can act on it without parsing text.
+
+use std::{io, sync::Arc, time::Duration};
+
+use libp2p_identity::PeerId;
+use libp2p_swarm::ConnectionId;
+
+use crate::codec::FrameError;
+
+/// Errors returned by liquid-p2p.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer has no open connection.
+    #[error("peer {peer} is not connected")]
+    NotConnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The pool of this connection was closed (connection closed or host shut down).
+    #[error("pool closed: connection {connection} to {peer}")]
+    PoolClosed {
+        /// The peer.
+        peer: PeerId,
+        /// The connection whose pool closed.
+        connection: ConnectionId,
+    },
+    /// No stream became free within `borrow_timeout`.
+    #[error("no stream to {peer} became free within {after:?}")]
+    Timeout {
+        /// The peer.
+        peer: PeerId,
+        /// The borrow timeout that elapsed.
+        after: Duration,
+    },
+    /// The pool is at its cap and its waiter queue is full.
+    #[error(
+        "stream pool of connection {connection} to {peer} exhausted: {waiters} borrowers already waiting"
+    )]
+    PoolExhausted {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// The waiter limit that was hit.
+        waiters: usize,
+    },
+    /// Opening or negotiating a new outbound stream failed.
+    #[error("opening a stream to {peer} failed: {reason}")]
+    StreamOpen {
+        /// The peer.
+        peer: PeerId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Writing a frame failed; the stream was dropped.
+    #[error("writing to {peer} failed: {source}")]
+    Write {
+        /// The peer.
+        peer: PeerId,
+        /// The I/O error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The connection was closed by the stall watchdog.
+    #[error("connection {connection} to {peer} stalled: no progress for {after:?}")]
+    ConnectionStalled {
+        /// The peer.
+        peer: PeerId,
+        /// The stalled connection.
+        connection: ConnectionId,
+        /// The stall timeout that elapsed.
+        after: Duration,
+    },
+    /// A payload exceeds `max_frame_size`; nothing was sent.
+    #[error("payload of {size} bytes exceeds the frame limit of {max} bytes")]
+    FrameTooLarge {
+        /// Payload size.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// An application protocol id is empty or longer than 256 bytes.
+    #[error("invalid protocol id ({len} bytes): must be 1..=256 bytes of UTF-8")]
+    InvalidProtocol {
+        /// Length of the rejected id.
+        len: usize,
+    },
+    /// The protocol already has a handler on this host.
+    #[error("protocol {protocol} is already registered")]
+    ProtocolAlreadyRegistered {
+        /// The protocol.
+        protocol: String,
+    },
+    /// The protocol has no handler on this host.
+    #[error("protocol {protocol} is not registered")]
+    ProtocolNotRegistered {
+        /// The protocol.
+        protocol: String,
+    },
+    /// The peer is known not to support the protocol; nothing was sent.
+    #[error("peer {peer} does not support protocol {protocol}")]
+    ProtocolUnsupported {
+        /// The peer.
+        peer: PeerId,
+        /// The protocol.
+        protocol: String,
+    },
+    /// An inbound stream was refused because a cap was reached.
+    #[error("inbound stream from {peer} refused: limit of {limit} streams per {scope} reached")]
+    InboundStreamLimit {
+        /// The peer.
+        peer: PeerId,
+        /// `"peer"` or `"connection"`.
+        scope: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// An inbound frame broke the wire format; the stream was reset.
+    #[error("malformed frame from {peer}: {source}")]
+    Frame {
+        /// The peer.
+        peer: PeerId,
+        /// What was wrong with the frame.
+        #[source]
+        source: FrameError,
+    },
+    /// A dial failed.
+    #[error("dial failed: {reason}")]
+    Dial {
+        /// What went wrong.
+        reason: String,
+    },
+    /// Listening on an address failed.
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A key file could not be read, parsed or written.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The host was shut down; no further calls succeed.
+    #[error("the host has been shut down")]
+    ShutDown,
+}
+
+impl Error {
+    /// Wraps an I/O error from writing to `peer`.
+    pub fn write(peer: PeerId, source: io::Error) -> Self {
+        Error::Write {
+            peer,
+            source: Arc::new(source),
+        }
+    }
+}

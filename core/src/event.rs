@@ -1,0 +1,113 @@
+//! Events a host reports to the application.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use libp2p_identity::PeerId;
+use libp2p_swarm::ConnectionId;
+
+use crate::codec::FrameError;
+
+/// A message received for a registered protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The sender, as authenticated by the connection.
+    pub peer: PeerId,
+    /// The connection it arrived on.
+    pub connection: ConnectionId,
+    /// The application protocol.
+    pub protocol: String,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// Something that happened on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The host listens on a new address.
+    Listening {
+        /// The address, ending in `/p2p/<local peer id>`.
+        address: String,
+    },
+    /// A peer's first connection is up.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer's last connection closed.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A connection (first or further) to a peer is up.
+    ConnectionEstablished {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// Connections now open to the peer.
+        connections: usize,
+    },
+    /// A connection closed; its pool and receive streams are gone.
+    ConnectionClosed {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// Connections still open to the peer.
+        remaining: usize,
+    },
+    /// An outgoing dial failed.
+    DialFailed {
+        /// The peer, if known.
+        peer: Option<PeerId>,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An inbound stream was refused because a cap was reached.
+    StreamRefused {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// The cap that was hit.
+        limit: usize,
+        /// `"peer"`, `"connection"` or `"closed connection"`.
+        scope: &'static str,
+        /// Streams refused from this peer so far.
+        refused_total: u64,
+    },
+    /// An inbound frame broke the wire format; only that stream was reset.
+    ProtocolError {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// What was wrong.
+        error: FrameError,
+    },
+    /// A frame arrived for a protocol with no handler; it was skipped.
+    UnknownProtocol {
+        /// The peer.
+        peer: PeerId,
+        /// The protocol.
+        protocol: String,
+        /// Frames skipped for unknown protocols so far on this host.
+        count: u64,
+    },
+    /// The watchdog closed a connection that had writes pending and moved no bytes.
+    ConnectionStalled {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// How long it made no progress.
+        idle_for: Duration,
+    },
+    /// The event subscriber fell behind and missed this many events.
+    EventsDropped {
+        /// Events missed.
+        count: u64,
+    },
+}

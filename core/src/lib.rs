@@ -1,0 +1,60 @@
+//! Core of liquid-p2p: the stream management logic, free of any network.
+//!
+//! This crate holds what does not need sockets: [`Config`] with every limit and its
+//! default, the [`Error`] type, [`Event`]s, the frame [`codec`], and the three
+//! stream managers:
+//!
+//! - [`SendStreamPool`]: the pooled send streams of one connection;
+//! - [`SendStreamPoolManager`]: all pools, and the choice of the least-loaded one;
+//! - [`ReceiveStreamManager`]: exact, capped accounting of inbound streams.
+//!
+//! They open streams through the [`StreamOpener`] trait, so they are tested with a
+//! fake opener and a paused clock. The `liquid-p2p` crate plugs them into libp2p.
+//!
+//! ```
+//! use futures::future::BoxFuture;
+//! use liquid_p2p_core::{Error, PoolConfig, SendStreamPool, StreamOpener};
+//!
+//! struct Opener;
+//! impl StreamOpener for Opener {
+//!     type Stream = Vec<u8>;
+//!     fn open(&self) -> BoxFuture<'static, Result<Vec<u8>, Error>> {
+//!         Box::pin(async { Ok(Vec::new()) })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error> {
+//! let peer = libp2p_identity::PeerId::random();
+//! let conn = libp2p_swarm::ConnectionId::new_unchecked(1);
+//! let pool = SendStreamPool::new(peer, conn, Opener, PoolConfig::default());
+//! pool.init();
+//! let mut stream = pool.borrow().await?;
+//! stream.get_mut().extend_from_slice(b"one frame");
+//! drop(stream); // back to the pool
+//! assert_eq!(pool.stats().borrowed, 0);
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod codec;
+mod config;
+mod error;
+mod event;
+mod pool;
+mod pool_manager;
+mod receive;
+
+pub use codec::{Frame, FrameDecoder, FrameError, FrameReader, ReadError};
+pub use config::{Config, MAX_PROTOCOL_LEN, PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS};
+pub use error::Error;
+pub use event::{Event, Message};
+pub use pool::{PoolStats, PooledStream, SendStreamPool, StreamOpener};
+pub use pool_manager::{BestPool, SendStreamPoolManager};
+pub use receive::{ReceiveCounts, ReceiveStreamManager, ReceiveTicket};
+
+/// Re-exported so users name peers and connections without extra dependencies.
+pub use libp2p_identity::PeerId;
+pub use libp2p_swarm::ConnectionId;

@@ -1,0 +1,751 @@
+//! `SendStreamPool`: the ready, negotiated send streams of one connection.
+//!
+//! Opening a substream costs a protocol negotiation; writing every message to one
+//! stream serialises all senders. A pool sits between: a sender borrows an idle
+//! stream, writes one frame and returns it. The pool opens `init_size` streams when
+//! the connection comes up, grows in batches when few are idle, never exceeds
+//! `max_size`, and queues borrowers (bounded, in order, for at most
+//! `borrow_timeout`) when every stream is out.
+//!
+//! The pool knows nothing of the network: it opens streams through a
+//! [`StreamOpener`], so its logic is tested with a fake opener and a paused clock.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use futures::future::BoxFuture;
+use libp2p_identity::PeerId;
+use libp2p_swarm::ConnectionId;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::{config::PoolConfig, error::Error};
+
+/// Opens new outbound streams on one connection.
+pub trait StreamOpener: Send + Sync + 'static {
+    /// The stream type handed out by the pool.
+    type Stream: Send + 'static;
+
+    /// Opens and negotiates one stream. The future must finish on its own (the
+    /// implementation bounds it with a timeout).
+    fn open(&self) -> BoxFuture<'static, Result<Self::Stream, Error>>;
+}
+
+/// A snapshot of one pool's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The peer.
+    pub peer: PeerId,
+    /// The connection the pool belongs to.
+    pub connection: ConnectionId,
+    /// Open streams (idle + borrowed).
+    pub current: usize,
+    /// Streams ready to borrow.
+    pub idle: usize,
+    /// Streams lent out.
+    pub borrowed: usize,
+    /// Borrowers waiting for a stream.
+    pub waiters: usize,
+    /// Streams being opened.
+    pub opening: usize,
+    /// The cap on `current + opening`.
+    pub max: usize,
+    /// Opens that failed since the pool was created.
+    pub open_failures: u64,
+}
+
+struct Waiter<S> {
+    id: u64,
+    tx: oneshot::Sender<Result<S, Error>>,
+}
+
+struct State<S> {
+    idle: Vec<S>,
+    /// Open streams: idle + borrowed.
+    current: usize,
+    opening: usize,
+    borrowed: usize,
+    waiters: VecDeque<Waiter<S>>,
+    closed: bool,
+    open_failures: u64,
+}
+
+/// The send streams of one connection. See the [module docs](self).
+pub struct SendStreamPool<O: StreamOpener> {
+    peer: PeerId,
+    connection: ConnectionId,
+    opener: O,
+    config: PoolConfig,
+    state: Mutex<State<O::Stream>>,
+    next_waiter: AtomicU64,
+}
+
+impl<O: StreamOpener> fmt::Debug for SendStreamPool<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendStreamPool")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<O: StreamOpener> SendStreamPool<O> {
+    /// A pool for `connection` to `peer`. Nothing is opened until [`init`](Self::init).
+    pub fn new(peer: PeerId, connection: ConnectionId, opener: O, config: PoolConfig) -> Arc<Self> {
+        Arc::new(Self {
+            peer,
+            connection,
+            opener,
+            config,
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                current: 0,
+                opening: 0,
+                borrowed: 0,
+                waiters: VecDeque::new(),
+                closed: false,
+                open_failures: 0,
+            }),
+            next_waiter: AtomicU64::new(0),
+        })
+    }
+
+    /// The peer this pool sends to.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The connection this pool belongs to.
+    pub fn connection(&self) -> ConnectionId {
+        self.connection
+    }
+
+    /// Starts opening `init_size` streams in the background.
+    pub fn init(self: &Arc<Self>) {
+        let n = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            let n = self
+                .config
+                .init_size
+                .saturating_sub(st.current + st.opening);
+            st.opening += n;
+            n
+        };
+        self.spawn_opens(n);
+    }
+
+    /// Borrows a stream: an idle one at once, else the next one returned or opened,
+    /// waiting at most `borrow_timeout`.
+    pub async fn borrow(self: &Arc<Self>) -> Result<PooledStream<O>, Error> {
+        let (id, mut rx, opens) = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return Err(self.closed_error());
+            }
+            if let Some(stream) = st.idle.pop() {
+                st.borrowed += 1;
+                let grow = self.growth(&mut st);
+                drop(st);
+                self.spawn_opens(grow);
+                return Ok(self.lend(stream));
+            }
+            if st.waiters.len() >= self.config.max_waiters {
+                // Borrowers that gave up (their future was dropped) still sit in the
+                // queue until served; clear them before refusing a live one.
+                st.waiters.retain(|w| !w.tx.is_closed());
+                if st.waiters.len() >= self.config.max_waiters {
+                    return Err(Error::PoolExhausted {
+                        peer: self.peer,
+                        connection: self.connection,
+                        waiters: self.config.max_waiters,
+                    });
+                }
+            }
+            let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back(Waiter { id, tx });
+            let opens = self.opens_for_waiters(&mut st);
+            (id, rx, opens)
+        };
+        self.spawn_opens(opens);
+
+        match tokio::time::timeout(self.config.borrow_timeout, &mut rx).await {
+            Ok(Ok(Ok(stream))) => Ok(self.lend(stream)),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(self.closed_error()),
+            Err(_) => {
+                let mut st = self.state.lock();
+                if let Some(pos) = st.waiters.iter().position(|w| w.id == id) {
+                    st.waiters.remove(pos);
+                    return Err(Error::Timeout {
+                        peer: self.peer,
+                        after: self.config.borrow_timeout,
+                    });
+                }
+                drop(st);
+                // Served between the timer firing and taking the lock: the stream
+                // is already in the channel, so use it rather than leak it.
+                match rx.try_recv() {
+                    Ok(Ok(stream)) => Ok(self.lend(stream)),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(self.closed_error()),
+                }
+            }
+        }
+    }
+
+    /// Closes the pool: waiters fail with `PoolClosed`, idle streams are dropped and
+    /// borrowed ones are dropped when they come back.
+    pub fn close(&self) {
+        self.close_with(|| self.closed_error());
+    }
+
+    /// Closes the pool, failing waiters with the error `reason` makes.
+    pub fn close_with(&self, reason: impl Fn() -> Error) {
+        let (idle, waiters) = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            let idle = std::mem::take(&mut st.idle);
+            st.current -= idle.len();
+            (idle, std::mem::take(&mut st.waiters))
+        };
+        drop(idle);
+        for w in waiters {
+            let _ = w.tx.send(Err(reason()));
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// The pool's counters.
+    pub fn stats(&self) -> PoolStats {
+        let st = self.state.lock();
+        PoolStats {
+            peer: self.peer,
+            connection: self.connection,
+            current: st.current,
+            idle: st.idle.len(),
+            borrowed: st.borrowed,
+            waiters: st.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
+            opening: st.opening,
+            max: self.config.max_size,
+            open_failures: st.open_failures,
+        }
+    }
+
+    /// How busy the pool is: `(borrowed + waiters, idle)`.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let st = self.state.lock();
+        (st.borrowed + st.waiters.len(), st.idle.len())
+    }
+
+    /// Whether the pool is past half its cap with under half of its streams idle.
+    pub(crate) fn is_busy(&self) -> bool {
+        let st = self.state.lock();
+        st.current + st.opening > self.config.max_size / 2 && st.idle.len() * 2 < st.current
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::PoolClosed {
+            peer: self.peer,
+            connection: self.connection,
+        }
+    }
+
+    fn lend(self: &Arc<Self>, stream: O::Stream) -> PooledStream<O> {
+        PooledStream {
+            pool: Arc::clone(self),
+            stream: Some(stream),
+            healthy: true,
+        }
+    }
+
+    /// Streams to open in the background after a borrow: when idle streams are at
+    /// most `grow_threshold_percent` of the current ones, add one batch (once at a
+    /// time, never past the cap).
+    fn growth(&self, st: &mut State<O::Stream>) -> usize {
+        let total = st.current + st.opening;
+        if st.closed || st.opening > 0 || total >= self.config.max_size {
+            return 0;
+        }
+        let threshold = st.current * usize::from(self.config.grow_threshold_percent);
+        if st.idle.len() * 100 > threshold {
+            return 0;
+        }
+        let n = self
+            .config
+            .effective_grow_batch()
+            .min(self.config.max_size - total);
+        st.opening += n;
+        n
+    }
+
+    /// Streams to open so that every waiter has an open on its way, within the cap.
+    fn opens_for_waiters(&self, st: &mut State<O::Stream>) -> usize {
+        if st.closed {
+            return 0;
+        }
+        let room = self.config.max_size.saturating_sub(st.current + st.opening);
+        let n = st.waiters.len().saturating_sub(st.opening).min(room);
+        st.opening += n;
+        n
+    }
+
+    fn spawn_opens(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            let pool = Arc::clone(self);
+            let open = self.opener.open();
+            tokio::spawn(async move {
+                let result = open.await;
+                pool.opened(result);
+            });
+        }
+    }
+
+    fn opened(self: &Arc<Self>, result: Result<O::Stream, Error>) {
+        let mut st = self.state.lock();
+        st.opening -= 1;
+        match result {
+            Ok(stream) if st.closed => {
+                drop(st);
+                drop(stream);
+            }
+            Ok(stream) => {
+                st.current += 1;
+                Self::hand_over(&mut st, stream);
+            }
+            Err(e) => {
+                st.open_failures += 1;
+                tracing::debug!(peer = %self.peer, connection = %self.connection, error = %e, "stream open failed");
+                // A waiter with no open left on its way would only time out; tell the
+                // first one now so the caller can try another connection.
+                if st.waiters.len() > st.opening + st.idle.len() {
+                    while let Some(w) = st.waiters.pop_front() {
+                        if w.tx.send(Err(e.clone())).is_ok() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives `stream` to the oldest live waiter, else makes it idle.
+    fn hand_over(st: &mut State<O::Stream>, mut stream: O::Stream) {
+        while let Some(w) = st.waiters.pop_front() {
+            match w.tx.send(Ok(stream)) {
+                Ok(()) => {
+                    st.borrowed += 1;
+                    return;
+                }
+                Err(Ok(back)) => stream = back,
+                Err(Err(_)) => return,
+            }
+        }
+        st.idle.push(stream);
+    }
+
+    fn give_back(self: &Arc<Self>, stream: O::Stream) {
+        let mut st = self.state.lock();
+        st.borrowed -= 1;
+        if st.closed {
+            st.current -= 1;
+            drop(st);
+            drop(stream);
+        } else {
+            Self::hand_over(&mut st, stream);
+        }
+    }
+
+    fn discard(self: &Arc<Self>, stream: O::Stream) {
+        let opens = {
+            let mut st = self.state.lock();
+            st.borrowed -= 1;
+            st.current -= 1;
+            self.opens_for_waiters(&mut st)
+        };
+        drop(stream);
+        self.spawn_opens(opens);
+    }
+}
+
+/// A borrowed stream. Dropping it returns the stream to its pool if it is healthy,
+/// and discards it (lowering the pool's count) if a write on it failed or was cut
+/// short.
+pub struct PooledStream<O: StreamOpener> {
+    pool: Arc<SendStreamPool<O>>,
+    stream: Option<O::Stream>,
+    healthy: bool,
+}
+
+impl<O: StreamOpener> fmt::Debug for PooledStream<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledStream")
+            .field("peer", &self.pool.peer)
+            .field("connection", &self.pool.connection)
+            .field("healthy", &self.healthy)
+            .finish()
+    }
+}
+
+impl<O: StreamOpener> PooledStream<O> {
+    /// The stream. Mark it with [`set_healthy`](Self::set_healthy)`(false)` before a
+    /// write and `(true)` after the write completed, so a write that fails or is
+    /// cancelled midway never puts a half-written stream back into the pool.
+    pub fn get_mut(&mut self) -> &mut O::Stream {
+        match self.stream.as_mut() {
+            Some(s) => s,
+            None => unreachable!("the stream is only taken in drop"),
+        }
+    }
+
+    /// Marks whether the stream may be reused.
+    pub fn set_healthy(&mut self, healthy: bool) {
+        self.healthy = healthy;
+    }
+
+    /// The pool this stream came from.
+    pub fn pool(&self) -> &Arc<SendStreamPool<O>> {
+        &self.pool
+    }
+}
+
+impl<O: StreamOpener> Drop for PooledStream<O> {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            if self.healthy {
+                self.pool.give_back(stream);
+            } else {
+                self.pool.discard(stream);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::{
+        sync::atomic::{AtomicBool, AtomicUsize},
+        time::Duration,
+    };
+
+    use super::*;
+
+    /// Opens counted fake streams after `delay`; can be told to fail.
+    #[derive(Clone, Default)]
+    pub(crate) struct FakeOpener {
+        pub opened: Arc<AtomicUsize>,
+        pub live: Arc<AtomicUsize>,
+        pub max_live: Arc<AtomicUsize>,
+        pub fail: Arc<AtomicBool>,
+        pub delay: Duration,
+    }
+
+    pub(crate) struct FakeStream {
+        live: Arc<AtomicUsize>,
+    }
+
+    impl Drop for FakeStream {
+        fn drop(&mut self) {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl StreamOpener for FakeOpener {
+        type Stream = FakeStream;
+        fn open(&self) -> BoxFuture<'static, Result<FakeStream, Error>> {
+            let this = self.clone();
+            Box::pin(async move {
+                if !this.delay.is_zero() {
+                    tokio::time::sleep(this.delay).await;
+                }
+                if this.fail.load(Ordering::SeqCst) {
+                    return Err(Error::StreamOpen {
+                        peer: PeerId::random(),
+                        reason: "refused by test".into(),
+                    });
+                }
+                this.opened.fetch_add(1, Ordering::SeqCst);
+                let live = this.live.fetch_add(1, Ordering::SeqCst) + 1;
+                this.max_live.fetch_max(live, Ordering::SeqCst);
+                Ok(FakeStream { live: this.live })
+            })
+        }
+    }
+
+    pub(crate) fn pool_with(
+        opener: FakeOpener,
+        init: usize,
+        max: usize,
+    ) -> Arc<SendStreamPool<FakeOpener>> {
+        let config = PoolConfig {
+            init_size: init,
+            max_size: max,
+            borrow_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
+        };
+        SendStreamPool::new(
+            PeerId::random(),
+            ConnectionId::new_unchecked(1),
+            opener,
+            config,
+        )
+    }
+
+    /// Lets spawned open tasks run (time is paused, so sleeps resolve at once).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn init_opens_init_size_streams() {
+        let pool = pool_with(FakeOpener::default(), 10, 100);
+        pool.init();
+        settle().await;
+        let s = pool.stats();
+        assert_eq!((s.current, s.idle, s.borrowed, s.opening), (10, 10, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pool_of_10_and_20_grows_to_serve_11_borrows_without_returns() {
+        let pool = pool_with(FakeOpener::default(), 10, 20);
+        pool.init();
+        settle().await;
+        let mut held = Vec::new();
+        for _ in 0..11 {
+            held.push(pool.borrow().await.expect("borrow"));
+        }
+        settle().await;
+        let s = pool.stats();
+        assert_eq!(s.borrowed, 11);
+        assert!(s.current > 10 && s.current <= 20, "{s:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn borrowing_20_succeeds_and_the_21st_times_out_with_a_typed_error() {
+        let opener = FakeOpener::default();
+        let pool = pool_with(opener.clone(), 10, 20);
+        pool.init();
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            held.push(pool.borrow().await.expect("borrow within cap"));
+        }
+        let start = tokio::time::Instant::now();
+        let err = pool.borrow().await.expect_err("21st borrow must fail");
+        assert!(matches!(err, Error::Timeout { after, .. } if after == Duration::from_secs(5)));
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(opener.max_live.load(Ordering::SeqCst), 20);
+        assert_eq!(
+            pool.stats().waiters,
+            0,
+            "a timed-out waiter leaves the queue"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn borrow_and_return_restores_idle_to_10() {
+        let pool = pool_with(FakeOpener::default(), 10, 20);
+        pool.init();
+        settle().await;
+        let s = pool.borrow().await.expect("borrow");
+        assert_eq!(pool.stats().idle, 9);
+        drop(s);
+        assert_eq!(pool.stats().idle, 10);
+        assert_eq!(pool.stats().current, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_before_init_makes_borrow_fail_with_pool_closed() {
+        let opener = FakeOpener::default();
+        let pool = pool_with(opener.clone(), 10, 20);
+        pool.close();
+        pool.init();
+        let err = pool.borrow().await.expect_err("closed pool");
+        assert!(matches!(err, Error::PoolClosed { .. }));
+        assert!(err.to_string().contains("pool closed"));
+        settle().await;
+        assert_eq!(opener.opened.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_hundred_tasks_borrowing_a_thousand_times_fill_the_pool_to_its_cap() {
+        let opener = FakeOpener::default();
+        let pool = pool_with(opener.clone(), 10, 100);
+        pool.init();
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move {
+                    for _ in 0..1000 {
+                        let s = pool.borrow().await?;
+                        tokio::task::yield_now().await;
+                        drop(s);
+                    }
+                    Ok::<_, Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("no borrow error");
+        }
+        let s = pool.stats();
+        assert_eq!(
+            (s.current, s.idle, s.max, s.borrowed),
+            (100, 100, 100, 0),
+            "{s:?}"
+        );
+        assert_eq!(opener.max_live.load(Ordering::SeqCst), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn growth_adds_half_of_init_when_idle_falls_to_a_fifth() {
+        let pool = pool_with(FakeOpener::default(), 10, 100);
+        pool.init();
+        settle().await;
+        let mut held = Vec::new();
+        for _ in 0..7 {
+            held.push(pool.borrow().await.expect("borrow"));
+        }
+        settle().await;
+        assert_eq!(pool.stats().current, 10, "idle 3 of 10 is above 20 %");
+        held.push(pool.borrow().await.expect("borrow"));
+        settle().await;
+        let s = pool.stats();
+        assert_eq!((s.current, s.idle), (15, 7), "idle 2 of 10 triggers +5");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_order_when_streams_return() {
+        let pool = pool_with(FakeOpener::default(), 2, 2);
+        pool.init();
+        settle().await;
+        let a = pool.borrow().await.expect("a");
+        let b = pool.borrow().await.expect("b");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for i in 0..3 {
+            let pool = Arc::clone(&pool);
+            let order = Arc::clone(&order);
+            waiters.push(tokio::spawn(async move {
+                let s = pool.borrow().await.expect("waiter served");
+                order.lock().push(i);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(s);
+            }));
+            settle().await; // enqueue in a known order
+        }
+        assert_eq!(pool.stats().waiters, 3);
+        drop(a);
+        drop(b);
+        for w in waiters {
+            w.await.expect("waiter");
+        }
+        assert_eq!(*order.lock(), vec![0, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_dropped_after_a_failed_write_lowers_the_count() {
+        let opener = FakeOpener::default();
+        let pool = pool_with(opener.clone(), 3, 3);
+        pool.init();
+        settle().await;
+        let mut s = pool.borrow().await.expect("borrow");
+        s.set_healthy(false);
+        drop(s);
+        let st = pool.stats();
+        assert_eq!((st.current, st.idle, st.borrowed), (2, 2, 0));
+        assert_eq!(opener.live.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_a_pool_fails_its_waiters_with_a_typed_error() {
+        let pool = pool_with(FakeOpener::default(), 1, 1);
+        pool.init();
+        settle().await;
+        let held = pool.borrow().await.expect("borrow");
+        let waiter = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.borrow().await })
+        };
+        settle().await;
+        pool.close();
+        let err = waiter.await.expect("task").expect_err("waiter fails");
+        assert!(matches!(err, Error::PoolClosed { .. }));
+        drop(held);
+        assert_eq!(
+            pool.stats().current,
+            0,
+            "a stream returned to a closed pool is dropped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_waiter_queue_refuses_with_pool_exhausted() {
+        let config = PoolConfig {
+            init_size: 1,
+            max_size: 1,
+            max_waiters: 2,
+            ..PoolConfig::default()
+        };
+        let pool = SendStreamPool::new(
+            PeerId::random(),
+            ConnectionId::new_unchecked(1),
+            FakeOpener::default(),
+            config,
+        );
+        pool.init();
+        settle().await;
+        let _held = pool.borrow().await.expect("borrow");
+        let _w: Vec<_> = (0..2)
+            .map(|_| {
+                let p = Arc::clone(&pool);
+                tokio::spawn(async move { p.borrow().await.map(drop) })
+            })
+            .collect();
+        settle().await;
+        let err = pool.borrow().await.expect_err("third waiter refused");
+        assert!(matches!(err, Error::PoolExhausted { waiters: 2, .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_failure_fails_the_waiter_at_once() {
+        let opener = FakeOpener::default();
+        opener.fail.store(true, Ordering::SeqCst);
+        let pool = pool_with(opener, 0, 4);
+        let start = tokio::time::Instant::now();
+        let err = pool.borrow().await.expect_err("open fails");
+        assert!(matches!(err, Error::StreamOpen { .. }));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(pool.stats().open_failures, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_is_served_by_a_stream_opened_on_demand() {
+        let opener = FakeOpener {
+            delay: Duration::from_millis(50),
+            ..FakeOpener::default()
+        };
+        let pool = pool_with(opener, 0, 4);
+        let s = pool.borrow().await.expect("opened on demand");
+        drop(s);
+        let st = pool.stats();
+        assert_eq!((st.current, st.idle), (1, 1));
+    }
+}
