@@ -211,10 +211,10 @@ impl ReceiveStreamManager {
             return;
         };
         // A ticket outliving its connection was already subtracted on close.
-        if let Some(conn) = entry.connections.get_mut(&connection) {
-            if conn.streams.remove(&id) {
-                entry.streams -= 1;
-            }
+        if let Some(conn) = entry.connections.get_mut(&connection)
+            && conn.streams.remove(&id)
+        {
+            entry.streams -= 1;
         }
     }
 }
