@@ -217,8 +217,10 @@ mod tests {
         let mut c = Config::default();
         c.pool.init_size = 101;
         assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.stall_timeout = Duration::ZERO;
+        let c = Config {
+            stall_timeout: Duration::ZERO,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 }
