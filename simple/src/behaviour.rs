@@ -1,0 +1,473 @@
+//! The liquid `NetworkBehaviour`: pools per connection, stream opening on a chosen
+//! connection, inbound accounting and the stall watchdog.
+//!
+//! Streams leave the swarm once negotiated: pools live in [`Shared`], behind `Arc`
+//! and short `parking_lot` locks, and senders write from their own tasks. The swarm
+//! is involved only to open a stream on one specific connection: a pool's opener
+//! sends a request to this behaviour, which forwards it to that connection's handler
+//! with `NotifyHandler::One`.
+//!
+//! The behaviour can sit in any tokio-driven `Swarm` next to other behaviours; its
+//! [`Control`] handle does the sending, registering and querying.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use libp2p::{
+    Multiaddr, PeerId,
+    core::{Endpoint, transport::PortUse},
+    swarm::{
+        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use liquid_p2p_core::{
+    Config, Error, Event, ReceiveStreamManager, SendStreamPool, SendStreamPoolManager, StreamOpener,
+};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    control::Control,
+    events::EventBus,
+    handler::{Handler, HandlerIn, OpenReply},
+    receiver::{self, ProtocolRegistry},
+    watchdog::{ConnectionMeter, MeteredStream},
+};
+
+/// Addresses remembered per peer, for extra connections and dials by peer id.
+const MAX_ADDRESSES_PER_PEER: usize = 8;
+/// Peers whose addresses are remembered.
+const MAX_ADDRESS_BOOK_PEERS: usize = 4096;
+/// Requests from pools and senders queued for the swarm task.
+const REQUEST_QUEUE_LEN: usize = 1024;
+
+/// Requests from pools and senders to the behaviour.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Open {
+        peer: PeerId,
+        connection: ConnectionId,
+        reply: OpenReply,
+    },
+    AddConnection {
+        peer: PeerId,
+    },
+    AddAddress {
+        peer: PeerId,
+        address: Multiaddr,
+    },
+}
+
+/// State shared by the behaviour, its handlers, reader tasks and [`Control`].
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) pools: SendStreamPoolManager<SwarmOpener>,
+    pub(crate) receive: Arc<ReceiveStreamManager>,
+    pub(crate) registry: ProtocolRegistry,
+    pub(crate) events: EventBus,
+    pub(crate) requests: mpsc::Sender<Request>,
+    meters: Mutex<HashMap<ConnectionId, Arc<ConnectionMeter>>>,
+    shut_down: AtomicBool,
+    unknown_protocol_frames: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn count_unknown_protocol(&self) -> u64 {
+        self.unknown_protocol_frames.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Stops the send and receive paths: later calls fail with `ShutDown`, pools close
+    /// (their waiters fail), handlers' queues close once drained.
+    pub(crate) fn shut_down(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        self.pools.close_all();
+        self.registry.clear();
+    }
+
+    pub(crate) fn accept_inbound(
+        self: &Arc<Self>,
+        peer: PeerId,
+        connection: ConnectionId,
+        stream: libp2p::Stream,
+        meter: Arc<ConnectionMeter>,
+    ) {
+        match self.receive.accept(peer, connection) {
+            Ok(ticket) => {
+                let stream = MeteredStream::new(stream, meter);
+                tokio::spawn(receiver::read_stream(Arc::clone(self), stream, ticket));
+            }
+            Err(Error::InboundStreamLimit { scope, limit, .. }) => {
+                drop(stream); // reset
+                let refused_total = self.receive.counts(&peer).refused;
+                tracing::debug!(%peer, %connection, scope, limit, "inbound stream refused");
+                self.events.emit(Event::StreamRefused {
+                    peer,
+                    connection,
+                    limit,
+                    scope,
+                    refused_total,
+                });
+            }
+            Err(other) => tracing::warn!(%peer, error = %other, "inbound stream dropped"),
+        }
+    }
+
+    fn connection_opened(&self, peer: PeerId, connection: ConnectionId) -> Arc<ConnectionMeter> {
+        let meter = ConnectionMeter::new(peer, connection, self.config.stall_timeout);
+        self.meters.lock().insert(connection, Arc::clone(&meter));
+        self.receive.open_connection(peer, connection);
+        meter
+    }
+
+    fn connection_established(&self, peer: PeerId, connection: ConnectionId, others: usize) {
+        let Some(meter) = self.meters.lock().get(&connection).cloned() else {
+            return;
+        };
+        let opener = SwarmOpener {
+            peer,
+            connection,
+            requests: self.requests.clone(),
+            meter,
+            timeout: self.config.stream_open_timeout,
+        };
+        let pool = SendStreamPool::new(peer, connection, opener, self.config.pool.clone());
+        if !self.shut_down.load(Ordering::Acquire) {
+            pool.init();
+            self.pools.add(pool);
+        }
+        self.events.emit(Event::ConnectionEstablished {
+            peer,
+            connection,
+            connections: others + 1,
+        });
+        if others == 0 {
+            self.events.emit(Event::PeerConnected { peer });
+        }
+    }
+
+    fn connection_gone(&self, peer: Option<PeerId>, connection: ConnectionId) {
+        if let Some(meter) = self.meters.lock().remove(&connection) {
+            meter.mark_closed();
+        }
+        if let Some(peer) = peer {
+            self.pools.remove(&peer, connection);
+            self.receive.close_connection(&peer, connection);
+        }
+    }
+
+    /// Declares stalled every connection with writes pending and no progress for
+    /// `stall_timeout`; returns them so the swarm closes them.
+    fn check_stalls(&self) -> Vec<(PeerId, ConnectionId)> {
+        let stalled: Vec<_> = self
+            .meters
+            .lock()
+            .values()
+            .filter(|m| !m.is_stalled())
+            .filter_map(|m| m.stalled_for().map(|idle| (Arc::clone(m), idle)))
+            .collect();
+        stalled
+            .into_iter()
+            .map(|(meter, idle_for)| {
+                let (peer, connection) = (meter.peer(), meter.connection());
+                tracing::warn!(%peer, %connection, ?idle_for, "connection stalled; closing it");
+                meter.mark_stalled();
+                if let Some(pool) = self.pools.remove(&peer, connection) {
+                    pool.close_with(|| meter.close_error());
+                }
+                self.events.emit(Event::ConnectionStalled {
+                    peer,
+                    connection,
+                    idle_for,
+                });
+                (peer, connection)
+            })
+            .collect()
+    }
+}
+
+/// Opens streams of one connection by asking the behaviour (see the module docs).
+pub(crate) struct SwarmOpener {
+    peer: PeerId,
+    connection: ConnectionId,
+    requests: mpsc::Sender<Request>,
+    meter: Arc<ConnectionMeter>,
+    timeout: Duration,
+}
+
+impl StreamOpener for SwarmOpener {
+    type Stream = MeteredStream;
+
+    fn open(&self) -> BoxFuture<'static, Result<MeteredStream, Error>> {
+        let (peer, connection) = (self.peer, self.connection);
+        let requests = self.requests.clone();
+        let meter = Arc::clone(&self.meter);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let failed = |reason: &str| Error::StreamOpen {
+                peer,
+                reason: reason.to_owned(),
+            };
+            let (reply, rx) = oneshot::channel();
+            requests
+                .send(Request::Open {
+                    peer,
+                    connection,
+                    reply,
+                })
+                .await
+                .map_err(|_| Error::ShutDown)?;
+            // The handler bounds negotiation by the same timeout; this one also covers
+            // the time the request waits in the queues.
+            match tokio::time::timeout(timeout * 2, rx).await {
+                Ok(Ok(Ok(stream))) => Ok(MeteredStream::new(stream, meter)),
+                Ok(Ok(Err(e))) => Err(e),
+                Ok(Err(_)) => Err(failed("connection closed")),
+                Err(_) => Err(failed("timed out")),
+            }
+        })
+    }
+}
+
+/// The liquid network behaviour. Create it with [`Behaviour::new`], put it in a
+/// tokio `Swarm`, and use the returned [`Control`].
+pub struct Behaviour {
+    shared: Arc<Shared>,
+    requests: mpsc::Receiver<Request>,
+    actions: VecDeque<ToSwarm<Infallible, HandlerIn>>,
+    watchdog: Option<tokio::time::Interval>,
+    addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    adding_connection: HashSet<PeerId>,
+}
+
+impl Behaviour {
+    /// A behaviour with `config` (validated) and the handle that drives it.
+    pub fn new(config: Config) -> Result<(Self, Control), Error> {
+        config.validate()?;
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE_LEN);
+        let shared = Arc::new(Shared {
+            pools: SendStreamPoolManager::new(config.max_connections_per_peer),
+            receive: ReceiveStreamManager::new(
+                config.inbound_streams_per_peer(),
+                config.inbound_streams_per_connection(),
+            ),
+            registry: ProtocolRegistry::new(config.handler_queue_len),
+            events: EventBus::new(config.event_queue_len),
+            requests: tx,
+            meters: Mutex::new(HashMap::new()),
+            shut_down: AtomicBool::new(false),
+            unknown_protocol_frames: AtomicU64::new(0),
+            config,
+        });
+        let behaviour = Self {
+            shared: Arc::clone(&shared),
+            requests: rx,
+            actions: VecDeque::new(),
+            watchdog: None,
+            addresses: HashMap::new(),
+            adding_connection: HashSet::new(),
+        };
+        Ok((behaviour, Control::new(shared)))
+    }
+
+    /// Remembers an address of `peer` for dials by peer id and extra connections.
+    pub fn add_address(&mut self, peer: PeerId, address: Multiaddr) {
+        if !self.addresses.contains_key(&peer) && self.addresses.len() >= MAX_ADDRESS_BOOK_PEERS {
+            return;
+        }
+        let list = self.addresses.entry(peer).or_default();
+        if list.contains(&address) {
+            return;
+        }
+        if list.len() >= MAX_ADDRESSES_PER_PEER {
+            list.remove(0);
+        }
+        list.push(address);
+    }
+
+    /// Known addresses of `peer`.
+    pub fn addresses_of(&self, peer: &PeerId) -> &[Multiaddr] {
+        self.addresses
+            .get(peer)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    fn handler(&self, peer: PeerId, connection: ConnectionId) -> Result<Handler, ConnectionDenied> {
+        if self.shared.check_open().is_err() {
+            return Err(ConnectionDenied::new(Error::ShutDown));
+        }
+        let meter = self.shared.connection_opened(peer, connection);
+        Ok(Handler::new(
+            peer,
+            connection,
+            Arc::clone(&self.shared),
+            meter,
+        ))
+    }
+
+    fn on_request(&mut self, request: Request) -> Option<ToSwarm<Infallible, HandlerIn>> {
+        match request {
+            Request::Open {
+                peer,
+                connection,
+                reply,
+            } => Some(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::One(connection),
+                event: HandlerIn::Open(reply),
+            }),
+            Request::AddConnection { peer } => {
+                let addresses = self.addresses_of(&peer).to_vec();
+                if addresses.is_empty() || !self.adding_connection.insert(peer) {
+                    return None;
+                }
+                tracing::debug!(%peer, "pool busy; dialling one more connection");
+                Some(ToSwarm::Dial {
+                    opts: DialOpts::peer_id(peer)
+                        .condition(PeerCondition::Always)
+                        .addresses(addresses)
+                        .build(),
+                })
+            }
+            Request::AddAddress { peer, address } => {
+                self.add_address(peer, address);
+                None
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.handler(peer, connection)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.add_address(peer, addr.clone());
+        self.handler(peer, connection)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _connection: ConnectionId,
+        peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        _effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        let Some(peer) = peer else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .addresses_of(&peer)
+            .iter()
+            .filter(|a| !addresses.contains(a))
+            .cloned()
+            .collect())
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                self.adding_connection.remove(&e.peer_id);
+                self.shared
+                    .connection_established(e.peer_id, e.connection_id, e.other_established);
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                self.shared
+                    .connection_gone(Some(e.peer_id), e.connection_id);
+                self.shared.events.emit(Event::ConnectionClosed {
+                    peer: e.peer_id,
+                    connection: e.connection_id,
+                    remaining: e.remaining_established,
+                });
+                if e.remaining_established == 0 {
+                    self.shared
+                        .events
+                        .emit(Event::PeerDisconnected { peer: e.peer_id });
+                }
+            }
+            FromSwarm::DialFailure(e) => {
+                if let Some(peer) = e.peer_id {
+                    self.adding_connection.remove(&peer);
+                }
+                self.shared.connection_gone(e.peer_id, e.connection_id);
+            }
+            FromSwarm::ListenFailure(e) => {
+                self.shared.connection_gone(e.peer_id, e.connection_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer: PeerId,
+        _connection: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        let period = (self.shared.config.stall_timeout / 4).max(Duration::from_millis(50));
+        let watchdog = self.watchdog.get_or_insert_with(|| {
+            let mut i = tokio::time::interval(period);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        while watchdog.poll_tick(cx).is_ready() {
+            for (peer, connection) in self.shared.check_stalls() {
+                self.actions.push_back(ToSwarm::CloseConnection {
+                    peer_id: peer,
+                    connection: libp2p::swarm::CloseConnection::One(connection),
+                });
+            }
+        }
+        if let Some(action) = self.actions.pop_front() {
+            return Poll::Ready(action);
+        }
+        while let Poll::Ready(Some(request)) = self.requests.poll_recv(cx) {
+            if let Some(action) = self.on_request(request) {
+                return Poll::Ready(action);
+            }
+        }
+        Poll::Pending
+    }
+}

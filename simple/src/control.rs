@@ -1,0 +1,267 @@
+//! [`Control`]: the send path and the application's handle on the behaviour.
+//!
+//! `send` picks the least-loaded connection of the peer, borrows a pooled stream,
+//! writes one frame, flushes and returns the stream. A failed write drops that
+//! stream and is retried once on another before the error is returned. Messages
+//! sent with `send` may overtake each other (they travel on different streams); an
+//! [`ExclusiveStream`] keeps one stream for a burst whose order matters.
+
+use std::sync::Arc;
+
+use libp2p::{Multiaddr, PeerId, swarm::ConnectionId};
+use liquid_p2p_core::{Error, PoolStats, PooledStream, ReceiveCounts, codec};
+
+use crate::{
+    behaviour::{Request, Shared, SwarmOpener},
+    events::Events,
+    receiver::{Inbox, validate_protocol},
+};
+
+/// Handle for sending, registering protocols and observing the behaviour. Cheap to
+/// clone; every clone drives the same behaviour.
+#[derive(Clone)]
+pub struct Control {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Sends one message to `peer` for `protocol`.
+    ///
+    /// `Ok` means the whole frame was written and flushed to a healthy stream. No
+    /// order is kept between messages sent by separate calls; use
+    /// [`borrow_stream`](Self::borrow_stream) for ordered bursts.
+    ///
+    /// Errors: `FrameTooLarge` or `InvalidProtocol` before anything is sent;
+    /// `NotConnected`; `Timeout` / `PoolExhausted` when no stream frees up in time;
+    /// `Write`, `PoolClosed` or `ConnectionStalled` when the retry failed too;
+    /// `ShutDown`.
+    pub async fn send(
+        &self,
+        peer: PeerId,
+        protocol: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(), Error> {
+        let payload = payload.as_ref();
+        self.shared.check_message(protocol, payload)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let mut stream = self.borrow_pooled(peer).await?;
+                self.shared
+                    .write_message(&mut stream, peer, protocol, payload)
+                    .await
+            }
+            .await;
+            match result {
+                Err(e) if attempt == 1 && is_retryable(&e) => {
+                    tracing::debug!(%peer, error = %e, "send failed; retrying on another stream");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Borrows one stream to `peer` for exclusive use: messages written through it
+    /// arrive in the order written. Dropping it returns the stream to its pool.
+    pub async fn borrow_stream(&self, peer: PeerId) -> Result<ExclusiveStream, Error> {
+        let stream = self.borrow_pooled(peer).await?;
+        Ok(ExclusiveStream {
+            stream,
+            shared: Arc::clone(&self.shared),
+            peer,
+            broken: false,
+        })
+    }
+
+    /// Registers a local protocol; its messages arrive in the returned [`Inbox`].
+    pub fn register_protocol(&self, protocol: impl Into<String>) -> Result<Inbox, Error> {
+        self.shared.check_open()?;
+        self.shared.registry.register(protocol.into())
+    }
+
+    /// Unregisters a local protocol; later frames for it are counted as unknown.
+    pub fn unregister_protocol(&self, protocol: &str) -> Result<(), Error> {
+        self.shared.check_open()?;
+        self.shared.registry.unregister(protocol)
+    }
+
+    /// Local protocols, sorted.
+    pub fn protocols(&self) -> Vec<String> {
+        self.shared.registry.protocols()
+    }
+
+    /// Counters of every connection's pool to `peer` (empty if not connected).
+    pub fn pool_stats(&self, peer: &PeerId) -> Vec<PoolStats> {
+        self.shared.pools.stats(peer)
+    }
+
+    /// Inbound stream counts of `peer`.
+    pub fn receive_counts(&self, peer: &PeerId) -> ReceiveCounts {
+        self.shared.receive.counts(peer)
+    }
+
+    /// Peers with at least one connection.
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        self.shared.pools.peers()
+    }
+
+    /// Subscribes to events from now on.
+    pub fn events(&self) -> Events {
+        self.shared.events.subscribe()
+    }
+
+    /// Remembers an address of `peer`, used for extra connections and dials by peer id.
+    pub async fn add_address(&self, peer: PeerId, address: Multiaddr) -> Result<(), Error> {
+        self.shared
+            .requests
+            .send(Request::AddAddress { peer, address })
+            .await
+            .map_err(|_| Error::ShutDown)
+    }
+
+    async fn borrow_pooled(&self, peer: PeerId) -> Result<PooledStream<SwarmOpener>, Error> {
+        self.shared.check_open()?;
+        let best = self
+            .shared
+            .pools
+            .best_pool(&peer)
+            .ok_or(Error::NotConnected { peer })?;
+        if best.wants_connection {
+            // Full queue: a request is already on its way.
+            let _ = self
+                .shared
+                .requests
+                .try_send(Request::AddConnection { peer });
+        }
+        best.pool.borrow().await
+    }
+}
+
+/// Errors after which another stream may succeed.
+fn is_retryable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Write { .. }
+            | Error::PoolClosed { .. }
+            | Error::ConnectionStalled { .. }
+            | Error::StreamOpen { .. }
+    )
+}
+
+impl Shared {
+    /// Rejects a message that may not be sent, before anything touches the network.
+    fn check_message(&self, protocol: &str, payload: &[u8]) -> Result<(), Error> {
+        self.check_open()?;
+        validate_protocol(protocol)?;
+        let max = self.config.max_frame_size;
+        if payload.len() > max {
+            return Err(Error::FrameTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes one frame; on any failure (or cancellation) the stream is discarded.
+    pub(crate) async fn write_message(
+        &self,
+        stream: &mut PooledStream<SwarmOpener>,
+        peer: PeerId,
+        protocol: &str,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        stream.set_healthy(false);
+        let io = stream.get_mut();
+        let meter = Arc::clone(io.meter());
+        let _pending = meter.write_started();
+        let compress = self.config.compress_min_size;
+        tokio::select! {
+            r = codec::write_frame(io, protocol, payload, compress) => {
+                r.map_err(|e| Error::write(peer, e))?;
+            }
+            _ = meter.closed().cancelled() => return Err(meter.close_error()),
+        }
+        stream.set_healthy(true);
+        Ok(())
+    }
+}
+
+/// A pooled stream held for an ordered burst. Messages sent through it arrive in
+/// order. Dropping it returns the stream to the pool (or discards it after a
+/// failed write).
+pub struct ExclusiveStream {
+    stream: PooledStream<SwarmOpener>,
+    shared: Arc<Shared>,
+    peer: PeerId,
+    broken: bool,
+}
+
+impl std::fmt::Debug for ExclusiveStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExclusiveStream")
+            .field("peer", &self.peer)
+            .field("connection", &self.connection())
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SwarmOpener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmOpener").finish_non_exhaustive()
+    }
+}
+
+impl ExclusiveStream {
+    /// Sends one message on this stream. After an error the stream is unusable
+    /// and every later call fails.
+    pub async fn send(&mut self, protocol: &str, payload: impl AsRef<[u8]>) -> Result<(), Error> {
+        let payload = payload.as_ref();
+        self.shared.check_message(protocol, payload)?;
+        let meter = self.stream.get_mut().meter();
+        if meter.closed().is_cancelled() {
+            return Err(meter.close_error());
+        }
+        if self.broken {
+            return Err(Error::write(
+                self.peer,
+                std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "an earlier write on this exclusive stream failed",
+                ),
+            ));
+        }
+        let result = self
+            .shared
+            .write_message(&mut self.stream, self.peer, protocol, payload)
+            .await;
+        self.broken = result.is_err();
+        result
+    }
+
+    /// The peer this stream goes to.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The connection this stream belongs to.
+    pub fn connection(&self) -> ConnectionId {
+        self.stream.pool().connection()
+    }
+}

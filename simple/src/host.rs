@@ -1,0 +1,531 @@
+//! [`Host`]: the facade a node embeds.
+//!
+//! A host owns a libp2p `Swarm` (TCP + noise + yamux, and QUIC) with the liquid
+//! behaviour, `identify`, `ping` and `connection-limits`, driven by one tokio task.
+//! The application talks to that task through a bounded command queue for what
+//! needs the swarm (listen, dial, disconnect, shutdown) and through [`Control`] for
+//! everything else, which never waits on the swarm task.
+
+use std::{
+    collections::HashMap,
+    ops::Deref,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, connection_limits, identify,
+    identity::Keypair,
+    multiaddr::Protocol,
+    noise, ping,
+    swarm::{
+        ConnectionId, NetworkBehaviour, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+    tcp, yamux,
+};
+use liquid_p2p_core::{Config, Error, Event};
+use parking_lot::{Mutex, RwLock};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use crate::{behaviour::Behaviour, control::Control};
+
+/// Commands queued for the swarm task.
+const COMMAND_QUEUE_LEN: usize = 256;
+/// QUIC flow-control window of one stream.
+const QUIC_STREAM_WINDOW: u32 = 256 * 1024;
+/// How long shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Identify protocol version announced by hosts.
+pub const IDENTIFY_PROTOCOL_VERSION: &str = "/liquid/1.0.0";
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct HostBehaviour {
+    // Limits first: a connection it denies never reaches the others.
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    liquid: Behaviour,
+}
+
+enum Command {
+    Listen {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<Multiaddr, Error>>,
+    },
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, Error>>,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Builds a [`Host`].
+#[derive(Debug, Default)]
+pub struct HostBuilder {
+    keypair: Option<Keypair>,
+    key_file: Option<PathBuf>,
+    listen: Vec<Multiaddr>,
+    config: Config,
+}
+
+impl HostBuilder {
+    /// Uses this identity. Default: a fresh ed25519 key.
+    pub fn keypair(mut self, keypair: Keypair) -> Self {
+        self.keypair = Some(keypair);
+        self
+    }
+
+    /// Loads the identity from `path`, creating the file (mode 0600) with a new
+    /// ed25519 key if it does not exist, so the peer id survives restarts.
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(path.into());
+        self
+    }
+
+    /// Listens on `address` once built (repeatable). `/tcp/..` uses TCP + noise +
+    /// yamux; `/udp/../quic-v1` uses QUIC.
+    pub fn listen_on(mut self, address: Multiaddr) -> Self {
+        self.listen.push(address);
+        self
+    }
+
+    /// Uses `config` instead of the defaults.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Builds the host, starts its swarm task and waits until it listens on every
+    /// requested address. Must be called inside a tokio runtime.
+    pub async fn build(self) -> Result<Host, Error> {
+        let keypair = match (self.keypair, &self.key_file) {
+            (Some(k), _) => k,
+            (None, Some(path)) => load_or_create_key(path)?,
+            (None, None) => Keypair::generate_ed25519(),
+        };
+        let config = self.config;
+        let (liquid, control) = Behaviour::new(config.clone())?;
+        let mut swarm = build_swarm(keypair, &config, liquid)?;
+        let local_peer_id = *swarm.local_peer_id();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
+        let listen_addrs = Arc::new(RwLock::new(Vec::new()));
+        // Listen before the task starts so errors surface from `build`.
+        let mut listeners = Vec::new();
+        for address in &self.listen {
+            let id = swarm
+                .listen_on(address.clone())
+                .map_err(|e| Error::Listen {
+                    address: address.to_string(),
+                    reason: e.to_string(),
+                })?;
+            listeners.push(id);
+        }
+        let mut task = SwarmTask {
+            swarm,
+            control: control.clone(),
+            commands: rx,
+            listen_addrs: Arc::clone(&listen_addrs),
+            pending_listens: HashMap::new(),
+            pending_dials: HashMap::new(),
+        };
+        let mut waiting = Vec::new();
+        for id in listeners {
+            let (reply, rx) = oneshot::channel();
+            task.pending_listens.insert(id, reply);
+            waiting.push(rx);
+        }
+        let handle = tokio::spawn(task.run());
+        for rx in waiting {
+            match tokio::time::timeout(config.dial_timeout, rx).await {
+                Ok(Ok(result)) => {
+                    result?;
+                }
+                _ => {
+                    return Err(Error::Listen {
+                        address: "requested address".into(),
+                        reason: "no listen address reported in time".into(),
+                    });
+                }
+            }
+        }
+        Ok(Host {
+            local_peer_id,
+            control,
+            commands: tx,
+            listen_addrs,
+            task: Mutex::new(Some(handle)),
+            config,
+        })
+    }
+}
+
+fn build_swarm(
+    keypair: Keypair,
+    config: &Config,
+    liquid: Behaviour,
+) -> Result<Swarm<HostBehaviour>, Error> {
+    let transport_error = |e: &dyn std::fmt::Display| Error::InvalidConfig {
+        reason: format!("transport: {e}"),
+    };
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(config.max_connections_per_peer as u32));
+    // Pools and inbound caps stay far below QUIC's stream limit; the connection
+    // window is sized so every inbound stream can hold a full stream window: an
+    // unread stream (backpressure) then never starves the others.
+    let inbound = config.inbound_streams_per_connection() as u32;
+    let stream_limit = (config.pool.max_size + config.inbound_streams_per_connection()) as u32
+        + liquid_p2p_core::RESERVED_STREAMS as u32;
+    let ping_config = ping::Config::new()
+        .with_interval(config.ping_interval)
+        .with_timeout(config.ping_timeout);
+    let idle_timeout = config.ping_timeout * 4;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport_error(&e))?
+        .with_quic_config(|mut q| {
+            q.max_stream_data = QUIC_STREAM_WINDOW;
+            q.max_connection_data = QUIC_STREAM_WINDOW.saturating_mul(inbound.max(1) + 1);
+            q.max_concurrent_stream_limit = stream_limit;
+            q
+        })
+        .with_behaviour(|key| HostBehaviour {
+            limits: connection_limits::Behaviour::new(limits),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
+                    .with_agent_version(format!("liquid-p2p/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            ping: ping::Behaviour::new(ping_config),
+            liquid,
+        })
+        .map_err(|e| transport_error(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .build();
+    Ok(swarm)
+}
+
+fn load_or_create_key(path: &Path) -> Result<Keypair, Error> {
+    let err = |reason: String| Error::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::generate_ed25519();
+            let bytes = key.to_protobuf_encoding().map_err(|e| err(e.to_string()))?;
+            write_private(path, &bytes).map_err(|e| err(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+/// A liquid-p2p node: listens, dials, and sends over pooled streams.
+///
+/// `Host` dereferences to [`Control`] for sending, protocol registration, stats and
+/// events.
+#[derive(Debug)]
+pub struct Host {
+    local_peer_id: PeerId,
+    control: Control,
+    commands: mpsc::Sender<Command>,
+    listen_addrs: Arc<RwLock<Vec<Multiaddr>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    config: Config,
+}
+
+impl Deref for Host {
+    type Target = Control;
+    fn deref(&self) -> &Control {
+        &self.control
+    }
+}
+
+impl Host {
+    /// A builder with default settings.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// This host's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// The handle for sending and registering, to pass to other tasks.
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// Addresses the host listens on, each ending in `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs.read().clone()
+    }
+
+    /// Starts listening on one more address and returns the first address bound.
+    pub async fn listen_on(&self, address: Multiaddr) -> Result<Multiaddr, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Listen { address, reply }).await?;
+        match tokio::time::timeout(self.config.dial_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ShutDown),
+            Err(_) => Err(Error::Listen {
+                address: "requested address".into(),
+                reason: "no listen address reported in time".into(),
+            }),
+        }
+    }
+
+    /// Dials `address` and waits for the connection (at most `dial_timeout`).
+    /// With a `/p2p/<id>` suffix the remote must prove that identity. Returns the
+    /// remote's peer id; if the peer already has the maximum number of
+    /// connections, returns at once.
+    pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, Error> {
+        self.control.shared().check_open()?;
+        if let Some(Protocol::P2p(peer)) = address.iter().last()
+            && self.pool_stats(&peer).len() >= self.config.max_connections_per_peer
+        {
+            return Ok(peer);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Dial { address, reply }).await?;
+        match tokio::time::timeout(self.config.dial_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ShutDown),
+            Err(_) => Err(Error::Dial {
+                reason: format!("no connection within {:?}", self.config.dial_timeout),
+            }),
+        }
+    }
+
+    /// Closes every connection to `peer`.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), Error> {
+        self.command(Command::Disconnect { peer }).await
+    }
+
+    /// Shuts the host down: later calls fail with `ShutDown`, pools close (waiting
+    /// borrowers fail), connections close (disconnect events are emitted) and the
+    /// swarm task ends. Calling it again does nothing.
+    pub async fn shutdown(&self) {
+        self.control.shared().shut_down();
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    async fn command(&self, command: Command) -> Result<(), Error> {
+        self.control.shared().check_open()?;
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::ShutDown)
+    }
+}
+
+struct SwarmTask {
+    swarm: Swarm<HostBehaviour>,
+    control: Control,
+    commands: mpsc::Receiver<Command>,
+    listen_addrs: Arc<RwLock<Vec<Multiaddr>>>,
+    pending_listens:
+        HashMap<libp2p::core::transport::ListenerId, oneshot::Sender<Result<Multiaddr, Error>>>,
+    pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, Error>>>,
+}
+
+impl SwarmTask {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.close_all().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(command) => self.on_command(command),
+                    // Every handle is gone: nobody can use the host any more.
+                    None => {
+                        self.control.shared().shut_down();
+                        self.close_all().await;
+                        return;
+                    }
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Listen { address, reply } => match self.swarm.listen_on(address.clone()) {
+                Ok(id) => {
+                    self.pending_listens.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Error::Listen {
+                        address: address.to_string(),
+                        reason: e.to_string(),
+                    }));
+                }
+            },
+            Command::Dial { address, reply } => {
+                let opts = match address.iter().last() {
+                    Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
+                        .addresses(vec![address])
+                        .condition(PeerCondition::Always)
+                        .build(),
+                    _ => DialOpts::unknown_peer_id().address(address).build(),
+                };
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dial {
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Command::Disconnect { peer } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<HostBehaviourEvent>) {
+        let events = &self.control.shared().events;
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                let full = address
+                    .with_p2p(*self.swarm.local_peer_id())
+                    .unwrap_or_else(|a| a);
+                self.listen_addrs.write().push(full.clone());
+                events.emit(Event::Listening {
+                    address: full.to_string(),
+                });
+                if let Some(reply) = self.pending_listens.remove(&listener_id) {
+                    let _ = reply.send(Ok(full));
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.write().retain(|a| {
+                    let mut bare = a.clone();
+                    bare.pop();
+                    bare != address
+                });
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(reply) = self.pending_listens.remove(&listener_id) {
+                    let _ = reply.send(Err(Error::Listen {
+                        address: String::new(),
+                        reason: format!("{reason:?}"),
+                    }));
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                let reason = error.to_string();
+                events.emit(Event::DialFailed {
+                    peer: peer_id,
+                    reason: reason.clone(),
+                });
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(Error::Dial { reason }));
+                }
+            }
+            SwarmEvent::Behaviour(HostBehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            })) => {
+                tracing::info!(%peer, %connection, %error, "ping failed; closing connection");
+                self.swarm.close_connection(connection);
+            }
+            SwarmEvent::Behaviour(HostBehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let liquid = &mut self.swarm.behaviour_mut().liquid;
+                for address in info.listen_addrs.into_iter().take(8) {
+                    liquid.add_address(peer_id, address);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes every connection and waits (bounded) for the swarm to report them closed.
+    async fn close_all(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while self.swarm.connected_peers().next().is_some() {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(event) => self.on_event(event),
+                Err(_) => break,
+            }
+        }
+    }
+}

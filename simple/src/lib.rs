@@ -1,0 +1,64 @@
+//! liquid-p2p: pooled, negotiated libp2p streams between the peers of a replicated
+//! service.
+//!
+//! Nodes that exchange many small and some large messages with a known set of peers
+//! (blockchain consensus and sync, replicated services) pay for a substream
+//! negotiation per message with libp2p request-response, or serialise every sender
+//! behind one stream. liquid-p2p keeps, per connection, a pool of ready
+//! `/liquid/msg/1.0.0` streams: a sender borrows one from the least-loaded
+//! connection of the peer, writes one frame and returns it. Inbound streams are
+//! tracked and capped; each is read by its own task into the bounded queue of the
+//! frame's application protocol.
+//!
+//! [`Host`] is the ready-made node (TCP + noise + yamux, QUIC, identify, ping).
+//! [`Behaviour`] + [`Control`] is the same thing as a `NetworkBehaviour` to put in
+//! your own `Swarm` next to gossipsub or kademlia.
+//!
+//! ```
+//! use liquid_p2p::{Host, Error};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Error> {
+//! let a = Host::builder().listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).build().await?;
+//! let b = Host::builder().build().await?;
+//! let mut inbox = a.register_protocol("/chain1/consensus/1")?;
+//!
+//! let a_id = b.dial(a.listen_addrs()[0].clone()).await?;
+//! b.send(a_id, "/chain1/consensus/1", b"block 1").await?;
+//!
+//! let message = inbox.recv().await.expect("delivered");
+//! assert_eq!(&message.payload[..], b"block 1");
+//! assert_eq!(message.peer, b.local_peer_id());
+//! # b.shutdown().await;
+//! # a.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Order: messages sent with [`Control::send`] may overtake each other, since they
+//! travel on different streams. Messages written through one
+//! [`Control::borrow_stream`] arrive in the order written.
+
+#![warn(missing_docs)]
+
+mod behaviour;
+mod control;
+mod events;
+mod handler;
+mod host;
+mod protocol;
+mod receiver;
+mod watchdog;
+
+pub use behaviour::Behaviour;
+pub use control::{Control, ExclusiveStream};
+pub use events::Events;
+pub use handler::{Handler, HandlerIn};
+pub use host::{Host, HostBuilder, IDENTIFY_PROTOCOL_VERSION};
+pub use libp2p;
+pub use liquid_p2p_core::{
+    self as core, Config, ConnectionId, Error, Event, FrameError, Message, PeerId, PoolConfig,
+    PoolStats, ReceiveCounts, codec,
+};
+pub use protocol::PROTOCOL;
+pub use receiver::Inbox;

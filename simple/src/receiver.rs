@@ -1,0 +1,169 @@
+//! The receive path: the protocol registry and the reader of each inbound stream.
+//!
+//! Every registered application protocol has a bounded queue ([`Inbox`]). A reader
+//! task per inbound stream decodes frames and pushes each into the queue of its
+//! protocol; when the queue is full the reader waits, so the stream stops being read
+//! and flow control slows the sender down: messages are never dropped for lack of
+//! room. A frame for an unregistered protocol is counted, reported and skipped. A
+//! frame that breaks the wire format resets its stream only.
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures::AsyncWriteExt;
+use liquid_p2p_core::{
+    Error, Event, FrameReader, MAX_PROTOCOL_LEN, Message, ReadError, ReceiveTicket,
+};
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+use crate::{behaviour::Shared, watchdog::MeteredStream};
+
+/// Checks an application protocol id: 1 to 256 bytes.
+pub(crate) fn validate_protocol(protocol: &str) -> Result<(), Error> {
+    if protocol.is_empty() || protocol.len() > MAX_PROTOCOL_LEN {
+        return Err(Error::InvalidProtocol {
+            len: protocol.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Local application protocols and the queues their messages go to.
+#[derive(Debug)]
+pub(crate) struct ProtocolRegistry {
+    handlers: RwLock<HashMap<String, mpsc::Sender<Message>>>,
+    queue_len: usize,
+}
+
+impl ProtocolRegistry {
+    pub(crate) fn new(queue_len: usize) -> Self {
+        Self {
+            handlers: RwLock::new(HashMap::new()),
+            queue_len,
+        }
+    }
+
+    pub(crate) fn register(&self, protocol: String) -> Result<Inbox, Error> {
+        validate_protocol(&protocol)?;
+        let mut handlers = self.handlers.write();
+        if handlers.contains_key(&protocol) {
+            return Err(Error::ProtocolAlreadyRegistered { protocol });
+        }
+        let (tx, rx) = mpsc::channel(self.queue_len);
+        handlers.insert(protocol.clone(), tx);
+        Ok(Inbox { protocol, rx })
+    }
+
+    pub(crate) fn unregister(&self, protocol: &str) -> Result<(), Error> {
+        self.handlers
+            .write()
+            .remove(protocol)
+            .map(drop)
+            .ok_or_else(|| Error::ProtocolNotRegistered {
+                protocol: protocol.to_owned(),
+            })
+    }
+
+    pub(crate) fn sender(&self, protocol: &str) -> Option<mpsc::Sender<Message>> {
+        self.handlers.read().get(protocol).cloned()
+    }
+
+    pub(crate) fn protocols(&self) -> Vec<String> {
+        let mut list: Vec<_> = self.handlers.read().keys().cloned().collect();
+        list.sort();
+        list
+    }
+
+    pub(crate) fn clear(&self) {
+        self.handlers.write().clear();
+    }
+}
+
+/// The messages of one registered protocol, in arrival order per stream.
+///
+/// The queue holds at most `handler_queue_len` messages; while it is full the
+/// streams carrying this protocol are not read (backpressure). Dropping the inbox
+/// does not unregister the protocol: frames for it then wait, so call
+/// `unregister_protocol` when done.
+#[derive(Debug)]
+pub struct Inbox {
+    protocol: String,
+    rx: mpsc::Receiver<Message>,
+}
+
+impl Inbox {
+    /// The next message; `None` after the protocol is unregistered and the queue drained.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
+    /// A message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The protocol this inbox receives.
+    pub fn protocol(&self) -> &str {
+        &self.protocol
+    }
+}
+
+/// Reads one inbound stream until it ends, breaks the wire format, or its
+/// connection closes.
+pub(crate) async fn read_stream(shared: Arc<Shared>, stream: MeteredStream, ticket: ReceiveTicket) {
+    let (peer, connection) = (ticket.peer(), ticket.connection());
+    let cancelled = ticket.cancelled().clone();
+    let mut reader = FrameReader::new(
+        stream,
+        shared.config.max_frame_size,
+        shared.config.frame_read_timeout,
+    );
+    loop {
+        let frame = tokio::select! {
+            r = reader.next_frame() => r,
+            _ = cancelled.cancelled() => break,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                let _ = reader.get_mut().close().await;
+                break;
+            }
+            Err(ReadError::Frame(error)) => {
+                tracing::debug!(%peer, %connection, %error, "malformed frame; resetting stream");
+                shared.events.emit(Event::ProtocolError {
+                    peer,
+                    connection,
+                    error,
+                });
+                // Dropping the stream without closing it resets it.
+                break;
+            }
+            Err(ReadError::Io(error)) => {
+                tracing::trace!(%peer, %error, "inbound stream ended");
+                break;
+            }
+        };
+        let Some(handler) = shared.registry.sender(&frame.protocol) else {
+            let count = shared.count_unknown_protocol();
+            shared.events.emit(Event::UnknownProtocol {
+                peer,
+                protocol: frame.protocol,
+                count,
+            });
+            continue;
+        };
+        let message = Message {
+            peer,
+            connection,
+            protocol: frame.protocol,
+            payload: frame.payload,
+        };
+        tokio::select! {
+            // Err: unregistered meanwhile; the message has nowhere to go.
+            _ = handler.send(message) => {}
+            _ = cancelled.cancelled() => break,
+        }
+    }
+    drop(ticket);
+}

@@ -1,0 +1,196 @@
+//! The per-connection stall watchdog.
+//!
+//! Under heavy two-way traffic yamux can stop reading its socket while a control
+//! frame waits for room in a full send buffer; the connection then moves no bytes
+//! and reports no error, forever. Every message stream of a connection is wrapped in
+//! a [`MeteredStream`] that stamps the connection's [`ConnectionMeter`] whenever bytes
+//! move. The behaviour checks the meters periodically: a connection with writes
+//! pending and no progress for `stall_timeout` is declared stalled, which fails its
+//! pending writes and waiters with `ConnectionStalled` and closes it.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{AsyncRead, AsyncWrite};
+use liquid_p2p_core::{ConnectionId, Error, PeerId};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Progress and liveness of one connection.
+#[derive(Debug)]
+pub(crate) struct ConnectionMeter {
+    peer: PeerId,
+    connection: ConnectionId,
+    base: Instant,
+    /// Milliseconds since `base` when bytes last moved.
+    last_progress: AtomicU64,
+    pending_writes: AtomicUsize,
+    stalled: AtomicBool,
+    stall_timeout: Duration,
+    /// Cancelled when the connection closes or stalls.
+    closed: CancellationToken,
+}
+
+impl ConnectionMeter {
+    pub(crate) fn new(
+        peer: PeerId,
+        connection: ConnectionId,
+        stall_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            peer,
+            connection,
+            base: Instant::now(),
+            last_progress: AtomicU64::new(0),
+            pending_writes: AtomicUsize::new(0),
+            stalled: AtomicBool::new(false),
+            stall_timeout,
+            closed: CancellationToken::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn progress(&self) {
+        self.last_progress.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts a write as pending until the guard is dropped.
+    pub(crate) fn write_started(self: &Arc<Self>) -> PendingWrite {
+        if self.pending_writes.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Idle time before the first pending write is not a stall.
+            self.progress();
+        }
+        PendingWrite(Arc::clone(self))
+    }
+
+    /// How long the connection has had writes pending without progress.
+    pub(crate) fn stalled_for(&self) -> Option<Duration> {
+        if self.pending_writes.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let idle = self
+            .now_ms()
+            .saturating_sub(self.last_progress.load(Ordering::Relaxed));
+        let idle = Duration::from_millis(idle);
+        (idle >= self.stall_timeout).then_some(idle)
+    }
+
+    pub(crate) fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionId {
+        self.connection
+    }
+
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_stalled(&self) {
+        self.stalled.store(true, Ordering::Release);
+        self.closed.cancel();
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.closed.cancel();
+    }
+
+    pub(crate) fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// The error for a write cut short because the connection went away.
+    pub(crate) fn close_error(&self) -> Error {
+        if self.stalled.load(Ordering::Acquire) {
+            Error::ConnectionStalled {
+                peer: self.peer,
+                connection: self.connection,
+                after: self.stall_timeout,
+            }
+        } else {
+            Error::PoolClosed {
+                peer: self.peer,
+                connection: self.connection,
+            }
+        }
+    }
+}
+
+/// A write in progress on a connection.
+pub(crate) struct PendingWrite(Arc<ConnectionMeter>);
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        self.0.pending_writes.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A libp2p stream that reports moved bytes to its connection's meter.
+#[derive(Debug)]
+pub(crate) struct MeteredStream {
+    inner: libp2p::Stream,
+    meter: Arc<ConnectionMeter>,
+}
+
+impl MeteredStream {
+    pub(crate) fn new(inner: libp2p::Stream, meter: Arc<ConnectionMeter>) -> Self {
+        Self { inner, meter }
+    }
+
+    pub(crate) fn meter(&self) -> &Arc<ConnectionMeter> {
+        &self.meter
+    }
+}
+
+fn track(meter: &ConnectionMeter, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = &poll
+        && *n > 0
+    {
+        meter.progress();
+    }
+    poll
+}
+
+impl AsyncRead for MeteredStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        track(&this.meter, poll)
+    }
+}
+
+impl AsyncWrite for MeteredStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        track(&this.meter, poll)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
