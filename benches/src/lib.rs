@@ -1,0 +1,1 @@
+//! Benchmarks of liquid-p2p live in `benches/`.

@@ -1,0 +1,1 @@
+//! Examples of liquid-p2p: the `peer` binary and the `demo`.
