@@ -67,6 +67,9 @@ enum Command {
     Disconnect {
         peer: PeerId,
     },
+    CloseConnection {
+        connection: ConnectionId,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -330,6 +333,11 @@ impl Host {
         self.command(Command::Disconnect { peer }).await
     }
 
+    /// Closes one connection; the peer's other connections go on.
+    pub async fn close_connection(&self, connection: ConnectionId) -> Result<(), Error> {
+        self.command(Command::CloseConnection { connection }).await
+    }
+
     /// Shuts the host down: later calls fail with `ShutDown`, pools close (waiting
     /// borrowers fail), connections close (disconnect events are emitted) and the
     /// swarm task ends. Calling it again does nothing.
@@ -427,6 +435,9 @@ impl SwarmTask {
             }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::CloseConnection { connection } => {
+                self.swarm.close_connection(connection);
             }
             Command::Shutdown { .. } => {}
         }
