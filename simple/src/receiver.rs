@@ -145,12 +145,7 @@ pub(crate) async fn read_stream(shared: Arc<Shared>, stream: MeteredStream, tick
             }
         };
         let Some(handler) = shared.registry.sender(&frame.protocol) else {
-            let count = shared.count_unknown_protocol();
-            shared.events.emit(Event::UnknownProtocol {
-                peer,
-                protocol: frame.protocol,
-                count,
-            });
+            report_unknown(&shared, peer, frame.protocol);
             continue;
         };
         let message = Message {
@@ -160,10 +155,24 @@ pub(crate) async fn read_stream(shared: Arc<Shared>, stream: MeteredStream, tick
             payload: frame.payload,
         };
         tokio::select! {
-            // Err: unregistered meanwhile; the message has nowhere to go.
-            _ = handler.send(message) => {}
+            sent = handler.send(message) => {
+                // Unregistered while we waited for room: nobody will read it.
+                if let Err(mpsc::error::SendError(message)) = sent {
+                    report_unknown(&shared, peer, message.protocol);
+                }
+            }
             _ = cancelled.cancelled() => break,
         }
     }
     drop(ticket);
+}
+
+fn report_unknown(shared: &Shared, peer: libp2p::PeerId, protocol: String) {
+    let count = shared.count_unknown_protocol();
+    tracing::debug!(%peer, %protocol, count, "frame for an unregistered protocol skipped");
+    shared.events.emit(Event::UnknownProtocol {
+        peer,
+        protocol,
+        count,
+    });
 }
