@@ -23,8 +23,16 @@ use crate::config::MAX_PROTOCOL_LEN;
 /// Flag bit 0: the payload is compressed with raw snappy.
 pub const FLAG_COMPRESSED: u64 = 1;
 
-/// Bytes read from a stream per read call while a frame is incomplete.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read per call while the next frame's length is unknown: enough for many
+/// small frames at once, small enough that an idle stream holds little memory.
+const HEADER_CHUNK: usize = 4 * 1024;
+
+/// Largest read once a frame's length is known.
+const PAYLOAD_CHUNK: usize = 1024 * 1024;
+
+/// A read buffer larger than this is released when it empties, so a stream that
+/// once carried a large frame does not keep its buffer while idle.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Frames with payloads up to this size are written with their header in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
@@ -272,9 +280,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
                 return Ok(Some(frame));
             }
+            if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
+                self.buf = BytesMut::new();
+            }
             let want = match self.decoder.frame_len(&self.buf)? {
-                Some(total) => (total - self.buf.len()).min(READ_CHUNK * 16),
-                None => READ_CHUNK,
+                Some(total) => (total - self.buf.len()).min(PAYLOAD_CHUNK),
+                None => HEADER_CHUNK,
             };
             let start = self.buf.len();
             self.buf.resize(start + want, 0);

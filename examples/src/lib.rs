@@ -1,1 +1,761 @@
 //! Examples of liquid-p2p: the `peer` binary and the `demo`.
+//!
+//! This library holds the pure parts of the `peer` binary, so they can be unit
+//! tested without a network: [`parse_command`] turns one line of stdin into a
+//! [`Command`], and [`Output`] is every line the peer prints, rendered as one JSON
+//! object ([`Output::to_json`]) or as a human-readable line
+//! ([`Output::to_human`]).
+
+use std::{fmt, str::FromStr};
+
+use liquid_p2p::{ConnectionId, Event, PeerId, libp2p::Multiaddr};
+use serde::Serialize;
+
+/// The protocol a `peer` registers when no `--protocol` is given.
+pub const DEFAULT_PROTOCOL: &str = "/liquid/chat/1";
+
+/// Whom a `send` goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every connected peer (`*`).
+    All,
+    /// One peer.
+    Peer(PeerId),
+}
+
+/// One command read from the peer's stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `send <peer-id|*> <protocol> <text...>`: the text is the rest of the line
+    /// (it may be empty or contain spaces).
+    Send {
+        /// The recipient(s).
+        target: Target,
+        /// The application protocol.
+        protocol: String,
+        /// The payload, sent as UTF-8.
+        text: String,
+    },
+    /// `register <protocol>`.
+    Register(String),
+    /// `unregister <protocol>`.
+    Unregister(String),
+    /// `dial <multiaddr>`.
+    Dial(Multiaddr),
+    /// `peers`.
+    Peers,
+    /// `quit`.
+    Quit,
+}
+
+/// Why a command line was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError(String);
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// The commands and their arguments, for error messages and `--help`.
+pub const COMMAND_USAGE: &str = "send <peer-id|*> <protocol> <text...> | register <protocol> | \
+     unregister <protocol> | dial <multiaddr> | peers | quit";
+
+/// Splits off the first whitespace-separated token; the rest keeps everything
+/// after the whitespace that follows the token.
+fn next_token(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_start();
+    if s.is_empty() {
+        return None;
+    }
+    match s.find(char::is_whitespace) {
+        Some(end) => {
+            let rest = &s[end..];
+            // Drop exactly one separator so the text may start with spaces.
+            let sep = rest.chars().next().map_or(0, char::len_utf8);
+            Some((&s[..end], &rest[sep..]))
+        }
+        None => Some((s, "")),
+    }
+}
+
+/// Takes exactly one argument and nothing else.
+fn single_argument<'a>(command: &str, what: &str, rest: &'a str) -> Result<&'a str, CommandError> {
+    let usage = || CommandError(format!("usage: {command} <{what}>"));
+    let (arg, extra) = next_token(rest).ok_or_else(usage)?;
+    if !extra.trim().is_empty() {
+        return Err(usage());
+    }
+    Ok(arg)
+}
+
+/// Parses one line of stdin. Blank lines give `Ok(None)`; the trailing newline (and
+/// `\r`) is ignored.
+pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let Some((name, rest)) = next_token(line) else {
+        return Ok(None);
+    };
+    let no_arguments = |command: Command| {
+        if rest.trim().is_empty() {
+            Ok(Some(command))
+        } else {
+            Err(CommandError(format!("`{name}` takes no arguments")))
+        }
+    };
+    match name {
+        "send" => {
+            let usage = || CommandError("usage: send <peer-id|*> <protocol> <text...>".into());
+            let (to, rest) = next_token(rest).ok_or_else(usage)?;
+            let (protocol, text) = next_token(rest).ok_or_else(usage)?;
+            let target = if to == "*" {
+                Target::All
+            } else {
+                Target::Peer(
+                    PeerId::from_str(to)
+                        .map_err(|e| CommandError(format!("invalid peer id `{to}`: {e}")))?,
+                )
+            };
+            Ok(Some(Command::Send {
+                target,
+                protocol: protocol.to_owned(),
+                text: text.to_owned(),
+            }))
+        }
+        "register" => Ok(Some(Command::Register(
+            single_argument(name, "protocol", rest)?.to_owned(),
+        ))),
+        "unregister" => Ok(Some(Command::Unregister(
+            single_argument(name, "protocol", rest)?.to_owned(),
+        ))),
+        "dial" => {
+            let address = single_argument(name, "multiaddr", rest)?;
+            let address = Multiaddr::from_str(address)
+                .map_err(|e| CommandError(format!("invalid multiaddr `{address}`: {e}")))?;
+            Ok(Some(Command::Dial(address)))
+        }
+        "peers" => no_arguments(Command::Peers),
+        "quit" => no_arguments(Command::Quit),
+        other => Err(CommandError(format!(
+            "unknown command `{other}`; expected {COMMAND_USAGE}"
+        ))),
+    }
+}
+
+/// A connection id as JSON: a number (its `Display` form), or a string should that
+/// form ever stop being numeric.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ConnectionNumber {
+    /// The usual case.
+    Number(u64),
+    /// Fallback.
+    Text(String),
+}
+
+impl From<ConnectionId> for ConnectionNumber {
+    fn from(connection: ConnectionId) -> Self {
+        let text = connection.to_string();
+        match text.parse() {
+            Ok(n) => Self::Number(n),
+            Err(_) => Self::Text(text),
+        }
+    }
+}
+
+impl fmt::Display for ConnectionNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// Every line the `peer` prints. With `--json` each is one JSON object whose
+/// `event` field is the variant name in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Output {
+    /// The host listens on `address` (ending in `/p2p/<id>`).
+    Listening {
+        /// The address.
+        address: String,
+    },
+    /// A peer's first connection is up.
+    Connected {
+        /// The peer.
+        peer: String,
+    },
+    /// A peer's last connection closed.
+    Disconnected {
+        /// The peer.
+        peer: String,
+    },
+    /// A message arrived for a registered protocol.
+    Message {
+        /// The sender.
+        peer: String,
+        /// The protocol.
+        protocol: String,
+        /// The payload, as UTF-8 (invalid bytes replaced).
+        data: String,
+    },
+    /// Something failed: a bad command, a failed send or dial.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+    /// Reply to `peers`.
+    Peers {
+        /// Connected peers, sorted.
+        peers: Vec<String>,
+    },
+    /// Reply to a successful `send` (one per recipient).
+    Sent {
+        /// The recipient.
+        peer: String,
+        /// The protocol.
+        protocol: String,
+    },
+    /// Reply to `register`.
+    Registered {
+        /// The protocol.
+        protocol: String,
+    },
+    /// Reply to `unregister`.
+    Unregistered {
+        /// The protocol.
+        protocol: String,
+    },
+    /// Reply to a successful dial (`dial`, `--dial`, `--required`).
+    Dialed {
+        /// The remote's peer id.
+        peer: String,
+    },
+    /// A connection (first or further) is up.
+    ConnectionEstablished {
+        /// The peer.
+        peer: String,
+        /// The connection.
+        connection: ConnectionNumber,
+        /// Connections now open to the peer.
+        connections: usize,
+    },
+    /// A connection closed.
+    ConnectionClosed {
+        /// The peer.
+        peer: String,
+        /// The connection.
+        connection: ConnectionNumber,
+        /// Connections still open to the peer.
+        remaining: usize,
+    },
+    /// An outgoing dial failed.
+    DialFailed {
+        /// The peer, if known.
+        peer: Option<String>,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An inbound stream was refused because a cap was reached.
+    StreamRefused {
+        /// The peer.
+        peer: String,
+        /// The connection.
+        connection: ConnectionNumber,
+        /// The cap that was hit.
+        limit: usize,
+        /// `peer`, `connection` or `closed connection`.
+        scope: String,
+        /// Streams refused from this peer so far.
+        refused_total: u64,
+    },
+    /// An inbound frame broke the wire format; that stream was reset.
+    ProtocolError {
+        /// The peer.
+        peer: String,
+        /// The connection.
+        connection: ConnectionNumber,
+        /// What was wrong.
+        error: String,
+    },
+    /// A frame arrived for a protocol with no handler.
+    UnknownProtocol {
+        /// The peer.
+        peer: String,
+        /// The protocol.
+        protocol: String,
+        /// Frames skipped for unknown protocols so far.
+        count: u64,
+    },
+    /// The watchdog closed a connection that made no progress.
+    ConnectionStalled {
+        /// The peer.
+        peer: String,
+        /// The connection.
+        connection: ConnectionNumber,
+        /// How long it made no progress, in milliseconds.
+        idle_ms: u64,
+    },
+    /// The event subscriber fell behind and missed events.
+    EventsDropped {
+        /// Events missed.
+        count: u64,
+    },
+    /// A host event this version of the peer does not know (the library's `Event`
+    /// is non-exhaustive).
+    OtherEvent {
+        /// The event's `Debug` form.
+        debug: String,
+    },
+}
+
+impl Output {
+    /// The line for a host event.
+    pub fn from_event(event: &Event) -> Self {
+        match event {
+            Event::Listening { address } => Self::Listening {
+                address: address.clone(),
+            },
+            Event::PeerConnected { peer } => Self::Connected {
+                peer: peer.to_string(),
+            },
+            Event::PeerDisconnected { peer } => Self::Disconnected {
+                peer: peer.to_string(),
+            },
+            Event::ConnectionEstablished {
+                peer,
+                connection,
+                connections,
+            } => Self::ConnectionEstablished {
+                peer: peer.to_string(),
+                connection: (*connection).into(),
+                connections: *connections,
+            },
+            Event::ConnectionClosed {
+                peer,
+                connection,
+                remaining,
+            } => Self::ConnectionClosed {
+                peer: peer.to_string(),
+                connection: (*connection).into(),
+                remaining: *remaining,
+            },
+            Event::DialFailed { peer, reason } => Self::DialFailed {
+                peer: peer.map(|p| p.to_string()),
+                reason: reason.clone(),
+            },
+            Event::StreamRefused {
+                peer,
+                connection,
+                limit,
+                scope,
+                refused_total,
+            } => Self::StreamRefused {
+                peer: peer.to_string(),
+                connection: (*connection).into(),
+                limit: *limit,
+                scope: (*scope).to_owned(),
+                refused_total: *refused_total,
+            },
+            Event::ProtocolError {
+                peer,
+                connection,
+                error,
+            } => Self::ProtocolError {
+                peer: peer.to_string(),
+                connection: (*connection).into(),
+                error: error.to_string(),
+            },
+            Event::UnknownProtocol {
+                peer,
+                protocol,
+                count,
+            } => Self::UnknownProtocol {
+                peer: peer.to_string(),
+                protocol: protocol.clone(),
+                count: *count,
+            },
+            Event::ConnectionStalled {
+                peer,
+                connection,
+                idle_for,
+            } => Self::ConnectionStalled {
+                peer: peer.to_string(),
+                connection: (*connection).into(),
+                idle_ms: u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX),
+            },
+            Event::EventsDropped { count } => Self::EventsDropped { count: *count },
+            other => Self::OtherEvent {
+                debug: format!("{other:?}"),
+            },
+        }
+    }
+
+    /// The line for a received message; the payload is decoded as lossy UTF-8.
+    pub fn message(peer: PeerId, protocol: &str, payload: &[u8]) -> Self {
+        Self::Message {
+            peer: peer.to_string(),
+            protocol: protocol.to_owned(),
+            data: String::from_utf8_lossy(payload).into_owned(),
+        }
+    }
+
+    /// An error line.
+    pub fn error(message: impl fmt::Display) -> Self {
+        Self::Error {
+            message: message.to_string(),
+        }
+    }
+
+    /// One JSON object, without a newline.
+    pub fn to_json(&self) -> String {
+        // Serialising plain strings and numbers cannot fail; keep a valid line anyway.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(
+                "{{\"event\":\"error\",\"message\":{}}}",
+                serde_json::Value::String(format!("cannot render output: {e}"))
+            )
+        })
+    }
+
+    /// A human-readable line, without a newline.
+    pub fn to_human(&self) -> String {
+        match self {
+            Self::Listening { address } => format!("listening on {address}"),
+            Self::Connected { peer } => format!("connected to {peer}"),
+            Self::Disconnected { peer } => format!("disconnected from {peer}"),
+            Self::Message {
+                peer,
+                protocol,
+                data,
+            } => format!("[{peer} {protocol}] {data}"),
+            Self::Error { message } => format!("error: {message}"),
+            Self::Peers { peers } if peers.is_empty() => "no connected peers".into(),
+            Self::Peers { peers } => format!("peers: {}", peers.join(" ")),
+            Self::Sent { peer, protocol } => format!("sent to {peer} on {protocol}"),
+            Self::Registered { protocol } => format!("registered {protocol}"),
+            Self::Unregistered { protocol } => format!("unregistered {protocol}"),
+            Self::Dialed { peer } => format!("dialed {peer}"),
+            Self::ConnectionEstablished {
+                peer,
+                connection,
+                connections,
+            } => format!("connection {connection} to {peer} established ({connections} open)"),
+            Self::ConnectionClosed {
+                peer,
+                connection,
+                remaining,
+            } => format!("connection {connection} to {peer} closed ({remaining} remaining)"),
+            Self::DialFailed { peer, reason } => match peer {
+                Some(peer) => format!("dial to {peer} failed: {reason}"),
+                None => format!("dial failed: {reason}"),
+            },
+            Self::StreamRefused {
+                peer,
+                connection,
+                limit,
+                scope,
+                refused_total,
+            } => format!(
+                "refused a stream from {peer} on connection {connection}: {scope} limit {limit} \
+                 reached ({refused_total} refused so far)"
+            ),
+            Self::ProtocolError {
+                peer,
+                connection,
+                error,
+            } => format!("protocol error from {peer} on connection {connection}: {error}"),
+            Self::UnknownProtocol {
+                peer,
+                protocol,
+                count,
+            } => format!(
+                "{peer} sent a frame for unregistered protocol {protocol} ({count} skipped so far)"
+            ),
+            Self::ConnectionStalled {
+                peer,
+                connection,
+                idle_ms,
+            } => format!("connection {connection} to {peer} stalled for {idle_ms} ms; closed"),
+            Self::EventsDropped { count } => format!("{count} events dropped (output too slow)"),
+            Self::OtherEvent { debug } => format!("event: {debug}"),
+        }
+    }
+
+    /// The line in the chosen format.
+    pub fn render(&self, json: bool) -> String {
+        if json {
+            self.to_json()
+        } else {
+            self.to_human()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use liquid_p2p::FrameError;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn parse(line: &str) -> Command {
+        parse_command(line)
+            .expect("valid command")
+            .expect("not blank")
+    }
+
+    fn json_of(output: &Output) -> Value {
+        serde_json::from_str(&output.to_json()).expect("valid JSON")
+    }
+
+    #[test]
+    fn parses_send_to_one_peer_keeping_the_rest_of_the_line() {
+        let peer = PeerId::random();
+        let command = parse(&format!("send {peer} /liquid/chat/1 hello  big world \n"));
+        assert_eq!(
+            command,
+            Command::Send {
+                target: Target::Peer(peer),
+                protocol: "/liquid/chat/1".into(),
+                text: "hello  big world ".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn parses_send_to_everyone_and_empty_text() {
+        assert_eq!(
+            parse("send * /p hi\r\n"),
+            Command::Send {
+                target: Target::All,
+                protocol: "/p".into(),
+                text: "hi".into(),
+            }
+        );
+        assert_eq!(
+            parse("send * /p"),
+            Command::Send {
+                target: Target::All,
+                protocol: "/p".into(),
+                text: String::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn parses_the_other_commands() {
+        assert_eq!(parse("register /a/1"), Command::Register("/a/1".into()));
+        assert_eq!(
+            parse("  unregister   /a/1  "),
+            Command::Unregister("/a/1".into())
+        );
+        assert_eq!(
+            parse("dial /ip4/127.0.0.1/tcp/4001"),
+            Command::Dial("/ip4/127.0.0.1/tcp/4001".parse().expect("multiaddr"))
+        );
+        assert_eq!(parse("peers"), Command::Peers);
+        assert_eq!(parse("quit\n"), Command::Quit);
+    }
+
+    #[test]
+    fn blank_lines_are_ignored() {
+        assert_eq!(parse_command(""), Ok(None));
+        assert_eq!(parse_command("   \r\n"), Ok(None));
+    }
+
+    #[test]
+    fn bad_commands_are_errors() {
+        for line in [
+            "frobnicate",
+            "send",
+            "send *",
+            "send not-a-peer-id /p hi",
+            "register",
+            "register /a /b",
+            "unregister",
+            "dial",
+            "dial not-a-multiaddr",
+            "dial /ip4/127.0.0.1/tcp/1 extra",
+            "peers now",
+            "quit please",
+            "SEND * /p hi",
+        ] {
+            assert!(parse_command(line).is_err(), "`{line}` should be rejected");
+        }
+        let error = parse_command("frobnicate").expect_err("unknown");
+        assert!(error.to_string().contains("frobnicate"));
+    }
+
+    #[test]
+    fn renders_the_documented_lines() {
+        let peer = PeerId::random();
+        let p = peer.to_string();
+        assert_eq!(
+            json_of(&Output::from_event(&Event::Listening {
+                address: "/ip4/127.0.0.1/tcp/1".into()
+            })),
+            json!({"event": "listening", "address": "/ip4/127.0.0.1/tcp/1"})
+        );
+        assert_eq!(
+            json_of(&Output::from_event(&Event::PeerConnected { peer })),
+            json!({"event": "connected", "peer": p})
+        );
+        assert_eq!(
+            json_of(&Output::from_event(&Event::PeerDisconnected { peer })),
+            json!({"event": "disconnected", "peer": p})
+        );
+        assert_eq!(
+            json_of(&Output::message(peer, "/liquid/chat/1", b"hi \xff")),
+            json!({"event": "message", "peer": p, "protocol": "/liquid/chat/1", "data": "hi \u{fffd}"})
+        );
+        assert_eq!(
+            json_of(&Output::error("boom")),
+            json!({"event": "error", "message": "boom"})
+        );
+        assert_eq!(
+            json_of(&Output::Peers {
+                peers: vec![p.clone()]
+            }),
+            json!({"event": "peers", "peers": [p]})
+        );
+        assert_eq!(
+            json_of(&Output::Sent {
+                peer: p.clone(),
+                protocol: "/x".into()
+            }),
+            json!({"event": "sent", "peer": p, "protocol": "/x"})
+        );
+        assert_eq!(
+            json_of(&Output::Registered {
+                protocol: "/x".into()
+            }),
+            json!({"event": "registered", "protocol": "/x"})
+        );
+        assert_eq!(
+            json_of(&Output::Unregistered {
+                protocol: "/x".into()
+            }),
+            json!({"event": "unregistered", "protocol": "/x"})
+        );
+        assert_eq!(
+            json_of(&Output::Dialed { peer: p.clone() }),
+            json!({"event": "dialed", "peer": p})
+        );
+    }
+
+    #[test]
+    fn renders_every_other_host_event() {
+        let peer = PeerId::random();
+        let p = peer.to_string();
+        let connection = ConnectionId::new_unchecked(7);
+        let cases = [
+            (
+                Event::ConnectionEstablished {
+                    peer,
+                    connection,
+                    connections: 2,
+                },
+                json!({"event": "connection_established", "peer": p, "connection": 7, "connections": 2}),
+            ),
+            (
+                Event::ConnectionClosed {
+                    peer,
+                    connection,
+                    remaining: 0,
+                },
+                json!({"event": "connection_closed", "peer": p, "connection": 7, "remaining": 0}),
+            ),
+            (
+                Event::DialFailed {
+                    peer: Some(peer),
+                    reason: "refused".into(),
+                },
+                json!({"event": "dial_failed", "peer": p, "reason": "refused"}),
+            ),
+            (
+                Event::DialFailed {
+                    peer: None,
+                    reason: "refused".into(),
+                },
+                json!({"event": "dial_failed", "peer": null, "reason": "refused"}),
+            ),
+            (
+                Event::StreamRefused {
+                    peer,
+                    connection,
+                    limit: 100,
+                    scope: "peer",
+                    refused_total: 3,
+                },
+                json!({"event": "stream_refused", "peer": p, "connection": 7, "limit": 100,
+                       "scope": "peer", "refused_total": 3}),
+            ),
+            (
+                Event::ProtocolError {
+                    peer,
+                    connection,
+                    error: FrameError::BadVarint,
+                },
+                json!({"event": "protocol_error", "peer": p, "connection": 7,
+                       "error": FrameError::BadVarint.to_string()}),
+            ),
+            (
+                Event::UnknownProtocol {
+                    peer,
+                    protocol: "/nope".into(),
+                    count: 4,
+                },
+                json!({"event": "unknown_protocol", "peer": p, "protocol": "/nope", "count": 4}),
+            ),
+            (
+                Event::ConnectionStalled {
+                    peer,
+                    connection,
+                    idle_for: Duration::from_millis(10_500),
+                },
+                json!({"event": "connection_stalled", "peer": p, "connection": 7, "idle_ms": 10_500}),
+            ),
+            (
+                Event::EventsDropped { count: 9 },
+                json!({"event": "events_dropped", "count": 9}),
+            ),
+        ];
+        for (event, expected) in cases {
+            let output = Output::from_event(&event);
+            assert_eq!(json_of(&output), expected, "{event:?}");
+            let line = output.to_json();
+            assert!(!line.contains('\n'), "one line: {line}");
+            assert!(!output.to_human().is_empty());
+        }
+    }
+
+    #[test]
+    fn json_stays_on_one_line_whatever_the_text() {
+        let output = Output::message(PeerId::random(), "/p", b"two\nlines\r\n\"quoted\"");
+        let line = output.to_json();
+        assert!(!line.contains('\n') && !line.contains('\r'), "{line}");
+        assert_eq!(json_of(&output)["data"], "two\nlines\r\n\"quoted\"");
+    }
+
+    #[test]
+    fn human_lines_are_readable() {
+        let peer = PeerId::random();
+        assert_eq!(
+            Output::message(peer, "/p", b"hi").to_human(),
+            format!("[{peer} /p] hi")
+        );
+        assert_eq!(
+            Output::Peers { peers: vec![] }.render(false),
+            "no connected peers"
+        );
+        assert_eq!(Output::error("x").render(false), "error: x");
+    }
+}
