@@ -536,3 +536,48 @@ async fn peer_events_follow_first_and_last_connection_and_shutdown_is_final() {
     b.shutdown().await; // idempotent
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_makes_the_host_dial_one_more_connection_up_to_the_maximum() {
+    let pool = PoolConfig {
+        init_size: 2,
+        max_size: 4,
+        ..PoolConfig::default()
+    };
+    let config = Config {
+        pool,
+        max_connections_per_peer: 2,
+        ..Config::default()
+    };
+    let a = host(config.clone()).await;
+    let b = host(config).await;
+    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let a_id = connect(&b, &a).await;
+    assert_eq!(b.pool_stats(&a_id).len(), 1);
+    let senders: Vec<_> = (0..16)
+        .map(|_| {
+            let control = b.control();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    control
+                        .send(a_id, PROTO, vec![3u8; 8 * 1024])
+                        .await
+                        .expect("send");
+                }
+            })
+        })
+        .collect();
+    let drain = tokio::spawn(async move { while inbox.recv().await.is_some() {} });
+    let mut most = 0;
+    while !senders.iter().all(|s| s.is_finished()) {
+        most = most.max(b.pool_stats(&a_id).len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for s in senders {
+        s.await.expect("sender");
+    }
+    assert_eq!(most, 2, "a second connection was added, and no third");
+    drain.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+}
