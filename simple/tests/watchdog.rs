@@ -134,7 +134,10 @@ async fn two_way_load(transport: &str, run_for: Duration) -> LoadReport {
 }
 
 fn check(report: &LoadReport, transport: &str) {
-    println!("{transport}: {report:?}");
+    println!(
+        "{transport}: delivered {:?}, longest gap {:?}, stalls {}, reconnects {}",
+        report.delivered, report.longest_gap, report.stalls, report.reconnects
+    );
     // Detection takes at most STALL plus one watchdog period; the redial and pool
     // refill follow within a second or two.
     let bound = STALL + Duration::from_secs(4);
