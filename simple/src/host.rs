@@ -39,6 +39,8 @@ use crate::{behaviour::Behaviour, control::Control};
 const COMMAND_QUEUE_LEN: usize = 256;
 /// QUIC flow-control window of one stream.
 const QUIC_STREAM_WINDOW: u32 = 256 * 1024;
+/// Dials awaiting their outcome; more are refused until some finish.
+const MAX_PENDING_DIALS: usize = 1024;
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -413,6 +415,11 @@ impl SwarmTask {
                     }));
                 }
             },
+            Command::Dial { reply, .. } if self.pending_dials.len() >= MAX_PENDING_DIALS => {
+                let _ = reply.send(Err(Error::Dial {
+                    reason: format!("{MAX_PENDING_DIALS} dials already in flight"),
+                }));
+            }
             Command::Dial { address, reply } => {
                 let opts = match address.iter().last() {
                     Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
