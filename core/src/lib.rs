@@ -46,6 +46,7 @@ mod event;
 mod pool;
 mod pool_manager;
 mod receive;
+mod supervisor;
 
 pub use codec::{Frame, FrameDecoder, FrameError, FrameReader, ReadError};
 pub use config::{Config, MAX_PROTOCOL_LEN, PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS};
@@ -54,6 +55,7 @@ pub use event::{Event, Message};
 pub use pool::{PoolStats, PooledStream, SendStreamPool, StreamOpener};
 pub use pool_manager::{BestPool, SendStreamPoolManager};
 pub use receive::{ReceiveCounts, ReceiveStreamManager, ReceiveTicket};
+pub use supervisor::{ConnSupervisor, SupervisorAction, SupervisorConfig, fibonacci_backoff};
 
 /// Re-exported so users name peers and connections without extra dependencies.
 pub use libp2p_identity::PeerId;

@@ -132,10 +132,7 @@ impl HostBuilder {
         for address in &self.listen {
             let id = swarm
                 .listen_on(address.clone())
-                .map_err(|e| Error::Listen {
-                    address: address.to_string(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| listen_error(address, e))?;
             listeners.push(id);
         }
         let mut task = SwarmTask {
@@ -224,6 +221,19 @@ fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
         .build();
     Ok(swarm)
+}
+
+fn listen_error(address: &Multiaddr, e: libp2p::TransportError<std::io::Error>) -> Error {
+    // Some transport errors display as an empty string; their debug form names the cause.
+    let shown = e.to_string();
+    Error::Listen {
+        address: address.to_string(),
+        reason: if shown.trim().is_empty() {
+            format!("{e:?}")
+        } else {
+            shown
+        },
+    }
 }
 
 fn load_or_create_key(path: &Path) -> Result<Keypair, Error> {
@@ -409,10 +419,7 @@ impl SwarmTask {
                     self.pending_listens.insert(id, reply);
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(Error::Listen {
-                        address: address.to_string(),
-                        reason: e.to_string(),
-                    }));
+                    let _ = reply.send(Err(listen_error(&address, e)));
                 }
             },
             Command::Dial { reply, .. } if self.pending_dials.len() >= MAX_PENDING_DIALS => {
