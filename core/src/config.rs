@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::{conn_manager::EvictionStrategy, error::Error, supervisor::SupervisorConfig};
 
 /// yamux closes the whole connection when a peer opens more than this many streams.
 pub const YAMUX_MAX_STREAMS: usize = 512;
@@ -98,6 +98,14 @@ pub struct Config {
     pub ping_interval: Duration,
     /// A ping unanswered for this long closes the connection. Default: 5 s.
     pub ping_timeout: Duration,
+    /// Redial schedule of required peers.
+    pub supervisor: SupervisorConfig,
+    /// Whom to refuse or evict when `max_peers` peers are connected. Default:
+    /// [`EvictionStrategy::Lifo`] (a new low-priority peer is refused).
+    pub eviction: EvictionStrategy,
+    /// Entries the [`Blacklist`](crate::Blacklist) holds at most; adding one more
+    /// fails with `BlacklistFull`. Default: 4096.
+    pub max_blacklist_entries: usize,
 }
 
 impl Default for Config {
@@ -118,6 +126,9 @@ impl Default for Config {
             compress_min_size: None,
             ping_interval: Duration::from_secs(2),
             ping_timeout: Duration::from_secs(5),
+            supervisor: SupervisorConfig::default(),
+            eviction: EvictionStrategy::Lifo,
+            max_blacklist_entries: 4096,
         }
     }
 }
@@ -174,6 +185,10 @@ impl Config {
         if self.handler_queue_len == 0 || self.event_queue_len == 0 {
             return invalid("handler_queue_len and event_queue_len must be at least 1".into());
         }
+        if self.max_blacklist_entries == 0 {
+            // A blacklist that can hold nothing fails every `add`: surely a mistake.
+            return invalid("max_blacklist_entries must be at least 1".into());
+        }
         let timeouts = [
             ("pool.borrow_timeout", p.borrow_timeout),
             ("stream_open_timeout", self.stream_open_timeout),
@@ -182,9 +197,17 @@ impl Config {
             ("frame_read_timeout", self.frame_read_timeout),
             ("ping_interval", self.ping_interval),
             ("ping_timeout", self.ping_timeout),
+            ("supervisor.check_interval", self.supervisor.check_interval),
+            ("supervisor.backoff_unit", self.supervisor.backoff_unit),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
             return invalid(format!("{name} must be greater than zero"));
+        }
+        if self.supervisor.max_backoff < self.supervisor.backoff_unit {
+            return invalid("supervisor.max_backoff must be at least backoff_unit".into());
+        }
+        if self.supervisor.jitter_percent > 100 {
+            return invalid("supervisor.jitter_percent must be at most 100".into());
         }
         Ok(())
     }
@@ -201,6 +224,9 @@ mod tests {
         assert_eq!(c.pool.effective_grow_batch(), 5);
         assert_eq!(c.inbound_streams_per_peer(), 100);
         assert_eq!(c.max_frame_size, 16 << 20);
+        assert_eq!((c.max_peers, c.max_connections_per_peer), (20, 1));
+        assert_eq!(c.eviction, EvictionStrategy::Lifo);
+        assert_eq!(c.max_blacklist_entries, 4096);
         c.validate().expect("defaults are valid");
     }
 
@@ -222,5 +248,14 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn validate_rejects_a_blacklist_that_can_hold_nothing() {
+        let c = Config {
+            max_blacklist_entries: 0,
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig { .. })));
     }
 }

@@ -150,11 +150,33 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// An address cannot be used as given.
+    #[error("address {address}: {reason}")]
+    InvalidAddress {
+        /// The address.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The configuration is inconsistent.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {
         /// What is wrong.
         reason: String,
+    },
+    /// A blacklist entry is not a peer id, an IP address or an IP:port.
+    #[error("invalid blacklist entry {entry:?}: {reason}")]
+    InvalidBlacklistEntry {
+        /// The rejected text, cut to its first 64 characters.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The blacklist already holds its maximum number of entries.
+    #[error("blacklist full: limit of {limit} entries reached")]
+    BlacklistFull {
+        /// The entry limit.
+        limit: usize,
     },
     /// The host was shut down; no further calls succeed.
     #[error("the host has been shut down")]

@@ -105,6 +105,43 @@ pub enum Event {
         /// How long it made no progress.
         idle_for: Duration,
     },
+    /// A dial to a required peer failed; the next one waits `delay`.
+    RedialScheduled {
+        /// The required peer.
+        peer: PeerId,
+        /// Failed dials in a row.
+        attempt: u32,
+        /// Time until the next dial.
+        delay: Duration,
+    },
+    /// A required peer is connected (again); its redial schedule is reset.
+    RequiredPeerConnected {
+        /// The required peer.
+        peer: PeerId,
+    },
+    /// A required peer was given up after `max_attempts` failed dials in a row.
+    RequiredPeerGaveUp {
+        /// The required peer.
+        peer: PeerId,
+        /// Failed dials in a row.
+        attempts: u32,
+    },
+    /// A connection was refused (limits or blacklist).
+    Refused {
+        /// The peer, if known when it was refused.
+        peer: Option<PeerId>,
+        /// The remote address, if known.
+        address: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// A connected peer was disconnected to make room or because it was blacklisted.
+    Evicted {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
     /// The event subscriber fell behind and missed this many events.
     EventsDropped {
         /// Events missed.

@@ -11,6 +11,10 @@
 //! They open streams through the [`StreamOpener`] trait, so they are tested with a
 //! fake opener and a paused clock. The `liquid-p2p` crate plugs them into libp2p.
 //!
+//! Two gatekeepers decide which connections exist at all: [`ConnManager`] (peer
+//! limits, required peers and eviction) and [`Blacklist`] (banned peer ids, IPs and
+//! IP:ports).
+//!
 //! ```
 //! use futures::future::BoxFuture;
 //! use liquid_p2p_core::{Error, PoolConfig, SendStreamPool, StreamOpener};
@@ -39,8 +43,10 @@
 
 #![warn(missing_docs)]
 
+mod blacklist;
 pub mod codec;
 mod config;
+mod conn_manager;
 mod error;
 mod event;
 mod pool;
@@ -48,8 +54,10 @@ mod pool_manager;
 mod receive;
 mod supervisor;
 
+pub use blacklist::{Blacklist, BlacklistEntry};
 pub use codec::{Frame, FrameDecoder, FrameError, FrameReader, ReadError};
 pub use config::{Config, MAX_PROTOCOL_LEN, PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS};
+pub use conn_manager::{Admission, ConnManager, EvictionStrategy, Priority, RefusalReason};
 pub use error::Error;
 pub use event::{Event, Message};
 pub use pool::{PoolStats, PooledStream, SendStreamPool, StreamOpener};

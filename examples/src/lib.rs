@@ -301,6 +301,43 @@ pub enum Output {
         /// How long it made no progress, in milliseconds.
         idle_ms: u64,
     },
+    /// A dial to a required peer failed; the next waits `delay_ms`.
+    RedialScheduled {
+        /// The required peer.
+        peer: String,
+        /// Failed dials in a row.
+        attempt: u32,
+        /// Time until the next dial, in milliseconds.
+        delay_ms: u64,
+    },
+    /// A required peer is connected (again).
+    RequiredConnected {
+        /// The required peer.
+        peer: String,
+    },
+    /// A required peer was given up.
+    RequiredGaveUp {
+        /// The required peer.
+        peer: String,
+        /// Failed dials in a row.
+        attempts: u32,
+    },
+    /// A connection was refused by the limits or the blacklist.
+    Refused {
+        /// The peer, if known.
+        peer: Option<String>,
+        /// The remote address, if known.
+        address: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// A peer was disconnected to make room or because it was blacklisted.
+    Evicted {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
     /// The event subscriber fell behind and missed events.
     EventsDropped {
         /// Events missed.
@@ -390,6 +427,35 @@ impl Output {
                 idle_ms: u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX),
             },
             Event::EventsDropped { count } => Self::EventsDropped { count: *count },
+            Event::RedialScheduled {
+                peer,
+                attempt,
+                delay,
+            } => Self::RedialScheduled {
+                peer: peer.to_string(),
+                attempt: *attempt,
+                delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            },
+            Event::RequiredPeerConnected { peer } => Self::RequiredConnected {
+                peer: peer.to_string(),
+            },
+            Event::RequiredPeerGaveUp { peer, attempts } => Self::RequiredGaveUp {
+                peer: peer.to_string(),
+                attempts: *attempts,
+            },
+            Event::Refused {
+                peer,
+                address,
+                reason,
+            } => Self::Refused {
+                peer: peer.map(|p| p.to_string()),
+                address: address.clone(),
+                reason: reason.clone(),
+            },
+            Event::Evicted { peer, reason } => Self::Evicted {
+                peer: peer.to_string(),
+                reason: reason.clone(),
+            },
             other => Self::OtherEvent {
                 debug: format!("{other:?}"),
             },
@@ -483,6 +549,25 @@ impl Output {
                 idle_ms,
             } => format!("connection {connection} to {peer} stalled for {idle_ms} ms; closed"),
             Self::EventsDropped { count } => format!("{count} events dropped (output too slow)"),
+            Self::RedialScheduled {
+                peer,
+                attempt,
+                delay_ms,
+            } => format!("required peer {peer}: dial {attempt} failed, next in {delay_ms} ms"),
+            Self::RequiredConnected { peer } => format!("required peer {peer} connected"),
+            Self::RequiredGaveUp { peer, attempts } => {
+                format!("required peer {peer} given up after {attempts} failed dials")
+            }
+            Self::Refused {
+                peer,
+                address,
+                reason,
+            } => format!(
+                "refused {} {}: {reason}",
+                peer.as_deref().unwrap_or("unknown peer"),
+                address.as_deref().unwrap_or("")
+            ),
+            Self::Evicted { peer, reason } => format!("evicted {peer}: {reason}"),
             Self::OtherEvent { debug } => format!("event: {debug}"),
         }
     }

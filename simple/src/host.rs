@@ -26,14 +26,15 @@ use libp2p::{
     },
     tcp, yamux,
 };
-use liquid_p2p_core::{Config, Error, Event};
+use liquid_p2p_core::{Config, ConnSupervisor, Error, Event, SupervisorAction};
 use parking_lot::{Mutex, RwLock};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
+    time::Instant,
 };
 
-use crate::{behaviour::Behaviour, control::Control};
+use crate::{behaviour::Behaviour, control::Control, liveness::Liveness};
 
 /// Commands queued for the swarm task.
 const COMMAND_QUEUE_LEN: usize = 256;
@@ -72,6 +73,21 @@ enum Command {
     CloseConnection {
         connection: ConnectionId,
     },
+    DialPeer {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<PeerId, Error>>,
+    },
+    AddRequired {
+        peer: PeerId,
+        address: Multiaddr,
+    },
+    RemoveRequired {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
+    RequiredPeers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -83,10 +99,18 @@ pub struct HostBuilder {
     keypair: Option<Keypair>,
     key_file: Option<PathBuf>,
     listen: Vec<Multiaddr>,
+    required: Vec<Multiaddr>,
     config: Config,
 }
 
 impl HostBuilder {
+    /// Keeps the peer at `address` (which must end in `/p2p/<peer id>`) connected,
+    /// redialling on the supervisor's schedule (repeatable).
+    pub fn required_peer(mut self, address: Multiaddr) -> Self {
+        self.required.push(address);
+        self
+    }
+
     /// Uses this identity. Default: a fresh ed25519 key.
     pub fn keypair(mut self, keypair: Keypair) -> Self {
         self.keypair = Some(keypair);
@@ -135,6 +159,11 @@ impl HostBuilder {
                 .map_err(|e| listen_error(address, e))?;
             listeners.push(id);
         }
+        let required = self
+            .required
+            .iter()
+            .map(|a| Ok((required_peer_id(a)?, a.clone())))
+            .collect::<Result<Vec<_>, Error>>()?;
         let mut task = SwarmTask {
             swarm,
             control: control.clone(),
@@ -142,7 +171,14 @@ impl HostBuilder {
             listen_addrs: Arc::clone(&listen_addrs),
             pending_listens: HashMap::new(),
             pending_dials: HashMap::new(),
+            supervisor: ConnSupervisor::new(config.supervisor.clone()),
+            liveness: Liveness::new(config.ping_interval, config.ping_timeout),
+            required_addrs: HashMap::new(),
+            next_sweep: Instant::now() + config.supervisor.check_interval,
         };
+        for (peer, address) in required {
+            task.add_required(peer, address);
+        }
         let mut waiting = Vec::new();
         for id in listeners {
             let (reply, rx) = oneshot::channel();
@@ -221,6 +257,17 @@ fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
         .build();
     Ok(swarm)
+}
+
+/// The peer id at the end of a required peer's address.
+fn required_peer_id(address: &Multiaddr) -> Result<PeerId, Error> {
+    match address.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok(peer),
+        _ => Err(Error::InvalidAddress {
+            address: address.to_string(),
+            reason: "a required peer's address must end in /p2p/<peer id>".into(),
+        }),
+    }
 }
 
 fn listen_error(address: &Multiaddr, e: libp2p::TransportError<std::io::Error>) -> Error {
@@ -331,6 +378,13 @@ impl Host {
         }
         let (reply, rx) = oneshot::channel();
         self.command(Command::Dial { address, reply }).await?;
+        self.await_dial(rx).await
+    }
+
+    async fn await_dial(
+        &self,
+        rx: oneshot::Receiver<Result<PeerId, Error>>,
+    ) -> Result<PeerId, Error> {
         match tokio::time::timeout(self.config.dial_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::ShutDown),
@@ -338,6 +392,43 @@ impl Host {
                 reason: format!("no connection within {:?}", self.config.dial_timeout),
             }),
         }
+    }
+
+    /// Dials `peer` at the addresses the host knows for it (from earlier dials,
+    /// identify and required-peer addresses).
+    pub async fn dial_peer(&self, peer: PeerId) -> Result<PeerId, Error> {
+        self.control.shared().check_open()?;
+        if self.pool_stats(&peer).len() >= self.config.max_connections_per_peer {
+            return Ok(peer);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::DialPeer { peer, reply }).await?;
+        self.await_dial(rx).await
+    }
+
+    /// Makes the peer at `address` (ending in `/p2p/<peer id>`) required: it is
+    /// dialled now if not connected, and redialled whenever it disconnects or a
+    /// dial fails, until removed. Adding more addresses of the same peer is allowed.
+    pub async fn add_required_peer(&self, address: Multiaddr) -> Result<PeerId, Error> {
+        let peer = required_peer_id(&address)?;
+        self.command(Command::AddRequired { peer, address }).await?;
+        Ok(peer)
+    }
+
+    /// Stops keeping `peer` connected; a pending redial is cancelled at once. The
+    /// current connection, if any, stays. Returns whether it was required.
+    pub async fn remove_required_peer(&self, peer: PeerId) -> Result<bool, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::RemoveRequired { peer, reply })
+            .await?;
+        rx.await.map_err(|_| Error::ShutDown)
+    }
+
+    /// The required peers.
+    pub async fn required_peers(&self) -> Result<Vec<PeerId>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::RequiredPeers { reply }).await?;
+        rx.await.map_err(|_| Error::ShutDown)
     }
 
     /// Closes every connection to `peer`.
@@ -387,12 +478,25 @@ struct SwarmTask {
     pending_listens:
         HashMap<libp2p::core::transport::ListenerId, oneshot::Sender<Result<Multiaddr, Error>>>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, Error>>>,
+    supervisor: ConnSupervisor,
+    /// Addresses given for required peers; they never age out of the address book.
+    required_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    next_sweep: Instant,
+    liveness: Liveness,
 }
 
 impl SwarmTask {
     async fn run(mut self) {
+        let mut liveness_check = tokio::time::interval(self.liveness.check_period());
+        liveness_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let wake = self
+                .supervisor
+                .next_wakeup()
+                .map_or(self.next_sweep, |w| w.min(self.next_sweep));
             tokio::select! {
+                _ = tokio::time::sleep_until(wake) => self.on_supervisor_tick(),
+                _ = liveness_check.tick() => self.close_silent_connections(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.close_all().await;
@@ -435,17 +539,7 @@ impl SwarmTask {
                         .build(),
                     _ => DialOpts::unknown_peer_id().address(address).build(),
                 };
-                let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
-                        self.pending_dials.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Error::Dial {
-                            reason: e.to_string(),
-                        }));
-                    }
-                }
+                self.start_dial(opts, reply);
             }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -453,7 +547,109 @@ impl SwarmTask {
             Command::CloseConnection { connection } => {
                 self.swarm.close_connection(connection);
             }
+            Command::DialPeer { peer, reply } => {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(self.required_addrs.get(&peer).cloned().unwrap_or_default())
+                    .extend_addresses_through_behaviour()
+                    .condition(PeerCondition::Always)
+                    .build();
+                self.start_dial(opts, reply);
+            }
+            Command::AddRequired { peer, address } => self.add_required(peer, address),
+            Command::RemoveRequired { peer, reply } => {
+                self.required_addrs.remove(&peer);
+                let _ = reply.send(self.supervisor.remove(&peer));
+            }
+            Command::RequiredPeers { reply } => {
+                let _ = reply.send(self.supervisor.required_peers());
+            }
             Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn start_dial(&mut self, opts: DialOpts, reply: oneshot::Sender<Result<PeerId, Error>>) {
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Dial {
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn add_required(&mut self, peer: PeerId, address: Multiaddr) {
+        let list = self.required_addrs.entry(peer).or_default();
+        if !list.contains(&address) {
+            list.push(address);
+        }
+        let connected = self.swarm.is_connected(&peer);
+        let actions = self.supervisor.add(peer, connected);
+        self.apply(actions);
+    }
+
+    fn close_silent_connections(&mut self) {
+        for (peer, connection, silent_for) in self.liveness.expired(Instant::now()) {
+            tracing::info!(%peer, %connection, ?silent_for, "no ping answered; closing connection");
+            self.swarm.close_connection(connection);
+        }
+    }
+
+    fn on_supervisor_tick(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_sweep {
+            self.next_sweep = now + self.supervisor.config().check_interval;
+        }
+        let actions = self.supervisor.poll(now);
+        self.apply(actions);
+    }
+
+    /// Carries out the supervisor's decisions.
+    fn apply(&mut self, actions: Vec<SupervisorAction>) {
+        let events = self.control.shared().events.clone();
+        for action in actions {
+            match action {
+                SupervisorAction::Dial(peer) => self.dial_required(peer),
+                SupervisorAction::RedialScheduled {
+                    peer,
+                    attempt,
+                    delay,
+                } => events.emit(Event::RedialScheduled {
+                    peer,
+                    attempt,
+                    delay,
+                }),
+                SupervisorAction::Connected(peer) => {
+                    events.emit(Event::RequiredPeerConnected { peer });
+                }
+                SupervisorAction::GaveUp { peer, attempts } => {
+                    events.emit(Event::RequiredPeerGaveUp { peer, attempts });
+                }
+            }
+        }
+    }
+
+    fn dial_required(&mut self, peer: PeerId) {
+        let opts = DialOpts::peer_id(peer)
+            .addresses(self.required_addrs.get(&peer).cloned().unwrap_or_default())
+            .extend_addresses_through_behaviour()
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => tracing::debug!(%peer, "dialling required peer"),
+            // Another dial to it is under way; its outcome moves the schedule.
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+            Err(e) => {
+                self.control.shared().events.emit(Event::DialFailed {
+                    peer: Some(peer),
+                    reason: e.to_string(),
+                });
+                let actions = self.supervisor.dial_failed(&peer, Instant::now());
+                self.apply(actions);
+            }
         }
     }
 
@@ -497,12 +693,36 @@ impl SwarmTask {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
+                num_established,
                 ..
             } => {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
+                self.liveness
+                    .established(peer_id, connection_id, Instant::now());
+                if num_established.get() == 1 {
+                    let actions = self.supervisor.connected(&peer_id);
+                    self.apply(actions);
+                }
             }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                self.liveness.closed(connection_id);
+                if num_established == 0 {
+                    let actions = self.supervisor.disconnected(&peer_id);
+                    self.apply(actions);
+                }
+            }
+            SwarmEvent::Behaviour(HostBehaviourEvent::Ping(ping::Event {
+                connection,
+                result: Ok(_),
+                ..
+            })) => self.liveness.answered(connection, Instant::now()),
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
@@ -515,6 +735,15 @@ impl SwarmTask {
                 });
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial { reason }));
+                }
+                // Any failed dial to a required peer we are waiting on counts,
+                // including one that reached a different peer id.
+                if let Some(peer) = peer_id
+                    && self.supervisor.is_dialing(&peer)
+                    && !self.swarm.is_connected(&peer)
+                {
+                    let actions = self.supervisor.dial_failed(&peer, Instant::now());
+                    self.apply(actions);
                 }
             }
             SwarmEvent::Behaviour(HostBehaviourEvent::Ping(ping::Event {

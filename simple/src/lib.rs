@@ -46,6 +46,7 @@ mod control;
 mod events;
 mod handler;
 mod host;
+mod liveness;
 mod protocol;
 mod receiver;
 mod watchdog;

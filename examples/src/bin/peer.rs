@@ -64,9 +64,9 @@ struct Args {
     #[arg(long = "dial", value_name = "MULTIADDR")]
     dial: Vec<Multiaddr>,
 
-    /// Peer that must stay connected (repeatable). For now each is dialled once at
-    /// start, exactly like --dial; a supervisor that redials required peers will
-    /// come later.
+    /// Peer that must stay connected (repeatable; the address must end in
+    /// /p2p/<id>). It is dialled at start and redialled whenever it disconnects or a
+    /// dial fails, on a capped Fibonacci schedule (1, 1, 2, 3, 5 … s, at most 60 s).
     #[arg(long = "required", value_name = "MULTIADDR")]
     required: Vec<Multiaddr>,
 
@@ -134,6 +134,9 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     for address in listen {
         builder = builder.listen_on(address);
     }
+    for address in args.required {
+        builder = builder.required_peer(address);
+    }
     let host = Arc::new(
         builder
             .build()
@@ -170,7 +173,7 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     }
     let event_task = tokio::spawn(print_events(events, announced, printer));
 
-    for address in args.dial.into_iter().chain(args.required) {
+    for address in args.dial {
         let host = Arc::clone(&host);
         tokio::spawn(async move { dial(&host, address, printer).await });
     }

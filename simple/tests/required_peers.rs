@@ -1,0 +1,221 @@
+//! Required peers stay connected: redial on the capped Fibonacci schedule, at once
+//! after a disconnect, never after removal, and never to the wrong peer id.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use liquid_p2p::{
+    Config, Event, Host, PeerId,
+    core::{SupervisorConfig, fibonacci_backoff},
+    libp2p::{Multiaddr, identity::Keypair},
+};
+use tokio::time::Instant;
+
+const UNIT: Duration = Duration::from_millis(300);
+const CAP: Duration = Duration::from_millis(1200);
+
+fn fast_schedule() -> Config {
+    Config {
+        supervisor: SupervisorConfig {
+            backoff_unit: UNIT,
+            max_backoff: CAP,
+            ..SupervisorConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
+/// A loopback port nobody listens on (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn address(port: u16, peer: PeerId) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
+        .parse()
+        .expect("address")
+}
+
+async fn host_with_key(key: Keypair, port: u16) -> Host {
+    Host::builder()
+        .keypair(key)
+        .listen_on(
+            format!("/ip4/127.0.0.1/tcp/{port}")
+                .parse()
+                .expect("address"),
+        )
+        .build()
+        .await
+        .expect("host")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_required_peer_is_retried_on_schedule_and_connected_once_it_starts() {
+    init_tracing();
+    let b_key = Keypair::generate_ed25519();
+    let b_id = b_key.public().to_peer_id();
+    let port = free_port();
+    let a = Host::builder()
+        .config(fast_schedule())
+        .build()
+        .await
+        .expect("a");
+    let mut events = a.events();
+    a.add_required_peer(address(port, b_id))
+        .await
+        .expect("required");
+
+    // Four failed dials: attempts 1..=4, delays on the schedule, within ±20 %.
+    for expected in 1..=4u32 {
+        let e = wait_for(&mut events, Duration::from_secs(5), |e| {
+            matches!(e, Event::RedialScheduled { .. })
+        })
+        .await;
+        let Event::RedialScheduled {
+            peer,
+            attempt,
+            delay,
+        } = e
+        else {
+            unreachable!()
+        };
+        assert_eq!((peer, attempt), (b_id, expected));
+        let base = fibonacci_backoff(attempt, UNIT, CAP);
+        assert!(
+            delay >= base.mul_f64(0.8) && delay <= base.mul_f64(1.2).min(CAP),
+            "{delay:?} vs {base:?}"
+        );
+    }
+
+    let started = Instant::now();
+    let b = host_with_key(b_key, port).await;
+    wait_for(
+        &mut events,
+        CAP * 2,
+        |e| matches!(e, Event::RequiredPeerConnected { peer } if *peer == b_id),
+    )
+    .await;
+    assert!(
+        started.elapsed() <= CAP + Duration::from_millis(500),
+        "connected in the next retry slot"
+    );
+    assert_eq!(a.connected_peers(), vec![b_id]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_peer_that_disconnects_is_redialled_at_once() {
+    let b = host(Config::default()).await;
+    let b_id = b.local_peer_id();
+    let a = Host::builder()
+        .config(fast_schedule())
+        .build()
+        .await
+        .expect("a");
+    let mut events = a.events();
+    a.add_required_peer(b.listen_addrs()[0].clone())
+        .await
+        .expect("required");
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, Event::RequiredPeerConnected { .. })
+    })
+    .await;
+    b.disconnect(a.local_peer_id()).await.expect("disconnect");
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::PeerDisconnected { peer } if *peer == b_id),
+    )
+    .await;
+    let gone = Instant::now();
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::RequiredPeerConnected { peer } if *peer == b_id),
+    )
+    .await;
+    assert!(
+        gone.elapsed() < UNIT,
+        "redialled at once, not after a backoff: {:?}",
+        gone.elapsed()
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_required_peer_cancels_its_redial() {
+    let b_id = PeerId::random();
+    let a = Host::builder()
+        .config(fast_schedule())
+        .build()
+        .await
+        .expect("a");
+    let mut events = a.events();
+    a.add_required_peer(address(free_port(), b_id))
+        .await
+        .expect("required");
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, Event::RedialScheduled { .. })
+    })
+    .await;
+    assert!(a.remove_required_peer(b_id).await.expect("remove"));
+    assert!(a.required_peers().await.expect("list").is_empty());
+    // Nothing is dialled or scheduled for it afterwards.
+    let quiet = tokio::time::timeout(CAP * 3, async {
+        loop {
+            match events.recv().await {
+                Some(Event::RedialScheduled { .. } | Event::DialFailed { .. }) => return,
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "a removed peer was dialled again");
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_address_that_answers_with_another_peer_id_counts_as_a_failure() {
+    let b = host(Config::default()).await;
+    let impostor_port = b.listen_addrs()[0]
+        .iter()
+        .find_map(|p| match p {
+            liquid_p2p::libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("tcp port");
+    let expected = PeerId::random();
+    let a = Host::builder()
+        .config(fast_schedule())
+        .build()
+        .await
+        .expect("a");
+    let mut events = a.events();
+    a.add_required_peer(address(impostor_port, expected))
+        .await
+        .expect("required");
+    let e = wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, Event::RedialScheduled { .. })
+    })
+    .await;
+    assert!(matches!(e, Event::RedialScheduled { peer, attempt: 1, .. } if peer == expected));
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, Event::RedialScheduled { attempt: 2, .. })
+    })
+    .await;
+    assert!(!a.connected_peers().contains(&expected));
+    assert!(
+        a.pool_stats(&b.local_peer_id()).is_empty(),
+        "the connection to the wrong peer was closed"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
