@@ -150,6 +150,12 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A connection was refused by the connection limits or the blacklist.
+    #[error("connection refused: {reason}")]
+    ConnectionRefused {
+        /// Why.
+        reason: String,
+    },
     /// An address cannot be used as given.
     #[error("address {address}: {reason}")]
     InvalidAddress {

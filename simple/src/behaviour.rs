@@ -32,12 +32,14 @@ use libp2p::{
     },
 };
 use liquid_p2p_core::{
-    Config, Error, Event, ReceiveStreamManager, SendStreamPool, SendStreamPoolManager, StreamOpener,
+    Blacklist, Config, Error, Event, ReceiveStreamManager, SendStreamPool, SendStreamPoolManager,
+    StreamOpener,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    admission::{Close, Gate},
     control::Control,
     events::EventBus,
     handler::{Handler, HandlerIn, OpenReply},
@@ -67,6 +69,8 @@ pub(crate) enum Request {
         peer: PeerId,
         address: Multiaddr,
     },
+    /// The blacklist grew: close live connections that match it.
+    EnforceBlacklist,
 }
 
 /// State shared by the behaviour, its handlers, reader tasks and [`Control`].
@@ -77,6 +81,7 @@ pub(crate) struct Shared {
     pub(crate) registry: ProtocolRegistry,
     pub(crate) events: EventBus,
     pub(crate) requests: mpsc::Sender<Request>,
+    pub(crate) blacklist: Arc<RwLock<Blacklist>>,
     meters: Mutex<HashMap<ConnectionId, Arc<ConnectionMeter>>>,
     shut_down: AtomicBool,
     unknown_protocol_frames: AtomicU64,
@@ -255,13 +260,18 @@ pub struct Behaviour {
     watchdog: Option<tokio::time::Interval>,
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
     adding_connection: HashSet<PeerId>,
+    gate: Gate,
 }
 
 impl Behaviour {
-    /// A behaviour with `config` (validated) and the handle that drives it.
-    pub fn new(config: Config) -> Result<(Self, Control), Error> {
+    /// A behaviour for the host `local_peer`, with `config` (validated), and the
+    /// handle that drives it.
+    pub fn new(local_peer: PeerId, config: Config) -> Result<(Self, Control), Error> {
         config.validate()?;
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE_LEN);
+        let blacklist = Arc::new(RwLock::new(Blacklist::new(config.max_blacklist_entries)));
+        let mut gate = Gate::new(&config, Arc::clone(&blacklist));
+        gate.set_local_peer(local_peer);
         let shared = Arc::new(Shared {
             pools: SendStreamPoolManager::new(config.max_connections_per_peer),
             receive: ReceiveStreamManager::new(
@@ -271,6 +281,7 @@ impl Behaviour {
             registry: ProtocolRegistry::new(config.handler_queue_len),
             events: EventBus::new(config.event_queue_len),
             requests: tx,
+            blacklist,
             meters: Mutex::new(HashMap::new()),
             shut_down: AtomicBool::new(false),
             unknown_protocol_frames: AtomicU64::new(0),
@@ -283,6 +294,7 @@ impl Behaviour {
             watchdog: None,
             addresses: HashMap::new(),
             adding_connection: HashSet::new(),
+            gate,
         };
         Ok((behaviour, Control::new(shared)))
     }
@@ -310,9 +322,40 @@ impl Behaviour {
             .unwrap_or_default()
     }
 
-    fn handler(&self, peer: PeerId, connection: ConnectionId) -> Result<Handler, ConnectionDenied> {
+    /// Makes `peer` required (high priority: never evicted for others) or not.
+    pub fn set_required(&mut self, peer: PeerId, required: bool) {
+        let (closes, events) = self.gate.set_required(peer, required);
+        self.carry_out(closes, events);
+    }
+
+    fn carry_out(&mut self, closes: Vec<Close>, events: Vec<Event>) {
+        for event in events {
+            self.shared.events.emit(event);
+        }
+        for Close { peer, connection } in closes {
+            self.actions.push_back(ToSwarm::CloseConnection {
+                peer_id: peer,
+                connection: libp2p::swarm::CloseConnection::One(connection),
+            });
+        }
+    }
+
+    fn handler(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        dialer_is_local: bool,
+        remote: &Multiaddr,
+    ) -> Result<Handler, ConnectionDenied> {
         if self.shared.check_open().is_err() {
             return Err(ConnectionDenied::new(Error::ShutDown));
+        }
+        match self.gate.admit(peer, connection, dialer_is_local, remote) {
+            Ok((closes, events)) => self.carry_out(closes, events),
+            Err(refusal) => {
+                self.shared.events.emit(refusal.event);
+                return Err(ConnectionDenied::new(refusal.error));
+            }
         }
         let meter = self.shared.connection_opened(peer, connection);
         Ok(Handler::new(
@@ -351,6 +394,11 @@ impl Behaviour {
                 self.add_address(peer, address);
                 None
             }
+            Request::EnforceBlacklist => {
+                let (closes, events) = self.gate.blacklisted_connections();
+                self.carry_out(closes, events);
+                self.actions.pop_front()
+            }
         }
     }
 }
@@ -359,14 +407,28 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = Handler;
     type ToSwarm = Infallible;
 
+    fn handle_pending_inbound_connection(
+        &mut self,
+        _connection: ConnectionId,
+        _local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.gate
+            .check_inbound_address(remote_addr)
+            .map_err(|refusal| {
+                self.shared.events.emit(refusal.event);
+                ConnectionDenied::new(refusal.error)
+            })
+    }
+
     fn handle_established_inbound_connection(
         &mut self,
         connection: ConnectionId,
         peer: PeerId,
         _local_addr: &Multiaddr,
-        _remote_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.handler(peer, connection)
+        self.handler(peer, connection, false, remote_addr)
     }
 
     fn handle_established_outbound_connection(
@@ -377,8 +439,9 @@ impl NetworkBehaviour for Behaviour {
         _role_override: Endpoint,
         _port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        let handler = self.handler(peer, connection, true, addr)?;
         self.add_address(peer, addr.clone());
-        self.handler(peer, connection)
+        Ok(handler)
     }
 
     fn handle_pending_outbound_connection(
@@ -388,6 +451,10 @@ impl NetworkBehaviour for Behaviour {
         addresses: &[Multiaddr],
         _effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.gate.check_dial(peer, addresses).map_err(|refusal| {
+            self.shared.events.emit(refusal.event);
+            ConnectionDenied::new(refusal.error)
+        })?;
         let Some(peer) = peer else {
             return Ok(Vec::new());
         };
@@ -403,10 +470,12 @@ impl NetworkBehaviour for Behaviour {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.adding_connection.remove(&e.peer_id);
+                self.gate.established(e.peer_id, e.connection_id);
                 self.shared
                     .connection_established(e.peer_id, e.connection_id, e.other_established);
             }
             FromSwarm::ConnectionClosed(e) => {
+                self.gate.closed(Some(e.peer_id), e.connection_id);
                 self.shared
                     .connection_gone(Some(e.peer_id), e.connection_id);
                 self.shared.events.emit(Event::ConnectionClosed {
@@ -424,9 +493,11 @@ impl NetworkBehaviour for Behaviour {
                 if let Some(peer) = e.peer_id {
                     self.adding_connection.remove(&peer);
                 }
+                self.gate.closed(e.peer_id, e.connection_id);
                 self.shared.connection_gone(e.peer_id, e.connection_id);
             }
             FromSwarm::ListenFailure(e) => {
+                self.gate.closed(e.peer_id, e.connection_id);
                 self.shared.connection_gone(e.peer_id, e.connection_id);
             }
             _ => {}

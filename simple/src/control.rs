@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId, swarm::ConnectionId};
-use liquid_p2p_core::{Error, PoolStats, PooledStream, ReceiveCounts, codec};
+use liquid_p2p_core::{BlacklistEntry, Error, PoolStats, PooledStream, ReceiveCounts, codec};
 
 use crate::{
     behaviour::{Request, Shared, SwarmOpener},
@@ -132,6 +132,32 @@ impl Control {
             .send(Request::AddAddress { peer, address })
             .await
             .map_err(|_| Error::ShutDown)
+    }
+
+    /// Blacklists a peer id, IP or IP:port (see [`BlacklistEntry`] for the forms).
+    /// Live connections that match are closed; later ones are refused. Returns
+    /// whether the entry is new.
+    pub async fn blacklist_add(&self, entry: BlacklistEntry) -> Result<bool, Error> {
+        self.shared.check_open()?;
+        let added = self.shared.blacklist.write().add(entry)?;
+        if added {
+            self.shared
+                .requests
+                .send(Request::EnforceBlacklist)
+                .await
+                .map_err(|_| Error::ShutDown)?;
+        }
+        Ok(added)
+    }
+
+    /// Removes an entry from the blacklist; returns whether it was listed.
+    pub fn blacklist_remove(&self, entry: &BlacklistEntry) -> bool {
+        self.shared.blacklist.write().remove(entry)
+    }
+
+    /// The blacklist's entries.
+    pub fn blacklist(&self) -> Vec<BlacklistEntry> {
+        self.shared.blacklist.read().entries()
     }
 
     async fn borrow_pooled(&self, peer: PeerId) -> Result<PooledStream<SwarmOpener>, Error> {

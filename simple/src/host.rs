@@ -40,6 +40,8 @@ use crate::{behaviour::Behaviour, control::Control, liveness::Liveness};
 const COMMAND_QUEUE_LEN: usize = 256;
 /// QUIC flow-control window of one stream.
 const QUIC_STREAM_WINDOW: u32 = 256 * 1024;
+/// Inbound connections in their handshake at once.
+const MAX_PENDING_INCOMING: u32 = 128;
 /// Dials awaiting their outcome; more are refused until some finish.
 const MAX_PENDING_DIALS: usize = 1024;
 /// How long shutdown waits for connections to close.
@@ -146,7 +148,7 @@ impl HostBuilder {
             (None, None) => Keypair::generate_ed25519(),
         };
         let config = self.config;
-        let (liquid, control) = Behaviour::new(config.clone())?;
+        let (liquid, control) = Behaviour::new(keypair.public().to_peer_id(), config.clone())?;
         let mut swarm = build_swarm(keypair, &config, liquid)?;
         let local_peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
@@ -218,8 +220,10 @@ fn build_swarm(
     let transport_error = |e: &dyn std::fmt::Display| Error::InvalidConfig {
         reason: format!("transport: {e}"),
     };
+    // Peers and connections per peer are limited by the liquid behaviour's
+    // connection manager (with priorities); this only bounds handshakes in progress.
     let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established_per_peer(Some(config.max_connections_per_peer as u32));
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
     // Pools and inbound caps stay far below QUIC's stream limit; the connection
     // window is sized so every inbound stream can hold a full stream window: an
     // unread stream (backpressure) then never starves the others.
@@ -558,6 +562,7 @@ impl SwarmTask {
             Command::AddRequired { peer, address } => self.add_required(peer, address),
             Command::RemoveRequired { peer, reply } => {
                 self.required_addrs.remove(&peer);
+                self.swarm.behaviour_mut().liquid.set_required(peer, false);
                 let _ = reply.send(self.supervisor.remove(&peer));
             }
             Command::RequiredPeers { reply } => {
@@ -582,6 +587,7 @@ impl SwarmTask {
     }
 
     fn add_required(&mut self, peer: PeerId, address: Multiaddr) {
+        self.swarm.behaviour_mut().liquid.set_required(peer, true);
         let list = self.required_addrs.entry(peer).or_default();
         if !list.contains(&address) {
             list.push(address);
@@ -745,6 +751,14 @@ impl SwarmTask {
                     let actions = self.supervisor.dial_failed(&peer, Instant::now());
                     self.apply(actions);
                 }
+            }
+            SwarmEvent::Behaviour(HostBehaviourEvent::Ping(ping::Event {
+                connection,
+                result: Err(ping::Failure::Unsupported),
+                ..
+            })) => {
+                // A peer without ping (a plain libp2p node) is not judged by it.
+                self.liveness.closed(connection);
             }
             SwarmEvent::Behaviour(HostBehaviourEvent::Ping(ping::Event {
                 peer,

@@ -41,6 +41,7 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 mod behaviour;
 mod control;
 mod events;
@@ -58,8 +59,8 @@ pub use handler::{Handler, HandlerIn};
 pub use host::{Host, HostBuilder, IDENTIFY_PROTOCOL_VERSION};
 pub use libp2p;
 pub use liquid_p2p_core::{
-    self as core, Config, ConnectionId, Error, Event, FrameError, Message, PeerId, PoolConfig,
-    PoolStats, ReceiveCounts, codec,
+    self as core, BlacklistEntry, Config, ConnectionId, Error, Event, EvictionStrategy, FrameError,
+    Message, PeerId, PoolConfig, PoolStats, ReceiveCounts, SupervisorConfig, codec,
 };
 pub use protocol::PROTOCOL;
 pub use receiver::Inbox;
