@@ -65,15 +65,18 @@ pub(crate) struct Close {
     pub(crate) connection: ConnectionId,
 }
 
-/// A refusal: the error for the swarm and the event for the application.
-pub(crate) struct Refusal {
+/// A refusal: the error for the swarm and the event for the application (boxed:
+/// refusals are rare and the pair is large).
+pub(crate) type Refusal = Box<Refused>;
+
+pub(crate) struct Refused {
     pub(crate) error: Error,
     pub(crate) event: Event,
 }
 
 fn refuse(peer: Option<PeerId>, address: Option<&Multiaddr>, reason: String) -> Refusal {
     tracing::debug!(?peer, ?address, %reason, "connection refused");
-    Refusal {
+    Box::new(Refused {
         error: Error::ConnectionRefused {
             reason: reason.clone(),
         },
@@ -82,7 +85,7 @@ fn refuse(peer: Option<PeerId>, address: Option<&Multiaddr>, reason: String) -> 
             address: address.map(|a| a.to_string()),
             reason,
         },
-    }
+    })
 }
 
 /// The admission state of one behaviour. See the [module docs](self).
