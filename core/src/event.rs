@@ -48,6 +48,8 @@ pub enum Event {
         connection: ConnectionId,
         /// Connections now open to the peer.
         connections: usize,
+        /// The remote address of the connection.
+        address: String,
     },
     /// A connection closed; its pool and receive streams are gone.
     ConnectionClosed {

@@ -244,6 +244,8 @@ pub enum Output {
         connection: ConnectionNumber,
         /// Connections now open to the peer.
         connections: usize,
+        /// The remote address.
+        address: String,
     },
     /// A connection closed.
     ConnectionClosed {
@@ -368,10 +370,12 @@ impl Output {
                 peer,
                 connection,
                 connections,
+                address,
             } => Self::ConnectionEstablished {
                 peer: peer.to_string(),
                 connection: (*connection).into(),
                 connections: *connections,
+                address: address.clone(),
             },
             Event::ConnectionClosed {
                 peer,
@@ -511,7 +515,10 @@ impl Output {
                 peer,
                 connection,
                 connections,
-            } => format!("connection {connection} to {peer} established ({connections} open)"),
+                address,
+            } => format!(
+                "connection {connection} to {peer} at {address} established ({connections} open)"
+            ),
             Self::ConnectionClosed {
                 peer,
                 connection,
@@ -747,8 +754,42 @@ mod tests {
                     peer,
                     connection,
                     connections: 2,
+                    address: "/ip4/127.0.0.1/tcp/4001".into(),
                 },
-                json!({"event": "connection_established", "peer": p, "connection": 7, "connections": 2}),
+                json!({"event": "connection_established", "peer": p, "connection": 7, "connections": 2,
+                       "address": "/ip4/127.0.0.1/tcp/4001"}),
+            ),
+            (
+                Event::RedialScheduled {
+                    peer,
+                    attempt: 3,
+                    delay: Duration::from_millis(2100),
+                },
+                json!({"event": "redial_scheduled", "peer": p, "attempt": 3, "delay_ms": 2100}),
+            ),
+            (
+                Event::RequiredPeerConnected { peer },
+                json!({"event": "required_connected", "peer": p}),
+            ),
+            (
+                Event::RequiredPeerGaveUp { peer, attempts: 50 },
+                json!({"event": "required_gave_up", "peer": p, "attempts": 50}),
+            ),
+            (
+                Event::Refused {
+                    peer: None,
+                    address: Some("/ip4/10.0.0.1/tcp/9".into()),
+                    reason: "blacklisted address".into(),
+                },
+                json!({"event": "refused", "peer": null, "address": "/ip4/10.0.0.1/tcp/9",
+                       "reason": "blacklisted address"}),
+            ),
+            (
+                Event::Evicted {
+                    peer,
+                    reason: "blacklisted".into(),
+                },
+                json!({"event": "evicted", "peer": p, "reason": "blacklisted"}),
             ),
             (
                 Event::ConnectionClosed {

@@ -142,7 +142,13 @@ impl Shared {
         meter
     }
 
-    fn connection_established(&self, peer: PeerId, connection: ConnectionId, others: usize) {
+    fn connection_established(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+        others: usize,
+        address: &Multiaddr,
+    ) {
         let Some(meter) = self.meters.lock().get(&connection).cloned() else {
             return;
         };
@@ -162,6 +168,7 @@ impl Shared {
             peer,
             connection,
             connections: others + 1,
+            address: address.to_string(),
         });
         if others == 0 {
             self.events.emit(Event::PeerConnected { peer });
@@ -333,6 +340,9 @@ impl Behaviour {
             self.shared.events.emit(event);
         }
         for Close { peer, connection } in closes {
+            // Gone for senders now, not when the swarm finishes closing it, so the
+            // peer count never shows the victim and the newcomer together.
+            self.shared.connection_gone(Some(peer), connection);
             self.actions.push_back(ToSwarm::CloseConnection {
                 peer_id: peer,
                 connection: libp2p::swarm::CloseConnection::One(connection),
@@ -471,8 +481,12 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ConnectionEstablished(e) => {
                 self.adding_connection.remove(&e.peer_id);
                 self.gate.established(e.peer_id, e.connection_id);
-                self.shared
-                    .connection_established(e.peer_id, e.connection_id, e.other_established);
+                self.shared.connection_established(
+                    e.peer_id,
+                    e.connection_id,
+                    e.other_established,
+                    e.endpoint.get_remote_address(),
+                );
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.gate.closed(Some(e.peer_id), e.connection_id);

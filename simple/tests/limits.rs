@@ -266,3 +266,198 @@ fn invalid_blacklist_entries_are_rejected_with_a_typed_error() {
         good.parse::<BlacklistEntry>().expect(good);
     }
 }
+
+fn socket_of(multiaddr: &str) -> String {
+    let parts: Vec<&str> = multiaddr.split('/').collect();
+    match (parts.get(1), parts.get(2), parts.get(4)) {
+        (Some(&"ip4"), Some(ip), Some(port)) => format!("{ip}:{port}"),
+        (Some(&"ip6"), Some(ip), Some(port)) => format!("[{ip}]:{port}"),
+        _ => panic!("not an ip/tcp address: {multiaddr}"),
+    }
+}
+
+/// `a` is connected (by its own dials) to `victim` and `bystander`. Adding `entry`
+/// must cut off the victim only, and keep `a` from dialling it again; after the
+/// entry is removed the victim is reachable again.
+async fn check_entry(a: &Host, entry: &str, victim: &Host, bystander: &Host) {
+    let entry: BlacklistEntry = entry.parse().expect("valid entry");
+    let mut events = a.events();
+    assert!(a.blacklist_add(entry).await.expect("add"));
+    assert_eq!(
+        evicted(&mut events).await,
+        victim.local_peer_id(),
+        "{entry}"
+    );
+    wait_until(Duration::from_secs(5), || {
+        !a.connected_peers().contains(&victim.local_peer_id())
+    })
+    .await;
+    assert!(
+        a.connected_peers().contains(&bystander.local_peer_id()),
+        "{entry} must not touch the bystander"
+    );
+    assert!(
+        a.dial(victim.listen_addrs()[0].clone()).await.is_err(),
+        "{entry}: a blacklisted target is not dialled"
+    );
+    assert!(a.blacklist_remove(&entry));
+    a.dial(victim.listen_addrs()[0].clone())
+        .await
+        .expect("allowed again");
+}
+
+/// Entries that match neither peer leave both connected.
+async fn check_harmless(a: &Host, entries: &[&str]) {
+    let before = a.connected_peers().len();
+    let mut events = a.events();
+    for entry in entries {
+        a.blacklist_add(entry.parse().expect("valid entry"))
+            .await
+            .expect("add");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Some(e) = events.try_recv() {
+        assert!(
+            !matches!(e, Event::Evicted { .. }),
+            "{entries:?} evicted someone: {e:?}"
+        );
+    }
+    assert_eq!(a.connected_peers().len(), before);
+    for entry in entries {
+        assert!(a.blacklist_remove(&entry.parse().expect("valid entry")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ipv4_blacklist_form_refuses_what_it_should_and_nothing_else() {
+    let a = host_on("/ip4/127.0.0.1/tcp/0", Config::default()).await;
+    let b = host_on("/ip4/127.0.0.2/tcp/0", Config::default()).await;
+    let c = host_on("/ip4/127.0.0.1/tcp/0", Config::default()).await;
+    a.dial(b.listen_addrs()[0].clone()).await.expect("dial b");
+    a.dial(c.listen_addrs()[0].clone()).await.expect("dial c");
+    let b_socket = socket_of(&b.listen_addrs()[0].to_string());
+    let (ip, port) = b_socket.rsplit_once(':').expect("ip:port");
+    let next_port = port.parse::<u16>().expect("port").wrapping_add(1).max(1);
+    check_harmless(&a, &["127.0.0.3", &format!("{ip}:{next_port}")]).await;
+    check_entry(&a, "127.0.0.2", &b, &c).await;
+    check_entry(&a, &b_socket, &b, &c).await;
+    check_entry(&a, &b.local_peer_id().to_string(), &b, &c).await;
+    for h in [a, b, c] {
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ipv6_blacklist_form_refuses_what_it_should_and_nothing_else() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    let a = host_on("/ip4/127.0.0.1/tcp/0", Config::default()).await;
+    let b = host_on("/ip6/::1/tcp/0", Config::default()).await;
+    let c = host_on("/ip4/127.0.0.1/tcp/0", Config::default()).await;
+    a.dial(b.listen_addrs()[0].clone())
+        .await
+        .expect("dial b over IPv6");
+    a.dial(c.listen_addrs()[0].clone()).await.expect("dial c");
+    let b_socket = socket_of(&b.listen_addrs()[0].to_string());
+    check_harmless(&a, &["[::2]", "::3", "[::1]:1"]).await;
+    check_entry(&a, &b_socket, &b, &c).await;
+    check_entry(&a, "[::1]", &b, &c).await;
+    check_entry(&a, "::1", &b, &c).await;
+    for h in [a, b, c] {
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_five_peers_against_max_twenty_with_two_required_under_every_strategy() {
+    for strategy in [
+        EvictionStrategy::Lifo,
+        EvictionStrategy::Fifo,
+        EvictionStrategy::Random,
+    ] {
+        let a = host(limited(20, strategy)).await;
+        let mut required = Vec::new();
+        for _ in 0..2 {
+            let r = host(Config::default()).await;
+            a.add_required_peer(r.listen_addrs()[0].clone())
+                .await
+                .expect("required");
+            required.push(r);
+        }
+        let required_ids: Vec<PeerId> = required.iter().map(|r| r.local_peer_id()).collect();
+        wait_until(Duration::from_secs(5), || {
+            required_ids.iter().all(|r| a.connected_peers().contains(r))
+        })
+        .await;
+        let mut events = a.events();
+        let mut lows = Vec::new();
+        for i in 0..25 {
+            let low = host(Config::default()).await;
+            let _ = low.dial(a.listen_addrs()[0].clone()).await;
+            // Let the host settle this newcomer before the next one arrives.
+            let id = low.local_peer_id();
+            wait_until(Duration::from_secs(5), || {
+                let peers = a.connected_peers();
+                assert!(
+                    peers.len() <= 20,
+                    "{strategy:?}: {} peers after newcomer {i}",
+                    peers.len()
+                );
+                assert!(
+                    required_ids.iter().all(|r| peers.contains(r)),
+                    "{strategy:?}: a required peer left"
+                );
+                peers.contains(&id) || !low.connected_peers().contains(&a.local_peer_id())
+            })
+            .await;
+            lows.push(low);
+        }
+        let (mut refused, mut evicted) = (Vec::new(), Vec::new());
+        while let Some(e) = events.try_recv() {
+            match e {
+                Event::Refused { peer: Some(p), .. } => refused.push(p),
+                Event::Evicted { peer, .. } => evicted.push(peer),
+                _ => {}
+            }
+        }
+        let low_ids: Vec<PeerId> = lows.iter().map(|l| l.local_peer_id()).collect();
+        let peers = a.connected_peers();
+        assert_eq!(peers.len(), 20, "{strategy:?}");
+        assert!(
+            evicted.iter().all(|p| !required_ids.contains(p)),
+            "{strategy:?}: required evicted"
+        );
+        match strategy {
+            EvictionStrategy::Lifo => {
+                assert_eq!(
+                    refused,
+                    low_ids[18..].to_vec(),
+                    "the last seven are refused"
+                );
+                assert!(evicted.is_empty());
+            }
+            EvictionStrategy::Fifo => {
+                assert!(refused.is_empty());
+                assert_eq!(
+                    evicted,
+                    low_ids[..7].to_vec(),
+                    "the oldest seven are evicted, in order"
+                );
+            }
+            EvictionStrategy::Random => {
+                assert!(refused.is_empty());
+                assert_eq!(evicted.len(), 7);
+                assert!(
+                    low_ids[18..].iter().all(|p| peers.contains(p)),
+                    "every newcomer got in"
+                );
+            }
+        }
+        a.shutdown().await;
+        for h in required.into_iter().chain(lows) {
+            h.shutdown().await;
+        }
+    }
+}
