@@ -100,6 +100,14 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// Redial schedule of required peers.
     pub supervisor: SupervisorConfig,
+    /// Time allowed for the protocol exchange with a newly connected peer. A peer
+    /// that does not answer is kept, with its protocol list unknown. Default: 10 s.
+    pub exchange_timeout: Duration,
+    /// Local protocol changes within this window are pushed to peers together.
+    /// Default: 100 ms.
+    pub protocol_push_delay: Duration,
+    /// Longest protocol list accepted from a peer. Default: 1024.
+    pub max_protocols_per_peer: usize,
     /// Whom to refuse or evict when `max_peers` peers are connected. Default:
     /// [`EvictionStrategy::Lifo`] (a new low-priority peer is refused).
     pub eviction: EvictionStrategy,
@@ -127,6 +135,9 @@ impl Default for Config {
             ping_interval: Duration::from_secs(2),
             ping_timeout: Duration::from_secs(5),
             supervisor: SupervisorConfig::default(),
+            exchange_timeout: Duration::from_secs(10),
+            protocol_push_delay: Duration::from_millis(100),
+            max_protocols_per_peer: 1024,
             eviction: EvictionStrategy::Lifo,
             max_blacklist_entries: 4096,
         }
@@ -185,6 +196,9 @@ impl Config {
         if self.handler_queue_len == 0 || self.event_queue_len == 0 {
             return invalid("handler_queue_len and event_queue_len must be at least 1".into());
         }
+        if self.max_protocols_per_peer == 0 {
+            return invalid("max_protocols_per_peer must be at least 1".into());
+        }
         if self.max_blacklist_entries == 0 {
             // A blacklist that can hold nothing fails every `add`: surely a mistake.
             return invalid("max_blacklist_entries must be at least 1".into());
@@ -199,6 +213,7 @@ impl Config {
             ("ping_timeout", self.ping_timeout),
             ("supervisor.check_interval", self.supervisor.check_interval),
             ("supervisor.backoff_unit", self.supervisor.backoff_unit),
+            ("exchange_timeout", self.exchange_timeout),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
             return invalid(format!("{name} must be greater than zero"));

@@ -144,6 +144,35 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A peer's full protocol list arrived (exchange or push).
+    PeerProtocols {
+        /// The peer.
+        peer: PeerId,
+        /// Its protocols, sorted.
+        protocols: Vec<String>,
+    },
+    /// A peer now supports `protocol`.
+    ProtocolSupported {
+        /// The peer.
+        peer: PeerId,
+        /// The protocol.
+        protocol: String,
+    },
+    /// A peer no longer supports `protocol` (or stopped announcing it).
+    ProtocolUnsupported {
+        /// The peer.
+        peer: PeerId,
+        /// The protocol.
+        protocol: String,
+    },
+    /// The protocol exchange with a new peer failed; the peer is kept with its list
+    /// unknown (sends to it are not failed early).
+    ProtocolExchangeFailed {
+        /// The peer.
+        peer: PeerId,
+        /// What went wrong.
+        reason: String,
+    },
     /// The event subscriber fell behind and missed this many events.
     EventsDropped {
         /// Events missed.

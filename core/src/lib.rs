@@ -49,8 +49,10 @@ mod config;
 mod conn_manager;
 mod error;
 mod event;
+pub mod exchange;
 mod pool;
 mod pool_manager;
+mod protocol_book;
 mod receive;
 mod supervisor;
 
@@ -60,8 +62,10 @@ pub use config::{Config, MAX_PROTOCOL_LEN, PoolConfig, RESERVED_STREAMS, YAMUX_M
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, Priority, RefusalReason};
 pub use error::Error;
 pub use event::{Event, Message};
+pub use exchange::ExchangeError;
 pub use pool::{PoolStats, PooledStream, SendStreamPool, StreamOpener};
 pub use pool_manager::{BestPool, SendStreamPoolManager};
+pub use protocol_book::{ProtocolBook, ProtocolChange};
 pub use receive::{ReceiveCounts, ReceiveStreamManager, ReceiveTicket};
 pub use supervisor::{ConnSupervisor, SupervisorAction, SupervisorConfig, fibonacci_backoff};
 

@@ -6,6 +6,8 @@
 //! object ([`Output::to_json`]) or as a human-readable line
 //! ([`Output::to_human`]).
 
+pub mod chain;
+
 use std::{fmt, str::FromStr};
 
 use liquid_p2p::{ConnectionId, Event, PeerId, libp2p::Multiaddr};

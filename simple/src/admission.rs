@@ -295,8 +295,10 @@ impl Gate {
         (closes, vec![event])
     }
 
-    /// Live connections that the blacklist now forbids.
-    pub(crate) fn blacklisted_connections(&self) -> (Vec<Close>, Vec<Event>) {
+    /// Live connections that the blacklist now forbids. They stop counting at once,
+    /// like evicted ones, so a reconnect after the entry is removed is not refused
+    /// while they finish closing.
+    pub(crate) fn blacklisted_connections(&mut self) -> (Vec<Close>, Vec<Event>) {
         let blacklist = self.blacklist.read();
         let mut closes = Vec::new();
         let mut peers = HashSet::new();
@@ -309,6 +311,10 @@ impl Gate {
                 });
                 peers.insert(info.peer);
             }
+        }
+        drop(blacklist);
+        for c in &closes {
+            self.closed(Some(c.peer), c.connection);
         }
         let events = peers
             .into_iter()

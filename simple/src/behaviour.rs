@@ -23,7 +23,7 @@ use std::{
 
 use futures::future::BoxFuture;
 use libp2p::{
-    Multiaddr, PeerId,
+    Multiaddr, PeerId, StreamProtocol,
     core::{Endpoint, transport::PortUse},
     swarm::{
         ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, THandler,
@@ -32,17 +32,19 @@ use libp2p::{
     },
 };
 use liquid_p2p_core::{
-    Blacklist, Config, Error, Event, ReceiveStreamManager, SendStreamPool, SendStreamPoolManager,
-    StreamOpener,
+    Blacklist, Config, Error, Event, ProtocolBook, ProtocolChange, ReceiveStreamManager,
+    SendStreamPool, SendStreamPoolManager, StreamOpener,
 };
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
     admission::{Close, Gate},
     control::Control,
     events::EventBus,
+    exchange,
     handler::{Handler, HandlerIn, OpenReply},
+    protocol::PROTOCOL,
     receiver::{self, ProtocolRegistry},
     watchdog::{ConnectionMeter, MeteredStream},
 };
@@ -60,6 +62,7 @@ pub(crate) enum Request {
     Open {
         peer: PeerId,
         connection: ConnectionId,
+        protocol: StreamProtocol,
         reply: OpenReply,
     },
     AddConnection {
@@ -82,6 +85,13 @@ pub(crate) struct Shared {
     pub(crate) events: EventBus,
     pub(crate) requests: mpsc::Sender<Request>,
     pub(crate) blacklist: Arc<RwLock<Blacklist>>,
+    pub(crate) book: Mutex<ProtocolBook>,
+    /// Peers announced with `PeerConnected` (after their exchange).
+    announced: Mutex<HashSet<PeerId>>,
+    /// Inbound exchange streams being served, per peer.
+    exchanges_in: Mutex<HashMap<PeerId, usize>>,
+    /// Wakes the push task when local protocols change.
+    pub(crate) protocols_changed: Arc<Notify>,
     meters: Mutex<HashMap<ConnectionId, Arc<ConnectionMeter>>>,
     shut_down: AtomicBool,
     unknown_protocol_frames: AtomicU64,
@@ -105,6 +115,119 @@ impl Shared {
         self.shut_down.store(true, Ordering::Release);
         self.pools.close_all();
         self.registry.clear();
+        // Lets the push task see the shutdown and end.
+        self.protocols_changed.notify_one();
+    }
+
+    /// Opens and negotiates one stream for `protocol` on `connection`.
+    pub(crate) async fn open_stream(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p::Stream, Error> {
+        let failed = |reason: &str| Error::StreamOpen {
+            peer,
+            reason: reason.to_owned(),
+        };
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Open {
+                peer,
+                connection,
+                protocol,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::ShutDown)?;
+        // The handler bounds negotiation by the same timeout; this one also covers
+        // the time the request waits in the queues.
+        match tokio::time::timeout(self.config.stream_open_timeout * 2, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(failed("connection closed")),
+            Err(_) => Err(failed("timed out")),
+        }
+    }
+
+    /// Records a peer's full protocol list and reports what changed.
+    pub(crate) fn protocols_received(&self, peer: PeerId, protocols: Vec<String>) {
+        if self.pools.best_pool(&peer).is_none() {
+            return; // gone meanwhile
+        }
+        let changes = self.book.lock().update(peer, protocols.iter().cloned());
+        let mut sorted = protocols;
+        sorted.sort();
+        sorted.dedup();
+        self.events.emit(Event::PeerProtocols {
+            peer,
+            protocols: sorted,
+        });
+        for change in changes {
+            self.events.emit(match change {
+                ProtocolChange::Supported(protocol) => Event::ProtocolSupported { peer, protocol },
+                ProtocolChange::Unsupported(protocol) => {
+                    Event::ProtocolUnsupported { peer, protocol }
+                }
+            });
+        }
+    }
+
+    /// Emits `PeerConnected` once per peer, if it is still connected.
+    pub(crate) fn announce(&self, peer: PeerId) {
+        let mut announced = self.announced.lock();
+        if self.pools.best_pool(&peer).is_some() && announced.insert(peer) {
+            self.events.emit(Event::PeerConnected { peer });
+        }
+    }
+
+    pub(crate) fn announced_peers(&self) -> Vec<PeerId> {
+        self.announced.lock().iter().copied().collect()
+    }
+
+    /// The peer's last connection closed: forget its protocols; `PeerDisconnected`
+    /// if it had been announced.
+    fn peer_gone(&self, peer: PeerId) {
+        self.book.lock().remove(&peer);
+        if self.announced.lock().remove(&peer) {
+            self.events.emit(Event::PeerDisconnected { peer });
+        }
+    }
+
+    pub(crate) fn accept_exchange(
+        self: &Arc<Self>,
+        peer: PeerId,
+        connection: ConnectionId,
+        stream: libp2p::Stream,
+    ) {
+        const MAX_EXCHANGES_PER_PEER: usize = 4;
+        {
+            let mut serving = self.exchanges_in.lock();
+            let n = serving.entry(peer).or_insert(0);
+            if *n >= MAX_EXCHANGES_PER_PEER {
+                drop(serving);
+                drop(stream); // reset
+                self.events.emit(Event::StreamRefused {
+                    peer,
+                    connection,
+                    limit: MAX_EXCHANGES_PER_PEER,
+                    scope: "exchange",
+                    refused_total: self.receive.counts(&peer).refused,
+                });
+                return;
+            }
+            *n += 1;
+        }
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            exchange::respond(&shared, peer, stream).await;
+            let mut serving = shared.exchanges_in.lock();
+            if let Some(n) = serving.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    serving.remove(&peer);
+                }
+            }
+        });
     }
 
     pub(crate) fn accept_inbound(
@@ -143,7 +266,7 @@ impl Shared {
     }
 
     fn connection_established(
-        &self,
+        self: &Arc<Self>,
         peer: PeerId,
         connection: ConnectionId,
         others: usize,
@@ -155,9 +278,8 @@ impl Shared {
         let opener = SwarmOpener {
             peer,
             connection,
-            requests: self.requests.clone(),
+            shared: Arc::downgrade(self),
             meter,
-            timeout: self.config.stream_open_timeout,
         };
         let pool = SendStreamPool::new(peer, connection, opener, self.config.pool.clone());
         if !self.shut_down.load(Ordering::Acquire) {
@@ -171,7 +293,8 @@ impl Shared {
             address: address.to_string(),
         });
         if others == 0 {
-            self.events.emit(Event::PeerConnected { peer });
+            // `PeerConnected` follows the exchange, so the peer's protocols are known.
+            tokio::spawn(exchange::exchange_with(Arc::clone(self), peer));
         }
     }
 
@@ -219,9 +342,9 @@ impl Shared {
 pub(crate) struct SwarmOpener {
     peer: PeerId,
     connection: ConnectionId,
-    requests: mpsc::Sender<Request>,
+    // Weak: pools live inside `Shared`; a strong reference would be a cycle.
+    shared: std::sync::Weak<Shared>,
     meter: Arc<ConnectionMeter>,
-    timeout: Duration,
 }
 
 impl StreamOpener for SwarmOpener {
@@ -229,31 +352,12 @@ impl StreamOpener for SwarmOpener {
 
     fn open(&self) -> BoxFuture<'static, Result<MeteredStream, Error>> {
         let (peer, connection) = (self.peer, self.connection);
-        let requests = self.requests.clone();
         let meter = Arc::clone(&self.meter);
-        let timeout = self.timeout;
+        let shared = self.shared.clone();
         Box::pin(async move {
-            let failed = |reason: &str| Error::StreamOpen {
-                peer,
-                reason: reason.to_owned(),
-            };
-            let (reply, rx) = oneshot::channel();
-            requests
-                .send(Request::Open {
-                    peer,
-                    connection,
-                    reply,
-                })
-                .await
-                .map_err(|_| Error::ShutDown)?;
-            // The handler bounds negotiation by the same timeout; this one also covers
-            // the time the request waits in the queues.
-            match tokio::time::timeout(timeout * 2, rx).await {
-                Ok(Ok(Ok(stream))) => Ok(MeteredStream::new(stream, meter)),
-                Ok(Ok(Err(e))) => Err(e),
-                Ok(Err(_)) => Err(failed("connection closed")),
-                Err(_) => Err(failed("timed out")),
-            }
+            let shared = shared.upgrade().ok_or(Error::ShutDown)?;
+            let stream = shared.open_stream(peer, connection, PROTOCOL).await?;
+            Ok(MeteredStream::new(stream, meter))
         })
     }
 }
@@ -273,8 +377,15 @@ pub struct Behaviour {
 impl Behaviour {
     /// A behaviour for the host `local_peer`, with `config` (validated), and the
     /// handle that drives it.
+    ///
+    /// Must be called inside a tokio runtime: the behaviour spawns its tasks there.
     pub fn new(local_peer: PeerId, config: Config) -> Result<(Self, Control), Error> {
         config.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidConfig {
+                reason: "the behaviour must be created inside a tokio runtime".into(),
+            });
+        }
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE_LEN);
         let blacklist = Arc::new(RwLock::new(Blacklist::new(config.max_blacklist_entries)));
         let mut gate = Gate::new(&config, Arc::clone(&blacklist));
@@ -289,6 +400,10 @@ impl Behaviour {
             events: EventBus::new(config.event_queue_len),
             requests: tx,
             blacklist,
+            book: Mutex::new(ProtocolBook::new()),
+            announced: Mutex::new(HashSet::new()),
+            exchanges_in: Mutex::new(HashMap::new()),
+            protocols_changed: Arc::new(Notify::new()),
             meters: Mutex::new(HashMap::new()),
             shut_down: AtomicBool::new(false),
             unknown_protocol_frames: AtomicU64::new(0),
@@ -303,6 +418,10 @@ impl Behaviour {
             adding_connection: HashSet::new(),
             gate,
         };
+        tokio::spawn(exchange::push_loop(
+            Arc::downgrade(&shared),
+            Arc::clone(&shared.protocols_changed),
+        ));
         Ok((behaviour, Control::new(shared)))
     }
 
@@ -381,11 +500,12 @@ impl Behaviour {
             Request::Open {
                 peer,
                 connection,
+                protocol,
                 reply,
             } => Some(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::One(connection),
-                event: HandlerIn::Open(reply),
+                event: HandlerIn::Open { protocol, reply },
             }),
             Request::AddConnection { peer } => {
                 let addresses = self.addresses_of(&peer).to_vec();
@@ -498,9 +618,7 @@ impl NetworkBehaviour for Behaviour {
                     remaining: e.remaining_established,
                 });
                 if e.remaining_established == 0 {
-                    self.shared
-                        .events
-                        .emit(Event::PeerDisconnected { peer: e.peer_id });
+                    self.shared.peer_gone(e.peer_id);
                 }
             }
             FromSwarm::DialFailure(e) => {

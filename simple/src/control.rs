@@ -56,7 +56,7 @@ impl Control {
         payload: impl AsRef<[u8]>,
     ) -> Result<(), Error> {
         let payload = payload.as_ref();
-        self.shared.check_message(protocol, payload)?;
+        self.shared.check_message(peer, protocol, payload)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -91,18 +91,37 @@ impl Control {
     /// Registers a local protocol; its messages arrive in the returned [`Inbox`].
     pub fn register_protocol(&self, protocol: impl Into<String>) -> Result<Inbox, Error> {
         self.shared.check_open()?;
-        self.shared.registry.register(protocol.into())
+        let inbox = self.shared.registry.register(protocol.into())?;
+        self.shared.protocols_changed.notify_one();
+        Ok(inbox)
     }
 
     /// Unregisters a local protocol; later frames for it are counted as unknown.
     pub fn unregister_protocol(&self, protocol: &str) -> Result<(), Error> {
         self.shared.check_open()?;
-        self.shared.registry.unregister(protocol)
+        self.shared.registry.unregister(protocol)?;
+        self.shared.protocols_changed.notify_one();
+        Ok(())
     }
 
     /// Local protocols, sorted.
     pub fn protocols(&self) -> Vec<String> {
         self.shared.registry.protocols()
+    }
+
+    /// Whether `peer` is known to support `protocol` (false if its list is unknown).
+    pub fn is_supported(&self, peer: &PeerId, protocol: &str) -> bool {
+        self.shared.book.lock().is_supported(peer, protocol)
+    }
+
+    /// `peer`'s protocols, sorted, if its list is known.
+    pub fn peer_protocols(&self, peer: &PeerId) -> Option<Vec<String>> {
+        self.shared.book.lock().protocols(peer)
+    }
+
+    /// Connected peers known to support every protocol in `protocols`.
+    pub fn peers_supporting(&self, protocols: &[&str]) -> Vec<PeerId> {
+        self.shared.book.lock().peers_supporting(protocols)
     }
 
     /// Counters of every connection's pool to `peer` (empty if not connected).
@@ -191,7 +210,7 @@ fn is_retryable(e: &Error) -> bool {
 
 impl Shared {
     /// Rejects a message that may not be sent, before anything touches the network.
-    fn check_message(&self, protocol: &str, payload: &[u8]) -> Result<(), Error> {
+    fn check_message(&self, peer: PeerId, protocol: &str, payload: &[u8]) -> Result<(), Error> {
         self.check_open()?;
         validate_protocol(protocol)?;
         let max = self.config.max_frame_size;
@@ -199,6 +218,12 @@ impl Shared {
             return Err(Error::FrameTooLarge {
                 size: payload.len(),
                 max,
+            });
+        }
+        if self.book.lock().is_known_unsupported(&peer, protocol) {
+            return Err(Error::ProtocolUnsupported {
+                peer,
+                protocol: protocol.to_owned(),
             });
         }
         Ok(())
@@ -259,7 +284,7 @@ impl ExclusiveStream {
     /// and every later call fails.
     pub async fn send(&mut self, protocol: &str, payload: impl AsRef<[u8]>) -> Result<(), Error> {
         let payload = payload.as_ref();
-        self.shared.check_message(protocol, payload)?;
+        self.shared.check_message(self.peer, protocol, payload)?;
         let meter = self.stream.get_mut().meter();
         if meter.closed().is_cancelled() {
             return Err(meter.close_error());

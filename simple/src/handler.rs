@@ -26,7 +26,11 @@ use libp2p::{
 use liquid_p2p_core::Error;
 use tokio::sync::oneshot;
 
-use crate::{behaviour::Shared, protocol, watchdog::ConnectionMeter};
+use crate::{
+    behaviour::Shared,
+    protocol::{self, InboundProtocols},
+    watchdog::ConnectionMeter,
+};
 
 /// Answer to an open request.
 pub(crate) type OpenReply = oneshot::Sender<Result<Stream, Error>>;
@@ -34,8 +38,13 @@ pub(crate) type OpenReply = oneshot::Sender<Result<Stream, Error>>;
 /// Commands from the behaviour.
 #[derive(Debug)]
 pub enum HandlerIn {
-    /// Open one message stream and send it back.
-    Open(OpenReply),
+    /// Open one stream for `protocol` and send it back.
+    Open {
+        /// [`PROTOCOL`](crate::PROTOCOL) or [`EXCHANGE_PROTOCOL`](crate::EXCHANGE_PROTOCOL).
+        protocol: StreamProtocol,
+        /// Where the negotiated stream goes.
+        reply: OpenReply,
+    },
 }
 
 /// The [`ConnectionHandler`] of the liquid behaviour.
@@ -46,7 +55,7 @@ pub struct Handler {
     meter: Arc<ConnectionMeter>,
     open_timeout: Duration,
     /// Open requests not yet passed to the swarm; bounded by the pool's cap.
-    pending: VecDeque<OpenReply>,
+    pending: VecDeque<(StreamProtocol, OpenReply)>,
 }
 
 impl Handler {
@@ -71,13 +80,13 @@ impl Handler {
 impl ConnectionHandler for Handler {
     type FromBehaviour = HandlerIn;
     type ToBehaviour = std::convert::Infallible;
-    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundProtocol = InboundProtocols;
     type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
     type OutboundOpenInfo = OpenReply;
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
-        SubstreamProtocol::new(protocol::upgrade(), ())
+        SubstreamProtocol::new(InboundProtocols, ())
     }
 
     fn connection_keep_alive(&self) -> bool {
@@ -93,17 +102,19 @@ impl ConnectionHandler for Handler {
         ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, Self::ToBehaviour>,
     > {
         match self.pending.pop_front() {
-            Some(reply) => Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                protocol: SubstreamProtocol::new(protocol::upgrade(), reply)
-                    .with_timeout(self.open_timeout),
-            }),
+            Some((protocol, reply)) => {
+                Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                    protocol: SubstreamProtocol::new(protocol::upgrade(protocol), reply)
+                        .with_timeout(self.open_timeout),
+                })
+            }
             None => Poll::Pending,
         }
     }
 
     fn on_behaviour_event(&mut self, event: HandlerIn) {
         match event {
-            HandlerIn::Open(reply) => self.pending.push_back(reply),
+            HandlerIn::Open { protocol, reply } => self.pending.push_back((protocol, reply)),
         }
     }
 
@@ -113,15 +124,20 @@ impl ConnectionHandler for Handler {
     ) {
         match event {
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
-                protocol: stream,
+                protocol: (stream, negotiated),
                 ..
             }) => {
-                self.shared.accept_inbound(
-                    self.peer,
-                    self.connection,
-                    stream,
-                    Arc::clone(&self.meter),
-                );
+                if negotiated == protocol::EXCHANGE_PROTOCOL {
+                    self.shared
+                        .accept_exchange(self.peer, self.connection, stream);
+                } else {
+                    self.shared.accept_inbound(
+                        self.peer,
+                        self.connection,
+                        stream,
+                        Arc::clone(&self.meter),
+                    );
+                }
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,

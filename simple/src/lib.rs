@@ -45,6 +45,7 @@ mod admission;
 mod behaviour;
 mod control;
 mod events;
+mod exchange;
 mod handler;
 mod host;
 mod liveness;
@@ -62,5 +63,5 @@ pub use liquid_p2p_core::{
     self as core, BlacklistEntry, Config, ConnectionId, Error, Event, EvictionStrategy, FrameError,
     Message, PeerId, PoolConfig, PoolStats, ReceiveCounts, SupervisorConfig, codec,
 };
-pub use protocol::PROTOCOL;
+pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL};
 pub use receiver::Inbox;

@@ -1,16 +1,50 @@
-//! The message-stream protocol name and its negotiation.
+//! The protocols of the liquid behaviour and their negotiation.
 //!
 //! Message streams are ordinary libp2p substreams negotiated with multistream-select
-//! under [`PROTOCOL`]. What flows on them is the frame format of
-//! [`liquid_p2p_core::codec`]; a stock libp2p peer speaks it by opening a stream for
-//! this protocol and writing frames.
+//! under [`PROTOCOL`]; what flows on them is the frame format of
+//! [`liquid_p2p_core::codec`]. Protocol lists are exchanged on substreams negotiated
+//! under [`EXCHANGE_PROTOCOL`], in the format of [`liquid_p2p_core::exchange`]. A stock
+//! libp2p peer speaks either by opening a stream for the protocol and writing.
 
-use libp2p::{StreamProtocol, core::upgrade::ReadyUpgrade};
+use std::{convert::Infallible, future::Ready, iter};
+
+use libp2p::{
+    StreamProtocol,
+    core::upgrade::{InboundUpgrade, ReadyUpgrade, UpgradeInfo},
+    swarm::Stream,
+};
 
 /// The protocol of message streams.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/liquid/msg/1.0.0");
 
-/// The upgrade that negotiates [`PROTOCOL`] and yields the raw stream.
-pub(crate) fn upgrade() -> ReadyUpgrade<StreamProtocol> {
-    ReadyUpgrade::new(PROTOCOL)
+/// The protocol of the protocol-list exchange.
+pub const EXCHANGE_PROTOCOL: StreamProtocol =
+    StreamProtocol::new("/liquid/protocol-exchange/1.0.0");
+
+/// The upgrade that negotiates one protocol for an outbound stream.
+pub(crate) fn upgrade(protocol: StreamProtocol) -> ReadyUpgrade<StreamProtocol> {
+    ReadyUpgrade::new(protocol)
+}
+
+/// Accepts inbound streams of either protocol and says which one was chosen.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundProtocols;
+
+impl UpgradeInfo for InboundProtocols {
+    type Info = StreamProtocol;
+    type InfoIter = iter::Chain<iter::Once<StreamProtocol>, iter::Once<StreamProtocol>>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        iter::once(PROTOCOL).chain(iter::once(EXCHANGE_PROTOCOL))
+    }
+}
+
+impl InboundUpgrade<Stream> for InboundProtocols {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Output, Infallible>>;
+
+    fn upgrade_inbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
+        std::future::ready(Ok((stream, protocol)))
+    }
 }

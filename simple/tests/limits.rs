@@ -24,6 +24,11 @@ async fn join(from: &Host, to: &Host) {
 /// `from` dials `to`, which refuses after the handshake: the dialer may see the
 /// connection come up for a moment, then it is closed.
 async fn dial_refused(from: &Host, to: &Host) {
+    // A connection still closing would make `dial` return at once.
+    wait_until(Duration::from_secs(5), || {
+        !from.connected_peers().contains(&to.local_peer_id())
+    })
+    .await;
     let _ = from.dial(to.listen_addrs()[0].clone()).await;
     wait_until(Duration::from_secs(5), || {
         !from.connected_peers().contains(&to.local_peer_id())
@@ -301,6 +306,11 @@ async fn check_entry(a: &Host, entry: &str, victim: &Host, bystander: &Host) {
         "{entry}: a blacklisted target is not dialled"
     );
     assert!(a.blacklist_remove(&entry));
+    // The victim must have seen the close, or it would refuse a second connection.
+    wait_until(Duration::from_secs(5), || {
+        !victim.connected_peers().contains(&a.local_peer_id())
+    })
+    .await;
     a.dial(victim.listen_addrs()[0].clone())
         .await
         .expect("allowed again");
@@ -449,10 +459,8 @@ async fn twenty_five_peers_against_max_twenty_with_two_required_under_every_stra
             EvictionStrategy::Random => {
                 assert!(refused.is_empty());
                 assert_eq!(evicted.len(), 7);
-                assert!(
-                    low_ids[18..].iter().all(|p| peers.contains(p)),
-                    "every newcomer got in"
-                );
+                // Any low-priority peer may go, newcomers included; the last one is in.
+                assert!(peers.contains(&low_ids[24]), "the last newcomer got in");
             }
         }
         a.shutdown().await;

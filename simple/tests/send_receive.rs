@@ -110,6 +110,8 @@ async fn messages_written_through_one_exclusive_borrow_arrive_in_order() {
     let a = host(Config::default()).await;
     let b = host(Config::default()).await;
     let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut noise_inbox = a.register_protocol("/test/noise/1").expect("register");
+    tokio::spawn(async move { while noise_inbox.recv().await.is_some() {} });
     let a_id = connect(&b, &a).await;
     // Other traffic at the same time, on other streams.
     let noise = {
@@ -448,6 +450,11 @@ async fn bad_sends_fail_locally_with_typed_errors() {
         b.send(a_id, "", b"x").await,
         Err(Error::InvalidProtocol { len: 0 })
     ));
+    // a registered nothing, and b knows it from the exchange: fail fast.
+    assert!(matches!(
+        b.send(a_id, PROTO, b"x").await,
+        Err(Error::ProtocolUnsupported { peer, ref protocol }) if peer == a_id && protocol == PROTO
+    ));
     let after = b.pool_stats(&a_id);
     assert_eq!(before[0].borrowed, after[0].borrowed);
     assert_eq!(after[0].borrowed, 0, "no stream was borrowed");
@@ -457,11 +464,23 @@ async fn bad_sends_fail_locally_with_typed_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_for_an_unregistered_protocol_are_counted_and_skipped() {
-    let a = host(Config::default()).await;
+    // `a` unregisters a protocol but (push delayed) `b` still believes it is there,
+    // so `b` sends to it: the frame reaches a host with no handler for it.
+    let a = host(Config {
+        protocol_push_delay: Duration::from_secs(30),
+        ..Config::default()
+    })
+    .await;
     let b = host(Config::default()).await;
     let mut inbox = a.register_protocol(PROTO).expect("register");
+    let _gone = a.register_protocol("/nobody/1").expect("register");
     let mut events = a.events();
     let a_id = connect(&b, &a).await;
+    wait_until(Duration::from_secs(5), || {
+        b.is_supported(&a_id, "/nobody/1")
+    })
+    .await;
+    a.unregister_protocol("/nobody/1").expect("unregister");
     let mut stream = b.borrow_stream(a_id).await.expect("borrow");
     stream.send("/nobody/1", b"lost").await.expect("send");
     stream.send(PROTO, b"kept").await.expect("send");
@@ -506,6 +525,8 @@ async fn peer_events_follow_first_and_last_connection_and_shutdown_is_final() {
     })
     .await;
     let mut inbox = a.register_protocol(PROTO).expect("register");
+    // The new protocol reaches b by a push before b may send to it.
+    wait_until(Duration::from_secs(2), || b.is_supported(&a_id, PROTO)).await;
     b.send(a_id, PROTO, b"bye").await.expect("send");
     inbox.recv().await.expect("delivered");
 

@@ -1,0 +1,176 @@
+//! Wire format of the protocol exchange (`/liquid/protocol-exchange/1.0.0`).
+//!
+//! Request and response are the same message, the sender's full list of application
+//! protocols:
+//!
+//! ```text
+//! uvarint count          <= max_protocols (default 1024)
+//! count × {
+//!   uvarint len          1..=256
+//!   bytes   protocol     UTF-8
+//! }
+//! ```
+//!
+//! One request and one response per stream; the stream is closed after the
+//! response. Limits are checked before anything they announce is read, so a list
+//! never costs more than `max_protocols × 256` bytes.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::config::MAX_PROTOCOL_LEN;
+
+/// Ways a protocol list can break the format or its limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// More protocols than allowed.
+    #[error("list of {count} protocols exceeds the limit of {max}")]
+    TooManyProtocols {
+        /// Announced count.
+        count: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A protocol name is empty or longer than 256 bytes.
+    #[error("protocol name of {len} bytes: must be 1..=256")]
+    BadProtocolLength {
+        /// Announced length.
+        len: u64,
+    },
+    /// A protocol name is not UTF-8.
+    #[error("protocol name is not UTF-8")]
+    NotUtf8,
+    /// A varint was malformed.
+    #[error("malformed varint")]
+    BadVarint,
+    /// The stream failed or ended early.
+    #[error("i/o: {0}")]
+    Io(String),
+}
+
+impl From<io::Error> for ExchangeError {
+    fn from(e: io::Error) -> Self {
+        ExchangeError::Io(e.to_string())
+    }
+}
+
+/// Encodes a protocol list.
+pub fn encode_protocol_list(protocols: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + protocols.iter().map(|p| p.len() + 2).sum::<usize>());
+    let mut tmp = unsigned_varint::encode::u64_buffer();
+    out.extend_from_slice(unsigned_varint::encode::u64(
+        protocols.len() as u64,
+        &mut tmp,
+    ));
+    for p in protocols {
+        out.extend_from_slice(unsigned_varint::encode::u64(p.len() as u64, &mut tmp));
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
+}
+
+async fn read_varint<R: AsyncRead + Unpin>(io: &mut R) -> Result<u64, ExchangeError> {
+    unsigned_varint::aio::read_u64(io)
+        .await
+        .map_err(|e| match e {
+            unsigned_varint::io::ReadError::Io(e) => ExchangeError::from(e),
+            _ => ExchangeError::BadVarint,
+        })
+}
+
+/// Reads one protocol list, enforcing the limits.
+pub async fn read_protocol_list<R: AsyncRead + Unpin>(
+    io: &mut R,
+    max_protocols: usize,
+) -> Result<Vec<String>, ExchangeError> {
+    let count = read_varint(io).await?;
+    if count > max_protocols as u64 {
+        return Err(ExchangeError::TooManyProtocols {
+            count,
+            max: max_protocols,
+        });
+    }
+    let mut list = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let len = read_varint(io).await?;
+        if len == 0 || len > MAX_PROTOCOL_LEN as u64 {
+            return Err(ExchangeError::BadProtocolLength { len });
+        }
+        let mut buf = vec![0u8; len as usize];
+        io.read_exact(&mut buf).await?;
+        list.push(String::from_utf8(buf).map_err(|_| ExchangeError::NotUtf8)?);
+    }
+    Ok(list)
+}
+
+/// Writes one protocol list and flushes it.
+pub async fn write_protocol_list<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    protocols: &[String],
+) -> io::Result<()> {
+    io.write_all(&encode_protocol_list(protocols)).await?;
+    io.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    async fn decode(bytes: &[u8], max: usize) -> Result<Vec<String>, ExchangeError> {
+        read_protocol_list(&mut &bytes[..], max).await
+    }
+
+    #[tokio::test]
+    async fn lists_round_trip() {
+        let list = vec![
+            "/chain/1/consensus/1".to_owned(),
+            "/chain/1/sync/1".to_owned(),
+        ];
+        assert_eq!(decode(&encode_protocol_list(&list), 8).await, Ok(list));
+        assert_eq!(decode(&encode_protocol_list(&[]), 8).await, Ok(vec![]));
+    }
+
+    #[tokio::test]
+    async fn limits_are_checked_before_reading_what_they_announce() {
+        // 100,000 protocols announced, nothing else sent.
+        let mut bytes = Vec::new();
+        let mut tmp = unsigned_varint::encode::u64_buffer();
+        bytes.extend_from_slice(unsigned_varint::encode::u64(100_000, &mut tmp));
+        assert_eq!(
+            decode(&bytes, 1024).await,
+            Err(ExchangeError::TooManyProtocols {
+                count: 100_000,
+                max: 1024
+            })
+        );
+        // A 1 MiB name announced.
+        let bytes = [1u8, 0x80, 0x80, 0x40];
+        assert_eq!(
+            decode(&bytes, 1024).await,
+            Err(ExchangeError::BadProtocolLength { len: 1 << 20 })
+        );
+        assert_eq!(
+            decode(&[1, 0], 4).await,
+            Err(ExchangeError::BadProtocolLength { len: 0 })
+        );
+        assert_eq!(
+            decode(&[1, 2, 0xff, 0xfe], 4).await,
+            Err(ExchangeError::NotUtf8)
+        );
+        assert!(matches!(
+            decode(&[2, 1, b'a'], 4).await,
+            Err(ExchangeError::Io(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_to_a_list_or_a_typed_error(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let _ = rt.block_on(decode(&bytes, 16));
+        }
+    }
+}
