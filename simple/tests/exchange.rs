@@ -1,0 +1,263 @@
+//! Protocol exchange between real hosts, and with a plain rust-libp2p swarm that
+//! speaks only the documented wire formats.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::{AsyncWriteExt, StreamExt};
+use liquid_p2p::{
+    Config, EXCHANGE_PROTOCOL, Error, Event, Host, PROTOCOL, PeerId,
+    codec::encode_frame,
+    core::exchange::{read_protocol_list, write_protocol_list},
+    libp2p::{self, Multiaddr, identity::Keypair, noise, tcp, yamux},
+};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn address(port: u16, peer: PeerId) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
+        .parse()
+        .expect("address")
+}
+
+/// The scenario of the Go original's host test, on real TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_requiring_each_other_exchange_protocols_and_messages() {
+    init_tracing();
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (ida, idb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    let (pa, pb) = (free_port(), free_port());
+    let build = |key: Keypair, port: u16, other: Multiaddr| async move {
+        Host::builder()
+            .keypair(key)
+            .listen_on(format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr"))
+            .required_peer(other)
+            .build()
+            .await
+            .expect("host")
+    };
+    // Started together: both dial at once.
+    let (a, b) = tokio::join!(
+        build(ka, pa, address(pb, idb)),
+        build(kb, pb, address(pa, ida))
+    );
+    let (mut ea, mut eb) = (a.events(), b.events());
+    for (host, events, other) in [(&a, &mut ea, idb), (&b, &mut eb, ida)] {
+        if !host.connected_peers().contains(&other) || host.peer_protocols(&other).is_none() {
+            wait_for(
+                events,
+                Duration::from_secs(10),
+                |e| matches!(e, Event::PeerConnected { peer } if *peer == other),
+            )
+            .await;
+        }
+    }
+    // Simultaneous dials end in one working connection each way.
+    wait_until(Duration::from_secs(5), || {
+        a.pool_stats(&idb).len() == 1 && b.pool_stats(&ida).len() == 1
+    })
+    .await;
+
+    let mut ia = a.register_protocol("/test").expect("register");
+    let mut ib = b.register_protocol("/test").expect("register");
+    for (events, other) in [(&mut ea, idb), (&mut eb, ida)] {
+        wait_for(events, Duration::from_secs(2), |e| {
+            matches!(e, Event::ProtocolSupported { peer, protocol } if *peer == other && protocol == "/test")
+        })
+        .await;
+    }
+    a.send(idb, "/test", b"ping").await.expect("a to b");
+    b.send(ida, "/test", b"pong").await.expect("b to a");
+    assert_eq!(&ib.recv().await.expect("at b").payload[..], b"ping");
+    assert_eq!(&ia.recv().await.expect("at a").payload[..], b"pong");
+
+    b.unregister_protocol("/test").expect("unregister");
+    wait_for(&mut ea, Duration::from_secs(2), |e| {
+        matches!(e, Event::ProtocolUnsupported { peer, protocol } if *peer == idb && protocol == "/test")
+    })
+    .await;
+    let before = a.pool_stats(&idb)[0].clone();
+    assert!(matches!(
+        a.send(idb, "/test", b"x").await,
+        Err(Error::ProtocolUnsupported { peer, .. }) if peer == idb
+    ));
+    assert_eq!(
+        a.pool_stats(&idb)[0].borrowed,
+        before.borrowed,
+        "no stream touched"
+    );
+
+    b.shutdown().await;
+    wait_for(
+        &mut ea,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::PeerDisconnected { peer } if *peer == idb),
+    )
+    .await;
+    assert!(
+        a.peer_protocols(&idb).is_none(),
+        "the book entry is cleared"
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_ten_changes_makes_at_most_two_pushes_and_ends_right() {
+    let a = host(Config::default()).await;
+    let b = host(Config::default()).await;
+    let c = host(Config::default()).await;
+    connect(&b, &a).await;
+    connect(&c, &a).await;
+    let (mut eb, mut ec) = (b.events(), c.events());
+    let a_id = a.local_peer_id();
+    for (host, events) in [(&b, &mut eb), (&c, &mut ec)] {
+        if host.peer_protocols(&a_id).is_none() {
+            wait_for(events, Duration::from_secs(5), |e| {
+                matches!(e, Event::PeerConnected { .. })
+            })
+            .await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while eb.try_recv().is_some() {}
+    while ec.try_recv().is_some() {}
+
+    let mut inboxes = Vec::new();
+    for i in 0..5 {
+        inboxes.push(
+            a.register_protocol(format!("/burst/{i}"))
+                .expect("register"),
+        );
+    }
+    a.unregister_protocol("/burst/0").expect("unregister");
+    a.unregister_protocol("/burst/1").expect("unregister");
+    a.unregister_protocol("/burst/2").expect("unregister");
+    a.register_protocol("/burst/0").expect("register again");
+    a.unregister_protocol("/burst/4").expect("unregister");
+    let expected = vec!["/burst/0".to_owned(), "/burst/3".to_owned()];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (host, events) in [(&b, &mut eb), (&c, &mut ec)] {
+        assert_eq!(
+            host.peer_protocols(&a_id),
+            Some(expected.clone()),
+            "within a second"
+        );
+        let mut pushes = 0;
+        while let Some(e) = events.try_recv() {
+            if matches!(e, Event::PeerProtocols { peer, .. } if peer == a_id) {
+                pushes += 1;
+            }
+        }
+        assert!(
+            (1..=2).contains(&pushes),
+            "{pushes} pushes for a burst of ten changes"
+        );
+    }
+    for h in [a, b, c] {
+        h.shutdown().await;
+    }
+}
+
+/// A plain swarm that speaks only libp2p-stream, with nothing registered.
+async fn plain_swarm(dial: Multiaddr) -> (PeerId, libp2p_stream::Control) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let control = swarm.behaviour().new_control();
+    let id = *swarm.local_peer_id();
+    swarm.dial(dial).expect("dial");
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (id, control)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_exchanges_is_kept_with_an_unknown_list_and_reported() {
+    let host = host(Config {
+        exchange_timeout: Duration::from_secs(1),
+        ..Config::default()
+    })
+    .await;
+    let mut events = host.events();
+    let (plain, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
+    let e = wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, Event::ProtocolExchangeFailed { .. })
+    })
+    .await;
+    match e {
+        Event::ProtocolExchangeFailed { peer, reason } => {
+            assert_eq!(peer, plain);
+            assert!(!reason.is_empty());
+        }
+        _ => unreachable!(),
+    }
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::PeerConnected { peer } if *peer == plain),
+    )
+    .await;
+    assert_eq!(host.peer_protocols(&plain), None, "unknown, not empty");
+    // Sends are not failed early; the peer accepts message streams.
+    let mut incoming = control.accept(PROTOCOL).expect("accept");
+    host.send(plain, "/anything/1", b"hi")
+        .await
+        .expect("not failed fast");
+    let (from, _stream) = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+        .await
+        .expect("stream arrives")
+        .expect("open");
+    assert_eq!(from, host.local_peer_id());
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_libp2p_swarm_learns_the_protocol_list_and_delivers_a_message() {
+    let host = host(Config::default()).await;
+    let mut inbox = host
+        .register_protocol("/chain/7/consensus/1")
+        .expect("register");
+    let (plain, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
+    // The exchange, by hand: our (empty) list, then the host's.
+    let mut s = control
+        .open_stream(host.local_peer_id(), EXCHANGE_PROTOCOL)
+        .await
+        .expect("exchange stream");
+    write_protocol_list(&mut s, &[]).await.expect("write list");
+    let list = read_protocol_list(&mut s, 64).await.expect("host's list");
+    assert_eq!(list, vec!["/chain/7/consensus/1".to_owned()]);
+    // A message, by hand: one frame on a message stream.
+    let mut m = control
+        .open_stream(host.local_peer_id(), PROTOCOL)
+        .await
+        .expect("message stream");
+    m.write_all(&encode_frame("/chain/7/consensus/1", b"block 9"))
+        .await
+        .expect("write");
+    m.flush().await.expect("flush");
+    let msg = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        .await
+        .expect("delivered")
+        .expect("open");
+    assert_eq!((msg.peer, &msg.payload[..]), (plain, &b"block 9"[..]));
+    host.shutdown().await;
+}
