@@ -342,6 +342,34 @@ pub enum Output {
         /// Why.
         reason: String,
     },
+    /// A peer's full protocol list arrived.
+    PeerProtocols {
+        /// The peer.
+        peer: String,
+        /// Its protocols, sorted.
+        protocols: Vec<String>,
+    },
+    /// A peer now supports a protocol.
+    ProtocolSupported {
+        /// The peer.
+        peer: String,
+        /// The protocol.
+        protocol: String,
+    },
+    /// A peer no longer supports a protocol.
+    ProtocolUnsupported {
+        /// The peer.
+        peer: String,
+        /// The protocol.
+        protocol: String,
+    },
+    /// The protocol exchange with a peer failed; its list is unknown.
+    ProtocolExchangeFailed {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
     /// The event subscriber fell behind and missed events.
     EventsDropped {
         /// Events missed.
@@ -462,6 +490,22 @@ impl Output {
                 peer: peer.to_string(),
                 reason: reason.clone(),
             },
+            Event::PeerProtocols { peer, protocols } => Self::PeerProtocols {
+                peer: peer.to_string(),
+                protocols: protocols.clone(),
+            },
+            Event::ProtocolSupported { peer, protocol } => Self::ProtocolSupported {
+                peer: peer.to_string(),
+                protocol: protocol.clone(),
+            },
+            Event::ProtocolUnsupported { peer, protocol } => Self::ProtocolUnsupported {
+                peer: peer.to_string(),
+                protocol: protocol.clone(),
+            },
+            Event::ProtocolExchangeFailed { peer, reason } => Self::ProtocolExchangeFailed {
+                peer: peer.to_string(),
+                reason: reason.clone(),
+            },
             other => Self::OtherEvent {
                 debug: format!("{other:?}"),
             },
@@ -577,6 +621,18 @@ impl Output {
                 address.as_deref().unwrap_or("")
             ),
             Self::Evicted { peer, reason } => format!("evicted {peer}: {reason}"),
+            Self::PeerProtocols { peer, protocols } => {
+                format!("{peer} supports: {}", protocols.join(" "))
+            }
+            Self::ProtocolSupported { peer, protocol } => {
+                format!("{peer} now supports {protocol}")
+            }
+            Self::ProtocolUnsupported { peer, protocol } => {
+                format!("{peer} no longer supports {protocol}")
+            }
+            Self::ProtocolExchangeFailed { peer, reason } => {
+                format!("protocol exchange with {peer} failed: {reason}")
+            }
             Self::OtherEvent { debug } => format!("event: {debug}"),
         }
     }
@@ -792,6 +848,34 @@ mod tests {
                     reason: "blacklisted".into(),
                 },
                 json!({"event": "evicted", "peer": p, "reason": "blacklisted"}),
+            ),
+            (
+                Event::ProtocolSupported {
+                    peer,
+                    protocol: "/x/1".into(),
+                },
+                json!({"event": "protocol_supported", "peer": p, "protocol": "/x/1"}),
+            ),
+            (
+                Event::ProtocolUnsupported {
+                    peer,
+                    protocol: "/x/1".into(),
+                },
+                json!({"event": "protocol_unsupported", "peer": p, "protocol": "/x/1"}),
+            ),
+            (
+                Event::PeerProtocols {
+                    peer,
+                    protocols: vec!["/x/1".into()],
+                },
+                json!({"event": "peer_protocols", "peer": p, "protocols": ["/x/1"]}),
+            ),
+            (
+                Event::ProtocolExchangeFailed {
+                    peer,
+                    reason: "timeout".into(),
+                },
+                json!({"event": "protocol_exchange_failed", "peer": p, "reason": "timeout"}),
             ),
             (
                 Event::ConnectionClosed {

@@ -52,19 +52,29 @@ fn two_peers_chat_over_json_lines() {
     let peers = b.expect_event("peers");
     assert_eq!(peers["peers"], serde_json::json!([a_id]));
 
-    // Unregistered protocols are reported as events on the receiver.
+    // Protocol changes reach the other peer, and a send to a protocol it no longer
+    // supports fails at once.
     a.command("register /liquid/other/1");
     assert_eq!(a.expect_event("registered")["protocol"], "/liquid/other/1");
+    let supported = b.expect_event("protocol_supported");
+    assert_eq!(supported["peer"], a_id.as_str());
+    assert_eq!(supported["protocol"], "/liquid/other/1");
     a.command("unregister /liquid/other/1");
     assert_eq!(
         a.expect_event("unregistered")["protocol"],
         "/liquid/other/1"
     );
+    let unsupported = b.expect_event("protocol_unsupported");
+    assert_eq!(unsupported["peer"], a_id.as_str());
+    assert_eq!(unsupported["protocol"], "/liquid/other/1");
     b.command("send * /liquid/other/1 lost");
-    b.expect_event("sent");
-    let unknown = a.expect_event("unknown_protocol");
-    assert_eq!(unknown["peer"], b_id.as_str());
-    assert_eq!(unknown["protocol"], "/liquid/other/1");
+    let error = b.expect_event("error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not support")),
+        "{error}"
+    );
 
     b.quit();
     let disconnected = a.expect_event("disconnected");
