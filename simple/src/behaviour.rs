@@ -151,10 +151,15 @@ impl Shared {
 
     /// Records a peer's full protocol list and reports what changed.
     pub(crate) fn protocols_received(&self, peer: PeerId, protocols: Vec<String>) {
-        if self.pools.best_pool(&peer).is_none() {
-            return; // gone meanwhile
-        }
-        let changes = self.book.lock().update(peer, protocols.iter().cloned());
+        let changes = {
+            // Checked under the book's lock: `peer_gone` removes the pools first and
+            // then the entry under this lock, so no entry outlives its peer.
+            let mut book = self.book.lock();
+            if self.pools.best_pool(&peer).is_none() {
+                return; // gone meanwhile
+            }
+            book.update(peer, protocols.iter().cloned())
+        };
         let mut sorted = protocols;
         sorted.sort();
         sorted.dedup();

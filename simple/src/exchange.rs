@@ -97,11 +97,14 @@ pub(crate) async fn exchange_with(shared: Arc<Shared>, peer: PeerId) {
     match request_with_retry(&shared, peer).await {
         Ok(list) => shared.protocols_received(peer, list),
         Err(reason) => {
-            if shared.pools.best_pool(&peer).is_none() {
-                return; // the peer left during the exchange: nothing to announce
+            {
+                let mut book = shared.book.lock();
+                if shared.pools.best_pool(&peer).is_none() {
+                    return; // the peer left during the exchange: nothing to announce
+                }
+                book.mark_unknown(peer);
             }
             tracing::info!(%peer, %reason, "protocol exchange failed; keeping the peer with an unknown list");
-            shared.book.lock().mark_unknown(peer);
             shared
                 .events
                 .emit(Event::ProtocolExchangeFailed { peer, reason });

@@ -8,24 +8,11 @@ use std::time::Duration;
 use common::*;
 use futures::{AsyncWriteExt, StreamExt};
 use liquid_p2p::{
-    Config, EXCHANGE_PROTOCOL, Error, Event, Host, PROTOCOL, PeerId,
+    Config, EXCHANGE_PROTOCOL, Error, Event, Host, PROTOCOL,
     codec::encode_frame,
     core::exchange::{read_protocol_list, write_protocol_list},
-    libp2p::{self, Multiaddr, identity::Keypair, noise, tcp, yamux},
+    libp2p::{Multiaddr, identity::Keypair},
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn address(port: u16, peer: PeerId) -> Multiaddr {
-    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
-        .parse()
-        .expect("address")
-}
 
 /// The scenario of the Go original's host test, on real TCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,31 +150,6 @@ async fn a_burst_of_ten_changes_makes_at_most_two_pushes_and_ends_right() {
     for h in [a, b, c] {
         h.shutdown().await;
     }
-}
-
-/// A plain swarm that speaks only libp2p-stream, with nothing registered.
-async fn plain_swarm(dial: Multiaddr) -> (PeerId, libp2p_stream::Control) {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    let control = swarm.behaviour().new_control();
-    let id = *swarm.local_peer_id();
-    swarm.dial(dial).expect("dial");
-    tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
-    (id, control)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

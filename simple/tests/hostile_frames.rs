@@ -7,37 +7,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use liquid_p2p::{
     Config, Event, FrameError, PROTOCOL,
     codec::{encode_frame, encode_header},
-    libp2p::{self, PeerId, noise, tcp, yamux},
 };
 
 const PROTO: &str = "/test/plain/1";
-
-async fn plain_peer(target: libp2p::Multiaddr) -> (PeerId, libp2p_stream::Control) {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .expect("behaviour")
-        .build();
-    let control = swarm.behaviour().new_control();
-    let id = *swarm.local_peer_id();
-    swarm.dial(target).expect("dial");
-    tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
-    (id, control)
-}
 
 fn bad_frames() -> Vec<(Vec<u8>, FrameError)> {
     let mut flags = Vec::new();
@@ -66,7 +42,7 @@ async fn malformed_frames_from_a_plain_libp2p_peer_reset_only_their_stream() {
     let host = host(Config::default()).await;
     let mut inbox = host.register_protocol(PROTO).expect("register");
     let mut events = host.events();
-    let (plain_id, mut control) = plain_peer(host.listen_addrs()[0].clone()).await;
+    let (plain_id, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
     wait_for(
         &mut events,
         Duration::from_secs(5),

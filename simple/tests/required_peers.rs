@@ -9,7 +9,7 @@ use common::*;
 use liquid_p2p::{
     Config, Event, Host, PeerId,
     core::{SupervisorConfig, fibonacci_backoff},
-    libp2p::{Multiaddr, identity::Keypair},
+    libp2p::identity::Keypair,
 };
 use tokio::time::Instant;
 
@@ -25,20 +25,6 @@ fn fast_schedule() -> Config {
         },
         ..Config::default()
     }
-}
-
-/// A loopback port nobody listens on (yet).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn address(port: u16, peer: PeerId) -> Multiaddr {
-    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
-        .parse()
-        .expect("address")
 }
 
 async fn host_with_key(key: Keypair, port: u16) -> Host {

@@ -41,6 +41,7 @@
 //! code 0 after SIGINT/SIGTERM (or the end of stdin with `--stop-on-stdin-eof`),
 //! 1 if the node cannot start, 2 for bad arguments or configuration.
 
+use liquid_p2p_examples::shutdown_signal;
 use std::{
     collections::HashMap,
     io::{IsTerminal, Write},
@@ -641,35 +642,5 @@ async fn stdin_closed() {
             tracing::warn!(error = %e, "cannot watch stdin");
             std::future::pending::<()>().await;
         }
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. Never resolves if no
-/// handler can be installed.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

@@ -21,7 +21,9 @@ use std::{
 use clap::Parser;
 use futures::future::join_all;
 use liquid_p2p::{Event, Host, Inbox, libp2p::Multiaddr};
-use liquid_p2p_examples::{Command, DEFAULT_PROTOCOL, Output, Target, parse_command};
+use liquid_p2p_examples::{
+    Command, DEFAULT_PROTOCOL, Output, Target, parse_command, shutdown_signal,
+};
 use tokio::sync::mpsc;
 
 /// Listen address used when no `--listen` is given.
@@ -323,34 +325,4 @@ fn read_stdin() -> mpsc::Receiver<String> {
         tracing::warn!(error = %e, "cannot start the stdin reader; commands are ignored");
     }
     rx
-}
-
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. Never resolves if no
-/// handler can be installed.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

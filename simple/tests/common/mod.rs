@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use liquid_p2p::{Config, Event, Events, Host, PeerId, libp2p::Multiaddr};
+use futures::StreamExt;
+use liquid_p2p::{
+    Config, Event, Events, Host, PeerId,
+    libp2p::{self, Multiaddr, noise, tcp, yamux},
+};
 
 pub const TCP: &str = "/ip4/127.0.0.1/tcp/0";
 pub const QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
@@ -31,12 +35,17 @@ pub async fn host(config: Config) -> Host {
     host_on(TCP, config).await
 }
 
-/// Dials `to` from `from` and waits until both pools exist.
+/// Dials `to` from `from` and waits until both pools exist and both hosts know
+/// each other's protocols (the exchange is done).
 pub async fn connect(from: &Host, to: &Host) -> PeerId {
     let peer = from.dial(to.listen_addrs()[0].clone()).await.expect("dial");
     assert_eq!(peer, to.local_peer_id());
+    let back = from.local_peer_id();
     wait_until(Duration::from_secs(5), || {
-        !from.pool_stats(&peer).is_empty() && !to.pool_stats(&from.local_peer_id()).is_empty()
+        !from.pool_stats(&peer).is_empty()
+            && !to.pool_stats(&back).is_empty()
+            && from.peer_protocols(&peer).is_some()
+            && to.peer_protocols(&back).is_some()
     })
     .await;
     peer
@@ -70,4 +79,45 @@ pub async fn wait_for(
     })
     .await
     .expect("expected event did not arrive in time")
+}
+
+/// A loopback port nobody listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `/ip4/127.0.0.1/tcp/<port>/p2p/<peer>`.
+pub fn address(port: u16, peer: PeerId) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
+        .parse()
+        .expect("address")
+}
+
+/// A plain rust-libp2p swarm (TCP + noise + yamux, libp2p-stream only, nothing of
+/// ours) that dials `target`; returns its peer id and stream control.
+pub async fn plain_swarm(target: Multiaddr) -> (PeerId, libp2p_stream::Control) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let control = swarm.behaviour().new_control();
+    let id = *swarm.local_peer_id();
+    swarm.dial(target).expect("dial");
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (id, control)
 }
