@@ -15,7 +15,7 @@ use std::{
     convert::Infallible,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -95,6 +95,20 @@ pub(crate) struct Shared {
     meters: Mutex<HashMap<ConnectionId, Arc<ConnectionMeter>>>,
     shut_down: AtomicBool,
     unknown_protocol_frames: AtomicU64,
+    /// Frames being written right now, across all connections.
+    writes_in_flight: AtomicUsize,
+    writes_done: Notify,
+}
+
+/// A frame being written; shutdown waits for these.
+pub(crate) struct WriteInFlight<'a>(&'a Shared);
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.writes_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.writes_done.notify_waiters();
+        }
+    }
 }
 
 impl Shared {
@@ -103,6 +117,25 @@ impl Shared {
             return Err(Error::ShutDown);
         }
         Ok(())
+    }
+
+    pub(crate) fn write_started(&self) -> WriteInFlight<'_> {
+        self.writes_in_flight.fetch_add(1, Ordering::AcqRel);
+        WriteInFlight(self)
+    }
+
+    /// Waits until no frame is being written, or `grace` has passed.
+    pub(crate) async fn writes_finished(&self, grace: Duration) {
+        let wait = async {
+            loop {
+                let done = self.writes_done.notified();
+                if self.writes_in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                done.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, wait).await;
     }
 
     pub(crate) fn count_unknown_protocol(&self) -> u64 {
@@ -412,6 +445,8 @@ impl Behaviour {
             meters: Mutex::new(HashMap::new()),
             shut_down: AtomicBool::new(false),
             unknown_protocol_frames: AtomicU64::new(0),
+            writes_in_flight: AtomicUsize::new(0),
+            writes_done: Notify::new(),
             config,
         });
         let behaviour = Self {

@@ -241,6 +241,7 @@ impl Shared {
         let io = stream.get_mut();
         let meter = Arc::clone(io.meter());
         let _pending = meter.write_started();
+        let _in_flight = self.write_started();
         let compress = self.config.compress_min_size;
         tokio::select! {
             r = codec::write_frame(io, protocol, payload, compress) => {

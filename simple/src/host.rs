@@ -446,10 +446,15 @@ impl Host {
     }
 
     /// Shuts the host down: later calls fail with `ShutDown`, pools close (waiting
-    /// borrowers fail), connections close (disconnect events are emitted) and the
-    /// swarm task ends. Calling it again does nothing.
+    /// borrowers fail), frames being written finish (for up to 3 s), then connections
+    /// close (disconnect events are emitted) and the swarm task ends. Calling it again
+    /// does nothing.
     pub async fn shutdown(&self) {
-        self.control.shared().shut_down();
+        let shared = self.control.shared();
+        shared.shut_down();
+        // Frames already being written finish (they were accepted before the
+        // shutdown); new sends fail with `ShutDown`.
+        shared.writes_finished(SHUTDOWN_GRACE).await;
         let (reply, rx) = oneshot::channel();
         if self
             .commands

@@ -1,0 +1,75 @@
+//! Graceful shutdown: frames being written finish and arrive, pools and connections
+//! close, the peer sees the disconnect, and every later call fails with `ShutDown`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use liquid_p2p::{Config, Error, Event};
+
+const PROTO: &str = "/test/shutdown/1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_frame_being_written_finish_and_then_refuses_everything() {
+    let a = host(Config::default()).await;
+    let b = host(Config::default()).await;
+    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut a_events = a.events();
+    let a_id = connect(&b, &a).await;
+
+    let big = vec![0xabu8; 8 << 20];
+    let sending = {
+        let control = b.control();
+        let big = big.clone();
+        tokio::spawn(async move { control.send(a_id, PROTO, big).await })
+    };
+    // Shut down while the 8 MiB frame is on its way.
+    wait_until(Duration::from_secs(5), || {
+        b.pool_stats(&a_id).iter().any(|s| s.borrowed > 0)
+    })
+    .await;
+    b.shutdown().await;
+    sending
+        .await
+        .expect("task")
+        .expect("the frame accepted before the shutdown was written");
+    let m = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        .await
+        .expect("delivered")
+        .expect("open");
+    assert!(m.payload == big, "the whole frame arrived intact");
+    wait_for(
+        &mut a_events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::PeerDisconnected { peer } if *peer == b.local_peer_id()),
+    )
+    .await;
+
+    // Every later call is refused with a typed error.
+    assert!(matches!(
+        b.send(a_id, PROTO, b"x").await,
+        Err(Error::ShutDown)
+    ));
+    assert!(matches!(b.borrow_stream(a_id).await, Err(Error::ShutDown)));
+    assert!(matches!(b.register_protocol("/x/1"), Err(Error::ShutDown)));
+    assert!(matches!(b.unregister_protocol(PROTO), Err(Error::ShutDown)));
+    assert!(matches!(
+        b.dial(a.listen_addrs()[0].clone()).await,
+        Err(Error::ShutDown)
+    ));
+    assert!(matches!(b.dial_peer(a_id).await, Err(Error::ShutDown)));
+    assert!(matches!(
+        b.add_required_peer(a.listen_addrs()[0].clone()).await,
+        Err(Error::ShutDown)
+    ));
+    assert!(matches!(
+        b.blacklist_add(a_id.to_string().parse().expect("entry"))
+            .await,
+        Err(Error::ShutDown)
+    ));
+    assert!(b.pool_stats(&a_id).is_empty(), "pools closed");
+    assert!(b.connected_peers().is_empty());
+    b.shutdown().await; // again: nothing happens
+    a.shutdown().await;
+}
