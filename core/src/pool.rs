@@ -35,6 +35,13 @@ pub trait StreamOpener: Send + Sync + 'static {
     /// Opens and negotiates one stream. The future must finish on its own (the
     /// implementation bounds it with a timeout).
     fn open(&self) -> BoxFuture<'static, Result<Self::Stream, Error>>;
+
+    /// Whether an idle stream can still be lent out, checked without waiting just
+    /// before it is. A stream the remote reset or refused while it sat idle is
+    /// discarded instead of failing the borrower's write. Default: always usable.
+    fn is_usable(&self, _stream: &mut Self::Stream) -> bool {
+        true
+    }
 }
 
 /// A snapshot of one pool's counters.
@@ -150,12 +157,22 @@ impl<O: StreamOpener> SendStreamPool<O> {
             if st.closed {
                 return Err(self.closed_error());
             }
-            if let Some(stream) = st.idle.pop() {
+            let mut dead = Vec::new();
+            while let Some(mut stream) = st.idle.pop() {
+                if !self.opener.is_usable(&mut stream) {
+                    st.current -= 1;
+                    dead.push(stream);
+                    continue;
+                }
                 st.borrowed += 1;
                 let grow = self.growth(&mut st);
                 drop(st);
+                drop(dead);
                 self.spawn_opens(grow);
                 return Ok(self.lend(stream));
+            }
+            if !dead.is_empty() {
+                tracing::debug!(peer = %self.peer, connection = %self.connection, dead = dead.len(), "discarded idle streams the remote closed");
             }
             if st.waiters.len() >= self.config.max_waiters {
                 // Borrowers that gave up (their future was dropped) still sit in the
@@ -452,11 +469,14 @@ pub(crate) mod tests {
         pub live: Arc<AtomicUsize>,
         pub max_live: Arc<AtomicUsize>,
         pub fail: Arc<AtomicBool>,
+        /// Streams opened while this is set are closed by the "remote" at once.
+        pub open_dead: Arc<AtomicBool>,
         pub delay: Duration,
     }
 
     pub(crate) struct FakeStream {
         live: Arc<AtomicUsize>,
+        usable: bool,
     }
 
     impl Drop for FakeStream {
@@ -482,8 +502,15 @@ pub(crate) mod tests {
                 this.opened.fetch_add(1, Ordering::SeqCst);
                 let live = this.live.fetch_add(1, Ordering::SeqCst) + 1;
                 this.max_live.fetch_max(live, Ordering::SeqCst);
-                Ok(FakeStream { live: this.live })
+                Ok(FakeStream {
+                    live: this.live,
+                    usable: !this.open_dead.load(Ordering::SeqCst),
+                })
             })
+        }
+
+        fn is_usable(&self, stream: &mut FakeStream) -> bool {
+            stream.usable
         }
     }
 
@@ -734,6 +761,29 @@ pub(crate) mod tests {
         assert!(matches!(err, Error::StreamOpen { .. }));
         assert!(start.elapsed() < Duration::from_secs(1));
         assert_eq!(pool.stats().open_failures, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_streams_the_remote_closed_are_discarded_instead_of_lent() {
+        let opener = FakeOpener::default();
+        opener.open_dead.store(true, Ordering::SeqCst);
+        let pool = pool_with(opener.clone(), 3, 5);
+        pool.init();
+        settle().await;
+        assert_eq!(pool.stats().idle, 3);
+        opener.open_dead.store(false, Ordering::SeqCst);
+        let mut s = pool
+            .borrow()
+            .await
+            .expect("a fresh stream replaces the dead ones");
+        assert!(opener.is_usable(s.get_mut()));
+        let st = pool.stats();
+        assert_eq!((st.current, st.idle, st.borrowed), (1, 0, 1), "{st:?}");
+        assert_eq!(
+            opener.live.load(Ordering::SeqCst),
+            1,
+            "dead streams were dropped"
+        );
     }
 
     #[tokio::test(start_paused = true)]

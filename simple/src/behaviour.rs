@@ -398,6 +398,10 @@ impl StreamOpener for SwarmOpener {
             Ok(MeteredStream::new(stream, meter))
         })
     }
+
+    fn is_usable(&self, stream: &mut MeteredStream) -> bool {
+        stream.is_open()
+    }
 }
 
 /// The liquid network behaviour. Create it with [`Behaviour::new`], put it in a

@@ -152,6 +152,18 @@ impl MeteredStream {
     pub(crate) fn meter(&self) -> &Arc<ConnectionMeter> {
         &self.meter
     }
+
+    /// Whether the remote has neither closed nor reset this send stream, checked
+    /// without waiting. Nothing is ever sent to us on a send stream, so anything
+    /// readable (end of stream, an error, or stray bytes) means it is unusable.
+    pub(crate) fn is_open(&mut self) -> bool {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut probe = [0u8; 1];
+        Pin::new(&mut self.inner)
+            .poll_read(&mut cx, &mut probe)
+            .is_pending()
+    }
 }
 
 fn track(meter: &ConnectionMeter, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
