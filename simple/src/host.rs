@@ -34,7 +34,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{behaviour::Behaviour, control::Control, liveness::Liveness};
+use crate::{behaviour::Behaviour, control::Control, liveness::Liveness, receiver::Inbox};
 
 /// Commands queued for the swarm task.
 const COMMAND_QUEUE_LEN: usize = 256;
@@ -102,10 +102,19 @@ pub struct HostBuilder {
     key_file: Option<PathBuf>,
     listen: Vec<Multiaddr>,
     required: Vec<Multiaddr>,
+    protocols: Vec<String>,
     config: Config,
 }
 
 impl HostBuilder {
+    /// Registers a protocol before the host starts, so that it is in the list sent to
+    /// the very first peer and no early frame for it is skipped as unknown
+    /// (repeatable). Take its inbox with [`Host::take_inbox`].
+    pub fn register_protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
     /// Keeps the peer at `address` (which must end in `/p2p/<peer id>`) connected,
     /// redialling on the supervisor's schedule (repeatable).
     pub fn required_peer(mut self, address: Multiaddr) -> Self {
@@ -149,6 +158,11 @@ impl HostBuilder {
         };
         let config = self.config;
         let (liquid, control) = Behaviour::new(keypair.public().to_peer_id(), config.clone())?;
+        let mut inboxes = HashMap::new();
+        for protocol in self.protocols {
+            let inbox = control.register_protocol(protocol.clone())?;
+            inboxes.insert(protocol, inbox);
+        }
         let mut swarm = build_swarm(keypair, &config, liquid)?;
         let local_peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
@@ -207,6 +221,7 @@ impl HostBuilder {
             commands: tx,
             listen_addrs,
             task: Mutex::new(Some(handle)),
+            inboxes: Mutex::new(inboxes),
             config,
         })
     }
@@ -324,6 +339,8 @@ pub struct Host {
     commands: mpsc::Sender<Command>,
     listen_addrs: Arc<RwLock<Vec<Multiaddr>>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Inboxes of protocols registered through the builder, until taken.
+    inboxes: Mutex<HashMap<String, Inbox>>,
     config: Config,
 }
 
@@ -338,6 +355,12 @@ impl Host {
     /// A builder with default settings.
     pub fn builder() -> HostBuilder {
         HostBuilder::default()
+    }
+
+    /// The inbox of a protocol registered with [`HostBuilder::register_protocol`];
+    /// `None` if it was not registered that way or was already taken.
+    pub fn take_inbox(&self, protocol: &str) -> Option<Inbox> {
+        self.inboxes.lock().remove(protocol)
     }
 
     /// This host's peer id.

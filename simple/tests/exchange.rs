@@ -223,3 +223,35 @@ async fn a_plain_libp2p_swarm_learns_the_protocol_list_and_delivers_a_message() 
     assert_eq!((msg.peer, &msg.payload[..]), (plain, &b"block 9"[..]));
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocols_registered_in_the_builder_are_known_when_the_first_peer_connects() {
+    let a = Host::builder()
+        .listen_on(TCP.parse().expect("addr"))
+        .register_protocol("/early/1")
+        .build()
+        .await
+        .expect("host");
+    let b = host(Config::default()).await;
+    let mut events = b.events();
+    let a_id = b.dial(a.listen_addrs()[0].clone()).await.expect("dial");
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::PeerConnected { peer } if *peer == a_id),
+    )
+    .await;
+    assert!(
+        b.is_supported(&a_id, "/early/1"),
+        "known before PeerConnected"
+    );
+    b.send(a_id, "/early/1", b"first").await.expect("send");
+    let mut inbox = a.take_inbox("/early/1").expect("registered by the builder");
+    assert_eq!(
+        &inbox.recv().await.expect("delivered").payload[..],
+        b"first"
+    );
+    assert!(a.take_inbox("/early/1").is_none(), "taken once");
+    a.shutdown().await;
+    b.shutdown().await;
+}
