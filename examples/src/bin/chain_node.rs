@@ -187,7 +187,13 @@ impl SyncReason {
 }
 
 async fn run(config: NodeConfig, stop_on_stdin_eof: bool) -> Result<(), String> {
-    let mut builder = Host::builder().key_file(&config.key_file);
+    let protocols = ChainProtocols::new(&config.chain_id);
+    // Protocols are registered in the builder, so the first peer already learns
+    // them in the protocol exchange and no early block is skipped as unknown.
+    let mut builder = Host::builder()
+        .key_file(&config.key_file)
+        .register_protocol(protocols.consensus.as_str())
+        .register_protocol(protocols.sync.as_str());
     for address in &config.listen {
         builder = builder.listen_on(address.clone());
     }
@@ -198,16 +204,14 @@ async fn run(config: NodeConfig, stop_on_stdin_eof: bool) -> Result<(), String> 
         .build()
         .await
         .map_err(|e| format!("cannot start: {e}"))?;
-
-    let protocols = ChainProtocols::new(&config.chain_id);
-    // Subscribe first: a required peer may connect while we register.
+    // Subscribe before anything else: a required peer may already be connecting.
     let events = host.events();
-    let consensus = host
-        .register_protocol(protocols.consensus.as_str())
-        .map_err(|e| format!("cannot register {}: {e}", protocols.consensus))?;
-    let sync = host
-        .register_protocol(protocols.sync.as_str())
-        .map_err(|e| format!("cannot register {}: {e}", protocols.sync))?;
+    let taken = |protocol: &str| {
+        host.take_inbox(protocol)
+            .ok_or_else(|| format!("no inbox for {protocol}"))
+    };
+    let consensus = taken(&protocols.consensus)?;
+    let sync = taken(&protocols.sync)?;
 
     let node = Arc::new(Node {
         name: config.name.clone(),
