@@ -237,3 +237,42 @@ async fn oversized_protocol_lists_are_rejected_with_a_typed_report() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_peer_ids_beyond_max_peers_is_refused_and_the_witness_stays() {
+    let host = host(Config {
+        max_peers: 20,
+        ..Config::default()
+    })
+    .await;
+    let mut inbox = host.register_protocol(PROTO).expect("register");
+    let witness = Witness::new(&host).await;
+    let mut events = host.events();
+    // 60 identities dial at once.
+    let mut crowd = Vec::new();
+    for _ in 0..60 {
+        crowd.push(plain_swarm(host.listen_addrs()[0].clone()).await);
+    }
+    let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while refused < 41 && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+            && matches!(e, Event::Refused { .. })
+        {
+            refused += 1;
+        }
+        assert!(
+            host.connected_peers().len() <= 20,
+            "{} peers",
+            host.connected_peers().len()
+        );
+    }
+    assert_eq!(refused, 41, "60 + the witness against 20 places");
+    assert!(
+        host.connected_peers()
+            .contains(&witness.peer.local_peer_id())
+    );
+    witness.gets_through(&mut inbox, 7).await;
+    drop(crowd);
+    host.shutdown().await;
+}
