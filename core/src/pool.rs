@@ -83,7 +83,7 @@ struct State<S> {
     open_failures: u64,
 }
 
-/// The send streams of one connection. See the [module docs](self).
+/// The send streams of one connection. See the module documentation.
 pub struct SendStreamPool<O: StreamOpener> {
     peer: PeerId,
     connection: ConnectionId,

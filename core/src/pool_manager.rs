@@ -24,7 +24,7 @@ pub struct BestPool<O: StreamOpener> {
     pub wants_connection: bool,
 }
 
-/// All send pools, keyed by peer then connection. See the [module docs](self).
+/// All send pools, keyed by peer then connection. See the module documentation.
 #[derive(Debug)]
 pub struct SendStreamPoolManager<O: StreamOpener> {
     pools: RwLock<HashMap<PeerId, Vec<Arc<SendStreamPool<O>>>>>,

@@ -24,7 +24,7 @@ enum Entry {
     Known(BTreeSet<String>),
 }
 
-/// Per-peer protocol lists. See the [module docs](self).
+/// Per-peer protocol lists. See the module documentation.
 #[derive(Debug, Default)]
 pub struct ProtocolBook {
     peers: HashMap<PeerId, Entry>,

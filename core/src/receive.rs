@@ -47,7 +47,7 @@ pub struct ReceiveCounts {
     pub per_connection: Vec<(ConnectionId, usize)>,
 }
 
-/// Tracks and caps inbound streams. See the [module docs](self).
+/// Tracks and caps inbound streams. See the module documentation.
 #[derive(Debug)]
 pub struct ReceiveStreamManager {
     inner: Mutex<Inner>,

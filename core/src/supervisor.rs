@@ -87,7 +87,7 @@ struct RequiredPeer {
     failures: u32,
 }
 
-/// The required-peer state machine. See the [module docs](self).
+/// The required-peer state machine. See the module documentation.
 #[derive(Debug)]
 pub struct ConnSupervisor {
     config: SupervisorConfig,

@@ -88,7 +88,7 @@ fn refuse(peer: Option<PeerId>, address: Option<&Multiaddr>, reason: String) -> 
     })
 }
 
-/// The admission state of one behaviour. See the [module docs](self).
+/// The admission state of one behaviour. See the module documentation.
 pub(crate) struct Gate {
     local_peer: Option<PeerId>,
     manager: ConnManager,
