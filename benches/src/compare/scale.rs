@@ -1,0 +1,210 @@
+//! Many liquid hosts in one process, full mesh: the time until every host has
+//! `PeerConnected` (protocol exchange done) for every other, then the aggregate
+//! rate of 256 B messages, each host sending to all its peers.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+use liquid_p2p::{Config, Event, Host, Inbox, PeerId};
+
+use super::{
+    BenchError, Context, Transport,
+    harness::{Counter, Failures, Tasks, Timing},
+    liquid::PROTOCOL,
+};
+
+/// Sending tasks per host.
+pub const WORKERS_PER_HOST: usize = 4;
+
+/// Outcome of the scale run.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    /// Hosts in the mesh.
+    pub hosts: usize,
+    /// Seconds from the first dial until every pair was connected.
+    pub connect_s: Result<f64, BenchError>,
+    /// Aggregate messages per second received by all hosts.
+    pub messages_per_s: Result<f64, BenchError>,
+    /// Failures while sending, if any.
+    pub note: Option<String>,
+}
+
+/// Runs the mesh of `n` hosts (each bounded by `timing`, the whole by the caller).
+pub async fn run(n: usize, payload_len: usize, timing: &Timing, connect_limit: Duration) -> Scale {
+    let mut hosts = Vec::new();
+    let outcome = mesh(n, payload_len, timing, connect_limit, &mut hosts).await;
+    let _ = tokio::time::timeout(
+        timing.teardown,
+        join_all(hosts.iter().map(|h: &Host| h.shutdown())),
+    )
+    .await;
+    match outcome {
+        Ok(scale) => scale,
+        Err(e) => Scale {
+            hosts: n,
+            connect_s: Err(e.clone()),
+            messages_per_s: Err(e),
+            note: None,
+        },
+    }
+}
+
+async fn mesh(
+    n: usize,
+    payload_len: usize,
+    timing: &Timing,
+    connect_limit: Duration,
+    hosts: &mut Vec<Host>,
+) -> Result<Scale, BenchError> {
+    if n < 2 {
+        return Err(BenchError::new("a mesh needs at least two hosts"));
+    }
+    let config = Config {
+        max_peers: n,
+        ..Config::default()
+    };
+    let mut inboxes: Vec<Inbox> = Vec::new();
+    for _ in 0..n {
+        let host = Host::builder()
+            .config(config.clone())
+            .listen_on(Transport::Tcp.listen_addr()?)
+            .build()
+            .await
+            .ctx("host")?;
+        inboxes.push(host.register_protocol(PROTOCOL).ctx("register")?);
+        hosts.push(host);
+    }
+    let addresses = hosts
+        .iter()
+        .map(|h| h.listen_addrs().into_iter().next().ctx("no listen address"))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every host counts its distinct connected peers.
+    let mut waiters = Vec::new();
+    for host in hosts.iter() {
+        let mut events = host.events();
+        waiters.push(tokio::spawn(async move {
+            let mut peers = std::collections::HashSet::new();
+            while peers.len() < n - 1 {
+                match events.recv().await {
+                    Some(Event::PeerConnected { peer }) => {
+                        peers.insert(peer);
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            peers.len()
+        }));
+    }
+    let start = Instant::now();
+    // Host i dials every host after it: one connection per pair.
+    let dials = hosts.iter().enumerate().map(|(i, host)| {
+        let targets = addresses[i + 1..].to_vec();
+        async move {
+            join_all(targets.into_iter().map(|a| host.dial(a)))
+                .await
+                .into_iter()
+                .filter(Result::is_err)
+                .count()
+        }
+    });
+    let connected = tokio::time::timeout(connect_limit, async {
+        let failed: usize = join_all(dials).await.into_iter().sum();
+        let counts = join_all(waiters).await;
+        (failed, counts)
+    })
+    .await;
+    let connect_s = match connected {
+        Ok((0, counts)) if counts.iter().all(|c| matches!(c, Ok(c) if *c == n - 1)) => {
+            Ok(start.elapsed().as_secs_f64())
+        }
+        Ok((failed, _)) => Err(BenchError::new(format!(
+            "{failed} dials failed or a host missed a peer"
+        ))),
+        Err(_) => Err(BenchError::new(format!(
+            "mesh not complete within {connect_limit:?}"
+        ))),
+    };
+    let connect_s = connect_s?;
+    let (messages_per_s, note) = traffic(hosts, inboxes, payload_len, timing).await;
+    Ok(Scale {
+        hosts: n,
+        connect_s: Ok(connect_s),
+        messages_per_s,
+        note,
+    })
+}
+
+/// Every host sends to all its peers round-robin from `WORKERS_PER_HOST` tasks.
+async fn traffic(
+    hosts: &[Host],
+    inboxes: Vec<Inbox>,
+    payload_len: usize,
+    timing: &Timing,
+) -> (Result<f64, BenchError>, Option<String>) {
+    let counter = Arc::new(Counter::default());
+    let failures = Arc::new(Failures::default());
+    let mut tasks = Tasks::default();
+    for mut inbox in inboxes {
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(m) = inbox.recv().await {
+                counter.add(m.payload.len());
+            }
+        }));
+    }
+    let payload = Arc::new(vec![0x5a; payload_len]);
+    let ids: Vec<PeerId> = hosts.iter().map(|h| h.local_peer_id()).collect();
+    for (i, host) in hosts.iter().enumerate() {
+        let peers: Vec<PeerId> = ids.iter().copied().filter(|p| *p != ids[i]).collect();
+        for w in 0..WORKERS_PER_HOST {
+            let (control, peers, payload, failures) = (
+                host.control(),
+                peers.clone(),
+                payload.clone(),
+                failures.clone(),
+            );
+            let op_timeout = timing.op_timeout;
+            tasks.push(tokio::spawn(async move {
+                let mut next = w;
+                loop {
+                    let peer = peers[next % peers.len()];
+                    next += 1;
+                    let sent = tokio::time::timeout(
+                        op_timeout,
+                        control.send(peer, PROTOCOL, &payload[..]),
+                    )
+                    .await;
+                    match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            failures.record(e.to_string());
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(_) => failures.record("a send timed out"),
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(timing.warmup).await;
+    let (m0, _) = counter.snapshot();
+    let start = Instant::now();
+    tokio::time::sleep(timing.measure).await;
+    let (m1, _) = counter.snapshot();
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(tasks);
+    let rate = if m1 > m0 {
+        Ok((m1 - m0) as f64 / elapsed)
+    } else {
+        Err(BenchError::new(
+            failures
+                .first()
+                .unwrap_or_else(|| "no message received".into()),
+        ))
+    };
+    (rate, failures.note())
+}
