@@ -7,7 +7,7 @@
 //! room. A frame for an unregistered protocol is counted, reported and skipped. A
 //! frame that breaks the wire format resets its stream only.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::AsyncWriteExt;
 use liquid_p2p_core::{
@@ -17,6 +17,10 @@ use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use crate::{behaviour::Shared, watchdog::MeteredStream};
+
+/// How long a reader may go on delivering frames that arrived before its
+/// connection closed.
+const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(2);
 
 /// Checks an application protocol id: 1 to 256 bytes.
 pub(crate) fn validate_protocol(protocol: &str) -> Result<(), Error> {
@@ -113,6 +117,14 @@ impl Inbox {
 pub(crate) async fn read_stream(shared: Arc<Shared>, stream: MeteredStream, ticket: ReceiveTicket) {
     let (peer, connection) = (ticket.peer(), ticket.connection());
     let cancelled = ticket.cancelled().clone();
+    // When the connection closes, frames that already arrived (the stream yields
+    // them, then its end) are still delivered; the grace period only bounds a reader
+    // stuck on a full inbox.
+    let stop = async {
+        cancelled.cancelled().await;
+        tokio::time::sleep(DRAIN_AFTER_CLOSE).await;
+    };
+    tokio::pin!(stop);
     let mut reader = FrameReader::new(
         stream,
         shared.config.max_frame_size,
@@ -121,7 +133,7 @@ pub(crate) async fn read_stream(shared: Arc<Shared>, stream: MeteredStream, tick
     loop {
         let frame = tokio::select! {
             r = reader.next_frame() => r,
-            _ = cancelled.cancelled() => break,
+            _ = &mut stop => break,
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,
@@ -161,7 +173,7 @@ pub(crate) async fn read_stream(shared: Arc<Shared>, stream: MeteredStream, tick
                     report_unknown(&shared, peer, message.protocol);
                 }
             }
-            _ = cancelled.cancelled() => break,
+            _ = &mut stop => break,
         }
     }
     drop(ticket);
