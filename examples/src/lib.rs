@@ -647,6 +647,18 @@ impl Output {
     }
 }
 
+/// Sends logs to stderr (stdout belongs to the program's output), filtered by
+/// `RUST_LOG`, else by `default_filter`.
+pub fn init_stderr_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. Never resolves if no
 /// handler can be installed.
 pub async fn shutdown_signal() {

@@ -39,7 +39,10 @@ use std::{
 
 use clap::Parser;
 use liquid_p2p::{PeerId, libp2p::identity::Keypair};
-use liquid_p2p_examples::chain::{ConfigFile, check_chain_id};
+use liquid_p2p_examples::{
+    chain::{ConfigFile, check_chain_id},
+    shutdown_signal,
+};
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
@@ -616,32 +619,6 @@ impl Cluster {
             format!("FAIL: not every node within {MAX_LAG} blocks of a producing leader")
         });
         passed
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. Never resolves if no
-/// handler can be installed.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
 

@@ -44,7 +44,7 @@
 use liquid_p2p_examples::shutdown_signal;
 use std::{
     collections::HashMap,
-    io::{IsTerminal, Write},
+    io::Write,
     path::PathBuf,
     process::ExitCode,
     sync::{Arc, Mutex, MutexGuard},
@@ -102,7 +102,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing();
+    liquid_p2p_examples::init_stderr_tracing("warn,chain_node=info");
     let config = match NodeConfig::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
@@ -117,16 +117,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chain_node=info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 /// Writes one output line to stdout, whole and flushed.

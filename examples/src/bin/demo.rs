@@ -69,12 +69,7 @@ struct Peak {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    liquid_p2p_examples::init_stderr_tracing("warn");
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

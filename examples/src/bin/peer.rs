@@ -99,7 +99,7 @@ impl Printer {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing();
+    liquid_p2p_examples::init_stderr_tracing("warn");
     let printer = Printer { json: args.json };
     match run(args, printer).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,15 +108,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn run(args: Args, printer: Printer) -> Result<(), String> {
