@@ -85,7 +85,8 @@ pub(crate) struct Shared {
     pub(crate) events: EventBus,
     pub(crate) requests: mpsc::Sender<Request>,
     pub(crate) blacklist: Arc<RwLock<Blacklist>>,
-    pub(crate) book: Mutex<ProtocolBook>,
+    // Read on every send (fail-fast check), written only when lists arrive.
+    pub(crate) book: RwLock<ProtocolBook>,
     /// Peers announced with `PeerConnected` (after their exchange).
     announced: Mutex<HashSet<PeerId>>,
     /// Inbound exchange streams being served, per peer.
@@ -187,7 +188,7 @@ impl Shared {
         let changes = {
             // Checked under the book's lock: `peer_gone` removes the pools first and
             // then the entry under this lock, so no entry outlives its peer.
-            let mut book = self.book.lock();
+            let mut book = self.book.write();
             if self.pools.best_pool(&peer).is_none() {
                 return; // gone meanwhile
             }
@@ -225,7 +226,7 @@ impl Shared {
     /// The peer's last connection closed: forget its protocols; `PeerDisconnected`
     /// if it had been announced.
     fn peer_gone(&self, peer: PeerId) {
-        self.book.lock().remove(&peer);
+        self.book.write().remove(&peer);
         if self.announced.lock().remove(&peer) {
             self.events.emit(Event::PeerDisconnected { peer });
         }
@@ -442,7 +443,7 @@ impl Behaviour {
             events: EventBus::new(config.event_queue_len),
             requests: tx,
             blacklist,
-            book: Mutex::new(ProtocolBook::new()),
+            book: RwLock::new(ProtocolBook::new()),
             announced: Mutex::new(HashSet::new()),
             exchanges_in: Mutex::new(HashMap::new()),
             protocols_changed: Arc::new(Notify::new()),

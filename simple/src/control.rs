@@ -111,17 +111,17 @@ impl Control {
 
     /// Whether `peer` is known to support `protocol` (false if its list is unknown).
     pub fn is_supported(&self, peer: &PeerId, protocol: &str) -> bool {
-        self.shared.book.lock().is_supported(peer, protocol)
+        self.shared.book.read().is_supported(peer, protocol)
     }
 
     /// `peer`'s protocols, sorted, if its list is known.
     pub fn peer_protocols(&self, peer: &PeerId) -> Option<Vec<String>> {
-        self.shared.book.lock().protocols(peer)
+        self.shared.book.read().protocols(peer)
     }
 
     /// Connected peers known to support every protocol in `protocols`.
     pub fn peers_supporting(&self, protocols: &[&str]) -> Vec<PeerId> {
-        self.shared.book.lock().peers_supporting(protocols)
+        self.shared.book.read().peers_supporting(protocols)
     }
 
     /// Counters of every connection's pool to `peer` (empty if not connected).
@@ -220,7 +220,7 @@ impl Shared {
                 max,
             });
         }
-        if self.book.lock().is_known_unsupported(&peer, protocol) {
+        if self.book.read().is_known_unsupported(&peer, protocol) {
             return Err(Error::ProtocolUnsupported {
                 peer,
                 protocol: protocol.to_owned(),

@@ -98,7 +98,7 @@ pub(crate) async fn exchange_with(shared: Arc<Shared>, peer: PeerId) {
         Ok(list) => shared.protocols_received(peer, list),
         Err(reason) => {
             {
-                let mut book = shared.book.lock();
+                let mut book = shared.book.write();
                 if shared.pools.best_pool(&peer).is_none() {
                     return; // the peer left during the exchange: nothing to announce
                 }
