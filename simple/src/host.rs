@@ -373,6 +373,13 @@ impl Host {
         self.control.clone()
     }
 
+    /// Inbound message streams tracked across all peers, connected or not (the
+    /// receive-stream manager's total). Read-only, for monitoring: after a peer's
+    /// connections close it must fall back, so a figure that only grows is a leak.
+    pub fn inbound_stream_count(&self) -> usize {
+        self.control.shared().receive.total()
+    }
+
     /// Addresses the host listens on, each ending in `/p2p/<peer id>`.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listen_addrs.read().clone()
