@@ -10,7 +10,7 @@ pub mod chain;
 
 use std::{fmt, str::FromStr};
 
-use liquid_p2p::{ConnectionId, Event, PeerId, libp2p::Multiaddr};
+use liquid_p2p::{ConnectionId, Event, PeerId, PoolStats, ReceiveCounts, libp2p::Multiaddr};
 use serde::Serialize;
 
 /// The protocol a `peer` registers when no `--protocol` is given.
@@ -46,6 +46,21 @@ pub enum Command {
     Dial(Multiaddr),
     /// `peers`.
     Peers,
+    /// `stats`: pool, inbound-stream, task and received-message counts.
+    Stats,
+    /// `flood <peer-id|*> <protocol> <count> <size>`: sends `count` numbered
+    /// messages of `size` bytes to each recipient, in the background, and reports
+    /// which sends returned `Ok` (see [`flood_payload`]).
+    Flood {
+        /// The recipient(s).
+        target: Target,
+        /// The application protocol.
+        protocol: String,
+        /// Messages per recipient.
+        count: u64,
+        /// Bytes per message (at least the numbered header, see [`flood_payload`]).
+        size: usize,
+    },
     /// `quit`.
     Quit,
 }
@@ -64,7 +79,45 @@ impl std::error::Error for CommandError {}
 
 /// The commands and their arguments, for error messages and `--help`.
 pub const COMMAND_USAGE: &str = "send <peer-id|*> <protocol> <text...> | register <protocol> | \
-     unregister <protocol> | dial <multiaddr> | peers | quit";
+     unregister <protocol> | dial <multiaddr> | peers | stats | \
+     flood <peer-id|*> <protocol> <count> <size> | quit";
+
+/// Most messages one `flood` may send to each recipient.
+pub const MAX_FLOOD_COUNT: u64 = 10_000_000;
+
+/// The payload of message `seq` of flood number `flood`: the ASCII header
+/// `flood:<flood>:<seq>:` followed by `.` up to `size` bytes (never shorter than the
+/// header). A receiver recovers both numbers with [`parse_flood_payload`].
+pub fn flood_payload(flood: u64, seq: u64, size: usize) -> Vec<u8> {
+    let mut payload = format!("flood:{flood}:{seq}:").into_bytes();
+    if payload.len() < size {
+        payload.resize(size, b'.');
+    }
+    payload
+}
+
+/// The flood and sequence numbers of a payload made by [`flood_payload`].
+pub fn parse_flood_payload(payload: &[u8]) -> Option<(u64, u64)> {
+    let rest = payload.strip_prefix(b"flood:")?;
+    let mut fields = rest.splitn(3, |b| *b == b':');
+    let number = |field: Option<&[u8]>| std::str::from_utf8(field?).ok()?.parse().ok();
+    let flood = number(fields.next())?;
+    let seq = number(fields.next())?;
+    fields.next()?;
+    Some((flood, seq))
+}
+
+/// Turns sorted, distinct numbers into inclusive `[first, last]` ranges.
+pub fn to_ranges(sorted: &[u64]) -> Vec<[u64; 2]> {
+    let mut ranges: Vec<[u64; 2]> = Vec::new();
+    for &n in sorted {
+        match ranges.last_mut() {
+            Some(last) if last[1].checked_add(1) == Some(n) => last[1] = n,
+            _ => ranges.push([n, n]),
+        }
+    }
+    ranges
+}
 
 /// Splits off the first whitespace-separated token; the rest keeps everything
 /// after the whitespace that follows the token.
@@ -113,14 +166,7 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
             let usage = || CommandError("usage: send <peer-id|*> <protocol> <text...>".into());
             let (to, rest) = next_token(rest).ok_or_else(usage)?;
             let (protocol, text) = next_token(rest).ok_or_else(usage)?;
-            let target = if to == "*" {
-                Target::All
-            } else {
-                Target::Peer(
-                    PeerId::from_str(to)
-                        .map_err(|e| CommandError(format!("invalid peer id `{to}`: {e}")))?,
-                )
-            };
+            let target = parse_target(to)?;
             Ok(Some(Command::Send {
                 target,
                 protocol: protocol.to_owned(),
@@ -140,11 +186,54 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
             Ok(Some(Command::Dial(address)))
         }
         "peers" => no_arguments(Command::Peers),
+        "stats" => no_arguments(Command::Stats),
+        "flood" => {
+            let usage =
+                || CommandError("usage: flood <peer-id|*> <protocol> <count> <size>".into());
+            let mut tokens = rest.split_whitespace();
+            let (Some(to), Some(protocol), Some(count), Some(size), None) = (
+                tokens.next(),
+                tokens.next(),
+                tokens.next(),
+                tokens.next(),
+                tokens.next(),
+            ) else {
+                return Err(usage());
+            };
+            let target = parse_target(to)?;
+            let count: u64 = count
+                .parse()
+                .map_err(|e| CommandError(format!("invalid count `{count}`: {e}")))?;
+            if count > MAX_FLOOD_COUNT {
+                return Err(CommandError(format!(
+                    "count {count} exceeds the limit of {MAX_FLOOD_COUNT}"
+                )));
+            }
+            let size: usize = size
+                .parse()
+                .map_err(|e| CommandError(format!("invalid size `{size}`: {e}")))?;
+            Ok(Some(Command::Flood {
+                target,
+                protocol: protocol.to_owned(),
+                count,
+                size,
+            }))
+        }
         "quit" => no_arguments(Command::Quit),
         other => Err(CommandError(format!(
             "unknown command `{other}`; expected {COMMAND_USAGE}"
         ))),
     }
+}
+
+/// `*` or a peer id.
+fn parse_target(to: &str) -> Result<Target, CommandError> {
+    if to == "*" {
+        return Ok(Target::All);
+    }
+    PeerId::from_str(to)
+        .map(Target::Peer)
+        .map_err(|e| CommandError(format!("invalid peer id `{to}`: {e}")))
 }
 
 /// A connection id as JSON: a number (its `Display` form), or a string should that
@@ -237,6 +326,31 @@ pub enum Output {
     Dialed {
         /// The remote's peer id.
         peer: String,
+    },
+    /// Reply to `stats`: this host's counts at one instant.
+    Stats(Stats),
+    /// End of a `flood` to one recipient.
+    FloodDone {
+        /// The flood's number in this process (1, 2, …), as in its payloads.
+        flood: u64,
+        /// The recipient.
+        peer: String,
+        /// The protocol.
+        protocol: String,
+        /// Messages attempted.
+        count: u64,
+        /// Bytes per message.
+        size: usize,
+        /// `send` calls that returned `Ok`.
+        sent_ok: u64,
+        /// `send` calls that returned an error.
+        failed: u64,
+        /// Sequence numbers whose `send` failed, as inclusive `[first, last]` ranges.
+        failed_ranges: Vec<[u64; 2]>,
+        /// The first error, if any.
+        first_error: Option<String>,
+        /// From the first send to the last result, in milliseconds.
+        elapsed_ms: u64,
     },
     /// A connection (first or further) is up.
     ConnectionEstablished {
@@ -381,6 +495,119 @@ pub enum Output {
         /// The event's `Debug` form.
         debug: String,
     },
+}
+
+/// The counts in a `stats` line. Pool and inbound figures come from
+/// `Host::pool_stats`, `Host::receive_counts` and `Host::inbound_stream_count`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Peers with at least one connection.
+    pub connected_peers: usize,
+    /// Connections (one send pool each) across those peers.
+    pub connections: usize,
+    /// Open pooled send streams (idle + borrowed), all pools.
+    pub pool_streams: usize,
+    /// Idle pooled send streams.
+    pub pool_idle: usize,
+    /// Borrowed pooled send streams.
+    pub pool_borrowed: usize,
+    /// Borrowers waiting for a stream.
+    pub pool_waiters: usize,
+    /// Streams being opened.
+    pub pool_opening: usize,
+    /// Inbound message streams tracked across all peers, connected or not.
+    pub inbound_streams: usize,
+    /// Tasks alive in this process's tokio runtime.
+    pub tasks: usize,
+    /// Messages received on registered protocols since start.
+    pub received_messages: u64,
+    /// Their payload bytes.
+    pub received_bytes: u64,
+    /// One entry per connected peer, sorted by peer id.
+    pub per_peer: Vec<PeerStats>,
+}
+
+/// One connected peer in a `stats` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerStats {
+    /// The peer.
+    pub peer: String,
+    /// Inbound message streams tracked for it.
+    pub inbound_streams: usize,
+    /// Inbound streams refused since its first connection.
+    pub inbound_refused: u64,
+    /// One pool per connection.
+    pub pools: Vec<PoolLine>,
+}
+
+/// One connection's send pool in a `stats` line (the fields of `PoolStats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolLine {
+    /// The connection.
+    pub connection: ConnectionNumber,
+    /// Open streams (idle + borrowed).
+    pub current: usize,
+    /// Streams ready to borrow.
+    pub idle: usize,
+    /// Streams lent out.
+    pub borrowed: usize,
+    /// Borrowers waiting.
+    pub waiters: usize,
+    /// Streams being opened.
+    pub opening: usize,
+    /// The pool's cap.
+    pub max: usize,
+    /// Opens that failed since the pool was created.
+    pub open_failures: u64,
+}
+
+impl Stats {
+    /// Sums the per-peer figures; `peers` need not be sorted.
+    pub fn new(
+        peers: Vec<(PeerId, Vec<PoolStats>, ReceiveCounts)>,
+        inbound_streams: usize,
+        tasks: usize,
+        received_messages: u64,
+        received_bytes: u64,
+    ) -> Self {
+        let mut per_peer: Vec<PeerStats> = peers
+            .into_iter()
+            .map(|(peer, pools, counts)| PeerStats {
+                peer: peer.to_string(),
+                inbound_streams: counts.streams,
+                inbound_refused: counts.refused,
+                pools: pools
+                    .into_iter()
+                    .map(|p| PoolLine {
+                        connection: p.connection.into(),
+                        current: p.current,
+                        idle: p.idle,
+                        borrowed: p.borrowed,
+                        waiters: p.waiters,
+                        opening: p.opening,
+                        max: p.max,
+                        open_failures: p.open_failures,
+                    })
+                    .collect(),
+            })
+            .collect();
+        per_peer.sort_by(|a, b| a.peer.cmp(&b.peer));
+        let pools = || per_peer.iter().flat_map(|p| p.pools.iter());
+        Self {
+            connected_peers: per_peer.len(),
+            connections: pools().count(),
+            pool_streams: pools().map(|p| p.current).sum(),
+            pool_idle: pools().map(|p| p.idle).sum(),
+            pool_borrowed: pools().map(|p| p.borrowed).sum(),
+            pool_waiters: pools().map(|p| p.waiters).sum(),
+            pool_opening: pools().map(|p| p.opening).sum(),
+            inbound_streams,
+            tasks,
+            received_messages,
+            received_bytes,
+            per_peer,
+        }
+    }
 }
 
 impl Output {
@@ -557,6 +784,40 @@ impl Output {
             Self::Registered { protocol } => format!("registered {protocol}"),
             Self::Unregistered { protocol } => format!("unregistered {protocol}"),
             Self::Dialed { peer } => format!("dialed {peer}"),
+            Self::Stats(s) => format!(
+                "stats: {} peers, {} connections, pool streams {} ({} idle, {} borrowed, {} \
+                 waiters, {} opening), {} inbound streams, {} tasks, {} messages ({} bytes) \
+                 received",
+                s.connected_peers,
+                s.connections,
+                s.pool_streams,
+                s.pool_idle,
+                s.pool_borrowed,
+                s.pool_waiters,
+                s.pool_opening,
+                s.inbound_streams,
+                s.tasks,
+                s.received_messages,
+                s.received_bytes
+            ),
+            Self::FloodDone {
+                flood,
+                peer,
+                protocol,
+                count,
+                sent_ok,
+                failed,
+                first_error,
+                elapsed_ms,
+                ..
+            } => format!(
+                "flood {flood} to {peer} on {protocol}: {sent_ok} of {count} sent, {failed} \
+                 failed in {elapsed_ms} ms{}",
+                first_error
+                    .as_deref()
+                    .map(|e| format!(" (first error: {e})"))
+                    .unwrap_or_default()
+            ),
             Self::ConnectionEstablished {
                 peer,
                 connection,
@@ -754,7 +1015,62 @@ mod tests {
             Command::Dial("/ip4/127.0.0.1/tcp/4001".parse().expect("multiaddr"))
         );
         assert_eq!(parse("peers"), Command::Peers);
+        assert_eq!(parse("stats"), Command::Stats);
         assert_eq!(parse("quit\n"), Command::Quit);
+    }
+
+    #[test]
+    fn parses_flood_to_everyone_and_to_one_peer() {
+        assert_eq!(
+            parse("flood * /p 1000 256\n"),
+            Command::Flood {
+                target: Target::All,
+                protocol: "/p".into(),
+                count: 1000,
+                size: 256,
+            }
+        );
+        let peer = PeerId::random();
+        assert_eq!(
+            parse(&format!("flood  {peer} /p 0 0")),
+            Command::Flood {
+                target: Target::Peer(peer),
+                protocol: "/p".into(),
+                count: 0,
+                size: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn flood_payloads_carry_their_numbers_and_size() {
+        let payload = flood_payload(3, 1234, 100);
+        assert_eq!(payload.len(), 100);
+        assert!(payload.starts_with(b"flood:3:1234:...."));
+        assert_eq!(parse_flood_payload(&payload), Some((3, 1234)));
+        // Never shorter than the header.
+        let short = flood_payload(1, 99, 0);
+        assert_eq!(short, b"flood:1:99:");
+        assert_eq!(parse_flood_payload(&short), Some((1, 99)));
+        for bad in [
+            &b"flood:1:2"[..],
+            b"flood:x:2:",
+            b"hello",
+            b"flood::2:",
+            b"",
+        ] {
+            assert_eq!(parse_flood_payload(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_become_inclusive_ranges() {
+        assert_eq!(to_ranges(&[]), Vec::<[u64; 2]>::new());
+        assert_eq!(to_ranges(&[5]), vec![[5, 5]]);
+        assert_eq!(
+            to_ranges(&[0, 1, 2, 4, 7, 8, u64::MAX]),
+            vec![[0, 2], [4, 4], [7, 8], [u64::MAX, u64::MAX]]
+        );
     }
 
     #[test]
@@ -777,6 +1093,14 @@ mod tests {
             "dial not-a-multiaddr",
             "dial /ip4/127.0.0.1/tcp/1 extra",
             "peers now",
+            "stats now",
+            "flood",
+            "flood * /p 10",
+            "flood * /p 10 20 30",
+            "flood * /p ten 20",
+            "flood * /p 10 -1",
+            "flood * /p 10000001 1",
+            "flood nobody /p 10 20",
             "quit please",
             "SEND * /p hi",
         ] {
@@ -989,6 +1313,83 @@ mod tests {
             assert!(!line.contains('\n'), "one line: {line}");
             assert!(!output.to_human().is_empty());
         }
+    }
+
+    #[test]
+    fn renders_stats_and_flood_results() {
+        let a = PeerId::random();
+        let b = PeerId::random();
+        let pool = |n: usize, current| PoolStats {
+            peer: a,
+            connection: ConnectionId::new_unchecked(n),
+            current,
+            idle: current - 1,
+            borrowed: 1,
+            waiters: 2,
+            opening: 0,
+            max: 100,
+            open_failures: 0,
+        };
+        let counts = ReceiveCounts {
+            streams: 4,
+            refused: 1,
+            per_connection: vec![],
+        };
+        let stats = Stats::new(
+            vec![
+                (a, vec![pool(1, 10), pool(2, 12)], counts.clone()),
+                (b, vec![], ReceiveCounts::default()),
+            ],
+            9,
+            42,
+            7,
+            700,
+        );
+        let value = json_of(&Output::Stats(stats));
+        assert_eq!(value["event"], "stats");
+        assert_eq!(value["connected_peers"], 2);
+        assert_eq!(value["connections"], 2);
+        assert_eq!(value["pool_streams"], 22);
+        assert_eq!(value["pool_idle"], 20);
+        assert_eq!(value["pool_borrowed"], 2);
+        assert_eq!(value["pool_waiters"], 4);
+        assert_eq!(value["inbound_streams"], 9);
+        assert_eq!(value["tasks"], 42);
+        assert_eq!(value["received_messages"], 7);
+        assert_eq!(value["received_bytes"], 700);
+        let per_peer = value["per_peer"].as_array().expect("per_peer");
+        assert_eq!(per_peer.len(), 2);
+        let entry_a = per_peer
+            .iter()
+            .find(|p| p["peer"] == a.to_string().as_str())
+            .expect("peer a");
+        assert_eq!(entry_a["inbound_streams"], 4);
+        assert_eq!(entry_a["inbound_refused"], 1);
+        assert_eq!(
+            entry_a["pools"][1],
+            json!({"connection": 2, "current": 12, "idle": 11, "borrowed": 1, "waiters": 2,
+                   "opening": 0, "max": 100, "open_failures": 0})
+        );
+
+        let done = Output::FloodDone {
+            flood: 1,
+            peer: a.to_string(),
+            protocol: "/p".into(),
+            count: 10,
+            size: 64,
+            sent_ok: 8,
+            failed: 2,
+            failed_ranges: vec![[3, 4]],
+            first_error: Some("boom".into()),
+            elapsed_ms: 5,
+        };
+        assert_eq!(
+            json_of(&done),
+            json!({"event": "flood_done", "flood": 1, "peer": a.to_string(), "protocol": "/p",
+                   "count": 10, "size": 64, "sent_ok": 8, "failed": 2, "failed_ranges": [[3, 4]],
+                   "first_error": "boom", "elapsed_ms": 5})
+        );
+        assert!(done.to_human().contains("8 of 10 sent"));
     }
 
     #[test]

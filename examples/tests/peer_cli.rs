@@ -142,3 +142,112 @@ fn human_output_without_json() {
     assert!(line.starts_with("error: "), "{line}");
     peer.quit();
 }
+
+#[test]
+fn flood_reports_every_send_and_stats_count_what_arrived() {
+    let mut a = Peer::start_json(&["--max-backoff-ms", "2000", "--check-interval-ms", "500"]);
+    let (a_address, a_id) = a.listening();
+    let mut b = Peer::start_json(&["--dial", &a_address]);
+    let (_, b_id) = b.listening();
+    b.expect("connected to a", |v| {
+        v["event"] == "connected" && v["peer"] == a_id.as_str()
+    });
+    a.expect("connected to b", |v| {
+        v["event"] == "connected" && v["peer"] == b_id.as_str()
+    });
+
+    b.command("flood * /liquid/chat/1 200 64");
+    let done = b.expect_event("flood_done");
+    assert_eq!(done["flood"], 1);
+    assert_eq!(done["peer"], a_id.as_str());
+    assert_eq!(done["count"], 200);
+    assert_eq!(done["sent_ok"], 200, "{done}");
+    assert_eq!(done["failed"], 0);
+    assert_eq!(done["failed_ranges"], serde_json::json!([]));
+
+    // Every numbered message arrives once, with the requested size.
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 200 {
+        let message = a.expect_event("message");
+        let data = message["data"].as_str().expect("data");
+        assert_eq!(data.len(), 64, "{data}");
+        let (flood, seq) = liquid_p2p_examples::parse_flood_payload(data.as_bytes())
+            .unwrap_or_else(|| panic!("not a flood payload: {data}"));
+        assert_eq!(flood, 1);
+        assert!(seen.insert(seq), "message {seq} delivered twice");
+    }
+    assert_eq!(seen.last(), Some(&199));
+
+    a.command("stats");
+    let stats = a.expect_event("stats");
+    assert_eq!(stats["received_messages"], 200, "{stats}");
+    assert_eq!(stats["received_bytes"], 200 * 64);
+    assert_eq!(stats["connected_peers"], 1);
+    assert_eq!(stats["connections"], 1);
+    assert_eq!(stats["per_peer"][0]["peer"], b_id.as_str());
+    let inbound = stats["inbound_streams"].as_u64().expect("inbound_streams");
+    assert!(inbound >= 1, "{stats}");
+    assert_eq!(stats["per_peer"][0]["inbound_streams"], inbound);
+    assert!(stats["tasks"].as_u64().is_some_and(|t| t > 0), "{stats}");
+
+    b.command("stats");
+    let stats = b.expect_event("stats");
+    let pool = &stats["per_peer"][0]["pools"][0];
+    assert!(pool["current"].as_u64().is_some_and(|c| c >= 1), "{stats}");
+    assert_eq!(pool["borrowed"], 0, "every stream given back: {stats}");
+    assert_eq!(stats["pool_streams"], pool["current"]);
+
+    // A bad flood is an error line, and the peer keeps answering.
+    b.command("flood * /liquid/chat/1 many 1");
+    let error = b.expect_event("error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("invalid count")),
+        "{error}"
+    );
+    b.quit();
+    a.quit();
+}
+
+#[test]
+fn quiet_messages_counts_without_printing() {
+    let mut a = Peer::start_json(&["--quiet-messages"]);
+    let (a_address, a_id) = a.listening();
+    let mut b = Peer::start_json(&["--dial", &a_address]);
+    b.expect("connected to a", |v| {
+        v["event"] == "connected" && v["peer"] == a_id.as_str()
+    });
+    b.command("flood * /liquid/chat/1 50 1000");
+    assert_eq!(b.expect_event("flood_done")["sent_ok"], 50);
+    // Ask until all 50 are counted; no `message` line may appear meanwhile.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        a.command("stats");
+        let line = a.expect("stats or message", |v| {
+            v["event"] == "stats" || v["event"] == "message"
+        });
+        assert_eq!(line["event"], "stats", "printed despite --quiet-messages");
+        if line["received_messages"] == 50 {
+            assert_eq!(line["received_bytes"], 50_000);
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {line} arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.quit();
+    a.quit();
+}
+
+#[test]
+fn supervisor_flags_are_checked() {
+    for args in [
+        ["--max-backoff-ms", "999"],
+        ["--check-interval-ms", "0"],
+        ["--max-backoff-ms", "soon"],
+    ] {
+        let mut peer = Peer::start(&args);
+        let status = peer.wait_exit();
+        assert_eq!(status.code(), Some(2), "{args:?}: {status}");
+    }
+}

@@ -8,6 +8,7 @@
 //! ```text
 //! peer [--listen MULTIADDR]... [--key-file PATH] [--dial MULTIADDR]...
 //!      [--required MULTIADDR]... [--protocol ID]... [--json]
+//!      [--max-backoff-ms MS] [--check-interval-ms MS] [--quiet-messages]
 //! ```
 
 use std::{
@@ -15,16 +16,24 @@ use std::{
     io::{BufRead, Write},
     path::PathBuf,
     process::ExitCode,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use clap::Parser;
-use futures::future::join_all;
-use liquid_p2p::{Event, Host, Inbox, libp2p::Multiaddr};
+use futures::{StreamExt, future::join_all};
+use liquid_p2p::{Config, Event, Host, Inbox, PeerId, libp2p::Multiaddr};
 use liquid_p2p_examples::{
-    Command, DEFAULT_PROTOCOL, Output, Target, parse_command, shutdown_signal,
+    Command, DEFAULT_PROTOCOL, Output, Stats, Target, flood_payload, parse_command,
+    shutdown_signal, to_ranges,
 };
 use tokio::sync::mpsc;
+
+/// Sends of one `flood` in flight at once, per recipient.
+const FLOOD_IN_FLIGHT: usize = 16;
 
 /// Listen address used when no `--listen` is given.
 const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
@@ -36,6 +45,11 @@ Commands (stdin, one per line):
   unregister <protocol>                   stop receiving <protocol>
   dial <multiaddr>                        connect to a peer
   peers                                   list connected peers
+  stats                                   pool, inbound-stream, task and received counts
+  flood <peer-id|*> <protocol> <count> <size>
+                                          send <count> numbered messages of <size> bytes
+                                          (payload flood:<n>:<seq>:...) in the background;
+                                          one flood_done line per recipient
   quit                                    shut down gracefully and exit 0
 A bad command prints an error and the peer keeps running. At the end of stdin the
 peer keeps running until SIGINT (Ctrl-C) or SIGTERM, which also shut it down
@@ -43,7 +57,7 @@ gracefully.
 
 Output (--json): one JSON object per line, with an \"event\" field: listening,
 connected, disconnected, message, error, peers, sent, registered, unregistered,
-dialed, and every other host event in snake_case (connection_established,
+dialed, stats, flood_done, and every other host event in snake_case (connection_established,
 connection_closed, dial_failed, stream_refused, protocol_error, unknown_protocol,
 connection_stalled, events_dropped).";
 
@@ -79,6 +93,39 @@ struct Args {
     /// Print one JSON object per line on stdout instead of readable text.
     #[arg(long)]
     json: bool,
+
+    /// Longest wait between redials of a required peer, in milliseconds
+    /// (supervisor.max_backoff; at least 1000). Default: 60000.
+    #[arg(long = "max-backoff-ms", value_name = "MS", value_parser = clap::value_parser!(u64).range(1000..))]
+    max_backoff_ms: Option<u64>,
+
+    /// How often due redials are swept for even when nothing happened, in
+    /// milliseconds (supervisor.check_interval; at least 1). Default: 5000.
+    #[arg(long = "check-interval-ms", value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    check_interval_ms: Option<u64>,
+
+    /// Do not print a line per received message; only count them (see `stats`).
+    /// For heavy traffic.
+    #[arg(long = "quiet-messages")]
+    quiet_messages: bool,
+}
+
+/// Messages received on every registered protocol since start.
+#[derive(Debug, Default)]
+struct Received {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What the command loop and the inbox tasks share.
+#[derive(Debug)]
+struct Node {
+    host: Arc<Host>,
+    printer: Printer,
+    received: Arc<Received>,
+    quiet_messages: bool,
+    /// Floods started so far; the next one gets this number + 1.
+    floods: AtomicU64,
 }
 
 /// Writes output lines to stdout, one whole line at a time, flushed.
@@ -111,7 +158,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args, printer: Printer) -> Result<(), String> {
-    let mut builder = Host::builder();
+    let mut config = Config::default();
+    if let Some(ms) = args.max_backoff_ms {
+        config.supervisor.max_backoff = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.check_interval_ms {
+        config.supervisor.check_interval = Duration::from_millis(ms);
+    }
+    let mut builder = Host::builder().config(config);
     if let Some(path) = &args.key_file {
         builder = builder.key_file(path);
     }
@@ -145,11 +199,18 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     }
     let mut seen = HashSet::new();
     protocols.retain(|p| seen.insert(p.clone()));
+    let node = Arc::new(Node {
+        host: Arc::clone(&host),
+        printer,
+        received: Arc::default(),
+        quiet_messages: args.quiet_messages,
+        floods: AtomicU64::new(0),
+    });
     for protocol in &protocols {
         let inbox = host
             .register_protocol(protocol.as_str())
             .map_err(|e| format!("cannot register protocol `{protocol}`: {e}"))?;
-        spawn_inbox(inbox, printer);
+        spawn_inbox(&node, inbox);
     }
 
     // Subscribe before reading the addresses: an address not yet in the snapshot
@@ -177,7 +238,7 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
             match parse_command(&line) {
                 Ok(None) => {}
                 Ok(Some(Command::Quit)) => return,
-                Ok(Some(command)) => execute(&host, command, printer).await,
+                Ok(Some(command)) => execute(&node, command).await,
                 Err(e) => printer.print(&Output::error(e)),
             }
         }
@@ -193,15 +254,24 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     Ok(())
 }
 
-/// Prints every message of `inbox` until its protocol is unregistered.
-fn spawn_inbox(mut inbox: Inbox, printer: Printer) {
+/// Counts, and unless `--quiet-messages` prints, every message of `inbox` until
+/// its protocol is unregistered.
+fn spawn_inbox(node: &Node, mut inbox: Inbox) {
+    let received = Arc::clone(&node.received);
+    let printer = node.printer;
+    let quiet = node.quiet_messages;
     tokio::spawn(async move {
         while let Some(message) = inbox.recv().await {
-            printer.print(&Output::message(
-                message.peer,
-                &message.protocol,
-                &message.payload,
-            ));
+            received.messages.fetch_add(1, Ordering::Relaxed);
+            let bytes = u64::try_from(message.payload.len()).unwrap_or(u64::MAX);
+            received.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if !quiet {
+                printer.print(&Output::message(
+                    message.peer,
+                    &message.protocol,
+                    &message.payload,
+                ));
+            }
         }
     });
 }
@@ -230,7 +300,9 @@ async fn dial(host: &Host, address: Multiaddr, printer: Printer) {
     }
 }
 
-async fn execute(host: &Host, command: Command, printer: Printer) {
+async fn execute(node: &Node, command: Command) {
+    let host = &*node.host;
+    let printer = node.printer;
     match command {
         Command::Send {
             target,
@@ -263,7 +335,7 @@ async fn execute(host: &Host, command: Command, printer: Printer) {
         }
         Command::Register(protocol) => match host.register_protocol(protocol.as_str()) {
             Ok(inbox) => {
-                spawn_inbox(inbox, printer);
+                spawn_inbox(node, inbox);
                 printer.print(&Output::Registered { protocol });
             }
             Err(e) => printer.print(&Output::error(format!("register {protocol}: {e}"))),
@@ -282,7 +354,95 @@ async fn execute(host: &Host, command: Command, printer: Printer) {
             peers.sort();
             printer.print(&Output::Peers { peers });
         }
+        Command::Stats => {
+            let peers = host
+                .connected_peers()
+                .into_iter()
+                .map(|peer| (peer, host.pool_stats(&peer), host.receive_counts(&peer)))
+                .collect();
+            let tasks = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks();
+            printer.print(&Output::Stats(Stats::new(
+                peers,
+                host.inbound_stream_count(),
+                tasks,
+                node.received.messages.load(Ordering::Relaxed),
+                node.received.bytes.load(Ordering::Relaxed),
+            )));
+        }
+        Command::Flood {
+            target,
+            protocol,
+            count,
+            size,
+        } => {
+            let peers = match target {
+                Target::All => host.connected_peers(),
+                Target::Peer(peer) => vec![peer],
+            };
+            if peers.is_empty() {
+                printer.print(&Output::error("flood: no connected peers"));
+                return;
+            }
+            let number = node.floods.fetch_add(1, Ordering::Relaxed) + 1;
+            for peer in peers {
+                let host = Arc::clone(&node.host);
+                let protocol = protocol.clone();
+                tokio::spawn(async move {
+                    let done = flood(&host, number, peer, protocol, count, size).await;
+                    printer.print(&done);
+                });
+            }
+        }
         Command::Quit => {}
+    }
+}
+
+/// Sends messages `0..count` of flood `number` to `peer`, [`FLOOD_IN_FLIGHT`] at
+/// a time, and reports which sends failed.
+async fn flood(
+    host: &Host,
+    number: u64,
+    peer: PeerId,
+    protocol: String,
+    count: u64,
+    size: usize,
+) -> Output {
+    let started = Instant::now();
+    let mut results = futures::stream::iter(0..count)
+        .map(|seq| {
+            let protocol = protocol.as_str();
+            async move {
+                let result = host
+                    .send(peer, protocol, flood_payload(number, seq, size))
+                    .await;
+                (seq, result)
+            }
+        })
+        .buffer_unordered(FLOOD_IN_FLIGHT);
+    let mut failed = Vec::new();
+    let mut first_error = None;
+    while let Some((seq, result)) = results.next().await {
+        if let Err(e) = result {
+            failed.push(seq);
+            first_error.get_or_insert_with(|| e.to_string());
+        }
+    }
+    drop(results);
+    failed.sort_unstable();
+    let failed_count = u64::try_from(failed.len()).unwrap_or(u64::MAX);
+    Output::FloodDone {
+        flood: number,
+        peer: peer.to_string(),
+        protocol,
+        count,
+        size,
+        sent_ok: count.saturating_sub(failed_count),
+        failed: failed_count,
+        failed_ranges: to_ranges(&failed),
+        first_error,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
 }
 
