@@ -9,7 +9,9 @@ link-down  A requires B. A's end of the veth goes down for --down-secs, then up.
            flags --max-backoff-ms / --check-interval-ms) after the link returns.
 loss       5 % packet loss and 50 ms delay each way (`tc netem` on both veth
            ends; where the kernel has no netem, a user-space link through two TUN
-           devices, see linkemu.py). A and B flood each other at once. Checked:
+           devices, see linkemu.py). A and B flood each other at once, --count
+           messages of --size bytes and, in parallel, --large-count of
+           --large-size bytes. Checked:
            every message whose `send` returned Ok arrives exactly once. Reported:
            the rate achieved.
 kill       A requires B. --cycles times: both flood each other, B is killed with
@@ -68,6 +70,14 @@ class Lab:
         sh("ip", "-n", self.ns_b, "addr", "add", "10.77.1.2/24", "dev", self.veth_b)
         sh("ip", "-n", self.ns_a, "link", "set", self.veth_a, "up")
         sh("ip", "-n", self.ns_b, "link", "set", self.veth_b, "up")
+
+    def congestion_control(self, algorithm=None):
+        """Sets (if given) and returns the TCP congestion control of both namespaces."""
+        key = "/proc/sys/net/ipv4/tcp_congestion_control"
+        if algorithm:
+            for ns in (self.ns_a, self.ns_b):
+                sh("ip", "netns", "exec", ns, "sh", "-c", f"echo {algorithm} > {key}")
+        return sh("ip", "netns", "exec", self.ns_a, "cat", key).stdout.strip()
 
     def start(self, side, binary, args, name):
         ns = self.ns_a if side == "a" else self.ns_b
@@ -178,16 +188,17 @@ def check_link_down(lab, args):
     return problems, figures
 
 
-def message_seqs(peer, sender_id, flood):
-    """Sequence numbers of flood `flood` received from `sender_id`, in arrival order."""
-    seqs = []
-    for _, obj in list(peer.lines):
+def message_arrivals(peer, sender_id, flood):
+    """(arrival time, sequence number) of every message of flood `flood` received
+    from `sender_id`."""
+    arrivals = []
+    for t, obj in list(peer.lines):
         if obj.get("event") != "message" or obj.get("peer") != sender_id:
             continue
         parts = obj.get("data", "").split(":", 3)
         if len(parts) >= 4 and parts[0] == "flood" and parts[1] == str(flood):
-            seqs.append(int(parts[2]))
-    return seqs
+            arrivals.append((t, int(parts[2])))
+    return arrivals
 
 
 def failed_set(ranges):
@@ -199,8 +210,11 @@ def failed_set(ranges):
 
 def check_loss(lab, args):
     how, addr_a, addr_b = lab.impair(args.delay_ms, args.loss_percent)
-    figures = {"impairment": how, "delay_ms_each_way": args.delay_ms, "loss_percent_each_way": args.loss_percent,
-               "messages_each_way": args.count, "message_bytes": args.size}
+    floods = [(args.count, args.size), (args.large_count, args.large_size)]
+    floods = [(count, size) for count, size in floods if count > 0]
+    figures = {"impairment": how, "tcp_congestion_control": lab.congestion_control(args.congestion_control),
+               "delay_ms_each_way": args.delay_ms, "loss_percent_each_way": args.loss_percent,
+               "floods_each_way": [f"{count} x {size} B" for count, size in floods]}
     problems = []
     try:
         a = lab.start("a", args.peer, ["--listen", f"/ip4/{addr_a}/tcp/4002"], "loss-a")
@@ -209,40 +223,46 @@ def check_loss(lab, args):
         _, b_id = b.listening()
         connected_both(a, b, a_id, b_id, timeout=60)
         t0 = time.monotonic()
-        for sender in (a, b):
-            sender.command(f"flood * {PROTOCOL} {args.count} {args.size}")
+        # Both directions at once, the small and the large flood in parallel.
+        for count, size in floods:
+            for sender in (a, b):
+                sender.command(f"flood * {PROTOCOL} {count} {size}")
         done = {}
-        for name, sender in (("a_to_b", a), ("b_to_a", b)):
-            _, t_done, line = sender.wait_event("flood_done", args.flood_timeout)
-            done[name] = (t_done, line)
-        for name, sender, receiver, sender_id in (("a_to_b", a, b, a_id), ("b_to_a", b, a, b_id)):
-            t_done, line = done[name]
+        for direction, sender in (("a_to_b", a), ("b_to_a", b)):
+            since = 0
+            for _ in floods:
+                index, t_done, line = sender.wait_event("flood_done", args.flood_timeout, since=since)
+                since = index + 1
+                done[(direction, line["flood"])] = (t_done, line)
+        for (direction, flood), (t_done, line) in sorted(done.items()):
+            receiver, sender_id = (b, a_id) if direction == "a_to_b" else (a, b_id)
             ok = set(range(line["count"])) - failed_set(line["failed_ranges"])
             deadline = time.monotonic() + args.delivery_timeout
             while True:
-                seqs = message_seqs(receiver, sender_id, line["flood"])
-                if ok <= set(seqs) or time.monotonic() > deadline:
+                arrivals = message_arrivals(receiver, sender_id, flood)
+                if ok <= {seq for _, seq in arrivals} or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
             time.sleep(1.0)  # late duplicates would show up here
-            seqs = message_seqs(receiver, sender_id, line["flood"])
-            received = set(seqs)
-            duplicates = len(seqs) - len(received)
+            arrivals = message_arrivals(receiver, sender_id, flood)
+            received = {seq for _, seq in arrivals}
+            duplicates = len(arrivals) - len(received)
             missing = sorted(ok - received)
             delivered_after_error = sorted(received - ok)
-            arrivals = [t for t, o in receiver.lines if o.get("event") == "message" and o.get("peer") == sender_id]
-            last_arrival = max(arrivals, default=t0)
             secs = max(t_done - t0, 1e-3)
-            delivery_secs = max(last_arrival - t0, 1e-3)
-            figures[name] = {
-                "sent_ok": line["sent_ok"], "failed": line["failed"], "first_error": line["first_error"],
+            delivery_secs = max(max((t for t, _ in arrivals), default=t0) - t0, 1e-3)
+            figures[f"{direction}_{line['size']}B"] = {
+                "count": line["count"], "sent_ok": line["sent_ok"], "failed": line["failed"],
+                "first_error": line["first_error"],
                 "send_secs": round(secs, 2), "sent_ok_per_sec": round(line["sent_ok"] / secs, 1),
                 "delivered": len(received), "duplicates": duplicates, "missing": len(missing),
                 "delivered_though_send_failed": len(delivered_after_error),
-                "first_arrival_ms": round((min(arrivals) - t0) * 1000) if arrivals else None,
+                "first_arrival_ms": round((min(t for t, _ in arrivals) - t0) * 1000) if arrivals else None,
                 "all_delivered_secs": round(delivery_secs, 2),
-                "goodput_kib_per_sec": round(len(received) * args.size / 1024 / delivery_secs, 1),
+                "delivered_per_sec": round(len(received) / delivery_secs, 1),
+                "goodput_kib_per_sec": round(len(received) * line["size"] / 1024 / delivery_secs, 1),
             }
+            name = f"{direction} {line['count']} x {line['size']} B"
             if duplicates:
                 problems.append(f"{name}: {duplicates} messages delivered more than once")
             if missing:
@@ -367,8 +387,12 @@ def main():
     parser.add_argument("--check-interval-ms", type=int, default=1000)
     parser.add_argument("--delay-ms", type=int, default=50)
     parser.add_argument("--loss-percent", type=float, default=5.0)
-    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--congestion-control", default=None,
+                        help="TCP congestion control for the loss check (e.g. cubic); default: the system's")
+    parser.add_argument("--large-count", type=int, default=100)
+    parser.add_argument("--large-size", type=int, default=262144)
     parser.add_argument("--flood-timeout", type=float, default=600.0)
     parser.add_argument("--delivery-timeout", type=float, default=120.0)
     parser.add_argument("--cycles", type=int, default=20)

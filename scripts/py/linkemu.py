@@ -77,7 +77,8 @@ def main():
     out_of = {fd_a: fd_b, fd_b: fd_a}
     label = {fd_a: "a_to_b", fd_b: "b_to_a"}
     counts = {
-        name: {"packets": 0, "dropped_loss": 0, "dropped_queue": 0, "forwarded": 0}
+        name: {"packets": 0, "bytes": 0, "max_packet_bytes": 0, "dropped_loss": 0, "dropped_queue": 0,
+               "forwarded": 0}
         for name in label.values()
     }
     queued = {fd_a: 0, fd_b: 0}  # per source
@@ -111,6 +112,8 @@ def main():
                     break
                 c = counts[label[fd]]
                 c["packets"] += 1
+                c["bytes"] += len(packet)
+                c["max_packet_bytes"] = max(c["max_packet_bytes"], len(packet))
                 if rng.random() < loss:
                     c["dropped_loss"] += 1
                     continue

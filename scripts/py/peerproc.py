@@ -42,6 +42,7 @@ class PeerProc:
         self.lines = []  # (arrival time, object)
         self.cond = threading.Condition()
         self.closed = False
+        self.write_lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -99,12 +100,13 @@ class PeerProc:
 
     def command(self, line):
         """Writes one command; False if the process no longer reads."""
-        try:
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
-            return True
-        except (BrokenPipeError, OSError, ValueError):
-            return False
+        with self.write_lock:
+            try:
+                self.proc.stdin.write(line + "\n")
+                self.proc.stdin.flush()
+                return True
+            except (BrokenPipeError, OSError, ValueError):
+                return False
 
     def stats(self, timeout=10):
         since = self.mark()
