@@ -24,7 +24,7 @@ use libp2p::{
         ConnectionId, NetworkBehaviour, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
     },
-    tcp, yamux,
+    tcp,
 };
 use liquid_p2p_core::{Config, ConnSupervisor, Error, Event, SupervisorAction};
 use parking_lot::{Mutex, RwLock};
@@ -34,7 +34,9 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{behaviour::Behaviour, control::Control, liveness::Liveness, receiver::Inbox};
+use crate::{
+    behaviour::Behaviour, control::Control, liveness::Liveness, muxer::YamuxConfig, receiver::Inbox,
+};
 
 /// Commands queued for the swarm task.
 const COMMAND_QUEUE_LEN: usize = 256;
@@ -254,7 +256,9 @@ fn build_swarm(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            // yamux over a socket that keeps room for ping replies: removes the
+            // freeze of rust-yamux issue 227 (see muxer.rs).
+            YamuxConfig::default,
         )
         .map_err(|e| transport_error(&e))?
         .with_quic_config(|mut q| {

@@ -49,6 +49,7 @@ mod exchange;
 mod handler;
 mod host;
 mod liveness;
+mod muxer;
 mod protocol;
 mod receiver;
 mod watchdog;
@@ -63,5 +64,6 @@ pub use liquid_p2p_core::{
     self as core, BlacklistEntry, Config, ConnectionId, Error, Event, EvictionStrategy, FrameError,
     Message, PeerId, PoolConfig, PoolStats, ReceiveCounts, SupervisorConfig, codec,
 };
+pub use muxer::{YamuxConfig, YamuxMuxer};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL};
 pub use receiver::Inbox;

@@ -1,0 +1,447 @@
+//! Our yamux for TCP: the `yamux` crate over a socket that always has room for the
+//! frames yamux must write before it reads again.
+//!
+//! yamux 0.14 (rust-yamux issue 227, rust-libp2p issue 5410) answers a ping it has
+//! read by parking the reply, and reads nothing more until the frame it is writing
+//! (often a 16 KiB data frame) and then the reply have gone into the socket. When both
+//! ends of a connection are in that state with both directions of the TCP connection
+//! full, neither end reads again: the connection moves no bytes, forever, and reports
+//! no error. [`ReplyReserve`] sits between yamux and the (noise) socket. It follows
+//! the frame headers in both directions: while a ping reply is owed, it takes
+//! whatever yamux writes into a bounded reserve, so yamux gets the reply out of its
+//! hands and goes back to reading; otherwise data frames get backpressure as before
+//! once a small buffer is full. Nothing here depends on the peer reading, so one end
+//! with this socket is enough to break the cycle, whatever the other end runs.
+//!
+//! [`YamuxConfig`] and [`YamuxMuxer`] are the connection upgrade and `StreamMuxer`
+//! around it: same wire protocol (`/yamux/1.0.0`) and same settings as
+//! `libp2p-yamux`'s defaults, so stock libp2p peers interoperate. The stall watchdog
+//! stays as a safety net for what this does not cover (a peer that never reads).
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    fmt, io, iter,
+    pin::Pin,
+    task::{Context, Poll, Waker},
+};
+
+use bytes::{Buf, BytesMut};
+use futures::{AsyncRead, AsyncWrite, future, ready};
+use libp2p::core::{
+    muxing::{StreamMuxer, StreamMuxerEvent},
+    upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
+};
+
+/// The protocol name negotiated for the muxer, the one stock libp2p uses.
+const PROTOCOL_NAME: &str = "/yamux/1.0.0";
+
+/// Largest data frame body our yamux writes (`split_send_size`; also its default).
+const MAX_DATA_BODY: usize = 16 * 1024;
+
+/// yamux frame header: version, type, flags (2 bytes), stream id (4), length (4).
+const HEADER_LEN: usize = 12;
+const TYPE_DATA: u8 = 0;
+const TYPE_PING: u8 = 2;
+const FLAG_ACK: u16 = 2;
+
+/// A data frame may start while buffer + frame stay within this. Keeps the
+/// backpressure of a full socket reaching the streams after at most 64 KiB.
+const DATA_LIMIT: usize = 64 * 1024;
+/// Window updates, stream opens and closes, pings: a little more room, so that
+/// flow-control credit still goes out while data waits.
+const CONTROL_LIMIT: usize = DATA_LIMIT + 16 * 1024;
+/// While a ping reply is owed, anything fits up to this. yamux writes at most the
+/// frame it was stuck on, its own ping and the reply before it reads again, and an
+/// honest peer pings again only after reading our reply (everything buffered before
+/// it is gone by then), so the reserve above `CONTROL_LIMIT` is never exhausted.
+const OWED_LIMIT: usize = CONTROL_LIMIT + 64 * 1024;
+
+const _: () = assert!(OWED_LIMIT - CONTROL_LIMIT >= 2 * (HEADER_LEN + MAX_DATA_BODY) + HEADER_LEN);
+
+/// How many inbound streams found while driving the connection wait for
+/// `poll_inbound` before new ones are dropped (reset); yamux's own backlog of
+/// unacknowledged streams per peer.
+const MAX_QUEUED_INBOUND: usize = 256;
+
+/// Connection upgrade to yamux over a [`ReplyReserve`] socket, protocol
+/// `/yamux/1.0.0`. Use it in place of `libp2p::yamux::Config` when building a swarm
+/// around [`Behaviour`](crate::Behaviour):
+/// `.with_tcp(tcp::Config::default(), noise::Config::new, YamuxConfig::default)`.
+#[derive(Debug, Clone)]
+pub struct YamuxConfig {
+    yamux: yamux::Config,
+}
+
+impl Default for YamuxConfig {
+    /// yamux's defaults, which are `libp2p-yamux`'s: 512 streams, 1 GiB connection
+    /// receive window, read after close, 16 KiB data frames.
+    fn default() -> Self {
+        let mut yamux = yamux::Config::default();
+        // Pinned because the reserve of `ReplyReserve` is sized for it.
+        yamux.set_split_send_size(MAX_DATA_BODY);
+        Self { yamux }
+    }
+}
+
+impl UpgradeInfo for YamuxConfig {
+    type Info = &'static str;
+    type InfoIter = iter::Once<Self::Info>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        iter::once(PROTOCOL_NAME)
+    }
+}
+
+impl<C> InboundConnectionUpgrade<C> for YamuxConfig
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = YamuxMuxer<C>;
+    type Error = Infallible;
+    type Future = future::Ready<Result<Self::Output, Self::Error>>;
+
+    fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
+        future::ready(Ok(YamuxMuxer::new(socket, self.yamux, yamux::Mode::Server)))
+    }
+}
+
+impl<C> OutboundConnectionUpgrade<C> for YamuxConfig
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = YamuxMuxer<C>;
+    type Error = Infallible;
+    type Future = future::Ready<Result<Self::Output, Self::Error>>;
+
+    fn upgrade_outbound(self, socket: C, _: Self::Info) -> Self::Future {
+        future::ready(Ok(YamuxMuxer::new(socket, self.yamux, yamux::Mode::Client)))
+    }
+}
+
+/// A yamux connection over a [`ReplyReserve`] socket, as a libp2p `StreamMuxer`.
+pub struct YamuxMuxer<C> {
+    connection: yamux::Connection<ReplyReserve<C>>,
+    /// Inbound streams found by `poll` (the only way yamux reads) before the swarm
+    /// asked for them with `poll_inbound`.
+    inbound: VecDeque<yamux::Stream>,
+    inbound_waker: Option<Waker>,
+}
+
+impl<C> fmt::Debug for YamuxMuxer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("YamuxMuxer")
+            .field("queued_inbound", &self.inbound.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> YamuxMuxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    fn new(socket: C, config: yamux::Config, mode: yamux::Mode) -> Self {
+        Self {
+            connection: yamux::Connection::new(ReplyReserve::new(socket), config, mode),
+            inbound: VecDeque::new(),
+            inbound_waker: None,
+        }
+    }
+
+    /// Drives the connection (reads, writes) until the peer opens a stream.
+    fn poll_connection(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<yamux::Stream, yamux::ConnectionError>> {
+        match ready!(self.connection.poll_next_inbound(cx)) {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Ready(Err(yamux::ConnectionError::Closed)),
+        }
+    }
+}
+
+impl<C> StreamMuxer for YamuxMuxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    type Substream = yamux::Stream;
+    type Error = yamux::ConnectionError;
+
+    fn poll_inbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        let this = self.get_mut();
+        if let Some(stream) = this.inbound.pop_front() {
+            return Poll::Ready(Ok(stream));
+        }
+        if let Poll::Ready(result) = this.poll_connection(cx) {
+            return Poll::Ready(result);
+        }
+        this.inbound_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_outbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        self.get_mut().connection.poll_new_outbound(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().connection.poll_close(cx)
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
+        let this = self.get_mut();
+        let stream = ready!(this.poll_connection(cx))?;
+        if this.inbound.len() >= MAX_QUEUED_INBOUND {
+            // Dropping an unanswered stream makes yamux reset it.
+            tracing::debug!(stream = %stream.id(), "inbound stream queue full, stream reset");
+            drop(stream);
+        } else {
+            this.inbound.push_back(stream);
+            if let Some(waker) = this.inbound_waker.take() {
+                waker.wake();
+            }
+        }
+        // Let the rest of the connection task run before reading on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The fields of a yamux frame header this socket acts on.
+#[derive(Debug, Clone, Copy)]
+struct FrameHeader {
+    kind: u8,
+    flags: u16,
+    stream: u32,
+    length: u32,
+}
+
+impl FrameHeader {
+    fn parse(bytes: &[u8; HEADER_LEN]) -> Self {
+        Self {
+            kind: bytes[1],
+            flags: u16::from_be_bytes([bytes[2], bytes[3]]),
+            stream: u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+            length: u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+        }
+    }
+
+    /// Only data frames carry a body; for the others `length` is a value
+    /// (credit, ping id, error code).
+    fn body_len(&self) -> usize {
+        if self.kind == TYPE_DATA {
+            self.length as usize
+        } else {
+            0
+        }
+    }
+
+    fn is_data(&self) -> bool {
+        self.kind == TYPE_DATA
+    }
+
+    /// A ping yamux answers whatever it is doing. Pings on a stream other than the
+    /// session (which no implementation sends) are answered only for known
+    /// streams; they are not counted, so they cannot hold the reserve open.
+    fn is_ping_request(&self) -> bool {
+        self.kind == TYPE_PING && self.flags & FLAG_ACK == 0 && self.stream == 0
+    }
+
+    fn is_ping_reply(&self) -> bool {
+        self.kind == TYPE_PING && self.flags & FLAG_ACK != 0
+    }
+}
+
+/// Where a byte stream of yamux frames is: inside a header (and how much of it has
+/// been seen) or inside a data frame body.
+#[derive(Debug, Default)]
+struct FrameCursor {
+    header: [u8; HEADER_LEN],
+    filled: usize,
+    body_left: usize,
+}
+
+impl FrameCursor {
+    /// Follows `bytes`, calling `on_header` for every header completed in them.
+    fn follow(&mut self, mut bytes: &[u8], mut on_header: impl FnMut(FrameHeader)) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (HEADER_LEN - self.filled).min(bytes.len());
+            self.header[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            self.filled += n;
+            bytes = &bytes[n..];
+            if self.filled == HEADER_LEN {
+                self.filled = 0;
+                let header = FrameHeader::parse(&self.header);
+                self.body_left = header.body_len();
+                on_header(header);
+            }
+        }
+    }
+}
+
+/// The socket under yamux: everything yamux writes goes through a bounded buffer
+/// whose limit depends on whether a ping reply is owed (see the module docs).
+/// Reads pass straight through and are only watched for ping requests.
+struct ReplyReserve<C> {
+    inner: C,
+    /// Bytes accepted from yamux, not yet taken by `inner`.
+    out: BytesMut,
+    /// Frame position of the bytes yamux writes; a header is held here until it
+    /// is complete and admitted.
+    written: FrameCursor,
+    /// Frame position of the bytes yamux reads.
+    read: FrameCursor,
+    /// Ping requests read whose reply has not been written yet.
+    owed_replies: usize,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> ReplyReserve<C> {
+    fn new(inner: C) -> Self {
+        Self {
+            inner,
+            out: BytesMut::new(),
+            written: FrameCursor::default(),
+            read: FrameCursor::default(),
+            owed_replies: 0,
+        }
+    }
+
+    /// Hands buffered bytes to `inner` until it is empty (`Ready`) or `inner` is
+    /// full (`Pending`, with the task registered to be woken when it has room).
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => self.out.advance(n),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether a frame with this header may go into the buffer now.
+    fn admits(&self, header: &FrameHeader) -> bool {
+        if self.out.is_empty() {
+            // Every frame fits an empty buffer: our frames are at most
+            // MAX_DATA_BODY + HEADER_LEN bytes.
+            return true;
+        }
+        let limit = if self.owed_replies > 0 {
+            OWED_LIMIT
+        } else if header.is_data() {
+            DATA_LIMIT
+        } else {
+            CONTROL_LIMIT
+        };
+        self.out.len() + HEADER_LEN + header.body_len() <= limit
+    }
+
+    /// Takes as much of `buf` as the limits allow: a frame is admitted or refused
+    /// when its header is complete; once admitted, its body is always taken, so
+    /// yamux is never stuck in the middle of a frame.
+    fn accept(&mut self, buf: &[u8]) -> usize {
+        let mut taken = 0;
+        while taken < buf.len() {
+            let rest = &buf[taken..];
+            let cursor = &mut self.written;
+            if cursor.body_left > 0 {
+                let n = cursor.body_left.min(rest.len());
+                cursor.body_left -= n;
+                self.out.extend_from_slice(&rest[..n]);
+                taken += n;
+                continue;
+            }
+            let missing = HEADER_LEN - cursor.filled;
+            if rest.len() < missing {
+                cursor.header[cursor.filled..cursor.filled + rest.len()].copy_from_slice(rest);
+                cursor.filled += rest.len();
+                taken += rest.len();
+                break;
+            }
+            let mut bytes = cursor.header;
+            bytes[cursor.filled..].copy_from_slice(&rest[..missing]);
+            let header = FrameHeader::parse(&bytes);
+            if !self.admits(&header) {
+                break;
+            }
+            self.out.extend_from_slice(&bytes);
+            let cursor = &mut self.written;
+            cursor.filled = 0;
+            cursor.body_left = header.body_len();
+            taken += missing;
+            if header.is_ping_reply() {
+                self.owed_replies = self.owed_replies.saturating_sub(1);
+            }
+        }
+        taken
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> AsyncRead for ReplyReserve<C> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let owed = &mut this.owed_replies;
+        this.read.follow(&buf[..n], |header| {
+            if header.is_ping_request() {
+                *owed = owed.saturating_add(1);
+            }
+        });
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ReplyReserve<C> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        // `Pending` here has registered the task with `inner`, which is what makes
+        // returning `Pending` below correct: a frame is refused only when the
+        // buffer is not empty, that is when `inner` is full.
+        let _ = this.poll_drain(cx)?;
+        let taken = this.accept(buf);
+        if taken == 0 {
+            return Poll::Pending;
+        }
+        // Start sending at once; what `inner` does not take waits for the next call.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_close(cx)
+    }
+}
