@@ -12,10 +12,10 @@
 //! bytes). Limits are checked as soon as each length is known, before any of the
 //! bytes it announces are buffered, so a 4 GiB length prefix allocates nothing.
 
-use std::{io, time::Duration};
+use std::{io, pin::Pin, task::Poll, time::Duration};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::config::MAX_PROTOCOL_LEN;
@@ -23,16 +23,12 @@ use crate::config::MAX_PROTOCOL_LEN;
 /// Flag bit 0: the payload is compressed with raw snappy.
 pub const FLAG_COMPRESSED: u64 = 1;
 
-/// Bytes read per call while the next frame's length is unknown: enough for many
-/// small frames at once, small enough that an idle stream holds little memory.
+/// The scratch buffer of a reading stream: enough for many small frames per read
+/// and for any frame header (at most 9 + 9 + 256 + 9 bytes).
 const HEADER_CHUNK: usize = 4 * 1024;
 
 /// Largest read once a frame's length is known.
 const PAYLOAD_CHUNK: usize = 1024 * 1024;
-
-/// A read buffer larger than this is released when it empties, so a stream that
-/// once carried a large frame does not keep its buffer while idle.
-const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Frames with payloads up to this size are written with their header in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
@@ -103,11 +99,18 @@ struct Header {
     header_len: usize,
 }
 
+/// Longest varint accepted: multiformats caps unsigned varints at 9 bytes (63 bits).
+pub(crate) const MAX_VARINT_LEN: usize = 9;
+
 fn varint(buf: &[u8]) -> Result<Option<(u64, usize)>, FrameError> {
+    // `unsigned_varint` takes a 10th byte and drops the bits past 64, so a long
+    // varint could pose as a small one (found by fuzzing): the cap is checked here.
     match unsigned_varint::decode::u64(buf) {
-        Ok((v, rest)) => Ok(Some((v, buf.len() - rest.len()))),
-        Err(unsigned_varint::decode::Error::Insufficient) => Ok(None),
-        Err(_) => Err(FrameError::BadVarint),
+        Ok((v, rest)) if buf.len() - rest.len() <= MAX_VARINT_LEN => {
+            Ok(Some((v, buf.len() - rest.len())))
+        }
+        Err(unsigned_varint::decode::Error::Insufficient) if buf.len() < MAX_VARINT_LEN => Ok(None),
+        _ => Err(FrameError::BadVarint),
     }
 }
 
@@ -178,12 +181,17 @@ impl FrameDecoder {
             .to_owned();
         buf.advance(h.header_len);
         let raw = buf.split_to(h.payload_len).freeze();
-        let payload = if h.flags & FLAG_COMPRESSED != 0 {
-            self.decompress(&raw)?
-        } else {
-            raw
-        };
+        let payload = self.payload(h.flags, raw)?;
         Ok(Some(Frame { protocol, payload }))
+    }
+
+    /// The payload as the application sees it: decompressed if the flags say so.
+    fn payload(&self, flags: u64, raw: Bytes) -> Result<Bytes, FrameError> {
+        if flags & FLAG_COMPRESSED != 0 {
+            self.decompress(&raw)
+        } else {
+            Ok(raw)
+        }
     }
 
     fn decompress(&self, raw: &[u8]) -> Result<Bytes, FrameError> {
@@ -253,11 +261,34 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 }
 
 /// Reads frames from a stream, enforcing the limits and the per-frame read timeout.
+///
+/// Memory follows the traffic: an idle stream holds no read buffer at all (it is
+/// released whenever a read finds nothing to read), small frames are decoded from a
+/// 4 KiB scratch buffer and their payload copied out (so a queued message pins only
+/// its own bytes), and a large frame's payload is read straight into a buffer of its
+/// own that grows with the bytes received, never with the length announced.
 pub struct FrameReader<R> {
     io: R,
-    buf: BytesMut,
+    /// Bytes read but not decoded yet are `scratch[start..end]`. Empty, with no
+    /// allocation, while the stream is idle.
+    scratch: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// A frame too large for `scratch` whose payload is being read.
+    large: Option<LargeFrame>,
     decoder: FrameDecoder,
     frame_read_timeout: Duration,
+}
+
+/// The part of a large frame read so far.
+struct LargeFrame {
+    flags: u64,
+    protocol: String,
+    /// `payload[..filled]` has been read.
+    payload: BytesMut,
+    filled: usize,
+    /// The payload length announced by the header.
+    len: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -265,7 +296,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(io: R, max_frame_size: usize, frame_read_timeout: Duration) -> Self {
         Self {
             io,
-            buf: BytesMut::new(),
+            scratch: Vec::new(),
+            start: 0,
+            end: 0,
+            large: None,
             decoder: FrameDecoder::new(max_frame_size),
             frame_read_timeout,
         }
@@ -273,52 +307,145 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next frame; `Ok(None)` when the stream ended cleanly between frames.
     pub async fn next_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        Ok(self
+            .next_routed(&mut |protocol: &str| protocol.to_owned())
+            .await?
+            .map(|(protocol, payload)| Frame { protocol, payload }))
+    }
+
+    /// The next frame, with its protocol id mapped by `route` before it is copied
+    /// anywhere: a receiver that knows its protocols gets its own handle for the id
+    /// and no allocation per frame beyond the payload. Cancel-safe: bytes already
+    /// read stay buffered for the next call.
+    pub async fn next_routed<T>(
+        &mut self,
+        route: &mut impl FnMut(&str) -> T,
+    ) -> Result<Option<(T, Bytes)>, ReadError> {
         // The timeout runs from the first byte of a frame, so an idle stream may wait
         // forever for the next frame but a started frame must complete in time.
-        let mut deadline = (!self.buf.is_empty()).then(|| Instant::now() + self.frame_read_timeout);
+        let mut deadline = self
+            .frame_started()
+            .then(|| Instant::now() + self.frame_read_timeout);
         loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
-                return Ok(Some(frame));
+            if let Some(done) = self.take_frame(route)? {
+                return Ok(Some(done));
             }
-            if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
-                self.buf = BytesMut::new();
-            }
-            let want = match self.decoder.frame_len(&self.buf)? {
-                Some(total) => (total - self.buf.len()).min(PAYLOAD_CHUNK),
-                None => HEADER_CHUNK,
-            };
-            let start = self.buf.len();
-            self.buf.resize(start + want, 0);
-            let read = self.io.read(&mut self.buf[start..]);
             let n = match deadline {
-                Some(at) => match tokio::time::timeout_at(at, read).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        self.buf.truncate(start);
-                        return Err(FrameError::ReadTimeout(self.frame_read_timeout).into());
-                    }
+                Some(at) => match tokio::time::timeout_at(at, self.read_more()).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(FrameError::ReadTimeout(self.frame_read_timeout).into()),
                 },
-                None => read.await,
+                None => self.read_more().await?,
             };
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(start);
-                    return Err(e.into());
-                }
-            };
-            self.buf.truncate(start + n);
             if n == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
+                return if self.frame_started() {
                     Err(FrameError::Truncated.into())
+                } else {
+                    Ok(None)
                 };
             }
             if deadline.is_none() {
                 deadline = Some(Instant::now() + self.frame_read_timeout);
             }
         }
+    }
+
+    fn frame_started(&self) -> bool {
+        self.large.is_some() || self.start < self.end
+    }
+
+    /// Decodes the next frame from what has been read, if it is all there.
+    fn take_frame<T>(
+        &mut self,
+        route: &mut impl FnMut(&str) -> T,
+    ) -> Result<Option<(T, Bytes)>, FrameError> {
+        if let Some(large) = &self.large {
+            if large.filled < large.len {
+                return Ok(None);
+            }
+            let Some(mut large) = self.large.take() else {
+                return Ok(None);
+            };
+            large.payload.truncate(large.filled);
+            let payload = self.decoder.payload(large.flags, large.payload.freeze())?;
+            return Ok(Some((route(&large.protocol), payload)));
+        }
+        let buffered = &self.scratch[self.start..self.end];
+        let Some(h) = self.decoder.header(buffered)? else {
+            return Ok(None);
+        };
+        let protocol = std::str::from_utf8(&buffered[h.proto_start..h.proto_start + h.proto_len])
+            .map_err(|_| FrameError::ProtocolNotUtf8)?;
+        let total = h.header_len + h.payload_len;
+        if total <= buffered.len() {
+            let raw = Bytes::copy_from_slice(&buffered[h.header_len..total]);
+            let routed = route(protocol);
+            self.consume(total);
+            return Ok(Some((routed, self.decoder.payload(h.flags, raw)?)));
+        }
+        if total > HEADER_CHUNK {
+            // Too large for the scratch buffer: move the payload bytes already read
+            // into a buffer of the payload's own.
+            let got = &buffered[h.header_len..];
+            let mut payload = BytesMut::with_capacity(h.payload_len.min(PAYLOAD_CHUNK));
+            payload.extend_from_slice(got);
+            self.large = Some(LargeFrame {
+                flags: h.flags,
+                protocol: protocol.to_owned(),
+                filled: payload.len(),
+                payload,
+                len: h.payload_len,
+            });
+            self.consume(self.end - self.start);
+        }
+        Ok(None)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes into the large frame's payload or the scratch buffer;
+    /// `Ok(0)` is the end of the stream. Each poll leaves the reader consistent, so
+    /// dropping the future loses nothing.
+    async fn read_more(&mut self) -> io::Result<usize> {
+        if self.large.is_none() && self.start > 0 {
+            self.scratch.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        futures::future::poll_fn(|cx| {
+            let io = Pin::new(&mut self.io);
+            if let Some(large) = &mut self.large {
+                // `payload[..filled]` holds the bytes read; the rest is zeroed room,
+                // added a chunk at a time as bytes arrive.
+                if large.filled == large.payload.len() {
+                    let next_chunk = (large.filled / PAYLOAD_CHUNK + 1) * PAYLOAD_CHUNK;
+                    large.payload.resize(next_chunk.min(large.len), 0);
+                }
+                let poll = io.poll_read(cx, &mut large.payload[large.filled..]);
+                if let Poll::Ready(Ok(n)) = &poll {
+                    large.filled += n;
+                }
+                return poll;
+            }
+            if self.scratch.is_empty() {
+                self.scratch = vec![0; HEADER_CHUNK];
+            }
+            let poll = io.poll_read(cx, &mut self.scratch[self.end..]);
+            match &poll {
+                Poll::Ready(Ok(n)) => self.end += n,
+                // Nothing to read and nothing kept: an idle stream holds no buffer.
+                Poll::Pending if self.end == 0 => self.scratch = Vec::new(),
+                _ => {}
+            }
+            poll
+        })
+        .await
     }
 
     /// Gives back the stream, for example to reset or close it.
@@ -380,6 +507,18 @@ mod tests {
     }
 
     #[test]
+    fn varints_longer_than_nine_bytes_are_rejected() {
+        // Found by fuzzing: ten bytes whose bits past 64 were dropped, so the flags
+        // read as 0 and the frame was accepted.
+        let mut bytes = vec![0x80; 9];
+        bytes.extend_from_slice(&[0x02, 0, 0]);
+        assert_eq!(decode_all(&bytes, 16), Err(FrameError::BadVarint));
+        // Nine bytes that all announce more are rejected without waiting for more.
+        assert_eq!(decode_all(&[0x80; 9], 16), Err(FrameError::BadVarint));
+        assert_eq!(decode_all(&[0x80; 8], 16), Ok(vec![]));
+    }
+
+    #[test]
     fn four_gib_length_prefix_is_rejected_without_allocating() {
         let mut bytes = Vec::new();
         encode_header(0, "/a", u32::MAX as usize, &mut bytes);
@@ -435,6 +574,125 @@ mod tests {
         assert!(out.len() < 10_000);
         let mut r = FrameReader::new(&out[..], 1 << 20, Duration::from_secs(1));
         assert_eq!(r.next_frame().await.unwrap().unwrap().payload.len(), 50_000);
+    }
+
+    /// A stream that yields the given pieces one read at a time, then waits
+    /// (`Pending`) until more are sent, or ends when the sender is dropped.
+    fn piecewise() -> (
+        futures::channel::mpsc::UnboundedSender<io::Result<Vec<u8>>>,
+        impl AsyncRead + Unpin,
+    ) {
+        use futures::TryStreamExt;
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        (tx, rx.into_async_read())
+    }
+
+    fn sample_frames() -> Vec<(String, Vec<u8>)> {
+        [0usize, 1, 255, 4000, 4096, 5000, 70_000, 1 << 20]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let payload = (0..len).map(|b| (b * 7 + i) as u8).collect();
+                (format!("/p/{i}"), payload)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reader_decodes_frames_split_into_reads_of_any_size() {
+        let frames = sample_frames();
+        let bytes: Vec<u8> = frames
+            .iter()
+            .flat_map(|(p, b)| encode_frame(p, b))
+            .collect();
+        for piece in [1usize, 3, 100, 4095, 4097, 65_536, bytes.len()] {
+            let (tx, rx) = piecewise();
+            for chunk in bytes.chunks(piece) {
+                tx.unbounded_send(Ok(chunk.to_vec())).unwrap();
+            }
+            drop(tx);
+            let mut r = FrameReader::new(rx, 2 << 20, Duration::from_secs(5));
+            for (protocol, payload) in &frames {
+                let f = r.next_frame().await.unwrap().unwrap();
+                assert_eq!(&f.protocol, protocol, "pieces of {piece}");
+                assert_eq!(&f.payload[..], &payload[..], "pieces of {piece}");
+            }
+            assert!(r.next_frame().await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_reader_holds_no_buffer() {
+        let (tx, rx) = piecewise();
+        let mut r = FrameReader::new(rx, 1 << 20, Duration::from_secs(5));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        {
+            let next = std::pin::pin!(r.next_frame());
+            assert!(next.poll(&mut cx).is_pending());
+        }
+        assert_eq!(r.scratch.capacity(), 0);
+        tx.unbounded_send(Ok(encode_frame("/a", b"hi"))).unwrap();
+        assert_eq!(&r.next_frame().await.unwrap().unwrap().payload[..], b"hi");
+        {
+            let next = std::pin::pin!(r.next_frame());
+            assert!(next.poll(&mut cx).is_pending());
+        }
+        assert_eq!(r.scratch.capacity(), 0, "released again once drained");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_read_loses_no_bytes_of_a_large_frame() {
+        let payload: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let bytes = encode_frame("/big", &payload);
+        let (tx, rx) = piecewise();
+        let mut r = FrameReader::new(rx, 1 << 20, Duration::from_secs(5));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut done = None;
+        for chunk in bytes.chunks(50_000) {
+            tx.unbounded_send(Ok(chunk.to_vec())).unwrap();
+            // Poll until the reader waits for more, then drop the future.
+            let next = std::pin::pin!(r.next_frame());
+            if let Poll::Ready(f) = next.poll(&mut cx) {
+                done = Some(f);
+            }
+        }
+        tx.unbounded_send(Ok(encode_frame("/small", b"after")))
+            .unwrap();
+        let f = done.unwrap().unwrap().unwrap();
+        assert_eq!(f.protocol, "/big");
+        assert_eq!(&f.payload[..], &payload[..]);
+        assert_eq!(
+            &r.next_frame().await.unwrap().unwrap().payload[..],
+            b"after"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_buffer_grows_with_the_bytes_received() {
+        // 16 MiB announced, 10 bytes sent: the reader holds a buffer of at most one
+        // chunk, not the announced length.
+        let mut header = Vec::new();
+        encode_header(0, "/big", 16 << 20, &mut header);
+        header.extend_from_slice(&[1; 10]);
+        let (tx, rx) = piecewise();
+        tx.unbounded_send(Ok(header)).unwrap();
+        let mut r = FrameReader::new(rx, 16 << 20, Duration::from_secs(5));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        {
+            let next = std::pin::pin!(r.next_frame());
+            assert!(next.poll(&mut cx).is_pending());
+        }
+        let large = r.large.as_ref().unwrap();
+        assert_eq!(large.filled, 10);
+        assert!(large.payload.capacity() <= PAYLOAD_CHUNK);
+        drop(tx);
+        assert!(matches!(
+            r.next_frame().await,
+            Err(ReadError::Frame(FrameError::Truncated))
+        ));
     }
 
     proptest! {

@@ -1,6 +1,6 @@
 //! Events a host reports to the application.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use libp2p_identity::PeerId;
@@ -15,8 +15,9 @@ pub struct Message {
     pub peer: PeerId,
     /// The connection it arrived on.
     pub connection: ConnectionId,
-    /// The application protocol.
-    pub protocol: String,
+    /// The application protocol (shared with every message of that protocol, so
+    /// receiving allocates nothing for it).
+    pub protocol: Arc<str>,
     /// The payload.
     pub payload: Bytes,
 }

@@ -35,8 +35,15 @@ pub(crate) fn validate_protocol(protocol: &str) -> Result<(), Error> {
 /// Local application protocols and the queues their messages go to.
 #[derive(Debug)]
 pub(crate) struct ProtocolRegistry {
-    handlers: RwLock<HashMap<String, mpsc::Sender<Message>>>,
+    handlers: RwLock<HashMap<String, Route>>,
     queue_len: usize,
+}
+
+/// Where the messages of one protocol go: its shared name and its queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    name: Arc<str>,
+    queue: mpsc::Sender<Message>,
 }
 
 impl ProtocolRegistry {
@@ -54,7 +61,11 @@ impl ProtocolRegistry {
             return Err(Error::ProtocolAlreadyRegistered { protocol });
         }
         let (tx, rx) = mpsc::channel(self.queue_len);
-        handlers.insert(protocol.clone(), tx);
+        let route = Route {
+            name: Arc::from(protocol.as_str()),
+            queue: tx,
+        };
+        handlers.insert(protocol.clone(), route);
         Ok(Inbox { protocol, rx })
     }
 
@@ -68,7 +79,7 @@ impl ProtocolRegistry {
             })
     }
 
-    pub(crate) fn sender(&self, protocol: &str) -> Option<mpsc::Sender<Message>> {
+    pub(crate) fn route(&self, protocol: &str) -> Option<Route> {
         self.handlers.read().get(protocol).cloned()
     }
 
@@ -130,12 +141,14 @@ pub(crate) async fn read_stream(shared: Arc<Shared>, stream: MeteredStream, tick
         shared.config.max_frame_size,
         shared.config.frame_read_timeout,
     );
+    let mut routes = RouteCache::default();
+    let mut route = |protocol: &str| routes.route(&shared.registry, protocol);
     loop {
         let frame = tokio::select! {
-            r = reader.next_frame() => r,
+            r = reader.next_routed(&mut route) => r,
             _ = &mut stop => break,
         };
-        let frame = match frame {
+        let (route, payload) = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 let _ = reader.get_mut().close().await;
@@ -156,27 +169,61 @@ pub(crate) async fn read_stream(shared: Arc<Shared>, stream: MeteredStream, tick
                 break;
             }
         };
-        let Some(handler) = shared.registry.sender(&frame.protocol) else {
-            report_unknown(&shared, peer, frame.protocol);
-            continue;
+        let route = match route {
+            Ok(route) => route,
+            Err(unknown) => {
+                report_unknown(&shared, peer, unknown);
+                continue;
+            }
         };
         let message = Message {
             peer,
             connection,
-            protocol: frame.protocol,
-            payload: frame.payload,
+            protocol: route.name,
+            payload,
         };
         tokio::select! {
-            sent = handler.send(message) => {
+            sent = route.queue.send(message) => {
                 // Unregistered while we waited for room: nobody will read it.
                 if let Err(mpsc::error::SendError(message)) = sent {
-                    report_unknown(&shared, peer, message.protocol);
+                    report_unknown(&shared, peer, message.protocol.to_string());
                 }
             }
             _ = &mut stop => break,
         }
     }
     drop(ticket);
+}
+
+/// The route of the last protocol a stream carried, kept by its reader: a stream
+/// usually carries one protocol after another of the same kind, and this spares
+/// the registry's lock and hash for each of them. The queue is held weakly, so an
+/// unregistered protocol's inbox still ends when its queue drains.
+#[derive(Default)]
+struct RouteCache {
+    last: Option<(Arc<str>, mpsc::WeakSender<Message>)>,
+}
+
+impl RouteCache {
+    /// The route for `protocol`, or the protocol's name if it is not registered.
+    fn route(&mut self, registry: &ProtocolRegistry, protocol: &str) -> Result<Route, String> {
+        if let Some((name, queue)) = &self.last
+            && **name == *protocol
+            && let Some(queue) = queue.upgrade()
+        {
+            return Ok(Route {
+                name: Arc::clone(name),
+                queue,
+            });
+        }
+        match registry.route(protocol) {
+            Some(route) => {
+                self.last = Some((Arc::clone(&route.name), route.queue.downgrade()));
+                Ok(route)
+            }
+            None => Err(protocol.to_owned()),
+        }
+    }
 }
 
 fn report_unknown(shared: &Shared, peer: libp2p::PeerId, protocol: String) {

@@ -71,7 +71,7 @@ async fn sixteen_tasks_sending_ten_thousand_mixed_messages_deliver_each_exactly_
             .expect("message arrives")
             .expect("inbox open");
         assert_eq!(m.peer, b.local_peer_id());
-        assert_eq!(m.protocol, PROTO);
+        assert_eq!(&*m.protocol, PROTO);
         let p = &m.payload[..];
         if p.len() < 8 {
             small[p.len()] += 1;
