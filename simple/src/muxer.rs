@@ -445,3 +445,219 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ReplyReserve<C> {
         Pin::new(&mut this.inner).poll_close(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::task::noop_waker_ref;
+
+    use super::*;
+
+    const TYPE_WINDOW_UPDATE: u8 = 1;
+    const FLAG_SYN: u16 = 1;
+
+    fn header(kind: u8, flags: u16, stream: u32, length: u32) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[1] = kind;
+        h[2..4].copy_from_slice(&flags.to_be_bytes());
+        h[4..8].copy_from_slice(&stream.to_be_bytes());
+        h[8..].copy_from_slice(&length.to_be_bytes());
+        h
+    }
+
+    /// A socket that takes `room` more bytes (then is full) and has `incoming` to read.
+    #[derive(Default)]
+    struct TestSocket {
+        room: usize,
+        written: Vec<u8>,
+        incoming: Vec<u8>,
+    }
+
+    impl AsyncRead for TestSocket {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if this.incoming.is_empty() {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(this.incoming.len());
+            buf[..n].copy_from_slice(&this.incoming[..n]);
+            this.incoming.drain(..n);
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for TestSocket {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if this.room == 0 {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(this.room);
+            this.room -= n;
+            this.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn write(socket: &mut ReplyReserve<TestSocket>, bytes: &[u8]) -> Poll<usize> {
+        let mut cx = Context::from_waker(noop_waker_ref());
+        Pin::new(socket)
+            .poll_write(&mut cx, bytes)
+            .map(|r| r.expect("test socket never fails"))
+    }
+
+    /// Writes a whole frame the way yamux does (header, then body) and says whether
+    /// it was taken.
+    fn write_frame(
+        socket: &mut ReplyReserve<TestSocket>,
+        header: [u8; HEADER_LEN],
+        body: &[u8],
+    ) -> bool {
+        match write(socket, &header) {
+            Poll::Pending => false,
+            Poll::Ready(n) => {
+                assert_eq!(n, HEADER_LEN);
+                let mut offset = 0;
+                while offset < body.len() {
+                    match write(socket, &body[offset..]) {
+                        Poll::Ready(n) => offset += n,
+                        Poll::Pending => panic!("body of an admitted frame refused"),
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    fn data_frame() -> ([u8; HEADER_LEN], Vec<u8>) {
+        (
+            header(TYPE_DATA, 0, 1, MAX_DATA_BODY as u32),
+            vec![7; MAX_DATA_BODY],
+        )
+    }
+
+    /// Fills a full socket with data frames until one is refused.
+    fn fill_with_data(socket: &mut ReplyReserve<TestSocket>) -> usize {
+        let (h, body) = data_frame();
+        let mut frames = 0;
+        while write_frame(socket, h, &body) {
+            frames += 1;
+            assert!(frames < 100, "data frames never refused");
+        }
+        frames
+    }
+
+    fn read_all(socket: &mut ReplyReserve<TestSocket>) {
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut buf = [0u8; 5];
+        while let Poll::Ready(r) = Pin::new(&mut *socket).poll_read(&mut cx, &mut buf) {
+            r.expect("test socket never fails");
+        }
+    }
+
+    #[test]
+    fn data_frames_are_refused_once_the_buffer_is_full() {
+        let mut socket = ReplyReserve::new(TestSocket::default());
+        let frames = fill_with_data(&mut socket);
+        assert_eq!(frames, DATA_LIMIT / (HEADER_LEN + MAX_DATA_BODY));
+        assert!(socket.out.len() <= DATA_LIMIT);
+        // Window updates still go in.
+        assert!(write_frame(
+            &mut socket,
+            header(TYPE_WINDOW_UPDATE, 0, 1, 1 << 20),
+            &[]
+        ));
+    }
+
+    #[test]
+    fn while_a_ping_reply_is_owed_the_waiting_frame_and_the_reply_are_taken() {
+        let mut socket = ReplyReserve::new(TestSocket::default());
+        fill_with_data(&mut socket);
+        // The peer's ping arrives, split over reads.
+        socket.inner.incoming = header(TYPE_PING, FLAG_SYN, 0, 42).to_vec();
+        read_all(&mut socket);
+        assert_eq!(socket.owed_replies, 1);
+        let (h, body) = data_frame();
+        assert!(
+            write_frame(&mut socket, h, &body),
+            "waiting data frame refused"
+        );
+        assert!(write_frame(
+            &mut socket,
+            header(TYPE_PING, FLAG_SYN, 0, 1),
+            &[]
+        ));
+        assert!(write_frame(
+            &mut socket,
+            header(TYPE_PING, FLAG_ACK, 0, 42),
+            &[]
+        ));
+        assert_eq!(socket.owed_replies, 0);
+        assert!(socket.out.len() <= OWED_LIMIT);
+        // With the reply out, data waits again.
+        assert!(!write_frame(&mut socket, h, &body));
+    }
+
+    #[test]
+    fn pings_on_a_stream_and_replies_from_the_peer_open_no_reserve() {
+        let mut socket = ReplyReserve::new(TestSocket::default());
+        fill_with_data(&mut socket);
+        let mut incoming = header(TYPE_PING, FLAG_SYN, 3, 1).to_vec();
+        incoming.extend_from_slice(&header(TYPE_PING, FLAG_ACK, 0, 2));
+        // A data frame whose body looks like a ping request.
+        incoming.extend_from_slice(&header(TYPE_DATA, 0, 2, HEADER_LEN as u32));
+        incoming.extend_from_slice(&header(TYPE_PING, FLAG_SYN, 0, 3));
+        socket.inner.incoming = incoming;
+        read_all(&mut socket);
+        assert_eq!(socket.owed_replies, 0);
+    }
+
+    #[test]
+    fn a_header_written_in_pieces_is_judged_whole() {
+        let mut socket = ReplyReserve::new(TestSocket::default());
+        fill_with_data(&mut socket);
+        let (h, _) = data_frame();
+        assert_eq!(write(&mut socket, &h[..5]), Poll::Ready(5));
+        assert_eq!(write(&mut socket, &h[5..]), Poll::Pending);
+        let update = header(TYPE_WINDOW_UPDATE, 0, 1, 1);
+        let mut fresh = ReplyReserve::new(TestSocket::default());
+        fill_with_data(&mut fresh);
+        assert_eq!(write(&mut fresh, &update[..1]), Poll::Ready(1));
+        assert_eq!(write(&mut fresh, &update[1..]), Poll::Ready(HEADER_LEN - 1));
+    }
+
+    #[test]
+    fn buffered_frames_reach_the_socket_in_order_once_it_has_room() {
+        let mut socket = ReplyReserve::new(TestSocket::default());
+        fill_with_data(&mut socket);
+        let update = header(TYPE_WINDOW_UPDATE, 0, 1, 1);
+        assert!(write_frame(&mut socket, update, &[]));
+        let expected = socket.out.to_vec();
+        socket.inner.room = usize::MAX;
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let flushed = Pin::new(&mut socket).poll_flush(&mut cx);
+        assert!(matches!(flushed, Poll::Ready(Ok(()))));
+        assert!(socket.out.is_empty());
+        assert_eq!(socket.inner.written, expected);
+        assert_eq!(&expected[expected.len() - HEADER_LEN..], &update);
+        // Room again: data flows straight through.
+        let (h, body) = data_frame();
+        assert!(write_frame(&mut socket, h, &body));
+        assert!(socket.out.is_empty());
+    }
+}

@@ -55,7 +55,10 @@ enum Muxer {
 
 #[derive(Debug, Clone, Copy)]
 enum Transport {
+    /// In-memory, `DUPLEX_CAPACITY` each way.
     Duplex,
+    /// In-memory, 1 MiB each way: room for every frame yamux has in hand.
+    RoomyDuplex,
     SmallTcp,
 }
 
@@ -77,6 +80,8 @@ struct Report {
     delivered: [u64; 2],
     longest_gap: Duration,
     stalled: bool,
+    /// After a stall: whether any byte moved in a further 5 s (a freeze: never).
+    recovered: bool,
     finished: bool,
 }
 
@@ -110,8 +115,12 @@ where
 /// A connection: the dialer's and the listener's muxer over `transport`.
 async fn connection(transport: Transport, muxers: [Muxer; 2]) -> [StreamMuxerBox; 2] {
     match transport {
-        Transport::Duplex => {
-            let (a, b) = tokio::io::duplex(DUPLEX_CAPACITY);
+        Transport::Duplex | Transport::RoomyDuplex => {
+            let capacity = match transport {
+                Transport::Duplex => DUPLEX_CAPACITY,
+                _ => 1 << 20,
+            };
+            let (a, b) = tokio::io::duplex(capacity);
             [
                 muxer_over(muxers[0], a.compat(), true),
                 muxer_over(muxers[1], b.compat(), false),
@@ -285,6 +294,9 @@ async fn two_way_load(
         report.longest_gap = report.longest_gap.max(now - last_change);
         if now - last_change >= stall_after {
             report.stalled = true;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let after = delivered[0].load(Ordering::Relaxed) + delivered[1].load(Ordering::Relaxed);
+            report.recovered = after != total;
             break;
         }
     }
@@ -326,6 +338,18 @@ async fn stock_yamux_freezes_when_both_ends_write_into_full_buffers() {
         report.delivered.iter().all(|&d| d < MESSAGE as u64),
         "{report:?}"
     );
+
+    // Control: the same load with room in the transport goes through.
+    let report = two_way_load(
+        Transport::RoomyDuplex,
+        [Muxer::Stock, Muxer::Stock],
+        FREEZE_LOAD,
+        Duration::from_secs(20),
+        Duration::from_secs(2),
+    )
+    .await;
+    println!("stock, roomy transport: {report:?}");
+    assert!(report.finished && !report.stalled, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +406,7 @@ async fn our_yamux_keeps_moving_over_tcp_with_small_socket_buffers() {
 /// The two-way load pattern of `watchdog.rs` (32 writers each way, 64 KiB messages,
 /// readers pausing 1 ms per message) for `run_for`; a connection that moves no byte
 /// for 3 s is counted as a stall and replaced by a new one.
-async fn long_run(transport: Transport, muxer: Muxer, run_for: Duration) -> (Report, u32) {
+async fn long_run(transport: Transport, muxer: Muxer, run_for: Duration) -> (Report, u32, u32) {
     let load = Load {
         streams: 32,
         messages: None,
@@ -392,6 +416,7 @@ async fn long_run(transport: Transport, muxer: Muxer, run_for: Duration) -> (Rep
     let until = Instant::now() + run_for;
     let mut total = Report::default();
     let mut stalls = 0;
+    let mut recovered = 0;
     while Instant::now() < until {
         let report = two_way_load(
             transport,
@@ -405,11 +430,12 @@ async fn long_run(transport: Transport, muxer: Muxer, run_for: Duration) -> (Rep
         total.delivered[1] += report.delivered[1];
         if report.stalled {
             stalls += 1;
+            recovered += u32::from(report.recovered);
         } else {
             total.longest_gap = total.longest_gap.max(report.longest_gap);
         }
     }
-    (total, stalls)
+    (total, stalls, recovered)
 }
 
 fn long_runs_from_env() -> usize {
@@ -422,10 +448,11 @@ fn long_runs_from_env() -> usize {
 async fn long_runs(transport: Transport, muxer: Muxer) -> u32 {
     let mut stalls = 0;
     for run in 0..long_runs_from_env() {
-        let (report, run_stalls) = long_run(transport, muxer, Duration::from_secs(60)).await;
+        let (report, run_stalls, recovered) =
+            long_run(transport, muxer, Duration::from_secs(60)).await;
         println!(
-            "{transport:?} {muxer:?} run {run}: {run_stalls} stalls, MiB delivered {:?}, \
-             longest gap outside stalls {:?}",
+            "{transport:?} {muxer:?} run {run}: {run_stalls} stalls ({recovered} moved again \
+             within 5 s), MiB delivered {:?}, longest gap outside stalls {:?}",
             report.delivered.map(|d| d >> 20),
             report.longest_gap
         );
