@@ -19,7 +19,7 @@ use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::config::MAX_PROTOCOL_LEN;
+use crate::{codec::MAX_VARINT_LEN, config::MAX_PROTOCOL_LEN};
 
 /// Ways a protocol list can break the format or its limits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,13 +71,20 @@ pub fn encode_protocol_list(protocols: &[String]) -> Vec<u8> {
     out
 }
 
+/// Reads one varint a byte at a time, so nothing past it is consumed. Not
+/// `unsigned_varint::aio::read_u64`: it takes a 10th byte and drops the bits past
+/// 64, so a long varint could pose as a small one (found by fuzzing).
 async fn read_varint<R: AsyncRead + Unpin>(io: &mut R) -> Result<u64, ExchangeError> {
-    unsigned_varint::aio::read_u64(io)
-        .await
-        .map_err(|e| match e {
-            unsigned_varint::io::ReadError::Io(e) => ExchangeError::from(e),
-            _ => ExchangeError::BadVarint,
-        })
+    let mut buf = [0u8; MAX_VARINT_LEN];
+    for i in 0..MAX_VARINT_LEN {
+        io.read_exact(&mut buf[i..=i]).await?;
+        if unsigned_varint::decode::is_last(buf[i]) {
+            return unsigned_varint::decode::u64(&buf[..=i])
+                .map(|(v, _)| v)
+                .map_err(|_| ExchangeError::BadVarint);
+        }
+    }
+    Err(ExchangeError::BadVarint)
 }
 
 /// Reads one protocol list, enforcing the limits.
@@ -166,11 +173,36 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn varints_longer_than_nine_bytes_are_rejected() {
+        // Found by fuzzing: a 10-byte count whose bits past 64 were dropped read as
+        // 0, and the list was accepted as empty.
+        let mut count = vec![0x80; 9];
+        count.push(0x08);
+        assert_eq!(decode(&count, 4).await, Err(ExchangeError::BadVarint));
+        let mut name = vec![1];
+        name.extend_from_slice(&[0x81; 9]);
+        name.push(0x02);
+        assert_eq!(decode(&name, 4).await, Err(ExchangeError::BadVarint));
+        assert_eq!(
+            decode(&[0x81, 0x00], 4).await,
+            Err(ExchangeError::BadVarint)
+        );
+    }
+
     proptest! {
         #[test]
         fn any_bytes_decode_to_a_list_or_a_typed_error(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
             let _ = rt.block_on(decode(&bytes, 16));
+        }
+
+        #[test]
+        fn lists_of_any_names_round_trip(list in proptest::collection::vec("\\PC{1,64}", 0..16)) {
+            // Up to 64 characters of up to 4 bytes: always within the 256-byte limit.
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let bytes = encode_protocol_list(&list);
+            prop_assert_eq!(rt.block_on(decode(&bytes, 16)), Ok(list));
         }
     }
 }
