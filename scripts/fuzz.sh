@@ -4,7 +4,8 @@
 #   scripts/fuzz.sh [minutes] [target...]
 #
 # Runs each target (default: frame_decoder exchange_decoder) for `minutes` (default
-# 10), one after the other, with one libFuzzer worker: the machine is shared. Prints
+# 10), one after the other, each as one in-process libFuzzer worker (no -jobs or
+# -fork: those start several processes, and the machine is shared). Prints
 # a summary per target and exits non-zero if any target crashed; the crashing input
 # is in fuzz/artifacts/<target>/.
 #
@@ -28,6 +29,10 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(frame_decoder exchange_decoder)
 fi
 sanitizer="${FUZZ_SANITIZER:-address}"
+if ! [[ "$minutes" =~ ^[1-9][0-9]*$ ]]; then
+    echo "minutes must be a whole number of at least 1, not '$minutes'" >&2
+    exit 2
+fi
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root/fuzz"
@@ -54,7 +59,7 @@ for t in "${targets[@]}"; do
     rc=0
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of options
     cargo fuzz run --sanitizer "$sanitizer" "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time=$((minutes * 60)) -jobs=1 -workers=1 -print_final_stats=1 \
+        -max_total_time=$((minutes * 60)) -print_final_stats=1 \
         ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
     after=$(find "artifacts/$t" -type f | wc -l)
     # The last status line ("#N DONE cov: C ft: F corp: K/S exec/s: R ...") and the
