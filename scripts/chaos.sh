@@ -35,6 +35,8 @@ ip netns del "$PREFIX-probe"
 cleanup() {
     # chaos.py removes what it made; this catches a crash or a kill of it.
     for ns in "$PREFIX-a" "$PREFIX-b"; do
+        # Processes left in our namespaces are peers this run started.
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
     done
 }
