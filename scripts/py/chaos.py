@@ -22,7 +22,14 @@ kill       A requires B. --cycles times: both flood each other, B is killed with
            back to the baseline taken before the first kill, and every pooled
            stream of one host is an inbound stream at the other (mirror check).
 
-Prints PASS/FAIL per check and writes every figure to <out>/chaos-results.json.
+TCP congestion control is the system's unless --congestion-control names one
+allowed in a namespace (net.ipv4.tcp_allowed_congestion_control); the loss check
+records which one ran, since it decides the rate (bbr keeps its rate under random
+loss, reno does not).
+
+Prints PASS/FAIL per check and writes every figure to <out>/chaos-results.json;
+each peer's output lines (but `message`) go to <out>/<name>.stdout, stamped with
+the wall-clock time, and its logs to <out>/<name>.stderr.
 """
 
 import argparse
@@ -81,7 +88,7 @@ class Lab:
 
     def start(self, side, binary, args, name):
         ns = self.ns_a if side == "a" else self.ns_b
-        peer = PeerProc(binary, args, name, self.out, netns=ns)
+        peer = PeerProc(binary, args, name, self.out, netns=ns, log_skip=("message",))
         self.peers.append(peer)
         return peer
 
@@ -390,7 +397,7 @@ def main():
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--congestion-control", default=None,
-                        help="TCP congestion control for the loss check (e.g. cubic); default: the system's")
+                        help="TCP congestion control for the loss check, one of net.ipv4.tcp_allowed_congestion_control (e.g. reno); default: the system's")
     parser.add_argument("--large-count", type=int, default=100)
     parser.add_argument("--large-size", type=int, default=262144)
     parser.add_argument("--flood-timeout", type=float, default=600.0)

@@ -23,8 +23,13 @@ class PeerProc:
     """One running `peer`. `keep(obj)` decides which lines are stored (all by
     default); `on_line(t, obj)` sees every line."""
 
-    def __init__(self, binary, args, name, log_dir, netns=None, keep=None, on_line=None):
+    def __init__(self, binary, args, name, log_dir, netns=None, keep=None, on_line=None,
+                 log_skip=("message", "flood_done")):
         self.name = name
+        # Every line but `log_skip` events also goes to <name>.stdout, stamped.
+        self.log = open(os.path.join(log_dir, f"{name}.stdout"), "a")
+        self.log_skip = set(log_skip)
+        self.started = time.time()
         prefix = ["ip", "netns", "exec", netns] if netns else []
         self.cmd = prefix + [binary, "--json"] + list(args)
         self.stderr = open(os.path.join(log_dir, f"{name}.stderr"), "a")
@@ -53,12 +58,16 @@ class PeerProc:
                 obj = json.loads(raw)
             except ValueError:
                 obj = {"event": "_not_json", "raw": raw.rstrip("\n")}
+            if obj.get("event") not in self.log_skip:
+                self.log.write(f"{time.time():.3f} {raw.rstrip()}\n")
+                self.log.flush()
             if self.on_line is not None:
                 self.on_line(now, obj)
             if self.keep is None or self.keep(obj):
                 with self.cond:
                     self.lines.append((now, obj))
                     self.cond.notify_all()
+        self.log.close()
         with self.cond:
             self.closed = True
             self.cond.notify_all()
