@@ -117,9 +117,7 @@ class Soak:
                 self.hosts[i] = None
             peer.kill9()
             self.kills.append((round(time.monotonic() - self.t0, 1), i))
-            if self.stop.wait(self.rng.uniform(a.down_min_secs, a.down_max_secs)):
-                self.start_host(i)
-                return
+            self.stop.wait(self.rng.uniform(a.down_min_secs, a.down_max_secs))
             try:
                 self.start_host(i)
             except Timeout as e:
@@ -143,9 +141,15 @@ class Soak:
             rows.append(row)
         return rows
 
-    def finish(self):
+    def finish(self, threads):
         """Stops traffic and kills, brings every host back, and checks the mesh at rest."""
         self.stop.set()
+        # The chaos thread restarts the host it killed before it returns; only then
+        # may hosts still down be started here (never two processes for one host).
+        for thread in threads:
+            thread.join(timeout=120)
+            if thread.is_alive():
+                raise RuntimeError(f"{thread.name} did not stop")
         for i in range(self.args.hosts):
             with self.lock:
                 down = self.hosts[i] is None
@@ -236,8 +240,8 @@ def main():
     try:
         soak.start_all()
         print(f"{args.hosts} hosts started; running {args.seconds:.0f} s", flush=True)
-        threads = [threading.Thread(target=soak.traffic, daemon=True),
-                   threading.Thread(target=soak.chaos, daemon=True)]
+        threads = [threading.Thread(target=soak.traffic, name="traffic", daemon=True),
+                   threading.Thread(target=soak.chaos, name="chaos", daemon=True)]
         for thread in threads:
             thread.start()
         with open(os.path.join(args.out, "soak-samples.csv"), "w", newline="") as f:
@@ -256,9 +260,7 @@ def main():
                       f"tasks={[r.get('tasks') for r in survivors]} "
                       f"pool={[r.get('pool_streams') for r in survivors]} "
                       f"inbound={[r.get('inbound_streams') for r in survivors]}", flush=True)
-        final_problems, final_stats = soak.finish()
-        for thread in threads:
-            thread.join(timeout=60)
+        final_problems, final_stats = soak.finish(threads)
         growth_problems, growth = judge(rows, args.survivors, args.warmup_secs)
         problems = growth_problems + final_problems
         received = sum(soak.last_received.values())
