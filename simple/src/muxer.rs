@@ -349,10 +349,26 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ReplyReserve<C> {
         self.out.len() + HEADER_LEN + header.body_len() <= limit
     }
 
+    /// Sends `bytes` after what is buffered: straight to `inner` when nothing is
+    /// buffered (no copy while the socket has room), the rest into the buffer.
+    fn push(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> io::Result<()> {
+        let mut sent = 0;
+        if self.out.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, bytes) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => sent = n.min(bytes.len()),
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        self.out.extend_from_slice(&bytes[sent..]);
+        Ok(())
+    }
+
     /// Takes as much of `buf` as the limits allow: a frame is admitted or refused
     /// when its header is complete; once admitted, its body is always taken, so
     /// yamux is never stuck in the middle of a frame.
-    fn accept(&mut self, buf: &[u8]) -> usize {
+    fn accept(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> io::Result<usize> {
         let mut taken = 0;
         while taken < buf.len() {
             let rest = &buf[taken..];
@@ -360,7 +376,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ReplyReserve<C> {
             if cursor.body_left > 0 {
                 let n = cursor.body_left.min(rest.len());
                 cursor.body_left -= n;
-                self.out.extend_from_slice(&rest[..n]);
+                self.push(cx, &rest[..n])?;
                 taken += n;
                 continue;
             }
@@ -377,7 +393,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ReplyReserve<C> {
             if !self.admits(&header) {
                 break;
             }
-            self.out.extend_from_slice(&bytes);
             let cursor = &mut self.written;
             cursor.filled = 0;
             cursor.body_left = header.body_len();
@@ -385,8 +400,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ReplyReserve<C> {
             if header.is_ping_reply() {
                 self.owed_replies = self.owed_replies.saturating_sub(1);
             }
+            self.push(cx, &bytes)?;
         }
-        taken
+        Ok(taken)
     }
 }
 
@@ -422,15 +438,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ReplyReserve<C> {
         // returning `Pending` below correct: a frame is refused only when the
         // buffer is not empty, that is when `inner` is full.
         let _ = this.poll_drain(cx)?;
-        let taken = this.accept(buf);
-        if taken == 0 {
-            return Poll::Pending;
+        match this.accept(cx, buf)? {
+            0 => Poll::Pending,
+            // What `inner` did not take waits for the next write or flush.
+            taken => Poll::Ready(Ok(taken)),
         }
-        // Start sending at once; what `inner` does not take waits for the next call.
-        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(taken))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -60,6 +60,8 @@ enum Transport {
     /// In-memory, 1 MiB each way: room for every frame yamux has in hand.
     RoomyDuplex,
     SmallTcp,
+    /// Loopback TCP with the kernel's default buffers.
+    Tcp,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -126,11 +128,13 @@ async fn connection(transport: Transport, muxers: [Muxer; 2]) -> [StreamMuxerBox
                 muxer_over(muxers[1], b.compat(), false),
             ]
         }
-        Transport::SmallTcp => {
+        Transport::SmallTcp | Transport::Tcp => {
             let small_socket = || {
                 let socket = TcpSocket::new_v4().expect("socket");
-                socket.set_send_buffer_size(TCP_BUFFER).expect("SO_SNDBUF");
-                socket.set_recv_buffer_size(TCP_BUFFER).expect("SO_RCVBUF");
+                if let Transport::SmallTcp = transport {
+                    socket.set_send_buffer_size(TCP_BUFFER).expect("SO_SNDBUF");
+                    socket.set_recv_buffer_size(TCP_BUFFER).expect("SO_RCVBUF");
+                }
                 socket
             };
             let listener_socket = small_socket();
@@ -333,6 +337,7 @@ async fn stock_yamux_freezes_when_both_ends_write_into_full_buffers() {
     .await;
     println!("stock: {report:?}");
     assert!(report.stalled && !report.finished, "no freeze: {report:?}");
+    assert!(!report.recovered, "bytes moved again: {report:?}");
     // Only what fitted before both ends parked their ping replies got through.
     assert!(
         report.delivered.iter().all(|&d| d < MESSAGE as u64),
@@ -489,4 +494,37 @@ async fn stock_yamux_long_runs_over_a_small_duplex() {
     let stalls = long_runs(Transport::Duplex, Muxer::Stock).await;
     println!("stock yamux: {stalls} stalls in total");
     assert!(stalls > 0, "stock yamux never stalled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: 5 × 10 s per muxer, alternating"]
+async fn throughput_of_stock_and_our_yamux_alternating() {
+    let load = Load {
+        streams: 32,
+        messages: None,
+        reader_pause: Duration::from_millis(1),
+        queue_before_start: false,
+    };
+    for transport in [Transport::Tcp, Transport::SmallTcp] {
+        let mut mib = [0u64; 2];
+        for _ in 0..5 {
+            for (i, muxer) in [Muxer::Stock, Muxer::Ours].into_iter().enumerate() {
+                let report = two_way_load(
+                    transport,
+                    [muxer, muxer],
+                    load,
+                    Duration::from_secs(10),
+                    Duration::from_secs(3),
+                )
+                .await;
+                assert!(!report.stalled || muxer == Muxer::Stock, "{report:?}");
+                mib[i] += (report.delivered[0] + report.delivered[1]) >> 20;
+            }
+        }
+        println!(
+            "{transport:?}: stock {} MiB/s, ours {} MiB/s (both directions together)",
+            mib[0] / 50,
+            mib[1] / 50
+        );
+    }
 }
