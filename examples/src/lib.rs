@@ -85,6 +85,10 @@ pub const COMMAND_USAGE: &str = "send <peer-id|*> <protocol> <text...> | registe
 /// Most messages one `flood` may send to each recipient.
 pub const MAX_FLOOD_COUNT: u64 = 10_000_000;
 
+/// Largest `flood` message: the default `max_frame_size` (16 MiB); a larger one
+/// could never be sent.
+pub const MAX_FLOOD_SIZE: usize = 16 * 1024 * 1024;
+
 /// The payload of message `seq` of flood number `flood`: the ASCII header
 /// `flood:<flood>:<seq>:` followed by `.` up to `size` bytes (never shorter than the
 /// header). A receiver recovers both numbers with [`parse_flood_payload`].
@@ -212,6 +216,11 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
             let size: usize = size
                 .parse()
                 .map_err(|e| CommandError(format!("invalid size `{size}`: {e}")))?;
+            if size > MAX_FLOOD_SIZE {
+                return Err(CommandError(format!(
+                    "size {size} exceeds the limit of {MAX_FLOOD_SIZE}"
+                )));
+            }
             Ok(Some(Command::Flood {
                 target,
                 protocol: protocol.to_owned(),
@@ -1100,6 +1109,8 @@ mod tests {
             "flood * /p ten 20",
             "flood * /p 10 -1",
             "flood * /p 10000001 1",
+            "flood * /p 1 16777217",
+            "flood * /p 1 99999999999999999999",
             "flood nobody /p 10 20",
             "quit please",
             "SEND * /p hi",
