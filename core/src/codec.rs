@@ -274,8 +274,9 @@ pub struct FrameReader<R> {
     scratch: Vec<u8>,
     start: usize,
     end: usize,
-    /// A frame too large for `scratch` whose payload is being read.
-    large: Option<LargeFrame>,
+    /// A frame too large for `scratch` whose payload is being read (boxed: rare,
+    /// and an idle reader should stay small).
+    large: Option<Box<LargeFrame>>,
     decoder: FrameDecoder,
     frame_read_timeout: Duration,
 }
@@ -308,7 +309,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame; `Ok(None)` when the stream ended cleanly between frames.
     pub async fn next_frame(&mut self) -> Result<Option<Frame>, ReadError> {
         Ok(self
-            .next_routed(&mut |protocol: &str| protocol.to_owned())
+            .next_routed(|protocol: &str| protocol.to_owned())
             .await?
             .map(|(protocol, payload)| Frame { protocol, payload }))
     }
@@ -319,19 +320,24 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// read stay buffered for the next call.
     pub async fn next_routed<T>(
         &mut self,
-        route: &mut impl FnMut(&str) -> T,
+        mut route: impl FnMut(&str) -> T,
     ) -> Result<Option<(T, Bytes)>, ReadError> {
-        // The timeout runs from the first byte of a frame, so an idle stream may wait
-        // forever for the next frame but a started frame must complete in time.
-        let mut deadline = self
-            .frame_started()
-            .then(|| Instant::now() + self.frame_read_timeout);
+        // The timeout runs from the first wait for the rest of a started frame, so an
+        // idle stream may wait forever for the next frame but a started frame must
+        // complete in time. A frame that arrives whole reads no clock and sets no
+        // timer.
+        let mut deadline = None;
         loop {
-            if let Some(done) = self.take_frame(route)? {
+            if let Some(done) = self.take_frame(&mut route)? {
                 return Ok(Some(done));
             }
+            if self.frame_started() && deadline.is_none() {
+                deadline = Some(Instant::now() + self.frame_read_timeout);
+            }
             let n = match deadline {
-                Some(at) => match tokio::time::timeout_at(at, self.read_more()).await {
+                // Boxed: the timer is needed only for frames split across reads,
+                // and keeping it out of line keeps every reader's future small.
+                Some(at) => match Box::pin(tokio::time::timeout_at(at, self.read_more())).await {
                     Ok(r) => r?,
                     Err(_) => return Err(FrameError::ReadTimeout(self.frame_read_timeout).into()),
                 },
@@ -343,9 +349,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 } else {
                     Ok(None)
                 };
-            }
-            if deadline.is_none() {
-                deadline = Some(Instant::now() + self.frame_read_timeout);
             }
         }
     }
@@ -389,13 +392,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let got = &buffered[h.header_len..];
             let mut payload = BytesMut::with_capacity(h.payload_len.min(PAYLOAD_CHUNK));
             payload.extend_from_slice(got);
-            self.large = Some(LargeFrame {
+            self.large = Some(Box::new(LargeFrame {
                 flags: h.flags,
                 protocol: protocol.to_owned(),
                 filled: payload.len(),
                 payload,
                 len: h.payload_len,
-            });
+            }));
             self.consume(self.end - self.start);
         }
         Ok(None)

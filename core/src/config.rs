@@ -35,6 +35,11 @@ pub struct PoolConfig {
     pub borrow_timeout: Duration,
     /// How many borrowers may wait at once; the next gets `PoolExhausted`. Default: 1024.
     pub max_waiters: usize,
+    /// A pool that grew past `init_size` gives streams back after this long of low
+    /// use (no moment with more than `init_size` streams in use): it closes idle
+    /// streams down to `init_size`, or to the streams in use if more. Checked
+    /// every quarter of this. Default: 60 s.
+    pub shrink_after: Duration,
 }
 
 impl Default for PoolConfig {
@@ -46,6 +51,7 @@ impl Default for PoolConfig {
             grow_batch: None,
             borrow_timeout: Duration::from_secs(5),
             max_waiters: 1024,
+            shrink_after: Duration::from_secs(60),
         }
     }
 }
@@ -205,6 +211,7 @@ impl Config {
         }
         let timeouts = [
             ("pool.borrow_timeout", p.borrow_timeout),
+            ("pool.shrink_after", p.shrink_after),
             ("stream_open_timeout", self.stream_open_timeout),
             ("dial_timeout", self.dial_timeout),
             ("stall_timeout", self.stall_timeout),

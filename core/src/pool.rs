@@ -5,7 +5,10 @@
 //! stream, writes one frame and returns it. The pool opens `init_size` streams when
 //! the connection comes up, grows in batches when few are idle, never exceeds
 //! `max_size`, and queues borrowers (bounded, in order, for at most
-//! `borrow_timeout`) when every stream is out.
+//! `borrow_timeout`) when every stream is out. After a burst it gives the extra
+//! streams back: [`shrink`](SendStreamPool::shrink), called periodically, closes
+//! idle streams down to `init_size` once the pool has seen `shrink_after` of low
+//! use.
 //!
 //! The pool knows nothing of the network: it opens streams through a
 //! [`StreamOpener`], so its logic is tested with a fake opener and a paused clock.
@@ -23,7 +26,7 @@ use futures::future::BoxFuture;
 use libp2p_identity::PeerId;
 use libp2p_swarm::ConnectionId;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
 
 use crate::{config::PoolConfig, error::Error};
 
@@ -67,6 +70,17 @@ pub struct PoolStats {
     pub open_failures: u64,
 }
 
+/// How busy a pool is, for choosing among the connections of a peer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    /// Streams borrowed plus borrowers waiting.
+    pub(crate) in_use: usize,
+    /// Streams ready to borrow.
+    pub(crate) idle: usize,
+    /// Whether the pool is past half its cap with under half of its streams idle.
+    pub(crate) busy: bool,
+}
+
 struct Waiter<S> {
     id: u64,
     tx: oneshot::Sender<Result<S, Error>>,
@@ -81,6 +95,11 @@ struct State<S> {
     waiters: VecDeque<Waiter<S>>,
     closed: bool,
     open_failures: u64,
+    /// Most streams in use (borrowed + waiting) since the current shrink window
+    /// began.
+    high_water: usize,
+    /// When the current shrink window began.
+    window_start: Instant,
 }
 
 /// The send streams of one connection. See the module documentation.
@@ -104,19 +123,24 @@ impl<O: StreamOpener> fmt::Debug for SendStreamPool<O> {
 impl<O: StreamOpener> SendStreamPool<O> {
     /// A pool for `connection` to `peer`. Nothing is opened until [`init`](Self::init).
     pub fn new(peer: PeerId, connection: ConnectionId, opener: O, config: PoolConfig) -> Arc<Self> {
+        let init_size = config.init_size;
         Arc::new(Self {
             peer,
             connection,
             opener,
             config,
             state: Mutex::new(State {
-                idle: Vec::new(),
+                // Sized for the initial streams: growing by doubling would leave
+                // most pools with room for 16.
+                idle: Vec::with_capacity(init_size),
                 current: 0,
                 opening: 0,
                 borrowed: 0,
                 waiters: VecDeque::new(),
                 closed: false,
                 open_failures: 0,
+                high_water: 0,
+                window_start: Instant::now(),
             }),
             next_waiter: AtomicU64::new(0),
         })
@@ -165,6 +189,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
                     continue;
                 }
                 st.borrowed += 1;
+                st.high_water = st.high_water.max(st.borrowed + st.waiters.len());
                 let grow = self.growth(&mut st);
                 drop(st);
                 drop(dead);
@@ -189,6 +214,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(Waiter { id, tx });
+            st.high_water = st.high_water.max(st.borrowed + st.waiters.len());
             let opens = self.opens_for_waiters(&mut st);
             (id, rx, opens)
         };
@@ -243,6 +269,40 @@ impl<O: StreamOpener> SendStreamPool<O> {
         }
     }
 
+    /// Gives back streams a burst left behind. Once per `shrink_after` window,
+    /// closes idle streams (least recently used first) down to the most streams
+    /// that were in use at once during the window, and never below `init_size`.
+    /// A burst's extra streams are therefore closed between `shrink_after` and
+    /// twice that after it ends. Returns how many were closed. Call it
+    /// periodically (every quarter of `shrink_after` or more often); the remote
+    /// sees the closed streams reset.
+    pub fn shrink(&self, now: Instant) -> usize {
+        let closed = {
+            let mut st = self.state.lock();
+            if st.closed
+                || now.saturating_duration_since(st.window_start) < self.config.shrink_after
+            {
+                return 0;
+            }
+            let init = self.config.init_size;
+            let keep = init.max(st.high_water).max(st.borrowed);
+            st.window_start = now;
+            st.high_water = st.borrowed + st.waiters.len();
+            let excess = st.current.saturating_sub(keep).min(st.idle.len());
+            if excess == 0 {
+                return 0;
+            }
+            // Borrowing pops from the end, so the front holds the streams idle longest.
+            let closed: Vec<_> = st.idle.drain(..excess).collect();
+            st.current -= excess;
+            st.idle.shrink_to(init);
+            closed
+        };
+        let n = closed.len();
+        tracing::debug!(peer = %self.peer, connection = %self.connection, closed = n, "pool shrank after low use");
+        n
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed
@@ -264,16 +324,16 @@ impl<O: StreamOpener> SendStreamPool<O> {
         }
     }
 
-    /// How busy the pool is: `(borrowed + waiters, idle)`.
-    pub(crate) fn load(&self) -> (usize, usize) {
+    /// How busy an open pool is, read under one lock: `None` if closed.
+    pub(crate) fn load(&self) -> Option<Load> {
         let st = self.state.lock();
-        (st.borrowed + st.waiters.len(), st.idle.len())
-    }
-
-    /// Whether the pool is past half its cap with under half of its streams idle.
-    pub(crate) fn is_busy(&self) -> bool {
-        let st = self.state.lock();
-        st.current + st.opening > self.config.max_size / 2 && st.idle.len() * 2 < st.current
+        (!st.closed).then(|| Load {
+            in_use: st.borrowed + st.waiters.len(),
+            idle: st.idle.len(),
+            // Past half its cap with under half of its streams idle.
+            busy: st.current + st.opening > self.config.max_size / 2
+                && st.idle.len() * 2 < st.current,
+        })
     }
 
     fn closed_error(&self) -> Error {
@@ -367,6 +427,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             match w.tx.send(Ok(stream)) {
                 Ok(()) => {
                     st.borrowed += 1;
+                    st.high_water = st.high_water.max(st.borrowed + st.waiters.len());
                     return;
                 }
                 Err(Ok(back)) => stream = back,
@@ -539,6 +600,79 @@ pub(crate) mod tests {
             tokio::task::yield_now().await;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    /// Checks the pool every quarter of `shrink_after` (60 s) for `duration`.
+    async fn check_shrink_for(pool: &SendStreamPool<FakeOpener>, duration: Duration) {
+        let period = Duration::from_secs(15);
+        let mut waited = Duration::ZERO;
+        while waited < duration {
+            tokio::time::sleep(period).await;
+            waited += period;
+            pool.shrink(tokio::time::Instant::now());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_that_grew_shrinks_back_to_init_size_after_low_use() {
+        let opener = FakeOpener::default();
+        let pool = pool_with(opener.clone(), 10, 100);
+        pool.init();
+        settle().await;
+        // A burst: 60 streams in use at once.
+        let mut held = Vec::new();
+        for _ in 0..60 {
+            held.push(pool.borrow().await.expect("borrow"));
+        }
+        settle().await;
+        drop(held);
+        let grown = pool.stats();
+        assert!(
+            grown.current >= 60 && grown.idle == grown.current,
+            "{grown:?}"
+        );
+        // Low use from now on: one stream at a time.
+        for _ in 0..3 {
+            drop(pool.borrow().await.expect("borrow"));
+        }
+        check_shrink_for(&pool, Duration::from_secs(60)).await;
+        assert!(
+            pool.stats().current >= 60,
+            "the window of the burst keeps its peak"
+        );
+        check_shrink_for(&pool, Duration::from_secs(60)).await;
+        let s = pool.stats();
+        assert_eq!((s.current, s.idle), (10, 10), "{s:?}");
+        assert_eq!(
+            opener.live.load(Ordering::SeqCst),
+            10,
+            "the streams were closed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_keeps_the_streams_it_uses_and_gives_back_the_rest() {
+        let pool = pool_with(FakeOpener::default(), 10, 100);
+        pool.init();
+        settle().await;
+        let mut held = Vec::new();
+        for _ in 0..30 {
+            held.push(pool.borrow().await.expect("borrow"));
+        }
+        settle().await;
+        // 30 stay borrowed for 5 minutes: the pool keeps at least those.
+        check_shrink_for(&pool, Duration::from_secs(300)).await;
+        let s = pool.stats();
+        assert!(s.current >= 30 && s.borrowed == 30, "{s:?}");
+        // Then only 12 are in use: two windows later the pool holds just those.
+        held.truncate(12);
+        check_shrink_for(&pool, Duration::from_secs(120)).await;
+        let s = pool.stats();
+        assert_eq!((s.current, s.borrowed, s.idle), (12, 12, 0), "{s:?}");
+        // And once they are returned too, it goes back to init_size.
+        held.clear();
+        check_shrink_for(&pool, Duration::from_secs(120)).await;
+        assert_eq!(pool.stats().current, 10);
     }
 
     #[tokio::test(start_paused = true)]

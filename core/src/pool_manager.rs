@@ -12,7 +12,9 @@ use libp2p_identity::PeerId;
 use libp2p_swarm::ConnectionId;
 use parking_lot::RwLock;
 
-use crate::pool::{PoolStats, SendStreamPool, StreamOpener};
+use tokio::time::Instant;
+
+use crate::pool::{Load, PoolStats, SendStreamPool, StreamOpener};
 
 /// The pool chosen for a send.
 #[derive(Debug)]
@@ -83,19 +85,31 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
     pub fn best_pool(&self, peer: &PeerId) -> Option<BestPool<O>> {
         let pools = self.pools.read();
         let list = pools.get(peer)?;
-        let open = list.iter().filter(|p| !p.is_closed());
-        let count = open.clone().count();
-        let pool = open
-            .min_by_key(|p| {
-                let (load, idle) = p.load();
-                (load, std::cmp::Reverse(idle))
-            })?
-            .clone();
-        let wants_connection = count < self.max_connections_per_peer && pool.is_busy();
+        // One lock per pool: with a single connection, one lock in all.
+        let mut open = 0;
+        let mut best: Option<(&Arc<SendStreamPool<O>>, Load)> = None;
+        for pool in list {
+            let Some(load) = pool.load() else { continue };
+            open += 1;
+            let better = best.is_none_or(|(_, b)| {
+                (load.in_use, std::cmp::Reverse(load.idle)) < (b.in_use, std::cmp::Reverse(b.idle))
+            });
+            if better {
+                best = Some((pool, load));
+            }
+        }
+        let (pool, load) = best?;
         Some(BestPool {
-            pool,
-            wants_connection,
+            pool: Arc::clone(pool),
+            wants_connection: open < self.max_connections_per_peer && load.busy,
         })
+    }
+
+    /// Lets every pool give back streams after low use (see
+    /// [`SendStreamPool::shrink`]); returns how many streams were closed.
+    pub fn shrink_idle(&self, now: Instant) -> usize {
+        let all: Vec<_> = self.pools.read().values().flatten().cloned().collect();
+        all.iter().map(|pool| pool.shrink(now)).sum()
     }
 
     /// Counters of every pool of `peer`.

@@ -412,6 +412,8 @@ pub struct Behaviour {
     requests: mpsc::Receiver<Request>,
     actions: VecDeque<ToSwarm<Infallible, HandlerIn>>,
     watchdog: Option<tokio::time::Interval>,
+    /// Periodic check that lets pools give back streams after a burst.
+    shrink_check: Option<tokio::time::Interval>,
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
     adding_connection: HashSet<PeerId>,
     gate: Gate,
@@ -459,6 +461,7 @@ impl Behaviour {
             requests: rx,
             actions: VecDeque::new(),
             watchdog: None,
+            shrink_check: None,
             addresses: HashMap::new(),
             adding_connection: HashSet::new(),
             gate,
@@ -694,7 +697,10 @@ impl NetworkBehaviour for Behaviour {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        let period = (self.shared.config.stall_timeout / 4).max(Duration::from_millis(50));
+        // Progress is sampled by this check, so a stall is declared between
+        // `stall_timeout` and `stall_timeout` + two periods after the last byte.
+        let period = (self.shared.config.stall_timeout / 8)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let watchdog = self.watchdog.get_or_insert_with(|| {
             let mut i = tokio::time::interval(period);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -707,6 +713,17 @@ impl NetworkBehaviour for Behaviour {
                     connection: libp2p::swarm::CloseConnection::One(connection),
                 });
             }
+        }
+        let shrink_after = self.shared.config.pool.shrink_after;
+        let shrink_check = self.shrink_check.get_or_insert_with(|| {
+            let period =
+                (shrink_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(15));
+            let mut i = tokio::time::interval(period);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        while shrink_check.poll_tick(cx).is_ready() {
+            self.shared.pools.shrink_idle(tokio::time::Instant::now());
         }
         if let Some(action) = self.actions.pop_front() {
             return Poll::Ready(action);

@@ -9,6 +9,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use futures::AsyncWriteExt;
 use liquid_p2p_core::{
     Error, Event, FrameReader, MAX_PROTOCOL_LEN, Message, ReadError, ReceiveTicket,
@@ -125,74 +126,179 @@ impl Inbox {
 
 /// Reads one inbound stream until it ends, breaks the wire format, or its
 /// connection closes.
-pub(crate) async fn read_stream(shared: Arc<Shared>, stream: MeteredStream, ticket: ReceiveTicket) {
-    let (peer, connection) = (ticket.peer(), ticket.connection());
-    let cancelled = ticket.cancelled().clone();
-    // When the connection closes, frames that already arrived (the stream yields
-    // them, then its end) are still delivered; the grace period only bounds a reader
-    // stuck on a full inbox.
-    let stop = async {
-        cancelled.cancelled().await;
-        tokio::time::sleep(DRAIN_AFTER_CLOSE).await;
-    };
-    tokio::pin!(stop);
-    let mut reader = FrameReader::new(
+///
+/// One of these runs per inbound stream, most of them idle, so its state is kept
+/// small: the reader's state lives once, boxed, in a [`StreamReader`] (an async
+/// fn keeps its arguments beside the locals moved out of them, so the state is
+/// built before the future and moved in as a pointer), and the rare paths (a full
+/// inbox, draining after the connection closed) are boxed, allocated only when
+/// taken.
+pub(crate) fn read_stream(
+    shared: Arc<Shared>,
+    stream: MeteredStream,
+    ticket: ReceiveTicket,
+) -> impl Future<Output = ()> + Send + 'static {
+    let reader = FrameReader::new(
         stream,
         shared.config.max_frame_size,
         shared.config.frame_read_timeout,
     );
-    let mut routes = RouteCache::default();
-    let mut route = |protocol: &str| routes.route(&shared.registry, protocol);
-    loop {
-        let frame = tokio::select! {
-            r = reader.next_routed(&mut route) => r,
-            _ = &mut stop => break,
-        };
-        let (route, payload) = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                let _ = reader.get_mut().close().await;
-                break;
+    let mut state = Box::new(StreamReader {
+        shared,
+        ticket,
+        reader,
+        routes: RouteCache::default(),
+    });
+    async move { state.run().await }
+}
+
+/// The state of one inbound stream's reader.
+struct StreamReader {
+    shared: Arc<Shared>,
+    ticket: ReceiveTicket,
+    reader: FrameReader<MeteredStream>,
+    routes: RouteCache,
+}
+
+/// What to do after one read.
+enum Step {
+    /// The frame is in its inbox, or was skipped as unknown: read the next.
+    Next,
+    /// Its inbox is full: wait for room (backpressure). Boxed: rare, and it
+    /// would make every reader's state larger.
+    Full(Box<(Route, Message)>),
+    /// The stream is done; close it first if it ended cleanly.
+    End { close: bool },
+}
+
+type Next = Result<Option<(Result<Route, String>, Bytes)>, ReadError>;
+
+impl StreamReader {
+    async fn run(&mut self) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                next = self
+                    .reader
+                    .next_routed(|p| self.routes.route(&self.shared.registry, p)) => next,
+                _ = self.ticket.cancelled().cancelled() => {
+                    // Frames that already arrived (the stream yields them, then
+                    // its end) are still delivered; the grace period only bounds a
+                    // reader stuck on a full inbox.
+                    Box::pin(self.drain()).await;
+                    return;
+                }
+            };
+            match self.step(next) {
+                Step::Next => {}
+                Step::Full(full) => {
+                    let (route, message) = *full;
+                    if !Box::pin(self.wait_for_room(route, message)).await {
+                        return;
+                    }
+                }
+                Step::End { close } => {
+                    if close {
+                        let _ = self.reader.get_mut().close().await;
+                    }
+                    return;
+                }
             }
+        }
+    }
+
+    /// Waits for room in a full inbox; `false` if the connection closed meanwhile
+    /// (what was left has then been drained).
+    async fn wait_for_room(&mut self, route: Route, message: Message) -> bool {
+        tokio::select! {
+            sent = route.queue.send(message) => {
+                unqueued(&self.shared, sent);
+                true
+            }
+            _ = self.ticket.cancelled().cancelled() => {
+                self.drain().await;
+                false
+            }
+        }
+    }
+
+    /// Delivers what is left on a stream whose connection closed, for at most
+    /// `DRAIN_AFTER_CLOSE`.
+    async fn drain(&mut self) {
+        let drained = async {
+            loop {
+                let next = self
+                    .reader
+                    .next_routed(|p| self.routes.route(&self.shared.registry, p))
+                    .await;
+                match self.step(next) {
+                    Step::Next => {}
+                    Step::Full(full) => {
+                        let (route, message) = *full;
+                        unqueued(&self.shared, route.queue.send(message).await);
+                    }
+                    Step::End { close } => {
+                        if close {
+                            let _ = self.reader.get_mut().close().await;
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_AFTER_CLOSE, drained).await;
+    }
+
+    /// Queues the message of one read if its inbox has room; reports errors.
+    fn step(&self, next: Next) -> Step {
+        let (peer, connection) = (self.ticket.peer(), self.ticket.connection());
+        let (route, payload) = match next {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Step::End { close: true },
             Err(ReadError::Frame(error)) => {
                 tracing::debug!(%peer, %connection, %error, "malformed frame; resetting stream");
-                shared.events.emit(Event::ProtocolError {
+                self.shared.events.emit(Event::ProtocolError {
                     peer,
                     connection,
                     error,
                 });
                 // Dropping the stream without closing it resets it.
-                break;
+                return Step::End { close: false };
             }
             Err(ReadError::Io(error)) => {
                 tracing::trace!(%peer, %error, "inbound stream ended");
-                break;
+                return Step::End { close: false };
             }
         };
         let route = match route {
             Ok(route) => route,
             Err(unknown) => {
-                report_unknown(&shared, peer, unknown);
-                continue;
+                report_unknown(&self.shared, peer, unknown);
+                return Step::Next;
             }
         };
         let message = Message {
             peer,
             connection,
-            protocol: route.name,
+            protocol: Arc::clone(&route.name),
             payload,
         };
-        tokio::select! {
-            sent = route.queue.send(message) => {
-                // Unregistered while we waited for room: nobody will read it.
-                if let Err(mpsc::error::SendError(message)) = sent {
-                    report_unknown(&shared, peer, message.protocol.to_string());
-                }
+        match route.queue.try_send(message) {
+            Ok(()) => Step::Next,
+            Err(mpsc::error::TrySendError::Full(message)) => Step::Full(Box::new((route, message))),
+            Err(mpsc::error::TrySendError::Closed(message)) => {
+                unqueued(&self.shared, Err(mpsc::error::SendError(message)));
+                Step::Next
             }
-            _ = &mut stop => break,
         }
     }
-    drop(ticket);
+}
+
+/// A message whose protocol was unregistered while it waited: nobody will read it.
+fn unqueued(shared: &Shared, sent: Result<(), mpsc::error::SendError<Message>>) {
+    if let Err(mpsc::error::SendError(message)) = sent {
+        report_unknown(shared, message.peer, message.protocol.to_string());
+    }
 }
 
 /// The route of the last protocol a stream carried, kept by its reader: a stream

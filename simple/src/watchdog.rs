@@ -25,12 +25,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Progress and liveness of one connection.
+///
+/// The hot path only sets a flag when bytes move (no clock read, and no write at
+/// all while the flag is already set); the watchdog's periodic check turns the
+/// flag into a time, so a stall is measured to within one check period.
 #[derive(Debug)]
 pub(crate) struct ConnectionMeter {
     peer: PeerId,
     connection: ConnectionId,
     base: Instant,
-    /// Milliseconds since `base` when bytes last moved.
+    /// Set whenever bytes move; cleared by each check.
+    moved: AtomicBool,
+    /// Milliseconds since `base` when a check last saw progress (or no pending
+    /// writes).
     last_progress: AtomicU64,
     pending_writes: AtomicUsize,
     stalled: AtomicBool,
@@ -49,6 +56,7 @@ impl ConnectionMeter {
             peer,
             connection,
             base: Instant::now(),
+            moved: AtomicBool::new(false),
             last_progress: AtomicU64::new(0),
             pending_writes: AtomicUsize::new(0),
             stalled: AtomicBool::new(false),
@@ -61,8 +69,13 @@ impl ConnectionMeter {
         self.base.elapsed().as_millis() as u64
     }
 
+    /// Bytes moved.
     pub(crate) fn progress(&self) {
-        self.last_progress.store(self.now_ms(), Ordering::Relaxed);
+        // A load first: while the flag is set, streams on other cores do not keep
+        // taking the cache line from each other.
+        if !self.moved.load(Ordering::Relaxed) {
+            self.moved.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Counts a write as pending until the guard is dropped.
@@ -74,14 +87,16 @@ impl ConnectionMeter {
         PendingWrite(Arc::clone(self))
     }
 
-    /// How long the connection has had writes pending without progress.
+    /// Called by the periodic check: how long the connection has had writes
+    /// pending without progress, if that is `stall_timeout` or more.
     pub(crate) fn stalled_for(&self) -> Option<Duration> {
-        if self.pending_writes.load(Ordering::Acquire) == 0 {
+        let now = self.now_ms();
+        let moved = self.moved.swap(false, Ordering::Relaxed);
+        if moved || self.pending_writes.load(Ordering::Acquire) == 0 {
+            self.last_progress.store(now, Ordering::Relaxed);
             return None;
         }
-        let idle = self
-            .now_ms()
-            .saturating_sub(self.last_progress.load(Ordering::Relaxed));
+        let idle = now.saturating_sub(self.last_progress.load(Ordering::Relaxed));
         let idle = Duration::from_millis(idle);
         (idle >= self.stall_timeout).then_some(idle)
     }
