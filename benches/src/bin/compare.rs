@@ -14,7 +14,7 @@ use std::{error::Error, path::PathBuf, time::Duration};
 use clap::Parser;
 use liquid_p2p_benches::compare::{
     Mode,
-    report::{Report, format_value},
+    report::{Figure, Report, format_value, median_of},
     scenarios::{Plan, SCENARIOS, run_all},
 };
 
@@ -35,6 +35,10 @@ struct Args {
     /// `liquid,single-stream`.
     #[arg(long, value_delimiter = ',')]
     modes: Vec<String>,
+    /// Run everything this many times and report each figure's median (the
+    /// figures are noisy on a shared machine). Default 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    runs: u32,
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -58,26 +62,16 @@ fn main() -> Result<(), Box<dyn Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let figures = runtime.block_on(run_all(&plan, |f| {
-        let value = match (&f.value, &f.error) {
-            (Some(v), _) => format!("{} {}", format_value(*v, &f.unit), f.unit),
-            (None, Some(e)) => format!("error: {e}"),
-            (None, None) => "-".into(),
-        };
-        eprintln!(
-            "{:<12} {:<17} c={:<4} {}{}",
-            f.scenario,
-            f.mode,
-            f.concurrency,
-            value,
-            f.note
-                .as_ref()
-                .map_or(String::new(), |n| format!("  ({n})"))
-        );
-    }));
+    let mut runs = Vec::new();
+    for run in 1..=args.runs {
+        if args.runs > 1 {
+            eprintln!("run {run} of {}", args.runs);
+        }
+        runs.push(runtime.block_on(run_all(&plan, print_figure)));
+    }
     // Whatever a failed mode left running must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(2));
-    let report = Report::new(&plan, figures);
+    let report = Report::new(&plan, median_of(runs), args.runs);
     println!("{}", report.markdown());
     let out = args
         .out
@@ -87,4 +81,22 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     eprintln!("wrote {}", out.join("RESULTS.md").display());
     Ok(())
+}
+
+fn print_figure(f: &Figure) {
+    let value = match (&f.value, &f.error) {
+        (Some(v), _) => format!("{} {}", format_value(*v, &f.unit), f.unit),
+        (None, Some(e)) => format!("error: {e}"),
+        (None, None) => "-".into(),
+    };
+    eprintln!(
+        "{:<12} {:<17} c={:<4} {}{}",
+        f.scenario,
+        f.mode,
+        f.concurrency,
+        value,
+        f.note
+            .as_ref()
+            .map_or(String::new(), |n| format!("  ({n})"))
+    );
 }

@@ -59,6 +59,62 @@ impl Figure {
     }
 }
 
+/// One figure per measurement, each the median of its values over `runs` (in
+/// the order of the first run). Ratios and targets are then taken between
+/// medians; the note lists every run's value.
+pub fn median_of(runs: Vec<Vec<Figure>>) -> Vec<Figure> {
+    let count = runs.len();
+    let mut runs = runs.into_iter();
+    let Some(first) = runs.next() else {
+        return Vec::new();
+    };
+    let rest: Vec<Vec<Figure>> = runs.collect();
+    first
+        .into_iter()
+        .map(|mut figure| {
+            if count < 2 {
+                return figure;
+            }
+            let same = |f: &&Figure| {
+                f.scenario == figure.scenario
+                    && f.mode == figure.mode
+                    && f.transport == figure.transport
+                    && f.concurrency == figure.concurrency
+            };
+            let mut values: Vec<f64> = std::iter::once(&figure)
+                .chain(rest.iter().filter_map(|run| run.iter().find(same)))
+                .filter_map(|f| f.value)
+                .collect();
+            if values.is_empty() {
+                return figure;
+            }
+            let shown: Vec<String> = values
+                .iter()
+                .map(|v| format_value(*v, &figure.unit))
+                .collect();
+            values.sort_by(f64::total_cmp);
+            let mid = values.len() / 2;
+            let median = if values.len() % 2 == 1 {
+                values[mid]
+            } else {
+                (values[mid - 1] + values[mid]) / 2.0
+            };
+            let runs_note = format!(
+                "median of {} of {count} runs: {}",
+                values.len(),
+                shown.join(" / ")
+            );
+            figure.value = Some(median);
+            figure.error = None;
+            figure.note = Some(match figure.note.take() {
+                Some(note) => format!("{note}; {runs_note}"),
+                None => runs_note,
+            });
+            figure
+        })
+        .collect()
+}
+
 /// `mode` (liquid or liquid-quic) ÷ `versus` in one scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
@@ -208,6 +264,8 @@ pub struct RunInfo {
     pub quick: bool,
     /// Sizes and durations.
     pub plan: String,
+    /// How many times everything ran; each figure is the median of its runs.
+    pub runs: u32,
 }
 
 /// Everything the run produced.
@@ -225,7 +283,7 @@ pub struct Report {
 
 impl Report {
     /// Computes ratios and targets of `figures`.
-    pub fn new(plan: &Plan, figures: Vec<Figure>) -> Self {
+    pub fn new(plan: &Plan, figures: Vec<Figure>, runs: u32) -> Self {
         let ratios = ratios(&figures);
         let targets = TARGETS.iter().map(|t| judge(t, &figures)).collect();
         Self {
@@ -234,6 +292,7 @@ impl Report {
                 nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 quick: plan.quick,
                 plan: plan.summary(),
+                runs,
             },
             figures,
             ratios,
@@ -258,6 +317,13 @@ impl Report {
             }
         );
         let _ = writeln!(md, "- {}", run.plan);
+        if run.runs > 1 {
+            let _ = writeln!(
+                md,
+                "- Every figure is the median of {} runs (`--runs {}`); ratios and targets are taken between medians, and each figure's note lists its runs.",
+                run.runs, run.runs
+            );
+        }
         let _ = writeln!(
             md,
             "- Produced by `cargo run --release -p liquid-p2p-benches --bin compare{}`: \
@@ -376,7 +442,13 @@ impl Report {
                 problems.push(format!("chart {}: {e}", scenario.id));
             }
         }
-        std::fs::write(dir.join("RESULTS.md"), self.markdown()).ctx("write RESULTS.md")?;
+        // The hand-written analysis of the figures, kept beside them.
+        let mut md = self.markdown();
+        if let Ok(analysis) = std::fs::read_to_string(dir.join("ANALYSIS.md")) {
+            md.push('\n');
+            md.push_str(&analysis);
+        }
+        std::fs::write(dir.join("RESULTS.md"), md).ctx("write RESULTS.md")?;
         let json = serde_json::to_string_pretty(self).ctx("serialize results")?;
         std::fs::write(dir.join("results.json"), json + "\n").ctx("write results.json")?;
         Ok(problems)
@@ -668,6 +740,31 @@ mod tests {
                 .any(|r| r.scenario == "mib1-2conn" && r.versus == "liquid" && r.value == 1.6)
         );
         assert_eq!(judge(&TARGETS[7], &figures).result, "PASS");
+    }
+
+    #[test]
+    fn medians_of_runs_take_the_middle_value_and_list_every_run() {
+        let run = |v: Option<f64>| vec![fig("msg256-c1", "liquid", "tcp+noise+yamux", v)];
+        let merged = median_of(vec![
+            run(Some(3.0)),
+            run(None),
+            run(Some(1.0)),
+            run(Some(2.0)),
+        ]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].value, Some(2.0));
+        assert!(
+            merged[0]
+                .note
+                .as_deref()
+                .unwrap_or("")
+                .contains("median of 3 of 4 runs")
+        );
+        let single = median_of(vec![run(Some(5.0))]);
+        assert_eq!(
+            (single[0].value, single[0].note.is_none()),
+            (Some(5.0), true)
+        );
     }
 
     #[test]
