@@ -26,6 +26,7 @@ pub mod report;
 pub mod reqresp;
 pub mod scale;
 pub mod scenarios;
+pub mod shrink;
 pub mod streams;
 pub mod swarm;
 

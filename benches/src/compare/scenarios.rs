@@ -10,7 +10,7 @@ use super::{
     raw_tcp::RawTcpPair,
     report::Figure,
     reqresp::ReqRespPair,
-    scale,
+    scale, shrink,
     streams::{Kind, StreamPair},
 };
 
@@ -92,6 +92,13 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         id: "memory-idle",
         title: "Memory per idle connection end (RSS growth)",
         unit: "KiB",
+        higher_is_better: false,
+        baseline: None,
+    },
+    ScenarioInfo {
+        id: "pool-shrink",
+        title: "Pools give memory back: process RSS before a burst, after it, and after the pools shrank",
+        unit: "MiB",
         higher_is_better: false,
         baseline: None,
     },
@@ -256,6 +263,11 @@ pub async fn run_all(plan: &Plan, mut progress: impl FnMut(&Figure)) -> Vec<Figu
             }
         }
     }
+    if plan.wants("pool-shrink") {
+        for figure in run_shrink(plan).await {
+            push(figure);
+        }
+    }
     if plan.wants("scale") {
         for figure in run_scale(plan).await {
             push(figure);
@@ -414,6 +426,51 @@ async fn setup(
         }
         Mode::RawTcp => Arc::new(RawTcpPair::setup(workers, echo, limit).await?),
     })
+}
+
+async fn run_shrink(plan: &Plan) -> Vec<Figure> {
+    let shrink_after = Duration::from_secs(if plan.quick { 2 } else { 5 });
+    let burst = plan.timing.measure;
+    let limit = plan.timing.setup;
+    let deadline = burst + shrink_after * 3 + limit * 3;
+    let measured = tokio::time::timeout(
+        deadline,
+        shrink::burst_and_shrink(shrink_after, burst, limit),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(BenchError::new(format!(
+            "pool-shrink scenario exceeded {deadline:?}"
+        )))
+    });
+    let stages = ["before-burst", "after-burst", "after-shrink"];
+    stages
+        .iter()
+        .enumerate()
+        .map(|(i, stage)| {
+            let mut f = Figure::new("pool-shrink", stage, Transport::Tcp.name(), 128, "MiB");
+            match &measured {
+                Ok(m) => {
+                    let s = [m.before, m.after_burst, m.after_shrink][i];
+                    f.value = Some(s.rss as f64 / (1024.0 * 1024.0));
+                    let mut note = format!(
+                        "sender pool {} streams, receiver {} inbound streams",
+                        s.pool_streams, s.inbound_streams
+                    );
+                    if i == 2 {
+                        note.push_str(&format!(
+                            "; back to init_size {:.1} s after the burst (shrink_after {:?})",
+                            m.shrink_took.as_secs_f64(),
+                            m.shrink_after
+                        ));
+                    }
+                    f.note = Some(note);
+                }
+                Err(e) => f.error = Some(e.to_string()),
+            }
+            f
+        })
+        .collect()
 }
 
 async fn run_memory(plan: &Plan) -> Vec<Figure> {
