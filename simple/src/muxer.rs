@@ -293,9 +293,10 @@ impl FrameCursor {
     }
 }
 
-/// The socket under yamux: everything yamux writes goes through a bounded buffer
-/// whose limit depends on whether a ping reply is owed (see the module docs).
-/// Reads pass straight through and are only watched for ping requests.
+/// The socket under yamux. What yamux writes goes straight to `inner` while nothing
+/// is buffered, otherwise into a bounded buffer whose limit depends on whether a
+/// ping reply is owed (see the module docs). Reads pass straight through and are
+/// only watched for ping requests.
 struct ReplyReserve<C> {
     inner: C,
     /// Bytes accepted from yamux, not yet taken by `inner`.
