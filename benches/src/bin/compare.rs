@@ -67,7 +67,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         if args.runs > 1 {
             eprintln!("run {run} of {}", args.runs);
         }
-        runs.push(runtime.block_on(run_all(&plan, print_figure)));
+        let this_run = if run == 1 {
+            plan.clone()
+        } else {
+            plan.repeat()
+        };
+        runs.push(runtime.block_on(run_all(&this_run, print_figure)));
     }
     // Whatever a failed mode left running must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(2));

@@ -99,11 +99,15 @@ pub fn median_of(runs: Vec<Vec<Figure>>) -> Vec<Figure> {
             } else {
                 (values[mid - 1] + values[mid]) / 2.0
             };
-            let runs_note = format!(
-                "median of {} of {count} runs: {}",
-                values.len(),
-                shown.join(" / ")
-            );
+            let runs_note = if values.len() == 1 {
+                "first run only".to_owned()
+            } else {
+                format!(
+                    "median of {} of {count} runs: {}",
+                    values.len(),
+                    shown.join(" / ")
+                )
+            };
             figure.value = Some(median);
             figure.error = None;
             figure.note = Some(match figure.note.take() {
@@ -320,7 +324,7 @@ impl Report {
         if run.runs > 1 {
             let _ = writeln!(
                 md,
-                "- Every figure is the median of {} runs (`--runs {}`); ratios and targets are taken between medians, and each figure's note lists its runs.",
+                "- Every figure is the median of {} runs (`--runs {}`); ratios and targets are taken between medians, and each figure's note lists its runs. The RSS scenarios (`memory-idle`, `pool-shrink`) run in the first run only: later runs would reuse memory freed by earlier scenarios.",
                 run.runs, run.runs
             );
         }

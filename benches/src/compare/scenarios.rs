@@ -140,6 +140,10 @@ pub struct Plan {
     pub only: Vec<String>,
     /// Mode names to run in the per-mode scenarios (all when empty).
     pub modes: Vec<String>,
+    /// Whether to run the scenarios that read the process's RSS. Only a fresh
+    /// process measures them right (later runs reuse memory freed by earlier
+    /// scenarios), so repeated runs skip them.
+    pub rss_scenarios: bool,
 }
 
 impl Plan {
@@ -170,11 +174,23 @@ impl Plan {
             scale_connect_limit: Duration::from_secs(if quick { 30 } else { 90 }),
             only,
             modes,
+            rss_scenarios: true,
+        }
+    }
+
+    /// The same plan without the RSS scenarios, for runs after the first.
+    pub fn repeat(&self) -> Self {
+        Self {
+            rss_scenarios: false,
+            ..self.clone()
         }
     }
 
     /// Whether scenario `id` is to run.
     pub fn wants(&self, id: &str) -> bool {
+        if !self.rss_scenarios && (id == "memory-idle" || id == "pool-shrink") {
+            return false;
+        }
         self.only.is_empty() || self.only.iter().any(|p| id.starts_with(p.as_str()))
     }
 
