@@ -15,7 +15,7 @@ use liquid_p2p_core::{
     Error, Event, FrameReader, MAX_PROTOCOL_LEN, Message, ReadError, ReceiveTicket,
 };
 use parking_lot::RwLock;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 
 use crate::{behaviour::Shared, watchdog::MeteredStream};
 
@@ -210,21 +210,32 @@ impl StreamReader {
     /// Waits for room in a full inbox; `false` if the connection closed meanwhile
     /// (what was left has then been drained).
     async fn wait_for_room(&mut self, route: Route, message: Message) -> bool {
+        let send = route.queue.send(message);
+        tokio::pin!(send);
         tokio::select! {
-            sent = route.queue.send(message) => {
+            sent = &mut send => {
                 unqueued(&self.shared, sent);
-                true
+                return true;
             }
-            _ = self.ticket.cancelled().cancelled() => {
-                self.drain().await;
-                false
-            }
+            _ = self.ticket.cancelled().cancelled() => {}
         }
+        // The message arrived before the close: it still goes in, within the same
+        // grace period as the rest of the stream.
+        let deadline = Instant::now() + DRAIN_AFTER_CLOSE;
+        if let Ok(sent) = tokio::time::timeout_at(deadline, send).await {
+            unqueued(&self.shared, sent);
+            self.drain_until(deadline).await;
+        }
+        false
     }
 
     /// Delivers what is left on a stream whose connection closed, for at most
     /// `DRAIN_AFTER_CLOSE`.
     async fn drain(&mut self) {
+        self.drain_until(Instant::now() + DRAIN_AFTER_CLOSE).await;
+    }
+
+    async fn drain_until(&mut self, deadline: Instant) {
         let drained = async {
             loop {
                 let next = self
@@ -246,7 +257,7 @@ impl StreamReader {
                 }
             }
         };
-        let _ = tokio::time::timeout(DRAIN_AFTER_CLOSE, drained).await;
+        let _ = tokio::time::timeout_at(deadline, drained).await;
     }
 
     /// Queues the message of one read if its inbox has room; reports errors.

@@ -602,3 +602,38 @@ async fn a_busy_pool_makes_the_host_dial_one_more_connection_up_to_the_maximum()
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_for_a_full_inbox_when_the_connection_closes_are_still_delivered() {
+    // An inbox of 2 that nobody reads yet: the reader holds the third message,
+    // waiting for room, when the sender closes the connection.
+    let receiver_config = Config {
+        handler_queue_len: 2,
+        ..Config::default()
+    };
+    let a = host(receiver_config).await;
+    let b = host(Config::default()).await;
+    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let a_id = connect(&b, &a).await;
+    let mut stream = b.borrow_stream(a_id).await.expect("borrow");
+    for i in 0u8..5 {
+        stream.send(PROTO, [i]).await.expect("send");
+    }
+    // All five are on their way; give the reader time to fill the inbox and block.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stream);
+    b.disconnect(a_id).await.expect("disconnect");
+    wait_until(Duration::from_secs(5), || a.connected_peers().is_empty()).await;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        match tokio::time::timeout(Duration::from_secs(1), inbox.recv()).await {
+            Ok(Some(m)) => got.push(m.payload[0]),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        got,
+        vec![0, 1, 2, 3, 4],
+        "every message that arrived before the close"
+    );
+}
