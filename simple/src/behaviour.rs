@@ -347,6 +347,17 @@ impl Shared {
         }
     }
 
+    /// Connections whose message streams moved bytes since the last call. The
+    /// host's liveness check counts this like an answered ping (see `liveness.rs`).
+    pub(crate) fn connections_with_traffic(&self) -> Vec<ConnectionId> {
+        self.meters
+            .lock()
+            .iter()
+            .filter(|(_, meter)| meter.take_traffic())
+            .map(|(connection, _)| *connection)
+            .collect()
+    }
+
     /// Declares stalled every connection with writes pending and no progress for
     /// `stall_timeout`; returns them so the swarm closes them.
     fn check_stalls(&self) -> Vec<(PeerId, ConnectionId)> {

@@ -5,8 +5,19 @@
 //! pings stop coming back. libp2p's ping handler stays silent about the first
 //! failure and reports the second one only after a further negotiation timeout,
 //! which takes about three times longer than the configured interval + timeout.
-//! This table tracks the last answered ping of each connection instead, and names
+//! This table tracks the last sign of life of each connection instead, and names
 //! the connections without one for `ping_interval + ping_timeout`.
+//!
+//! A sign of life is an answered ping or bytes moved on one of the connection's
+//! message streams (the connection meters of `watchdog.rs`, read at every check).
+//! Pings alone are not enough: they share the connection's queues with the data, so
+//! on a slow link with a deep send queue (5 % loss, 100 ms round trip and TCP reno
+//! give 50–70 KB/s, and a few hundred KB wait in the socket buffer and yamux) a
+//! ping takes longer than its timeout while the peer's data keeps arriving, and
+//! closing that connection lost the messages queued on it. Bytes moving are not
+//! proof that the peer's process runs (its kernel acknowledges what fits its buffers
+//! and flow-control windows), so a peer that stops mid-transfer is found once those
+//! are full and the limit has passed, rather than the limit after its last ping.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -33,7 +44,7 @@ impl Liveness {
         self.last_seen.insert(connection, (peer, now));
     }
 
-    /// A ping on `connection` was answered.
+    /// A ping on `connection` was answered, or bytes moved on it.
     pub(crate) fn answered(&mut self, connection: ConnectionId, now: Instant) {
         if let Some((_, at)) = self.last_seen.get_mut(&connection) {
             *at = now;

@@ -7,6 +7,11 @@
 //! move. The behaviour checks the meters periodically: a connection with writes
 //! pending and no progress for `stall_timeout` is declared stalled, which fails its
 //! pending writes and waiters with `ConnectionStalled` and closes it.
+//!
+//! The same meter tells the host's liveness check that the peer is alive: bytes
+//! moving on a message stream prove it as well as an answered ping does, and on a
+//! slow, busy link they are the only proof, because the pings wait in the same
+//! queues as the data (see `liveness.rs`).
 
 use std::{
     io,
@@ -36,6 +41,8 @@ pub(crate) struct ConnectionMeter {
     base: Instant,
     /// Set whenever bytes move; cleared by each check.
     moved: AtomicBool,
+    /// Set whenever bytes move; cleared by each liveness check (`take_traffic`).
+    traffic: AtomicBool,
     /// Milliseconds since `base` when a check last saw progress (or no pending
     /// writes).
     last_progress: AtomicU64,
@@ -57,6 +64,7 @@ impl ConnectionMeter {
             connection,
             base: Instant::now(),
             moved: AtomicBool::new(false),
+            traffic: AtomicBool::new(false),
             last_progress: AtomicU64::new(0),
             pending_writes: AtomicUsize::new(0),
             stalled: AtomicBool::new(false),
@@ -76,6 +84,21 @@ impl ConnectionMeter {
         if !self.moved.load(Ordering::Relaxed) {
             self.moved.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Bytes moved on one of the connection's streams: progress for the watchdog
+    /// and a sign of life of the peer for the liveness check.
+    fn bytes_moved(&self) {
+        self.progress();
+        if !self.traffic.load(Ordering::Relaxed) {
+            self.traffic.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether bytes moved since the last call. Called by the host's liveness
+    /// check, which counts it like an answered ping.
+    pub(crate) fn take_traffic(&self) -> bool {
+        self.traffic.swap(false, Ordering::Relaxed)
     }
 
     /// Counts a write as pending until the guard is dropped.
@@ -185,7 +208,7 @@ fn track(meter: &ConnectionMeter, poll: Poll<io::Result<usize>>) -> Poll<io::Res
     if let Poll::Ready(Ok(n)) = &poll
         && *n > 0
     {
-        meter.progress();
+        meter.bytes_moved();
     }
     poll
 }
@@ -219,5 +242,36 @@ impl AsyncWrite for MeteredStream {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter() -> Arc<ConnectionMeter> {
+        ConnectionMeter::new(
+            PeerId::random(),
+            ConnectionId::new_unchecked(1),
+            Duration::from_secs(10),
+        )
+    }
+
+    #[test]
+    fn traffic_is_reported_once_and_only_when_bytes_move() {
+        let meter = meter();
+        assert!(!meter.take_traffic(), "a new connection has had no traffic");
+        // Starting a write is progress for the watchdog, but the peer has proved
+        // nothing yet.
+        let write = meter.write_started();
+        assert!(!meter.take_traffic());
+        let _ = track(&meter, Poll::Ready(Ok(0)));
+        let _ = track(&meter, Poll::Pending);
+        let _ = track(&meter, Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())));
+        assert!(!meter.take_traffic(), "no byte moved");
+        let _ = track(&meter, Poll::Ready(Ok(5)));
+        assert!(meter.take_traffic());
+        assert!(!meter.take_traffic(), "reported once");
+        drop(write);
     }
 }

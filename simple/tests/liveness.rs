@@ -1,5 +1,6 @@
-//! Dead-peer detection must not fire on a healthy connection under heavy load, and
-//! the address book lets a host dial a peer by id alone.
+//! Dead-peer detection must not fire on a healthy connection under heavy load, nor
+//! on one whose pings are slower than their timeout while its data keeps arriving,
+//! and the address book lets a host dial a peer by id alone.
 
 mod common;
 
@@ -12,7 +13,8 @@ use std::{
 };
 
 use common::*;
-use liquid_p2p::{Config, Event};
+use futures::{AsyncWriteExt, StreamExt};
+use liquid_p2p::{Config, Event, PROTOCOL, codec::encode_header, libp2p};
 use tokio::time::Instant;
 
 const PROTO: &str = "/test/saturate/1";
@@ -82,6 +84,95 @@ async fn a_saturated_healthy_connection_is_never_taken_for_dead() {
     println!("saturation: {sent} MiB in 30 s");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// On a slow link with a deep send queue a ping waits behind the data and times out
+/// while the peer's messages keep arriving (the chaos loss check with TCP reno):
+/// that peer is alive. Here its pings never come back at all; the connection must
+/// stay up while its messages arrive, and close once they stop too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_pings_time_out_stays_connected_while_its_messages_arrive() {
+    let config = Config {
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let limit = config.ping_interval + config.ping_timeout;
+    let host = host(config).await;
+    let mut inbox = host.register_protocol(PROTO).expect("register");
+    let mut events = host.events();
+    // The peer takes the host's ping streams and never answers them.
+    let (peer, mut control, mut incoming) = plain_swarm_accepting(
+        host.listen_addrs()[0].clone(),
+        &[libp2p::ping::PROTOCOL_NAME],
+    )
+    .await;
+    let mut pings = incoming.pop().expect("ping streams");
+    let pings_taken = Arc::new(AtomicUsize::new(0));
+    let holder = {
+        let pings_taken = Arc::clone(&pings_taken);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some((_, stream)) = pings.next().await {
+                held.push(stream);
+                pings_taken.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut stream = control
+        .open_stream(host.local_peer_id(), PROTOCOL)
+        .await
+        .expect("open a message stream");
+    // One message every 100 ms for ten times the liveness limit.
+    let started = Instant::now();
+    let mut sent = 0u32;
+    let mut last_write = started;
+    while started.elapsed() < limit * 10 {
+        let mut frame = Vec::new();
+        encode_header(0, PROTO, 4, &mut frame);
+        frame.extend_from_slice(&sent.to_le_bytes());
+        stream
+            .write_all(&frame)
+            .await
+            .expect("the connection stays up while messages arrive");
+        stream.flush().await.expect("flush");
+        last_write = Instant::now();
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in 0..sent {
+        let m = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .expect("message in time")
+            .expect("inbox open");
+        assert_eq!(&m.payload[..], n.to_le_bytes());
+    }
+    assert!(
+        pings_taken.load(Ordering::Relaxed) >= 2,
+        "the host pinged and got no answer"
+    );
+    assert!(host.connected_peers().contains(&peer));
+    while let Some(e) = events.try_recv() {
+        assert!(
+            !matches!(&e, Event::ConnectionClosed { peer: p, .. } if *p == peer),
+            "closed while its messages arrived: {e:?}"
+        );
+    }
+    // Silent since the last write: no ping answered and no bytes. Closed after
+    // the limit.
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::ConnectionClosed { peer: p, .. } if *p == peer),
+    )
+    .await;
+    assert!(
+        last_write.elapsed() >= limit,
+        "closed {:?} after the last message",
+        last_write.elapsed()
+    );
+    holder.abort();
+    host.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

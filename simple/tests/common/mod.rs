@@ -99,6 +99,20 @@ pub fn address(port: u16, peer: PeerId) -> Multiaddr {
 /// A plain rust-libp2p swarm (TCP + noise + yamux, libp2p-stream only, nothing of
 /// ours) that dials `target`; returns its peer id and stream control.
 pub async fn plain_swarm(target: Multiaddr) -> (PeerId, libp2p_stream::Control) {
+    let (id, control, _) = plain_swarm_accepting(target, &[]).await;
+    (id, control)
+}
+
+/// [`plain_swarm`] that accepts inbound streams of `protocols` from the start
+/// (registered before it dials, so the remote never finds them unsupported).
+pub async fn plain_swarm_accepting(
+    target: Multiaddr,
+    protocols: &[libp2p::StreamProtocol],
+) -> (
+    PeerId,
+    libp2p_stream::Control,
+    Vec<libp2p_stream::IncomingStreams>,
+) {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -111,7 +125,11 @@ pub async fn plain_swarm(target: Multiaddr) -> (PeerId, libp2p_stream::Control) 
         .expect("behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    let control = swarm.behaviour().new_control();
+    let mut control = swarm.behaviour().new_control();
+    let incoming = protocols
+        .iter()
+        .map(|p| control.accept(p.clone()).expect("protocol accepted once"))
+        .collect();
     let id = *swarm.local_peer_id();
     swarm.dial(target).expect("dial");
     tokio::spawn(async move {
@@ -119,5 +137,5 @@ pub async fn plain_swarm(target: Multiaddr) -> (PeerId, libp2p_stream::Control) 
             swarm.select_next_some().await;
         }
     });
-    (id, control)
+    (id, control, incoming)
 }
