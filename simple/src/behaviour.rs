@@ -377,6 +377,10 @@ impl Shared {
                 if let Some(pool) = self.pools.remove(&peer, connection) {
                     pool.close_with(|| meter.close_error());
                 }
+                // Gone for the receive path now, not when the swarm finishes closing
+                // it: a connection that moves no bytes may take long to close, and
+                // its inbound streams must not stay counted meanwhile.
+                self.connection_gone(Some(peer), connection);
                 self.events.emit(Event::ConnectionStalled {
                     peer,
                     connection,
@@ -745,5 +749,32 @@ impl NetworkBehaviour for Behaviour {
             }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_connection_releases_its_inbound_streams_at_once() {
+        let (behaviour, _control) =
+            Behaviour::new(PeerId::random(), Config::default()).expect("behaviour");
+        let shared = &behaviour.shared;
+        let (peer, connection) = (PeerId::random(), ConnectionId::new_unchecked(1));
+        let meter = shared.connection_opened(peer, connection);
+        let ticket = shared
+            .receive
+            .accept(peer, connection)
+            .expect("inbound stream accepted");
+        let _write = meter.write_started();
+        assert!(shared.check_stalls().is_empty());
+        tokio::time::advance(shared.config.stall_timeout).await;
+        assert_eq!(shared.check_stalls(), vec![(peer, connection)]);
+        // The swarm has not reported the connection closed (and, if it moves no
+        // bytes, may take long to): its streams are released already.
+        assert_eq!(shared.receive.total(), 0);
+        assert!(ticket.cancelled().is_cancelled());
+        assert!(shared.check_stalls().is_empty(), "declared once");
     }
 }

@@ -190,6 +190,8 @@ async fn a_connection_whose_writes_make_no_progress_is_closed_as_stalled() {
     let b = host(config).await;
     let _inbox = a.register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
+    // a's pool streams to b are b's inbound streams on the connection.
+    wait_until(Duration::from_secs(5), || b.inbound_stream_count() > 0).await;
     let mut events = b.events();
     let started = Instant::now();
     let stuck = {
@@ -209,6 +211,13 @@ async fn a_connection_whose_writes_make_no_progress_is_closed_as_stalled() {
     .await;
     assert!(matches!(e, Event::ConnectionStalled { peer, .. } if peer == a_id));
     assert!(started.elapsed() >= STALL);
+    // Released when the stall is declared, not when the swarm finishes closing
+    // the connection (which a connection moving no bytes may never do).
+    assert_eq!(
+        b.inbound_stream_count(),
+        0,
+        "inbound streams of the stalled connection still tracked"
+    );
     let err = tokio::time::timeout(Duration::from_secs(5), stuck)
         .await
         .expect("blocked sender released")
