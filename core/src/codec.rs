@@ -75,7 +75,7 @@ pub enum FrameError {
     /// The stream ended in the middle of a frame.
     #[error("stream ended inside a frame")]
     Truncated,
-    /// The rest of a started frame did not arrive within `frame_read_timeout`.
+    /// No byte of a started frame arrived for `frame_read_timeout`.
     #[error("frame incomplete after {0:?}")]
     ReadTimeout(Duration),
 }
@@ -322,10 +322,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &mut self,
         mut route: impl FnMut(&str) -> T,
     ) -> Result<Option<(T, Bytes)>, ReadError> {
-        // The timeout runs from the first wait for the rest of a started frame, so an
-        // idle stream may wait forever for the next frame but a started frame must
-        // complete in time. A frame that arrives whole reads no clock and sets no
-        // timer.
+        // The timeout bounds each wait for more bytes of a started frame: an idle
+        // stream may wait forever for its next frame, and a started frame may take
+        // as long as its bytes keep arriving (10 frames of 256 KiB sharing a
+        // 60 KB/s link take 40 s each), but one whose bytes stop for
+        // `frame_read_timeout` is abandoned. A frame that arrives whole reads no
+        // clock and sets no timer.
         let mut deadline = None;
         loop {
             if let Some(done) = self.take_frame(&mut route)? {
@@ -350,6 +352,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Ok(None)
                 };
             }
+            // Bytes arrived: the next wait gets the whole timeout again.
+            deadline = None;
         }
     }
 
@@ -670,6 +674,56 @@ mod tests {
             &r.next_frame().await.unwrap().unwrap().payload[..],
             b"after"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_started_frame_may_take_longer_than_the_timeout_while_its_bytes_keep_coming() {
+        let timeout = Duration::from_secs(30);
+        let payload: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let bytes = encode_frame("/big", &payload);
+        let (tx, rx) = piecewise();
+        // Four pieces, each 0.8 × the timeout after the one before: 2.4 × the
+        // timeout in all, as over a slow link shared with other streams.
+        let writer = tokio::spawn(async move {
+            for (i, chunk) in bytes.chunks(bytes.len().div_ceil(4)).enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(timeout * 4 / 5).await;
+                }
+                tx.unbounded_send(Ok(chunk.to_vec())).unwrap();
+            }
+            tx
+        });
+        let started = Instant::now();
+        let mut r = FrameReader::new(rx, 1 << 20, timeout);
+        let f = r.next_frame().await.unwrap().unwrap();
+        assert_eq!(&f.payload[..], &payload[..]);
+        assert_eq!(started.elapsed(), timeout * 12 / 5);
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_started_frame_whose_bytes_stop_times_out_after_the_last_one() {
+        let timeout = Duration::from_secs(30);
+        let bytes = encode_frame("/big", &[7u8; 100_000]);
+        let (tx, rx) = piecewise();
+        let sender = tx.clone();
+        let first = bytes[..40_000].to_vec();
+        let second = bytes[40_000..60_000].to_vec();
+        let writer = tokio::spawn(async move {
+            sender.unbounded_send(Ok(first)).unwrap();
+            tokio::time::sleep(timeout / 2).await;
+            sender.unbounded_send(Ok(second)).unwrap();
+            // Then nothing, with the stream still open.
+        });
+        let started = Instant::now();
+        let mut r = FrameReader::new(rx, 1 << 20, timeout);
+        assert!(matches!(
+            r.next_frame().await,
+            Err(ReadError::Frame(FrameError::ReadTimeout(t))) if t == timeout
+        ));
+        assert_eq!(started.elapsed(), timeout / 2 + timeout);
+        writer.await.unwrap();
+        drop(tx);
     }
 
     #[tokio::test]

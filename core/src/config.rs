@@ -94,8 +94,9 @@ pub struct Config {
     /// A connection with writes pending and no bytes moved for this long is closed
     /// and reported as stalled. Default: 10 s.
     pub stall_timeout: Duration,
-    /// Once the first byte of a frame has arrived, the rest must follow within this
-    /// time or the stream is reset. Default: 30 s.
+    /// Once the first byte of a frame has arrived, the stream is reset if no further
+    /// byte of it arrives for this long (the frame as a whole may take longer while
+    /// its bytes keep coming, as large frames over a slow link do). Default: 30 s.
     pub frame_read_timeout: Duration,
     /// Payloads at least this large are sent compressed (snappy). Default: `None`
     /// (never compress; compressed frames are always accepted).
