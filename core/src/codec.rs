@@ -267,6 +267,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 /// 4 KiB scratch buffer and their payload copied out (so a queued message pins only
 /// its own bytes), and a large frame's payload is read straight into a buffer of its
 /// own that grows with the bytes received, never with the length announced.
+///
+/// Poll it inside a tokio runtime with the time driver enabled: the read timeout
+/// of a started frame runs on tokio's clock.
 pub struct FrameReader<R> {
     io: R,
     /// Bytes read but not decoded yet are `scratch[start..end]`. Empty, with no
