@@ -251,14 +251,16 @@ fn build_swarm(
         .with_interval(config.ping_interval)
         .with_timeout(config.ping_timeout);
     let idle_timeout = config.ping_timeout * 4;
+    let close_timeout = config.stall_timeout;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
             // yamux over a socket that keeps room for ping replies: removes the
-            // freeze of rust-yamux issue 227 (see muxer.rs).
-            YamuxConfig::default,
+            // freeze of rust-yamux issue 227 (see muxer.rs). A close that moves no
+            // byte is given up after the same time as a stalled connection.
+            move || YamuxConfig::default().with_close_timeout(close_timeout),
         )
         .map_err(|e| transport_error(&e))?
         .with_quic_config(|mut q| {

@@ -17,17 +17,32 @@
 //! around it: same wire protocol (`/yamux/1.0.0`) and same settings as
 //! `libp2p-yamux`'s defaults, so stock libp2p peers interoperate. The stall watchdog
 //! stays as a safety net for what this does not cover (a peer that never reads).
+//!
+//! Closing is bounded too. yamux closes by writing what its streams queued, then
+//! GoAway, and reads nothing meanwhile; libp2p reports the connection closed only
+//! when that is done. When the peer reads nothing either (it is closing the same
+//! connection at the same moment, or it is stuck), the close never ends, and the
+//! connection never reaches the behaviour as closed. [`YamuxMuxer`] gives a close up
+//! once it has moved no byte for `close_timeout` (default 10 s): the socket is
+//! dropped and the connection reported closed with a `TimedOut` error. A close that
+//! keeps moving bytes, however slowly, is left to finish, so what was queued for a
+//! slow but live peer still arrives.
 
 use std::{
     collections::VecDeque,
     convert::Infallible,
     fmt, io, iter,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll, Waker},
+    time::Duration,
 };
 
 use bytes::{Buf, BytesMut};
-use futures::{AsyncRead, AsyncWrite, future, ready};
+use futures::{AsyncRead, AsyncWrite, Future, future, ready};
 use libp2p::core::{
     muxing::{StreamMuxer, StreamMuxerEvent},
     upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
@@ -59,6 +74,9 @@ const OWED_LIMIT: usize = CONTROL_LIMIT + 64 * 1024;
 
 const _: () = assert!(OWED_LIMIT - CONTROL_LIMIT >= 2 * (HEADER_LEN + MAX_DATA_BODY) + HEADER_LEN);
 
+/// Default of [`YamuxConfig::with_close_timeout`].
+const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many inbound streams found while driving the connection wait for
 /// `poll_inbound` before new ones are dropped (reset); yamux's own backlog of
 /// unacknowledged streams per peer.
@@ -71,16 +89,29 @@ const MAX_QUEUED_INBOUND: usize = 256;
 #[derive(Debug, Clone)]
 pub struct YamuxConfig {
     yamux: yamux::Config,
+    close_timeout: Duration,
+}
+
+impl YamuxConfig {
+    /// A close that moves no byte for this long is given up (see the module docs).
+    /// Default: 10 s. Closing needs a tokio runtime (its timer).
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
 }
 
 impl Default for YamuxConfig {
     /// yamux's defaults, which are `libp2p-yamux`'s: 512 streams, 1 GiB connection
-    /// receive window, read after close, 16 KiB data frames.
+    /// receive window, read after close, 16 KiB data frames; close timeout 10 s.
     fn default() -> Self {
         let mut yamux = yamux::Config::default();
         // Pinned because the reserve of `ReplyReserve` is sized for it.
         yamux.set_split_send_size(MAX_DATA_BODY);
-        Self { yamux }
+        Self {
+            yamux,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+        }
     }
 }
 
@@ -102,7 +133,7 @@ where
     type Future = future::Ready<Result<Self::Output, Self::Error>>;
 
     fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
-        future::ready(Ok(YamuxMuxer::new(socket, self.yamux, yamux::Mode::Server)))
+        future::ready(Ok(YamuxMuxer::new(socket, self, yamux::Mode::Server)))
     }
 }
 
@@ -115,7 +146,7 @@ where
     type Future = future::Ready<Result<Self::Output, Self::Error>>;
 
     fn upgrade_outbound(self, socket: C, _: Self::Info) -> Self::Future {
-        future::ready(Ok(YamuxMuxer::new(socket, self.yamux, yamux::Mode::Client)))
+        future::ready(Ok(YamuxMuxer::new(socket, self, yamux::Mode::Client)))
     }
 }
 
@@ -126,6 +157,18 @@ pub struct YamuxMuxer<C> {
     /// asked for them with `poll_inbound`.
     inbound: VecDeque<yamux::Stream>,
     inbound_waker: Option<Waker>,
+    /// Bytes the socket has taken from yamux so far (counted by `ReplyReserve`).
+    sent: Arc<AtomicU64>,
+    close_timeout: Duration,
+    /// Set by the first `poll_close` that has to wait.
+    closing: Option<CloseWatch>,
+}
+
+/// How far a close has got: the byte count last seen and the time after which
+/// the close is given up unless the count moves.
+struct CloseWatch {
+    sent: u64,
+    give_up: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<C> fmt::Debug for YamuxMuxer<C> {
@@ -140,11 +183,16 @@ impl<C> YamuxMuxer<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(socket: C, config: yamux::Config, mode: yamux::Mode) -> Self {
+    fn new(socket: C, config: YamuxConfig, mode: yamux::Mode) -> Self {
+        let sent = Arc::new(AtomicU64::new(0));
+        let socket = ReplyReserve::new(socket, Arc::clone(&sent));
         Self {
-            connection: yamux::Connection::new(ReplyReserve::new(socket), config, mode),
+            connection: yamux::Connection::new(socket, config.yamux, mode),
             inbound: VecDeque::new(),
             inbound_waker: None,
+            sent,
+            close_timeout: config.close_timeout,
+            closing: None,
         }
     }
 
@@ -190,7 +238,32 @@ where
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.get_mut().connection.poll_close(cx)
+        let this = self.get_mut();
+        if let Poll::Ready(result) = this.connection.poll_close(cx) {
+            return Poll::Ready(result);
+        }
+        // Still writing: give up once no byte has left for `close_timeout`.
+        let sent = this.sent.load(Ordering::Relaxed);
+        let timeout = this.close_timeout;
+        let watch = this.closing.get_or_insert_with(|| CloseWatch {
+            sent,
+            give_up: Box::pin(tokio::time::sleep(timeout)),
+        });
+        if watch.sent != sent {
+            watch.sent = sent;
+            watch
+                .give_up
+                .as_mut()
+                .reset(tokio::time::Instant::now() + timeout);
+        }
+        if watch.give_up.as_mut().poll(cx).is_ready() {
+            tracing::debug!(?timeout, "close moved no byte; giving it up");
+            return Poll::Ready(Err(yamux::ConnectionError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("closing the connection moved no byte for {timeout:?}"),
+            ))));
+        }
+        Poll::Pending
     }
 
     fn poll(
@@ -308,17 +381,24 @@ struct ReplyReserve<C> {
     read: FrameCursor,
     /// Ping requests read whose reply has not been written yet.
     owed_replies: usize,
+    /// Bytes `inner` has taken, shared with the muxer (progress of a close).
+    sent: Arc<AtomicU64>,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> ReplyReserve<C> {
-    fn new(inner: C) -> Self {
+    fn new(inner: C, sent: Arc<AtomicU64>) -> Self {
         Self {
             inner,
             out: BytesMut::new(),
             written: FrameCursor::default(),
             read: FrameCursor::default(),
             owed_replies: 0,
+            sent,
         }
+    }
+
+    fn count_sent(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Hands buffered bytes to `inner` until it is empty (`Ready`) or `inner` is
@@ -327,7 +407,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ReplyReserve<C> {
         while !self.out.is_empty() {
             match ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out))? {
                 0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                n => self.out.advance(n),
+                n => {
+                    self.out.advance(n);
+                    self.count_sent(n);
+                }
             }
         }
         Poll::Ready(Ok(()))
@@ -357,7 +440,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ReplyReserve<C> {
         if self.out.is_empty() {
             match Pin::new(&mut self.inner).poll_write(cx, bytes) {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => sent = n.min(bytes.len()),
+                Poll::Ready(Ok(n)) => {
+                    sent = n.min(bytes.len());
+                    self.count_sent(sent);
+                }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => {}
             }
@@ -583,9 +669,96 @@ mod tests {
         }
     }
 
+    /// A socket that takes only the bytes granted to it from outside.
+    struct SlowSocket {
+        room: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for SlowSocket {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for SlowSocket {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let room = self.room.load(Ordering::Relaxed);
+            if room == 0 {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(room);
+            self.room.fetch_sub(n, Ordering::Relaxed);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn close<C: AsyncRead + AsyncWrite + Unpin>(
+        muxer: &mut YamuxMuxer<C>,
+    ) -> Result<(), yamux::ConnectionError> {
+        future::poll_fn(|cx| Pin::new(&mut *muxer).poll_close(cx)).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_that_moves_no_byte_is_given_up_after_the_close_timeout() {
+        let timeout = Duration::from_secs(10);
+        // A socket that never takes a byte: a peer that does not read.
+        let config = YamuxConfig::default().with_close_timeout(timeout);
+        let mut muxer = YamuxMuxer::new(TestSocket::default(), config, yamux::Mode::Client);
+        let started = tokio::time::Instant::now();
+        let closed = tokio::time::timeout(timeout * 6, close(&mut muxer))
+            .await
+            .expect("the close ends");
+        match closed {
+            Err(yamux::ConnectionError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut),
+            other => panic!("expected a timed-out close, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_that_keeps_moving_bytes_may_take_longer_than_the_timeout() {
+        let timeout = Duration::from_secs(10);
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let socket = SlowSocket {
+            room: Arc::clone(&room),
+        };
+        let config = YamuxConfig::default().with_close_timeout(timeout);
+        let mut muxer = YamuxMuxer::new(socket, config, yamux::Mode::Client);
+        // The close writes one 12-byte GoAway; the peer takes 4 bytes every 6 s.
+        let granter = tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(timeout * 3 / 5).await;
+                room.fetch_add(4, Ordering::Relaxed);
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let closed = tokio::time::timeout(timeout * 6, close(&mut muxer))
+            .await
+            .expect("the close ends");
+        assert!(closed.is_ok(), "{closed:?}");
+        assert!(started.elapsed() > timeout, "{:?}", started.elapsed());
+        granter.await.expect("granter");
+    }
+
     #[test]
     fn data_frames_are_refused_once_the_buffer_is_full() {
-        let mut socket = ReplyReserve::new(TestSocket::default());
+        let mut socket = ReplyReserve::new(TestSocket::default(), Arc::default());
         let frames = fill_with_data(&mut socket);
         assert_eq!(frames, DATA_LIMIT / (HEADER_LEN + MAX_DATA_BODY));
         assert!(socket.out.len() <= DATA_LIMIT);
@@ -599,7 +772,7 @@ mod tests {
 
     #[test]
     fn while_a_ping_reply_is_owed_the_waiting_frame_and_the_reply_are_taken() {
-        let mut socket = ReplyReserve::new(TestSocket::default());
+        let mut socket = ReplyReserve::new(TestSocket::default(), Arc::default());
         fill_with_data(&mut socket);
         // The peer's ping arrives, split over reads.
         socket.inner.incoming = header(TYPE_PING, FLAG_SYN, 0, 42).to_vec();
@@ -628,7 +801,7 @@ mod tests {
 
     #[test]
     fn pings_on_a_stream_and_replies_from_the_peer_open_no_reserve() {
-        let mut socket = ReplyReserve::new(TestSocket::default());
+        let mut socket = ReplyReserve::new(TestSocket::default(), Arc::default());
         fill_with_data(&mut socket);
         let mut incoming = header(TYPE_PING, FLAG_SYN, 3, 1).to_vec();
         incoming.extend_from_slice(&header(TYPE_PING, FLAG_ACK, 0, 2));
@@ -642,13 +815,13 @@ mod tests {
 
     #[test]
     fn a_header_written_in_pieces_is_judged_whole() {
-        let mut socket = ReplyReserve::new(TestSocket::default());
+        let mut socket = ReplyReserve::new(TestSocket::default(), Arc::default());
         fill_with_data(&mut socket);
         let (h, _) = data_frame();
         assert_eq!(write(&mut socket, &h[..5]), Poll::Ready(5));
         assert_eq!(write(&mut socket, &h[5..]), Poll::Pending);
         let update = header(TYPE_WINDOW_UPDATE, 0, 1, 1);
-        let mut fresh = ReplyReserve::new(TestSocket::default());
+        let mut fresh = ReplyReserve::new(TestSocket::default(), Arc::default());
         fill_with_data(&mut fresh);
         assert_eq!(write(&mut fresh, &update[..1]), Poll::Ready(1));
         assert_eq!(write(&mut fresh, &update[1..]), Poll::Ready(HEADER_LEN - 1));
@@ -656,7 +829,7 @@ mod tests {
 
     #[test]
     fn buffered_frames_reach_the_socket_in_order_once_it_has_room() {
-        let mut socket = ReplyReserve::new(TestSocket::default());
+        let mut socket = ReplyReserve::new(TestSocket::default(), Arc::default());
         fill_with_data(&mut socket);
         let update = header(TYPE_WINDOW_UPDATE, 0, 1, 1);
         assert!(write_frame(&mut socket, update, &[]));
