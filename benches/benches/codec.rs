@@ -5,7 +5,8 @@
 //! - `encode`: `write_frame` into an in-memory writer (header and payload, one
 //!   write for small frames) vs. copying the payload into the same writer.
 //! - `decode`: `FrameReader::next_frame` over an in-memory stream of 64 frames vs.
-//!   copying each payload out of the same bytes.
+//!   copying each payload out of the same bytes (inside a tokio runtime: the
+//!   reader times out started frames with tokio's clock).
 
 use std::time::Duration;
 
@@ -50,6 +51,11 @@ fn encode(c: &mut Criterion) {
 }
 
 fn decode(c: &mut Criterion) {
+    // The reader times out started frames with tokio's clock.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
     let mut group = c.benchmark_group("decode");
     for (name, size) in sizes() {
         let payload = vec![7u8; size];
@@ -63,12 +69,14 @@ fn decode(c: &mut Criterion) {
         group.throughput(Throughput::Bytes((size * FRAMES) as u64));
         group.bench_with_input(BenchmarkId::new("frame_reader", name), &stream, |b, s| {
             b.iter(|| {
-                let mut reader = FrameReader::new(&s[..], 2 << 20, Duration::from_secs(5));
-                let mut n = 0;
-                while let Some(f) = block_on(reader.next_frame()).expect("valid frames") {
-                    n += f.payload.len();
-                }
-                assert_eq!(n, size * FRAMES);
+                rt.block_on(async {
+                    let mut reader = FrameReader::new(&s[..], 2 << 20, Duration::from_secs(5));
+                    let mut n = 0;
+                    while let Some(f) = reader.next_frame().await.expect("valid frames") {
+                        n += f.payload.len();
+                    }
+                    assert_eq!(n, size * FRAMES);
+                })
             })
         });
         let header = frame.len() - size;
