@@ -43,19 +43,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')" || exit 2
-if [[ -n "${PEER_BIN:-}" ]]; then
-    # A binary built beforehand (e.g. from a clean checkout); no build here.
-    PEER="$PEER_BIN"
-    PROFILE="given by PEER_BIN"
-elif [[ "$PROFILE" == release ]]; then
-    cargo build --release -p liquid-p2p-examples --bin peer || exit 2
-    PEER="$TARGET_DIR/release/peer"
-else
-    cargo build -p liquid-p2p-examples --bin peer || exit 2
-    PEER="$TARGET_DIR/debug/peer"
-fi
-[[ -x "$PEER" ]] || { echo "no peer binary at $PEER"; exit 2; }
+# shellcheck source=scripts/lib/peer.sh
+source scripts/lib/peer.sh
+resolve_peer
 OUT="${CHAOS_OUT:-$TARGET_DIR/chaos/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
 echo "peer: $PEER ($PROFILE); logs and results: $OUT"

@@ -20,18 +20,9 @@ if [[ "${1:-}" == "--release" ]]; then
 fi
 command -v python3 >/dev/null || { echo "soak needs python3"; exit 2; }
 
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')" || exit 2
-if [[ -n "${PEER_BIN:-}" ]]; then
-    PEER="$PEER_BIN"
-    PROFILE="given by PEER_BIN"
-elif [[ "$PROFILE" == release ]]; then
-    cargo build --release -p liquid-p2p-examples --bin peer || exit 2
-    PEER="$TARGET_DIR/release/peer"
-else
-    cargo build -p liquid-p2p-examples --bin peer || exit 2
-    PEER="$TARGET_DIR/debug/peer"
-fi
-[[ -x "$PEER" ]] || { echo "no peer binary at $PEER"; exit 2; }
+# shellcheck source=scripts/lib/peer.sh
+source scripts/lib/peer.sh
+resolve_peer
 OUT="${SOAK_OUT:-$TARGET_DIR/soak/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
 echo "peer: $PEER ($PROFILE); logs, samples and results: $OUT"
