@@ -102,6 +102,18 @@ struct State<S> {
     window_start: Instant,
 }
 
+impl<S> State<S> {
+    /// Streams in use: borrowed, plus borrowers waiting for one.
+    fn in_use(&self) -> usize {
+        self.borrowed + self.waiters.len()
+    }
+
+    /// Records the streams in use for the current shrink window.
+    fn note_in_use(&mut self) {
+        self.high_water = self.high_water.max(self.in_use());
+    }
+}
+
 /// The send streams of one connection. See the module documentation.
 pub struct SendStreamPool<O: StreamOpener> {
     peer: PeerId,
@@ -189,7 +201,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
                     continue;
                 }
                 st.borrowed += 1;
-                st.high_water = st.high_water.max(st.borrowed + st.waiters.len());
+                st.note_in_use();
                 let grow = self.growth(&mut st);
                 drop(st);
                 drop(dead);
@@ -214,7 +226,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(Waiter { id, tx });
-            st.high_water = st.high_water.max(st.borrowed + st.waiters.len());
+            st.note_in_use();
             let opens = self.opens_for_waiters(&mut st);
             (id, rx, opens)
         };
@@ -287,7 +299,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             let init = self.config.init_size;
             let keep = init.max(st.high_water).max(st.borrowed);
             st.window_start = now;
-            st.high_water = st.borrowed + st.waiters.len();
+            st.high_water = st.in_use();
             let excess = st.current.saturating_sub(keep).min(st.idle.len());
             if excess == 0 {
                 return 0;
@@ -328,7 +340,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
     pub(crate) fn load(&self) -> Option<Load> {
         let st = self.state.lock();
         (!st.closed).then(|| Load {
-            in_use: st.borrowed + st.waiters.len(),
+            in_use: st.in_use(),
             idle: st.idle.len(),
             // Past half its cap with under half of its streams idle.
             busy: st.current + st.opening > self.config.max_size / 2
@@ -427,7 +439,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             match w.tx.send(Ok(stream)) {
                 Ok(()) => {
                     st.borrowed += 1;
-                    st.high_water = st.high_water.max(st.borrowed + st.waiters.len());
+                    st.note_in_use();
                     return;
                 }
                 Err(Ok(back)) => stream = back,

@@ -79,7 +79,7 @@ pub async fn burst_and_shrink(
     let sample = |sender: &Host, receiver: &Host| -> Result<Sample, BenchError> {
         Ok(Sample {
             rss: rss_bytes()?,
-            pool_streams: sender.pool_stats(&target).iter().map(|p| p.current).sum(),
+            pool_streams: pool_streams(sender, target),
             inbound_streams: receiver.inbound_stream_count(),
         })
     };
@@ -130,6 +130,11 @@ pub async fn burst_and_shrink(
     })
 }
 
+/// Streams in the sender's pools to `target`.
+fn pool_streams(sender: &Host, target: liquid_p2p::PeerId) -> usize {
+    sender.pool_stats(&target).iter().map(|p| p.current).sum()
+}
+
 async fn wait_for_pool(
     sender: &Host,
     target: liquid_p2p::PeerId,
@@ -138,7 +143,7 @@ async fn wait_for_pool(
 ) -> Result<(), BenchError> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let streams: usize = sender.pool_stats(&target).iter().map(|p| p.current).sum();
+        let streams = pool_streams(sender, target);
         if done(streams) {
             return Ok(());
         }
