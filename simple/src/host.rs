@@ -35,7 +35,8 @@ use tokio::{
 };
 
 use crate::{
-    behaviour::Behaviour, control::Control, liveness::Liveness, muxer::YamuxConfig, receiver::Inbox,
+    behaviour::Behaviour, boxed::BoxedHandlers, control::Control, liveness::Liveness,
+    muxer::YamuxConfig, receiver::Inbox,
 };
 
 /// Commands queued for the swarm task.
@@ -233,7 +234,7 @@ fn build_swarm(
     keypair: Keypair,
     config: &Config,
     liquid: Behaviour,
-) -> Result<Swarm<HostBehaviour>, Error> {
+) -> Result<Swarm<BoxedHandlers<HostBehaviour>>, Error> {
     let transport_error = |e: &dyn std::fmt::Display| Error::InvalidConfig {
         reason: format!("transport: {e}"),
     };
@@ -269,14 +270,16 @@ fn build_swarm(
             q.max_concurrent_stream_limit = stream_limit;
             q
         })
-        .with_behaviour(|key| HostBehaviour {
-            limits: connection_limits::Behaviour::new(limits),
-            identify: identify::Behaviour::new(
-                identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
-                    .with_agent_version(format!("liquid-p2p/{}", env!("CARGO_PKG_VERSION"))),
-            ),
-            ping: ping::Behaviour::new(ping_config),
-            liquid,
+        .with_behaviour(|key| {
+            BoxedHandlers(HostBehaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
+                        .with_agent_version(format!("liquid-p2p/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::new(ping_config),
+                liquid,
+            })
         })
         .map_err(|e| transport_error(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
@@ -516,7 +519,7 @@ impl Host {
 }
 
 struct SwarmTask {
-    swarm: Swarm<HostBehaviour>,
+    swarm: Swarm<BoxedHandlers<HostBehaviour>>,
     control: Control,
     commands: mpsc::Receiver<Command>,
     listen_addrs: Arc<RwLock<Vec<Multiaddr>>>,

@@ -43,6 +43,7 @@
 
 mod admission;
 mod behaviour;
+mod boxed;
 mod control;
 mod events;
 mod exchange;

@@ -1,0 +1,166 @@
+//! A behaviour wrapper whose connection handlers live on the heap.
+//!
+//! libp2p runs each connection in a task whose future holds the connection's
+//! handler by value, and holds the `Connection` twice (the async fn's argument and
+//! the state it polls). The handlers of the host's composed behaviour (identify's
+//! alone is 3.4 KiB) made that future about 13 KiB per connection end. Boxing the
+//! handler leaves a pointer in its place, so the handler's bytes exist once.
+
+use std::{
+    ops::{Deref, DerefMut},
+    task::{Context, Poll},
+};
+
+use libp2p::{
+    Multiaddr, PeerId,
+    core::{Endpoint, transport::PortUse},
+    swarm::{
+        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+        NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        handler::ConnectionEvent,
+    },
+};
+
+/// `B` with each of its connection handlers boxed; otherwise `B` unchanged.
+pub(crate) struct BoxedHandlers<B>(pub(crate) B);
+
+impl<B> Deref for BoxedHandlers<B> {
+    type Target = B;
+
+    fn deref(&self) -> &B {
+        &self.0
+    }
+}
+
+impl<B> DerefMut for BoxedHandlers<B> {
+    fn deref_mut(&mut self) -> &mut B {
+        &mut self.0
+    }
+}
+
+/// A connection handler on the heap.
+pub(crate) struct BoxedHandler<H>(Box<H>);
+
+impl<B: NetworkBehaviour> NetworkBehaviour for BoxedHandlers<B> {
+    type ConnectionHandler = BoxedHandler<B::ConnectionHandler>;
+    type ToSwarm = B::ToSwarm;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.0
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.0
+            .handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
+            .map(|handler| BoxedHandler(Box::new(handler)))
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.0.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.0
+            .handle_established_outbound_connection(
+                connection_id,
+                peer,
+                addr,
+                role_override,
+                port_use,
+            )
+            .map(|handler| BoxedHandler(Box::new(handler)))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.0.on_swarm_event(event)
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.0
+            .on_connection_handler_event(peer_id, connection_id, event)
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<B::ToSwarm, THandlerInEvent<Self>>> {
+        self.0.poll(cx)
+    }
+}
+
+impl<H: ConnectionHandler> ConnectionHandler for BoxedHandler<H> {
+    type FromBehaviour = H::FromBehaviour;
+    type ToBehaviour = H::ToBehaviour;
+    type InboundProtocol = H::InboundProtocol;
+    type OutboundProtocol = H::OutboundProtocol;
+    type InboundOpenInfo = H::InboundOpenInfo;
+    type OutboundOpenInfo = H::OutboundOpenInfo;
+
+    fn listen_protocol(&self) -> SubstreamProtocol<H::InboundProtocol, H::InboundOpenInfo> {
+        self.0.listen_protocol()
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        self.0.connection_keep_alive()
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<H::OutboundProtocol, H::OutboundOpenInfo, H::ToBehaviour>>
+    {
+        self.0.poll(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Option<H::ToBehaviour>> {
+        self.0.poll_close(cx)
+    }
+
+    fn on_behaviour_event(&mut self, event: H::FromBehaviour) {
+        self.0.on_behaviour_event(event)
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<
+            H::InboundProtocol,
+            H::OutboundProtocol,
+            H::InboundOpenInfo,
+            H::OutboundOpenInfo,
+        >,
+    ) {
+        self.0.on_connection_event(event)
+    }
+}
