@@ -152,7 +152,9 @@ impl ReceiveStreamManager {
             return refuse(entry, "connection", self.per_connection);
         }
         conn.streams.insert(id);
-        let cancel = conn.cancel.child_token();
+        // The connection's own token: its streams end with it, and a clone
+        // allocates nothing (a child token would, per stream).
+        let cancel = conn.cancel.clone();
         entry.streams += 1;
         inner.next_id += 1;
         Ok(ReceiveTicket {
