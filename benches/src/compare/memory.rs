@@ -1,18 +1,25 @@
 //! Memory per idle connection: RSS growth (`/proc/self/statm`) while `n` more
 //! connections are opened between two peers of this process and left idle, divided
-//! by the `2 n` connection ends. liquid-p2p hosts with default pools (10 streams
-//! opened by each end, read by the other) against two plain libp2p swarms with no
-//! behaviour (no streams at all).
+//! by the `2 n` connection ends. Three kinds, measured in this order:
 //!
-//! The plain swarms are measured first and kept alive during the liquid
-//! measurement, so neither reuses memory freed by the other.
+//! - `plain-libp2p`: two plain libp2p swarms with no behaviour (no streams at all);
+//! - `plain-libp2p-streams`: two plain libp2p swarms whose behaviour
+//!   ([`idle_streams`](super::idle_streams)) opens as many streams on each
+//!   connection as a default liquid pool (10 by each end) and holds both ends
+//!   idle: the same stream ends as liquid, and nothing else;
+//! - `liquid`: liquid-p2p hosts with default pools (10 streams opened by each end,
+//!   read by the other).
+//!
+//! Every set is kept alive until all are measured, so none reuses memory freed by
+//! another.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, stream};
 use libp2p::{
     Multiaddr, Swarm,
     swarm::{
+        NetworkBehaviour,
         dial_opts::{DialOpts, PeerCondition},
         dummy,
     },
@@ -22,6 +29,7 @@ use liquid_p2p::{Config, Host, PeerId};
 use super::{
     BenchError, Context, Transport,
     harness::rss_bytes,
+    idle_streams::{self, StreamCounts},
     swarm::{Driven, build_swarm, listen},
 };
 
@@ -42,9 +50,10 @@ pub struct Idle {
     pub connections: usize,
 }
 
-/// What stays alive until both measurements are done.
+/// What stays alive until every measurement is done.
 pub struct Held {
-    _plain: Option<(Driven<dummy::Behaviour>, Driven<dummy::Behaviour>)>,
+    _plain: Option<PlainSwarms<dummy::Behaviour>>,
+    _plain_streams: Option<PlainSwarms<idle_streams::Behaviour>>,
     liquid: Option<(Host, Host)>,
 }
 
@@ -57,6 +66,16 @@ impl Held {
     }
 }
 
+/// The three measurements.
+pub struct Measured {
+    /// liquid-p2p hosts with default pools.
+    pub liquid: Result<Idle, BenchError>,
+    /// Plain swarms, no streams.
+    pub plain: Result<Idle, BenchError>,
+    /// Plain swarms holding as many idle streams per connection as liquid's pools.
+    pub plain_streams: Result<Idle, BenchError>,
+}
+
 fn per_end(before: u64, after: u64, connections: usize) -> Idle {
     Idle {
         kib_per_end: after.saturating_sub(before) as f64 / 1024.0 / (2 * connections) as f64,
@@ -64,57 +83,113 @@ fn per_end(before: u64, after: u64, connections: usize) -> Idle {
     }
 }
 
-/// Measures both; returns (liquid, plain) and what to shut down afterwards.
-pub async fn idle_memory(
-    connections: usize,
-    limit: Duration,
-) -> (Result<Idle, BenchError>, Result<Idle, BenchError>, Held) {
-    let mut held = Held {
-        _plain: None,
-        liquid: None,
-    };
-    let plain = match plain_idle(connections, limit).await {
-        Ok((idle, swarms)) => {
-            held._plain = Some(swarms);
-            Ok(idle)
-        }
-        Err(e) => Err(e),
-    };
-    let liquid = match liquid_idle(connections, limit).await {
-        Ok((idle, hosts)) => {
-            held.liquid = Some(hosts);
-            Ok(idle)
-        }
-        Err(e) => Err(e),
-    };
-    (liquid, plain, held)
+/// Keeps what a measurement returns alive in `slot`; returns its figure.
+fn keep<T>(
+    result: Result<(Idle, T), BenchError>,
+    slot: &mut Option<T>,
+) -> Result<Idle, BenchError> {
+    result.map(|(idle, kept)| {
+        *slot = Some(kept);
+        idle
+    })
 }
 
-type PlainSwarms = (Driven<dummy::Behaviour>, Driven<dummy::Behaviour>);
+/// Measures all three; returns them and what to shut down afterwards.
+pub async fn idle_memory(connections: usize, limit: Duration) -> (Measured, Held) {
+    let mut held = Held {
+        _plain: None,
+        _plain_streams: None,
+        liquid: None,
+    };
+    let plain = keep(plain_empty_idle(connections, limit).await, &mut held._plain);
+    let plain_streams = keep(
+        plain_streams_idle(connections, limit).await,
+        &mut held._plain_streams,
+    );
+    let liquid = keep(liquid_idle(connections, limit).await, &mut held.liquid);
+    (
+        Measured {
+            liquid,
+            plain,
+            plain_streams,
+        },
+        held,
+    )
+}
 
-async fn plain_idle(n: usize, limit: Duration) -> Result<(Idle, PlainSwarms), BenchError> {
-    let mut listener = build_swarm(|_| dummy::Behaviour)?;
+type PlainSwarms<B> = (Driven<B>, Driven<B>);
+
+/// Plain swarms with no behaviour: connections and nothing else.
+async fn plain_empty_idle(
+    n: usize,
+    limit: Duration,
+) -> Result<(Idle, PlainSwarms<dummy::Behaviour>), BenchError> {
+    let listener = build_swarm(|_| dummy::Behaviour)?;
+    let dialer = build_swarm(|_| dummy::Behaviour)?;
+    plain_idle(n, limit, listener, dialer, &[]).await
+}
+
+/// Plain swarms whose connections hold a default pool's worth of idle streams
+/// each way.
+async fn plain_streams_idle(
+    n: usize,
+    limit: Duration,
+) -> Result<(Idle, PlainSwarms<idle_streams::Behaviour>), BenchError> {
+    let per_connection = liquid_p2p::PoolConfig::default().init_size;
+    let listener = idle_streams::Behaviour::new(per_connection);
+    let dialer = idle_streams::Behaviour::new(per_connection);
+    let counts = [listener.counts(), dialer.counts()];
+    plain_idle(
+        n,
+        limit,
+        build_swarm(|_| listener)?,
+        build_swarm(|_| dialer)?,
+        &counts.map(|c| (c, per_connection)),
+    )
+    .await
+}
+
+/// Opens `n` connections from `dialer` to `listener` after the warm ones; before
+/// each RSS reading, waits until every counter in `streams` shows its number of
+/// streams each way on every connection.
+async fn plain_idle<B>(
+    n: usize,
+    limit: Duration,
+    mut listener: Swarm<B>,
+    dialer: Swarm<B>,
+    streams: &[(Arc<StreamCounts>, usize)],
+) -> Result<(Idle, PlainSwarms<B>), BenchError>
+where
+    B: NetworkBehaviour<ToSwarm = std::convert::Infallible> + Send + 'static,
+{
     let address = listen(&mut listener, Transport::Tcp, limit).await?;
     let listener = super::swarm::drive(listener, |_, e| match e {});
-    let dialer = super::swarm::drive(build_swarm(|_| dummy::Behaviour)?, |_, e| match e {});
+    let dialer = super::swarm::drive(dialer, |_, e| match e {});
     let dial = |count: usize| {
         let (address, peer) = (address.clone(), listener.peer());
-        dialer.command(Box::new(move |swarm: &mut Swarm<dummy::Behaviour>| {
+        dialer.command(Box::new(move |swarm: &mut Swarm<B>| {
             for _ in 0..count {
                 let _ = swarm.dial(plain_dial(peer, address.clone()));
             }
         }))
     };
+    let idle = |total: usize| {
+        let (listener, dialer) = (&listener, &dialer);
+        async move {
+            dialer.wait_connections(total, limit).await?;
+            listener.wait_connections(total, limit).await?;
+            for (counts, per_connection) in streams {
+                counts.wait(total, *per_connection, limit).await?;
+            }
+            Ok::<_, BenchError>(())
+        }
+    };
     dial(WARM_CONNECTIONS)?;
-    dialer.wait_connections(WARM_CONNECTIONS, limit).await?;
-    listener.wait_connections(WARM_CONNECTIONS, limit).await?;
+    idle(WARM_CONNECTIONS).await?;
     tokio::time::sleep(SETTLE).await;
     let before = rss_bytes()?;
     dial(n)?;
-    dialer.wait_connections(WARM_CONNECTIONS + n, limit).await?;
-    listener
-        .wait_connections(WARM_CONNECTIONS + n, limit)
-        .await?;
+    idle(WARM_CONNECTIONS + n).await?;
     tokio::time::sleep(SETTLE).await;
     let after = rss_bytes()?;
     Ok((per_end(before, after, n), (listener, dialer)))

@@ -12,6 +12,8 @@
 //! - [`reqresp`]: libp2p request-response with a length-prefixed codec;
 //! - [`raw_tcp`]: plain tokio TCP, no encryption;
 //! - [`memory`], [`scale`]: idle memory per connection, a full mesh of hosts;
+//! - [`idle_streams`]: a plain libp2p behaviour holding idle streams on each
+//!   connection, the baseline of the memory scenario;
 //! - [`scenarios`]: what is measured, in which order, with which deadlines;
 //! - [`report`], [`chart`]: the markdown table, targets, JSON and SVG charts.
 
@@ -19,6 +21,7 @@ pub mod chart;
 pub mod error;
 pub mod frame;
 pub mod harness;
+pub mod idle_streams;
 pub mod liquid;
 pub mod memory;
 pub mod raw_tcp;

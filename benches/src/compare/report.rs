@@ -515,7 +515,9 @@ registered on the sender).
 - Memory: RSS growth (`/proc/self/statm`) while N more connections are opened between two \
 peers and left idle, divided by the 2 N connection ends; liquid hosts with default pools \
 (10 streams opened by each end, each read by a task on the other) against two plain \
-libp2p swarms with no behaviour and no streams.
+libp2p swarms whose behaviour opens the same 10 streams on each connection from each end \
+and holds both ends idle (`plain-libp2p-streams`, the fair baseline), and two with no \
+behaviour and no streams (`plain-libp2p`).
 - Scale: liquid hosts in one process, host i dials every host after it; time from the first \
 dial until every host has `PeerConnected` for every other (protocol exchange done), then \
 every host sends 256 B messages to all its peers in turn from 4 tasks.

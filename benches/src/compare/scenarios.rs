@@ -492,36 +492,50 @@ async fn run_shrink(plan: &Plan) -> Vec<Figure> {
 async fn run_memory(plan: &Plan) -> Vec<Figure> {
     let n = plan.memory_connections;
     let limit = plan.timing.setup + Duration::from_secs(n as u64 / 10);
-    let deadline = limit * 2 + Duration::from_secs(5);
+    // Three measurements, each well within `limit` unless something is stuck.
+    let deadline = limit * 3 + Duration::from_secs(5);
     let measured = tokio::time::timeout(deadline, memory::idle_memory(n, limit)).await;
-    let (liquid, plain) = match measured {
-        Ok((liquid, plain, held)) => {
+    let measured = match measured {
+        Ok((measured, held)) => {
             let _ = tokio::time::timeout(plan.timing.teardown, held.shutdown()).await;
-            (liquid, plain)
+            measured
         }
         Err(_) => {
             let e = BenchError::new(format!("memory scenario exceeded {deadline:?}"));
-            (Err(e.clone()), Err(e))
+            memory::Measured {
+                liquid: Err(e.clone()),
+                plain: Err(e.clone()),
+                plain_streams: Err(e),
+            }
         }
     };
-    [("liquid", liquid), ("plain-libp2p", plain)]
-        .into_iter()
-        .map(|(mode, result)| {
-            let mut f = Figure::new("memory-idle", mode, Transport::Tcp.name(), n, "KiB");
-            match result {
-                Ok(idle) => {
-                    f.value = Some(idle.kib_per_end);
-                    f.note = Some(format!(
-                        "RSS growth over {} idle connections / {} ends",
-                        idle.connections,
-                        2 * idle.connections
-                    ));
+    let streams = liquid_p2p::PoolConfig::default().init_size;
+    [
+        ("liquid", measured.liquid, true),
+        ("plain-libp2p-streams", measured.plain_streams, true),
+        ("plain-libp2p", measured.plain, false),
+    ]
+    .into_iter()
+    .map(|(mode, result, with_streams)| {
+        let mut f = Figure::new("memory-idle", mode, Transport::Tcp.name(), n, "KiB");
+        match result {
+            Ok(idle) => {
+                f.value = Some(idle.kib_per_end);
+                let mut note = format!(
+                    "RSS growth over {} idle connections / {} ends",
+                    idle.connections,
+                    2 * idle.connections
+                );
+                if with_streams {
+                    note += &format!(", {streams} idle streams opened by each end");
                 }
-                Err(e) => f.error = Some(e.to_string()),
+                f.note = Some(note);
             }
-            f
-        })
-        .collect()
+            Err(e) => f.error = Some(e.to_string()),
+        }
+        f
+    })
+    .collect()
 }
 
 async fn run_scale(plan: &Plan) -> Vec<Figure> {
