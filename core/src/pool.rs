@@ -41,7 +41,9 @@ pub trait StreamOpener: Send + Sync + 'static {
 
     /// Whether an idle stream can still be lent out, checked without waiting just
     /// before it is. A stream the remote reset or refused while it sat idle is
-    /// discarded instead of failing the borrower's write. Default: always usable.
+    /// discarded instead of failing the borrower's write. Streams that came back
+    /// from a healthy write since the pool's last periodic check
+    /// ([`SendStreamPool::shrink`]) are lent without it. Default: always usable.
     fn is_usable(&self, _stream: &mut Self::Stream) -> bool {
         true
     }
@@ -100,6 +102,10 @@ struct State<S> {
     high_water: usize,
     /// When the current shrink window began.
     window_start: Instant,
+    /// How many streams at the top of `idle` came back from a healthy write since
+    /// the last periodic check: they are lent without the usability probe. A new
+    /// stream pushed on top, and every check, reset it to 0.
+    trusted: usize,
 }
 
 impl<S> State<S> {
@@ -113,6 +119,10 @@ impl<S> State<S> {
         self.high_water = self.high_water.max(self.in_use());
     }
 }
+
+/// A queued borrower: its ticket, the channel its stream comes on, and how many
+/// streams to open for the waiters.
+type InLine<S> = (u64, oneshot::Receiver<Result<S, Error>>, usize);
 
 /// The send streams of one connection. See the module documentation.
 pub struct SendStreamPool<O: StreamOpener> {
@@ -153,6 +163,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
                 open_failures: 0,
                 high_water: 0,
                 window_start: Instant::now(),
+                trusted: 0,
             }),
             next_waiter: AtomicU64::new(0),
         })
@@ -188,47 +199,40 @@ impl<O: StreamOpener> SendStreamPool<O> {
     /// Borrows a stream: an idle one at once, else the next one returned or opened,
     /// waiting at most `borrow_timeout`.
     pub async fn borrow(self: &Arc<Self>) -> Result<PooledStream<O>, Error> {
-        let (id, mut rx, opens) = {
-            let mut st = self.state.lock();
-            if st.closed {
-                return Err(self.closed_error());
-            }
-            let mut dead = Vec::new();
-            while let Some(mut stream) = st.idle.pop() {
-                if !self.opener.is_usable(&mut stream) {
-                    st.current -= 1;
-                    dead.push(stream);
-                    continue;
+        let (id, mut rx, opens) = loop {
+            let taken = {
+                let mut st = self.state.lock();
+                if st.closed {
+                    return Err(self.closed_error());
                 }
-                st.borrowed += 1;
-                st.note_in_use();
-                let grow = self.growth(&mut st);
-                drop(st);
-                drop(dead);
-                self.spawn_opens(grow);
-                return Ok(self.lend(stream));
-            }
-            if !dead.is_empty() {
-                tracing::debug!(peer = %self.peer, connection = %self.connection, dead = dead.len(), "discarded idle streams the remote closed");
-            }
-            if st.waiters.len() >= self.config.max_waiters {
-                // Borrowers that gave up (their future was dropped) still sit in the
-                // queue until served; clear them before refusing a live one.
-                st.waiters.retain(|w| !w.tx.is_closed());
-                if st.waiters.len() >= self.config.max_waiters {
-                    return Err(Error::PoolExhausted {
-                        peer: self.peer,
-                        connection: self.connection,
-                        waiters: self.config.max_waiters,
-                    });
+                match st.idle.pop() {
+                    Some(stream) => {
+                        let trusted = st.trusted > 0;
+                        st.trusted = st.trusted.saturating_sub(1);
+                        st.borrowed += 1;
+                        st.note_in_use();
+                        Ok((stream, trusted, self.growth(&mut st)))
+                    }
+                    None => Err(self.wait_in_line(&mut st)?),
                 }
+            };
+            match taken {
+                Ok((mut stream, trusted, grow)) => {
+                    self.spawn_opens(grow);
+                    // A stream that just came back from a healthy write is lent as
+                    // it is (should the remote have reset it since, the write fails
+                    // and the sender retries on another stream). Others are probed,
+                    // outside the lock: the probe may take the transport's own lock
+                    // (QUIC's connection state), and every other sender of this
+                    // connection would wait behind it.
+                    if trusted || self.opener.is_usable(&mut stream) {
+                        return Ok(self.lend(stream));
+                    }
+                    tracing::debug!(peer = %self.peer, connection = %self.connection, "discarded an idle stream the remote closed");
+                    self.discard(stream);
+                }
+                Err(waiting) => break waiting,
             }
-            let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            st.waiters.push_back(Waiter { id, tx });
-            st.note_in_use();
-            let opens = self.opens_for_waiters(&mut st);
-            (id, rx, opens)
         };
         self.spawn_opens(opens);
 
@@ -271,6 +275,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
                 return;
             }
             st.closed = true;
+            st.trusted = 0;
             let idle = std::mem::take(&mut st.idle);
             st.current -= idle.len();
             (idle, std::mem::take(&mut st.waiters))
@@ -287,10 +292,13 @@ impl<O: StreamOpener> SendStreamPool<O> {
     /// A burst's extra streams are therefore closed between `shrink_after` and
     /// twice that after it ends. Returns how many were closed. Call it
     /// periodically (every quarter of `shrink_after` or more often); the remote
-    /// sees the closed streams reset.
+    /// sees the closed streams reset. Each call also ends the trust in streams
+    /// that came back from a healthy write: they are probed again when lent.
     pub fn shrink(&self, now: Instant) -> usize {
         let closed = {
             let mut st = self.state.lock();
+            // Streams idle since before this check are probed again when lent.
+            st.trusted = 0;
             if st.closed
                 || now.saturating_duration_since(st.window_start) < self.config.shrink_after
             {
@@ -355,6 +363,29 @@ impl<O: StreamOpener> SendStreamPool<O> {
         }
     }
 
+    /// Queues a borrower when no stream is idle: its ticket, the channel its
+    /// stream will come on, and how many streams to open for the waiters; or
+    /// `PoolExhausted` when `max_waiters` live borrowers already wait.
+    fn wait_in_line(&self, st: &mut State<O::Stream>) -> Result<InLine<O::Stream>, Error> {
+        if st.waiters.len() >= self.config.max_waiters {
+            // Borrowers that gave up (their future was dropped) still sit in the
+            // queue until served; clear them before refusing a live one.
+            st.waiters.retain(|w| !w.tx.is_closed());
+            if st.waiters.len() >= self.config.max_waiters {
+                return Err(Error::PoolExhausted {
+                    peer: self.peer,
+                    connection: self.connection,
+                    waiters: self.config.max_waiters,
+                });
+            }
+        }
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back(Waiter { id, tx });
+        st.note_in_use();
+        Ok((id, rx, self.opens_for_waiters(st)))
+    }
+
     fn lend(self: &Arc<Self>, stream: O::Stream) -> PooledStream<O> {
         PooledStream {
             pool: Arc::clone(self),
@@ -415,7 +446,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             }
             Ok(stream) => {
                 st.current += 1;
-                Self::hand_over(&mut st, stream);
+                Self::hand_over(&mut st, stream, false);
             }
             Err(e) => {
                 st.open_failures += 1;
@@ -433,8 +464,9 @@ impl<O: StreamOpener> SendStreamPool<O> {
         }
     }
 
-    /// Gives `stream` to the oldest live waiter, else makes it idle.
-    fn hand_over(st: &mut State<O::Stream>, mut stream: O::Stream) {
+    /// Gives `stream` to the oldest live waiter, else makes it idle, `trusted` if
+    /// it comes back from a healthy write (see `State::trusted`).
+    fn hand_over(st: &mut State<O::Stream>, mut stream: O::Stream, trusted: bool) {
         while let Some(w) = st.waiters.pop_front() {
             match w.tx.send(Ok(stream)) {
                 Ok(()) => {
@@ -447,6 +479,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             }
         }
         st.idle.push(stream);
+        st.trusted = if trusted { st.trusted + 1 } else { 0 };
     }
 
     fn give_back(self: &Arc<Self>, stream: O::Stream) {
@@ -457,7 +490,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             drop(st);
             drop(stream);
         } else {
-            Self::hand_over(&mut st, stream);
+            Self::hand_over(&mut st, stream, true);
         }
     }
 
@@ -544,12 +577,17 @@ pub(crate) mod tests {
         pub fail: Arc<AtomicBool>,
         /// Streams opened while this is set are closed by the "remote" at once.
         pub open_dead: Arc<AtomicBool>,
+        /// The "remote" has reset every stream opened before this many were.
+        pub reset_before: Arc<AtomicUsize>,
+        /// Usability probes made.
+        pub probes: Arc<AtomicUsize>,
         pub delay: Duration,
     }
 
     pub(crate) struct FakeStream {
         live: Arc<AtomicUsize>,
         usable: bool,
+        serial: usize,
     }
 
     impl Drop for FakeStream {
@@ -572,18 +610,20 @@ pub(crate) mod tests {
                         reason: "refused by test".into(),
                     });
                 }
-                this.opened.fetch_add(1, Ordering::SeqCst);
+                let serial = this.opened.fetch_add(1, Ordering::SeqCst);
                 let live = this.live.fetch_add(1, Ordering::SeqCst) + 1;
                 this.max_live.fetch_max(live, Ordering::SeqCst);
                 Ok(FakeStream {
                     live: this.live,
                     usable: !this.open_dead.load(Ordering::SeqCst),
+                    serial,
                 })
             })
         }
 
         fn is_usable(&self, stream: &mut FakeStream) -> bool {
-            stream.usable
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            stream.usable && stream.serial >= self.reset_before.load(Ordering::SeqCst)
         }
     }
 
@@ -930,6 +970,42 @@ pub(crate) mod tests {
             1,
             "dead streams were dropped"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_back_from_a_healthy_write_skip_the_probe_until_the_next_check() {
+        let opener = FakeOpener::default();
+        let pool = pool_with(opener.clone(), 2, 5);
+        pool.init();
+        settle().await;
+        drop(pool.borrow().await.expect("idle stream"));
+        assert_eq!(
+            opener.probes.load(Ordering::SeqCst),
+            1,
+            "a new stream is probed"
+        );
+        drop(pool.borrow().await.expect("the stream just returned"));
+        assert_eq!(
+            opener.probes.load(Ordering::SeqCst),
+            1,
+            "a stream back from a healthy write is lent as it is"
+        );
+        // The remote resets both streams; after the periodic check none is
+        // trusted, so both are probed, discarded, and a new one is opened.
+        opener
+            .reset_before
+            .store(opener.opened.load(Ordering::SeqCst), Ordering::SeqCst);
+        pool.shrink(tokio::time::Instant::now());
+        let mut s = pool.borrow().await.expect("a new stream");
+        assert!(opener.is_usable(s.get_mut()));
+        assert_eq!(opener.probes.load(Ordering::SeqCst), 1 + 2 + 1);
+        assert_eq!(
+            opener.live.load(Ordering::SeqCst),
+            1,
+            "reset streams dropped"
+        );
+        let st = pool.stats();
+        assert_eq!((st.current, st.idle, st.borrowed), (1, 0, 1), "{st:?}");
     }
 
     #[tokio::test(start_paused = true)]
