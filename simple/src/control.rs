@@ -243,7 +243,11 @@ impl Shared {
         let _pending = meter.write_started();
         let _in_flight = self.write_started();
         let compress = self.config.compress_min_size;
+        // The write first: it usually completes at once, and the close watch is
+        // then never polled (polling it registers with a lock all writers of the
+        // connection share).
         tokio::select! {
+            biased;
             r = codec::write_frame(io, protocol, payload, compress) => {
                 r.map_err(|e| Error::write(peer, e))?;
             }

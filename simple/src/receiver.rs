@@ -175,13 +175,18 @@ type Next = Result<Option<(Result<Route, String>, Bytes)>, ReadError>;
 
 impl StreamReader {
     async fn run(&mut self) {
+        // Registered once for the stream's life: a wait made anew for each frame
+        // would take the connection token's lock twice per message, a lock every
+        // reader of the connection shares.
+        let closed = self.ticket.cancelled().clone().cancelled_owned();
+        tokio::pin!(closed);
         loop {
             let next = tokio::select! {
                 biased;
                 next = self
                     .reader
                     .next_routed(|p| self.routes.route(&self.shared.registry, p)) => next,
-                _ = self.ticket.cancelled().cancelled() => {
+                _ = &mut closed => {
                     // Frames that already arrived (the stream yields them, then
                     // its end) are still delivered; the grace period only bounds a
                     // reader stuck on a full inbox.
