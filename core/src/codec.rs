@@ -15,7 +15,7 @@
 use std::{io, pin::Pin, task::Poll, time::Duration};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
 use tokio::time::Instant;
 
 use crate::config::MAX_PROTOCOL_LEN;
@@ -336,17 +336,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(done) = self.take_frame(&mut route)? {
                 return Ok(Some(done));
             }
-            if self.frame_started() && deadline.is_none() {
-                deadline = Some(Instant::now() + self.frame_read_timeout);
-            }
-            let n = match deadline {
+            let n = if !self.frame_started() {
+                self.read_more().await?
+            } else if let Some(read) = self.read_more().now_or_never() {
+                // The rest of the frame was already there (the buffer was full, not
+                // the stream slow), as for most split frames of a busy stream: no
+                // timer. `read_more` is cancel-safe, so the probe loses nothing.
+                read?
+            } else {
+                let at = *deadline.get_or_insert_with(|| Instant::now() + self.frame_read_timeout);
                 // Boxed: the timer is needed only for frames split across reads,
                 // and keeping it out of line keeps every reader's future small.
-                Some(at) => match Box::pin(tokio::time::timeout_at(at, self.read_more())).await {
+                match Box::pin(tokio::time::timeout_at(at, self.read_more())).await {
                     Ok(r) => r?,
                     Err(_) => return Err(FrameError::ReadTimeout(self.frame_read_timeout).into()),
-                },
-                None => self.read_more().await?,
+                }
             };
             if n == 0 {
                 return if self.frame_started() {
