@@ -260,6 +260,32 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     io.flush().await
 }
 
+thread_local! {
+    /// One scratch buffer kept per thread for the next reader that wakes up: a
+    /// stream that goes idle after each message (request-reply, low rates) would
+    /// otherwise allocate and zero 4 KiB per message.
+    static SPARE_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A `HEADER_CHUNK` buffer: this thread's spare if it has one, else a new one. Its
+/// bytes may be stale; readers only use the part they read into.
+fn take_scratch() -> Vec<u8> {
+    let spare = SPARE_SCRATCH.with(|s| s.take());
+    if spare.len() == HEADER_CHUNK {
+        spare
+    } else {
+        vec![0; HEADER_CHUNK]
+    }
+}
+
+/// Keeps `scratch` as this thread's spare if it has none; else frees it.
+fn give_back_scratch(scratch: Vec<u8>) {
+    SPARE_SCRATCH.with(|s| {
+        let spare = s.take();
+        s.set(if spare.is_empty() { scratch } else { spare });
+    });
+}
+
 /// Reads frames from a stream, enforcing the limits and the per-frame read timeout.
 ///
 /// Memory follows the traffic: an idle stream holds no read buffer at all (it is
@@ -448,13 +474,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return poll;
             }
             if self.scratch.is_empty() {
-                self.scratch = vec![0; HEADER_CHUNK];
+                self.scratch = take_scratch();
             }
             let poll = io.poll_read(cx, &mut self.scratch[self.end..]);
             match &poll {
                 Poll::Ready(Ok(n)) => self.end += n,
                 // Nothing to read and nothing kept: an idle stream holds no buffer.
-                Poll::Pending if self.end == 0 => self.scratch = Vec::new(),
+                Poll::Pending if self.end == 0 => {
+                    give_back_scratch(std::mem::take(&mut self.scratch))
+                }
                 _ => {}
             }
             poll
