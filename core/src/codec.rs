@@ -357,7 +357,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         // 60 KB/s link take 40 s each), but one whose bytes stop for
         // `frame_read_timeout` is abandoned. A frame that arrives whole reads no
         // clock and sets no timer.
-        let mut deadline = None;
         loop {
             if let Some(done) = self.take_frame(&mut route)? {
                 return Ok(Some(done));
@@ -370,7 +369,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 // timer. `read_more` is cancel-safe, so the probe loses nothing.
                 read?
             } else {
-                let at = *deadline.get_or_insert_with(|| Instant::now() + self.frame_read_timeout);
+                // Each wait gets the whole timeout: bytes arriving restart it.
+                let at = Instant::now() + self.frame_read_timeout;
                 // Boxed: the timer is needed only for frames split across reads,
                 // and keeping it out of line keeps every reader's future small.
                 match Box::pin(tokio::time::timeout_at(at, self.read_more())).await {
@@ -385,8 +385,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Ok(None)
                 };
             }
-            // Bytes arrived: the next wait gets the whole timeout again.
-            deadline = None;
         }
     }
 
