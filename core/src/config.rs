@@ -63,6 +63,66 @@ impl PoolConfig {
     }
 }
 
+/// Who may connect, and how much of the host one address may take.
+///
+/// An address that opens many connections (silent ones that never finish their
+/// handshake, or many peer ids from one machine) must not lock others out. Inbound
+/// handshakes in progress are capped in all, per IP and per subnet (/24 for IPv4,
+/// /64 for IPv6), with a share of the total kept for required peers' addresses;
+/// established inbound connections are capped per IP and per subnet. Refusals are
+/// reported as `Event::Refused`, aggregated per address and reason over
+/// `report_window`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Inbound connections in their handshake at once, in all. Default: 128.
+    pub max_pending: usize,
+    /// Of `max_pending`, slots that only connections from a required peer's known
+    /// addresses may take, so an attack cannot keep required peers out. Default: 16.
+    pub reserved_pending: usize,
+    /// Inbound handshakes in progress from one IP address. Default: 16.
+    pub max_pending_per_ip: usize,
+    /// Inbound handshakes in progress from one /24 (IPv4) or /64 (IPv6). Default: 32.
+    pub max_pending_per_subnet: usize,
+    /// Established inbound connections from one IP address (required peers
+    /// excepted). Default: `None`, meaning a quarter of `max_peers` (at least 1)
+    /// times `max_connections_per_peer`: 5.
+    pub max_connections_per_ip: Option<usize>,
+    /// Established inbound connections from one /24 (IPv4) or /64 (IPv6) (required
+    /// peers excepted). Default: `None`, meaning half of `max_peers` (at least 1)
+    /// times `max_connections_per_peer`: 10.
+    pub max_connections_per_subnet: Option<usize>,
+    /// Whether the per-address limits of established connections apply to loopback
+    /// addresses too. Default: false: nodes of a test network or a single machine
+    /// share 127.0.0.1. Handshake limits apply to every address.
+    pub limit_loopback: bool,
+    /// An inbound connection must finish its security handshake and muxer
+    /// negotiation within this. Default: 5 s.
+    pub handshake_timeout: Duration,
+    /// Bytes a connection may read before its handshake completes; also bounds the
+    /// protocol proposals one negotiation may take. Default: 64 KiB.
+    pub handshake_max_bytes: usize,
+    /// Refusals of the same kind from the same address within this window are
+    /// reported as one event with a count. Default: 1 s.
+    pub report_window: Duration,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_pending: 128,
+            reserved_pending: 16,
+            max_pending_per_ip: 16,
+            max_pending_per_subnet: 32,
+            max_connections_per_ip: None,
+            max_connections_per_subnet: None,
+            limit_loopback: false,
+            handshake_timeout: Duration::from_secs(5),
+            handshake_max_bytes: 64 * 1024,
+            report_window: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Settings of a host: pools, inbound caps, frame limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -124,6 +184,8 @@ pub struct Config {
     /// Entries the [`Blacklist`](crate::Blacklist) holds at most; adding one more
     /// fails with `BlacklistFull`. Default: 4096.
     pub max_blacklist_entries: usize,
+    /// Limits per remote address and on handshakes.
+    pub admission: AdmissionConfig,
 }
 
 impl Default for Config {
@@ -150,6 +212,7 @@ impl Default for Config {
             max_protocols_per_peer: 1024,
             eviction: EvictionStrategy::Lifo,
             max_blacklist_entries: 4096,
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -168,6 +231,24 @@ impl Config {
     pub fn inbound_streams_per_connection(&self) -> usize {
         self.max_inbound_streams_per_connection
             .unwrap_or(self.pool.max_size)
+    }
+
+    /// Established inbound connections accepted from one IP address.
+    pub fn connections_per_ip(&self) -> usize {
+        self.admission.max_connections_per_ip.unwrap_or(
+            (self.max_peers / 4)
+                .max(1)
+                .saturating_mul(self.max_connections_per_peer),
+        )
+    }
+
+    /// Established inbound connections accepted from one subnet.
+    pub fn connections_per_subnet(&self) -> usize {
+        self.admission.max_connections_per_subnet.unwrap_or(
+            (self.max_peers / 2)
+                .max(1)
+                .saturating_mul(self.max_connections_per_peer),
+        )
     }
 
     /// Checks that the settings are consistent and keep every connection below the
@@ -213,6 +294,23 @@ impl Config {
             // A blacklist that can hold nothing fails every `add`: surely a mistake.
             return invalid("max_blacklist_entries must be at least 1".into());
         }
+        let a = &self.admission;
+        if a.max_pending == 0 || a.max_pending_per_ip == 0 || a.max_pending_per_subnet == 0 {
+            return invalid("admission: handshake limits must be at least 1".into());
+        }
+        if a.reserved_pending >= a.max_pending {
+            return invalid(format!(
+                "admission.reserved_pending ({}) must leave room in max_pending ({})",
+                a.reserved_pending, a.max_pending
+            ));
+        }
+        if self.connections_per_ip() == 0 || self.connections_per_subnet() == 0 {
+            return invalid("admission: connection limits per address must be at least 1".into());
+        }
+        if a.handshake_max_bytes < 4096 {
+            // A noise handshake with its identity payload alone takes about 1 KiB.
+            return invalid("admission.handshake_max_bytes must be at least 4096".into());
+        }
         let timeouts = [
             ("pool.borrow_timeout", p.borrow_timeout),
             ("pool.shrink_after", p.shrink_after),
@@ -225,6 +323,8 @@ impl Config {
             ("supervisor.check_interval", self.supervisor.check_interval),
             ("supervisor.backoff_unit", self.supervisor.backoff_unit),
             ("exchange_timeout", self.exchange_timeout),
+            ("admission.handshake_timeout", a.handshake_timeout),
+            ("admission.report_window", a.report_window),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
             return invalid(format!("{name} must be greater than zero"));

@@ -58,7 +58,9 @@ mod supervisor;
 
 pub use blacklist::{Blacklist, BlacklistEntry};
 pub use codec::{Frame, FrameDecoder, FrameError, FrameReader, ReadError};
-pub use config::{Config, MAX_PROTOCOL_LEN, PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS};
+pub use config::{
+    AdmissionConfig, Config, MAX_PROTOCOL_LEN, PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS,
+};
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, Priority, RefusalReason};
 pub use error::Error;
 pub use event::{Event, Message};

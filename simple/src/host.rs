@@ -1,7 +1,8 @@
 //! [`Host`]: the facade a node embeds.
 //!
 //! A host owns a libp2p `Swarm` (TCP + noise + yamux, and QUIC) with the liquid
-//! behaviour, `identify`, `ping` and `connection-limits`, driven by one tokio task.
+//! behaviour, `identify` and `ping`, driven by one tokio task; admission limits
+//! are the liquid behaviour's and the transport's (transport.rs).
 //! The application talks to that task through a bounded command queue for what
 //! needs the swarm (listen, dial, disconnect, shutdown) and through [`Control`] for
 //! everything else, which never waits on the swarm task.
@@ -16,15 +17,14 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, connection_limits, identify,
+    Multiaddr, PeerId, Swarm, identify,
     identity::Keypair,
     multiaddr::Protocol,
-    noise, ping,
+    ping,
     swarm::{
         ConnectionId, NetworkBehaviour, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
     },
-    tcp,
 };
 use liquid_p2p_core::{Config, ConnSupervisor, Error, Event, SupervisorAction};
 use parking_lot::{Mutex, RwLock};
@@ -36,15 +36,11 @@ use tokio::{
 
 use crate::{
     behaviour::Behaviour, boxed::BoxedHandlers, control::Control, liveness::Liveness,
-    muxer::YamuxConfig, receiver::Inbox,
+    receiver::Inbox, transport,
 };
 
 /// Commands queued for the swarm task.
 const COMMAND_QUEUE_LEN: usize = 256;
-/// QUIC flow-control window of one stream.
-const QUIC_STREAM_WINDOW: u32 = 256 * 1024;
-/// Inbound connections in their handshake at once.
-const MAX_PENDING_INCOMING: u32 = 128;
 /// Dials awaiting their outcome; more are refused until some finish.
 const MAX_PENDING_DIALS: usize = 1024;
 /// How long shutdown waits for connections to close.
@@ -56,8 +52,6 @@ pub const IDENTIFY_PROTOCOL_VERSION: &str = "/liquid/1.0.0";
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct HostBehaviour {
-    // Limits first: a connection it denies never reaches the others.
-    limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     liquid: Behaviour,
@@ -235,44 +229,20 @@ fn build_swarm(
     config: &Config,
     liquid: Behaviour,
 ) -> Result<Swarm<BoxedHandlers<HostBehaviour>>, Error> {
-    let transport_error = |e: &dyn std::fmt::Display| Error::InvalidConfig {
-        reason: format!("transport: {e}"),
+    let behaviour_error = |e: &dyn std::fmt::Display| Error::InvalidConfig {
+        reason: format!("behaviour: {e}"),
     };
-    // Peers and connections per peer are limited by the liquid behaviour's
-    // connection manager (with priorities); this only bounds handshakes in progress.
-    let limits = connection_limits::ConnectionLimits::default()
-        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
-    // Pools and inbound caps stay far below QUIC's stream limit; the connection
-    // window is sized so every inbound stream can hold a full stream window: an
-    // unread stream (backpressure) then never starves the others.
-    let inbound = config.inbound_streams_per_connection() as u32;
-    let stream_limit = (config.pool.max_size + config.inbound_streams_per_connection()) as u32
-        + liquid_p2p_core::RESERVED_STREAMS as u32;
     let ping_config = ping::Config::new()
         .with_interval(config.ping_interval)
         .with_timeout(config.ping_timeout);
     let idle_timeout = config.ping_timeout * 4;
-    let close_timeout = config.stall_timeout;
+    let transport = transport::build(&keypair, config)?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            // yamux over a socket that keeps room for ping replies: removes the
-            // freeze of rust-yamux issue 227 (see muxer.rs). A close that moves no
-            // byte is given up after the same time as a stalled connection.
-            move || YamuxConfig::default().with_close_timeout(close_timeout),
-        )
-        .map_err(|e| transport_error(&e))?
-        .with_quic_config(|mut q| {
-            q.max_stream_data = QUIC_STREAM_WINDOW;
-            q.max_connection_data = QUIC_STREAM_WINDOW.saturating_mul(inbound.max(1) + 1);
-            q.max_concurrent_stream_limit = stream_limit;
-            q
-        })
+        .with_other_transport(|_| transport)
+        .map_err(|e| behaviour_error(&e))?
         .with_behaviour(|key| {
             BoxedHandlers(HostBehaviour {
-                limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
                         .with_agent_version(format!("liquid-p2p/{}", env!("CARGO_PKG_VERSION"))),
@@ -281,8 +251,11 @@ fn build_swarm(
                 liquid,
             })
         })
-        .map_err(|e| transport_error(&e))?
+        .map_err(|e| behaviour_error(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        // Dials as a whole; inbound handshakes have their own, shorter deadline
+        // (transport.rs).
+        .with_connection_timeout(config.dial_timeout)
         .build();
     Ok(swarm)
 }

@@ -53,6 +53,7 @@ mod liveness;
 mod muxer;
 mod protocol;
 mod receiver;
+pub mod transport;
 mod watchdog;
 
 pub use behaviour::Behaviour;

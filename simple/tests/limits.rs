@@ -402,36 +402,46 @@ async fn twenty_five_peers_against_max_twenty_with_two_required_under_every_stra
         })
         .await;
         let mut events = a.events();
-        let mut lows = Vec::new();
+        let (mut lows, mut refused, mut evicted) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..25 {
             let low = host(Config::default()).await;
-            let _ = low.dial(a.listen_addrs()[0].clone()).await;
-            // Let the host settle this newcomer before the next one arrives.
             let id = low.local_peer_id();
-            wait_until(Duration::from_secs(5), || {
-                let peers = a.connected_peers();
-                assert!(
-                    peers.len() <= 20,
-                    "{strategy:?}: {} peers after newcomer {i}",
-                    peers.len()
-                );
-                assert!(
-                    required_ids.iter().all(|r| peers.contains(r)),
-                    "{strategy:?}: a required peer left"
-                );
-                peers.contains(&id) || !low.connected_peers().contains(&a.local_peer_id())
-            })
-            .await;
+            // A refusal comes after the handshake: the dial itself succeeds. (A dial
+            // that failed for a local reason would leave this newcomer out of
+            // every list below.)
+            low.dial(a.listen_addrs()[0].clone())
+                .await
+                .unwrap_or_else(|e| panic!("{strategy:?}: newcomer {i} dial: {e}"));
+            // Settled when `a` reports this newcomer: refused, or in (then, under
+            // FIFO and Random, someone was evicted for it once the table was full).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Some(Event::Refused { peer: Some(p), .. })) if p == id => {
+                        refused.push(p);
+                        break;
+                    }
+                    Ok(Some(Event::Evicted { peer, .. })) => evicted.push(peer),
+                    Ok(Some(Event::PeerConnected { peer })) if peer == id => break,
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("event stream ended"),
+                    Err(_) => panic!("{strategy:?}: no verdict on newcomer {i} within 5 s"),
+                }
+            }
+            let peers = a.connected_peers();
+            assert!(
+                peers.len() <= 20,
+                "{strategy:?}: {} peers after newcomer {i}",
+                peers.len()
+            );
+            assert!(
+                required_ids.iter().all(|r| peers.contains(r)),
+                "{strategy:?}: a required peer left"
+            );
             lows.push(low);
         }
-        let (mut refused, mut evicted) = (Vec::new(), Vec::new());
-        while let Some(e) = events.try_recv() {
-            match e {
-                Event::Refused { peer: Some(p), .. } => refused.push(p),
-                Event::Evicted { peer, .. } => evicted.push(peer),
-                _ => {}
-            }
-        }
+        // An eviction is reported before the newcomer's exchange ends, so every
+        // one is in already.
         let low_ids: Vec<PeerId> = lows.iter().map(|l| l.local_peer_id()).collect();
         let peers = a.connected_peers();
         assert_eq!(peers.len(), 20, "{strategy:?}");
