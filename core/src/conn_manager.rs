@@ -56,9 +56,9 @@ pub enum EvictionStrategy {
     Random,
 }
 
-/// Why a connection is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RefusalReason {
+/// Which peer limit refuses a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum PeerLimit {
     /// The peer already has `limit` connections.
     #[error("max connections per peer ({limit}) reached")]
     TooManyConnections {
@@ -88,7 +88,7 @@ pub enum Admission {
     /// [`ConnManager::evict`] with it, then close the connections that returns.
     AcceptEvicting(PeerId),
     /// Deny the connection.
-    Refuse(RefusalReason),
+    Refuse(PeerLimit),
 }
 
 /// What the manager knows of one connected peer.
@@ -209,7 +209,7 @@ impl ConnManager {
             return if record.connections.len() < self.max_connections_per_peer {
                 Admission::Accept
             } else {
-                Admission::Refuse(RefusalReason::TooManyConnections {
+                Admission::Refuse(PeerLimit::TooManyConnections {
                     limit: self.max_connections_per_peer,
                 })
             };
@@ -221,11 +221,11 @@ impl ConnManager {
         match (priority, self.strategy) {
             // LIFO keeps established peers: a low newcomer waits for a free place.
             (Priority::Low, EvictionStrategy::Lifo) => {
-                Admission::Refuse(RefusalReason::MaxPeers { limit })
+                Admission::Refuse(PeerLimit::MaxPeers { limit })
             }
             (Priority::Low, _) => match self.choose_victim() {
                 Some(victim) => Admission::AcceptEvicting(victim),
-                None => Admission::Refuse(RefusalReason::NoPeerToEvict { limit }),
+                None => Admission::Refuse(PeerLimit::NoPeerToEvict { limit }),
             },
             // A required peer gets in whatever the room: refusing it would cut the
             // host off from consensus. Required peers come from configuration, so
@@ -397,7 +397,7 @@ mod tests {
         assert_eq!(m.peer_count(), 3);
         assert_eq!(
             m.admit(PeerId::random(), Priority::Low),
-            Admission::Refuse(RefusalReason::MaxPeers { limit: 3 })
+            Admission::Refuse(PeerLimit::MaxPeers { limit: 3 })
         );
     }
 
@@ -415,7 +415,7 @@ mod tests {
         let mut m = manager(5, 1, EvictionStrategy::Lifo);
         let p = PeerId::random();
         m.connected(p, conn(1), Priority::Low);
-        let refused = Admission::Refuse(RefusalReason::TooManyConnections { limit: 1 });
+        let refused = Admission::Refuse(PeerLimit::TooManyConnections { limit: 1 });
         assert_eq!(m.admit(p, Priority::Low), refused);
         // The limit holds for required peers too: it is not about room.
         assert_eq!(m.admit(p, Priority::High), refused);
@@ -432,7 +432,7 @@ mod tests {
         m.connected(p, conn(3), Priority::Low);
         assert_eq!(
             m.admit(p, Priority::Low),
-            Admission::Refuse(RefusalReason::TooManyConnections { limit: 3 })
+            Admission::Refuse(PeerLimit::TooManyConnections { limit: 3 })
         );
         assert_eq!((m.peer_count(), m.connections(&p)), (1, 3));
     }
@@ -454,7 +454,7 @@ mod tests {
         let newcomer = PeerId::random();
         assert!(matches!(
             m.admit(newcomer, Priority::Low),
-            Admission::Refuse(RefusalReason::MaxPeers { limit: 2 })
+            Admission::Refuse(PeerLimit::MaxPeers { limit: 2 })
         ));
         assert!(ps.iter().all(|p| m.connections(p) == 1));
     }
@@ -570,7 +570,7 @@ mod tests {
             let refusal = m.admit(PeerId::random(), Priority::Low);
             assert_eq!(
                 refusal,
-                Admission::Refuse(RefusalReason::NoPeerToEvict { limit: 2 })
+                Admission::Refuse(PeerLimit::NoPeerToEvict { limit: 2 })
             );
         }
         let mut m = manager(2, 1, EvictionStrategy::Lifo);
@@ -699,22 +699,22 @@ mod tests {
         m.connected(p, conn(1), Priority::Low);
         assert_eq!(
             m.admit(p, Priority::Low),
-            Admission::Refuse(RefusalReason::TooManyConnections { limit: 1 })
+            Admission::Refuse(PeerLimit::TooManyConnections { limit: 1 })
         );
     }
 
     #[test]
     fn refusal_reasons_read_as_sentences() {
         assert_eq!(
-            RefusalReason::NoPeerToEvict { limit: 20 }.to_string(),
+            PeerLimit::NoPeerToEvict { limit: 20 }.to_string(),
             "max peers (20) reached, no low-priority peer to evict"
         );
         assert_eq!(
-            RefusalReason::MaxPeers { limit: 20 }.to_string(),
+            PeerLimit::MaxPeers { limit: 20 }.to_string(),
             "max peers (20) reached"
         );
         assert_eq!(
-            RefusalReason::TooManyConnections { limit: 1 }.to_string(),
+            PeerLimit::TooManyConnections { limit: 1 }.to_string(),
             "max connections per peer (1) reached"
         );
     }
@@ -790,7 +790,7 @@ mod tests {
                         let (peer, prio) = (ids[n], priority(required[n]));
                         let admission = m.admit(peer, prio);
                         match admission {
-                            Admission::Refuse(RefusalReason::TooManyConnections { .. }) => {
+                            Admission::Refuse(PeerLimit::TooManyConnections { .. }) => {
                                 prop_assert_eq!(open.get(&peer).map_or(0, Vec::len), per_peer);
                                 continue;
                             }

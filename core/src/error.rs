@@ -8,7 +8,7 @@ use std::{io, sync::Arc, time::Duration};
 use libp2p_identity::PeerId;
 use libp2p_swarm::ConnectionId;
 
-use crate::codec::FrameError;
+use crate::{codec::FrameError, refusal::RefusalReason};
 
 /// Errors returned by liquid-p2p.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,7 +54,7 @@ pub enum Error {
         /// The peer.
         peer: PeerId,
         /// What went wrong.
-        reason: String,
+        reason: StreamOpenFailure,
     },
     /// Writing a frame failed; the stream was dropped.
     #[error("writing to {peer} failed: {source}")]
@@ -150,11 +150,11 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// A connection was refused by the connection limits or the blacklist.
+    /// A connection was refused by the admission rules (limits or blacklist).
     #[error("connection refused: {reason}")]
     ConnectionRefused {
         /// Why.
-        reason: String,
+        reason: RefusalReason,
     },
     /// An address cannot be used as given.
     #[error("address {address}: {reason}")]
@@ -187,6 +187,27 @@ pub enum Error {
     /// The host was shut down; no further calls succeed.
     #[error("the host has been shut down")]
     ShutDown,
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamOpenFailure {
+    /// The peer does not speak the protocol (it answered `na` to the proposal).
+    #[error("protocol not supported by the peer")]
+    Unsupported,
+    /// Opening and negotiating did not finish within `stream_open_timeout`.
+    #[error("timed out")]
+    Timeout,
+    /// The connection closed first.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// The connection cannot take more streams now.
+    #[error("no stream available on the connection")]
+    Exhausted,
+    /// An I/O error during negotiation.
+    #[error("I/O error: {0}")]
+    Io(io::ErrorKind),
 }
 
 impl Error {

@@ -6,7 +6,10 @@ use bytes::Bytes;
 use libp2p_identity::PeerId;
 use libp2p_swarm::ConnectionId;
 
-use crate::codec::FrameError;
+use crate::{
+    codec::FrameError,
+    refusal::{AdmissionStage, DialFailure, RefusalReason},
+};
 
 /// A message received for a registered protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,12 +64,15 @@ pub enum Event {
         /// Connections still open to the peer.
         remaining: usize,
     },
-    /// An outgoing dial failed.
+    /// An outgoing dial failed, or the connection it made did not last (for a
+    /// required peer; each counts as a failed attempt of its redial schedule).
     DialFailed {
         /// The peer, if known.
         peer: Option<PeerId>,
-        /// What went wrong.
+        /// What went wrong, in words.
         reason: String,
+        /// What went wrong.
+        cause: DialFailure,
     },
     /// An inbound stream was refused because a cap was reached.
     StreamRefused {
@@ -129,14 +135,20 @@ pub enum Event {
         /// Failed dials in a row.
         attempts: u32,
     },
-    /// A connection was refused (limits or blacklist).
+    /// Connections were refused (limits, blacklist, handshake guards). The first
+    /// refusal of a kind from an address is reported at once with `count` 1; further
+    /// ones within `admission.report_window` come as one more event with their count.
     Refused {
         /// The peer, if known when it was refused.
         peer: Option<PeerId>,
-        /// The remote address, if known.
+        /// The remote address (of the latest refusal reported), if known.
         address: Option<String>,
         /// Why.
-        reason: String,
+        reason: RefusalReason,
+        /// Where in the connection's life.
+        stage: AdmissionStage,
+        /// How many refusals this event stands for.
+        count: u64,
     },
     /// A connected peer was disconnected to make room or because it was blacklisted.
     Evicted {

@@ -54,6 +54,7 @@ mod pool;
 mod pool_manager;
 mod protocol_book;
 mod receive;
+mod refusal;
 mod supervisor;
 
 pub use blacklist::{Blacklist, BlacklistEntry};
@@ -61,14 +62,18 @@ pub use codec::{Frame, FrameDecoder, FrameError, FrameReader, ReadError};
 pub use config::{
     AdmissionConfig, Config, MAX_PROTOCOL_LEN, PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS,
 };
-pub use conn_manager::{Admission, ConnManager, EvictionStrategy, Priority, RefusalReason};
-pub use error::Error;
+pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Priority};
+pub use error::{Error, StreamOpenFailure};
 pub use event::{Event, Message};
 pub use exchange::ExchangeError;
 pub use pool::{PoolStats, PooledStream, SendStreamPool, StreamOpener};
 pub use pool_manager::{BestPool, SendStreamPoolManager};
 pub use protocol_book::{ProtocolBook, ProtocolChange};
 pub use receive::{ReceiveCounts, ReceiveStreamManager, ReceiveTicket};
+pub use refusal::{
+    AddressScope, AdmissionStage, BlacklistMatch, DialFailure, MAX_REFUSAL_WINDOWS, Refusal,
+    RefusalReason, RefusalReport, RefusalReporter, RemoteRefusal,
+};
 pub use supervisor::{ConnSupervisor, SupervisorAction, SupervisorConfig, fibonacci_backoff};
 
 /// Re-exported so users name peers and connections without extra dependencies.

@@ -607,7 +607,7 @@ pub(crate) mod tests {
                 if this.fail.load(Ordering::SeqCst) {
                     return Err(Error::StreamOpen {
                         peer: PeerId::random(),
-                        reason: "refused by test".into(),
+                        reason: crate::StreamOpenFailure::Unsupported,
                     });
                 }
                 let serial = this.opened.fetch_add(1, Ordering::SeqCst);

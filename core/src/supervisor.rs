@@ -9,10 +9,17 @@
 //! Rules: a required peer that is not connected is dialled at once when it is added
 //! or disconnects. A failed dial is retried after a Fibonacci delay (1, 1, 2, 3, 5,
 //! 8 … × `backoff_unit`) capped at `max_backoff`, with ±`jitter_percent` jitter (the
-//! result is capped again, so no delay exceeds `max_backoff`). Success resets the
-//! schedule. It never gives up unless `max_attempts` is set. At most one dial is in
-//! flight per peer. Removing a peer forgets it at once, so nothing is dialled for it
-//! afterwards.
+//! result is capped again, so no delay exceeds `max_backoff`). It never gives up
+//! unless `max_attempts` is set. At most one dial is in flight per peer. Removing a
+//! peer forgets it at once, so nothing is dialled for it afterwards.
+//!
+//! What counts as success: the host reports a peer [`connected`](ConnSupervisor::connected)
+//! only once its connection is confirmed (the protocol exchange is done), and a
+//! connection must then last `min_connection_lifetime` for the schedule to reset.
+//! A connection that closes before it is confirmed (a host that refuses us after
+//! the handshake) is a failed dial; one that closes sooner than the minimum
+//! lifetime is one too. Otherwise a refusing peer would be redialled "at once",
+//! over and over, and the backoff would never apply.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -33,6 +40,9 @@ pub struct SupervisorConfig {
     pub jitter_percent: u8,
     /// Failed dials in a row after which a peer is given up. Default: `None` (never).
     pub max_attempts: Option<u32>,
+    /// A confirmed connection that closes sooner than this counts as a failed
+    /// dial: the schedule goes on instead of redialling at once. Default: 5 s.
+    pub min_connection_lifetime: Duration,
 }
 
 impl Default for SupervisorConfig {
@@ -43,6 +53,7 @@ impl Default for SupervisorConfig {
             max_backoff: Duration::from_secs(60),
             jitter_percent: 20,
             max_attempts: None,
+            min_connection_lifetime: Duration::from_secs(5),
         }
     }
 }
@@ -63,6 +74,14 @@ pub enum SupervisorAction {
     },
     /// A required peer is connected (again).
     Connected(PeerId),
+    /// A confirmed connection to a required peer closed sooner than
+    /// `min_connection_lifetime`; it counts as a failed dial.
+    ClosedEarly {
+        /// The peer.
+        peer: PeerId,
+        /// How long the connection lasted after it was confirmed.
+        lived: Duration,
+    },
     /// A required peer was given up after `max_attempts` failures in a row.
     GaveUp {
         /// The peer.
@@ -74,7 +93,7 @@ pub enum SupervisorAction {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PeerState {
-    Connected,
+    Connected { since: Instant },
     Dialing,
     Waiting { until: Instant },
     GaveUp,
@@ -127,8 +146,9 @@ impl ConnSupervisor {
         &self.config
     }
 
-    /// Makes `peer` required. Unless it is `connected` already, it is dialled now.
-    pub fn add(&mut self, peer: PeerId, connected: bool) -> Vec<SupervisorAction> {
+    /// Makes `peer` required. Unless it is `connected` (confirmed) already, it is
+    /// dialled now.
+    pub fn add(&mut self, peer: PeerId, connected: bool, now: Instant) -> Vec<SupervisorAction> {
         if let Some(p) = self.peers.get_mut(&peer) {
             // Re-adding a given-up peer starts it over.
             if p.state == PeerState::GaveUp {
@@ -139,7 +159,7 @@ impl ConnSupervisor {
             return Vec::new();
         }
         let state = if connected {
-            PeerState::Connected
+            PeerState::Connected { since: now }
         } else {
             PeerState::Dialing
         };
@@ -172,34 +192,48 @@ impl ConnSupervisor {
         matches!(self.peers.get(peer), Some(p) if p.state == PeerState::Dialing)
     }
 
-    /// A connection to `peer` is up: the schedule resets.
-    pub fn connected(&mut self, peer: &PeerId) -> Vec<SupervisorAction> {
+    /// Whether `peer` is required and confirmed connected.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        matches!(self.peers.get(peer), Some(p) if matches!(p.state, PeerState::Connected { .. }))
+    }
+
+    /// `peer` is confirmed connected (its exchange is done). The schedule resets
+    /// once the connection has lasted `min_connection_lifetime`.
+    pub fn connected(&mut self, peer: &PeerId, now: Instant) -> Vec<SupervisorAction> {
         let Some(p) = self.peers.get_mut(peer) else {
             return Vec::new();
         };
-        let was_connected = p.state == PeerState::Connected;
-        p.state = PeerState::Connected;
-        p.failures = 0;
-        if was_connected {
-            Vec::new()
-        } else {
-            vec![SupervisorAction::Connected(*peer)]
+        if matches!(p.state, PeerState::Connected { .. }) {
+            return Vec::new();
         }
+        p.state = PeerState::Connected { since: now };
+        vec![SupervisorAction::Connected(*peer)]
     }
 
-    /// The last connection to `peer` closed: redial at once.
-    pub fn disconnected(&mut self, peer: &PeerId) -> Vec<SupervisorAction> {
-        match self.peers.get_mut(peer) {
-            Some(p) if p.state == PeerState::Connected => {
-                p.state = PeerState::Dialing;
-                vec![SupervisorAction::Dial(*peer)]
-            }
-            _ => Vec::new(),
+    /// The last connection to a confirmed `peer` closed: redial at once, or, if
+    /// it lasted less than `min_connection_lifetime`, count it as a failed dial.
+    pub fn disconnected(&mut self, peer: &PeerId, now: Instant) -> Vec<SupervisorAction> {
+        let min = self.config.min_connection_lifetime;
+        let Some(p) = self.peers.get_mut(peer) else {
+            return Vec::new();
+        };
+        let PeerState::Connected { since } = p.state else {
+            return Vec::new();
+        };
+        let lived = now.saturating_duration_since(since);
+        p.state = PeerState::Dialing;
+        if lived >= min {
+            p.failures = 0;
+            return vec![SupervisorAction::Dial(*peer)];
         }
+        let mut actions = vec![SupervisorAction::ClosedEarly { peer: *peer, lived }];
+        actions.extend(self.dial_failed(peer, now));
+        actions
     }
 
-    /// A dial to `peer` failed (including reaching a different peer id): schedule
-    /// the next one, or give up after `max_attempts`.
+    /// A dial to `peer` failed (including reaching a different peer id, and a
+    /// connection that closed before it was confirmed): schedule the next one, or
+    /// give up after `max_attempts`.
     pub fn dial_failed(&mut self, peer: &PeerId, now: Instant) -> Vec<SupervisorAction> {
         let Some(p) = self.peers.get_mut(peer) else {
             return Vec::new();
@@ -305,7 +339,7 @@ mod tests {
         let mut s = supervisor(0);
         let peer = PeerId::random();
         let mut now = Instant::now();
-        assert_eq!(s.add(peer, false), vec![SupervisorAction::Dial(peer)]);
+        assert_eq!(s.add(peer, false, Instant::now()), vec![SupervisorAction::Dial(peer)]);
         let mut delays = Vec::new();
         for _ in 0..12 {
             let d = scheduled_delay(&s.dial_failed(&peer, now));
@@ -328,7 +362,7 @@ mod tests {
         let now = Instant::now();
         for round in 0..200 {
             s.remove(&peer);
-            s.add(peer, false);
+            s.add(peer, false, Instant::now());
             for attempt in 1..=15u32 {
                 let d = scheduled_delay(&s.dial_failed(&peer, now));
                 let base =
@@ -349,16 +383,19 @@ mod tests {
         let mut s = supervisor(0);
         let peer = PeerId::random();
         let now = Instant::now();
-        s.add(peer, false);
+        s.add(peer, false, Instant::now());
         for _ in 0..5 {
             s.dial_failed(&peer, now);
             s.poll(now + Duration::from_secs(60));
         }
-        assert_eq!(s.connected(&peer), vec![SupervisorAction::Connected(peer)]);
         assert_eq!(
-            s.disconnected(&peer),
+            s.connected(&peer, now),
+            vec![SupervisorAction::Connected(peer)]
+        );
+        assert_eq!(
+            s.disconnected(&peer, now + Duration::from_secs(5)),
             vec![SupervisorAction::Dial(peer)],
-            "redial at once"
+            "redial at once after a connection that lasted"
         );
         assert_eq!(
             scheduled_delay(&s.dial_failed(&peer, now)),
@@ -367,18 +404,79 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_closes_sooner_than_the_minimum_lifetime_is_a_failed_dial() {
+        let mut s = supervisor(0);
+        let peer = PeerId::random();
+        let now = Instant::now();
+        s.add(peer, false, now);
+        s.connected(&peer, now);
+        let actions = s.disconnected(&peer, now + Duration::from_secs(2));
+        assert_eq!(
+            actions,
+            vec![
+                SupervisorAction::ClosedEarly {
+                    peer,
+                    lived: Duration::from_secs(2)
+                },
+                SupervisorAction::RedialScheduled {
+                    peer,
+                    attempt: 1,
+                    delay: Duration::from_secs(1)
+                },
+            ]
+        );
+        // The failures in a row go on counting across short connections.
+        s.poll(now + Duration::from_secs(3));
+        s.connected(&peer, now + Duration::from_secs(3));
+        let delay = scheduled_delay(&s.disconnected(&peer, now + Duration::from_secs(4))[1..]);
+        assert_eq!(delay, Duration::from_secs(1), "second failure: 1 s again");
+        s.poll(now + Duration::from_secs(5));
+        assert_eq!(
+            scheduled_delay(&s.dial_failed(&peer, now + Duration::from_secs(5))),
+            Duration::from_secs(2)
+        );
+    }
+
+    /// A full host refuses every connection right after the handshake: each ends
+    /// before it is confirmed, so each is a failed dial and the schedule applies.
+    #[test]
+    fn a_peer_that_refuses_every_connection_is_dialled_on_the_fibonacci_schedule() {
+        let mut s = supervisor(20);
+        let peer = PeerId::random();
+        let start = Instant::now();
+        let mut now = start;
+        let mut dials = 0;
+        let mut actions = s.add(peer, false, now);
+        while now < start + Duration::from_secs(25) {
+            for action in std::mem::take(&mut actions) {
+                if action == SupervisorAction::Dial(peer) {
+                    dials += 1;
+                    // The connection comes up and is refused 10 ms later.
+                    actions.extend(s.dial_failed(&peer, now + Duration::from_millis(10)));
+                }
+            }
+            now += Duration::from_millis(10);
+            actions.extend(s.poll(now));
+        }
+        assert!(
+            (6..=8).contains(&dials),
+            "{dials} dials in 25 s; the schedule allows 7 (0, 1, 2, 4, 7, 12, 20 s) ± jitter"
+        );
+    }
+
+    #[test]
     fn removing_a_peer_cancels_its_pending_redial() {
         let mut s = supervisor(0);
         let peer = PeerId::random();
         let now = Instant::now();
-        s.add(peer, false);
+        s.add(peer, false, Instant::now());
         s.dial_failed(&peer, now);
         assert!(s.next_wakeup().is_some());
         assert!(s.remove(&peer));
         assert_eq!(s.next_wakeup(), None);
         assert!(s.poll(now + Duration::from_secs(3600)).is_empty());
         assert!(s.dial_failed(&peer, now).is_empty());
-        assert!(s.disconnected(&peer).is_empty());
+        assert!(s.disconnected(&peer, now).is_empty());
     }
 
     #[test]
@@ -393,7 +491,7 @@ mod tests {
         );
         let peer = PeerId::random();
         let now = Instant::now();
-        s.add(peer, false);
+        s.add(peer, false, Instant::now());
         s.dial_failed(&peer, now);
         s.poll(now + Duration::from_secs(60));
         s.dial_failed(&peer, now);
@@ -403,14 +501,14 @@ mod tests {
             vec![SupervisorAction::GaveUp { peer, attempts: 3 }]
         );
         assert!(s.poll(now + Duration::from_secs(3600)).is_empty());
-        assert_eq!(s.add(peer, false), vec![SupervisorAction::Dial(peer)]);
+        assert_eq!(s.add(peer, false, Instant::now()), vec![SupervisorAction::Dial(peer)]);
     }
 
     #[test]
     fn a_connected_required_peer_is_not_dialled() {
         let mut s = supervisor(0);
         let peer = PeerId::random();
-        assert!(s.add(peer, true).is_empty());
+        assert!(s.add(peer, true, Instant::now()).is_empty());
         assert!(s.poll(Instant::now() + Duration::from_secs(100)).is_empty());
         // A failed extra dial while connected does not schedule anything.
         assert!(s.dial_failed(&peer, Instant::now()).is_empty());
@@ -432,7 +530,7 @@ mod tests {
             for step in 0..5_000 {
                 let peer = peers[rng.gen_range(0..peers.len())];
                 let actions = match rng.gen_range(0..8) {
-                    0 => s.add(peer, connected.get(&peer).copied().unwrap_or(false)),
+                    0 => s.add(peer, connected.get(&peer).copied().unwrap_or(false), now),
                     1 => {
                         s.remove(&peer);
                         in_flight.remove(&peer);
@@ -441,11 +539,11 @@ mod tests {
                     2 => {
                         connected.insert(peer, true);
                         in_flight.remove(&peer);
-                        s.connected(&peer)
+                        s.connected(&peer, now)
                     }
                     3 => {
                         connected.insert(peer, false);
-                        s.disconnected(&peer)
+                        s.disconnected(&peer, now)
                     }
                     // Outcomes only for dials actually in flight.
                     4 | 5 if in_flight.get(&peer).copied().unwrap_or(false) => {
@@ -455,7 +553,7 @@ mod tests {
                     6 if in_flight.get(&peer).copied().unwrap_or(false) => {
                         in_flight.insert(peer, false);
                         connected.insert(peer, true);
-                        s.connected(&peer)
+                        s.connected(&peer, now)
                     }
                     _ => {
                         now += Duration::from_millis(rng.gen_range(0..20_000));

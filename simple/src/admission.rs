@@ -22,7 +22,8 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, swarm::ConnectionId};
 use liquid_p2p_core::{
-    Admission, Blacklist, Config, ConnManager, Error, Event, Priority, RefusalReason,
+    AddressScope, Admission, AdmissionConfig, AdmissionStage, Blacklist, BlacklistMatch, Config,
+    ConnManager, Error, Event, PeerLimit, Priority, Refusal, RefusalReason,
 };
 use parking_lot::RwLock;
 
@@ -42,12 +43,99 @@ pub(crate) fn socket_addr(address: &Multiaddr) -> Option<SocketAddr> {
     None
 }
 
-fn ip_of(address: &Multiaddr) -> Option<IpAddr> {
+/// The remote IP address of a multiaddr (IPv4-mapped IPv6 as IPv4).
+pub(crate) fn ip_of(address: &Multiaddr) -> Option<IpAddr> {
     address.iter().find_map(|p| match p {
         Protocol::Ip4(a) => Some(IpAddr::V4(a)),
-        Protocol::Ip6(a) => Some(IpAddr::V6(a)),
+        Protocol::Ip6(a) => Some(IpAddr::V6(a).to_canonical()),
         _ => None,
     })
+}
+
+/// The /24 (IPv4) or /64 (IPv6) an address belongs to.
+fn subnet_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let [a, b, c, _] = a.octets();
+            IpAddr::V4([a, b, c, 0].into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
+/// Inbound connections in their handshake: in all, per IP and per subnet.
+#[derive(Debug, Default)]
+struct PendingTable {
+    by_connection: HashMap<ConnectionId, Option<IpAddr>>,
+    per_ip: HashMap<IpAddr, usize>,
+    per_subnet: HashMap<IpAddr, usize>,
+}
+
+impl PendingTable {
+    fn count(map: &HashMap<IpAddr, usize>, key: IpAddr) -> usize {
+        map.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Which limit a new handshake from `ip` would break, if any.
+    fn check(&self, ip: Option<IpAddr>, reserved: bool, limits: &AdmissionConfig) -> Option<RefusalReason> {
+        let total = self.by_connection.len();
+        if reserved {
+            // Required peers' addresses may use the reserved share, and are not
+            // held to the per-address limits an attacker on their subnet exhausts.
+            return (total >= limits.max_pending).then_some(RefusalReason::PendingLimit {
+                scope: AddressScope::All,
+                limit: limits.max_pending,
+            });
+        }
+        let open = limits.max_pending - limits.reserved_pending;
+        if total >= open {
+            return Some(RefusalReason::PendingLimit {
+                scope: AddressScope::All,
+                limit: open,
+            });
+        }
+        let ip = ip?;
+        if Self::count(&self.per_ip, ip) >= limits.max_pending_per_ip {
+            return Some(RefusalReason::PendingLimit {
+                scope: AddressScope::Ip,
+                limit: limits.max_pending_per_ip,
+            });
+        }
+        if Self::count(&self.per_subnet, subnet_of(ip)) >= limits.max_pending_per_subnet {
+            return Some(RefusalReason::PendingLimit {
+                scope: AddressScope::Subnet,
+                limit: limits.max_pending_per_subnet,
+            });
+        }
+        None
+    }
+
+    fn insert(&mut self, connection: ConnectionId, ip: Option<IpAddr>) {
+        if self.by_connection.insert(connection, ip).is_some() {
+            return;
+        }
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_insert(0) += 1;
+            *self.per_subnet.entry(subnet_of(ip)).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, connection: ConnectionId) {
+        let Some(Some(ip)) = self.by_connection.remove(&connection) else {
+            return;
+        };
+        for (map, key) in [(&mut self.per_ip, ip), (&mut self.per_subnet, subnet_of(ip))] {
+            if let Some(n) = map.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -65,27 +153,30 @@ pub(crate) struct Close {
     pub(crate) connection: ConnectionId,
 }
 
-/// A refusal: the error for the swarm and the event for the application (boxed:
-/// refusals are rare and the pair is large).
-pub(crate) type Refusal = Box<Refused>;
+/// A refused connection, for the swarm (the error) and the reporter.
+pub(crate) type Refused = Box<Refusal>;
 
-pub(crate) struct Refused {
-    pub(crate) error: Error,
-    pub(crate) event: Event,
+fn refuse(
+    stage: AdmissionStage,
+    reason: RefusalReason,
+    peer: Option<PeerId>,
+    address: Option<&Multiaddr>,
+) -> Refused {
+    tracing::debug!(?peer, ?address, %reason, %stage, "connection refused");
+    Box::new(Refusal {
+        stage,
+        reason,
+        peer,
+        ip: address.and_then(ip_of),
+        address: address.map(|a| a.to_string()),
+    })
 }
 
-fn refuse(peer: Option<PeerId>, address: Option<&Multiaddr>, reason: String) -> Refusal {
-    tracing::debug!(?peer, ?address, %reason, "connection refused");
-    Box::new(Refused {
-        error: Error::ConnectionRefused {
-            reason: reason.clone(),
-        },
-        event: Event::Refused {
-            peer,
-            address: address.map(|a| a.to_string()),
-            reason,
-        },
-    })
+/// The error the swarm gets for a refusal.
+pub(crate) fn refusal_error(refusal: &Refusal) -> Error {
+    Error::ConnectionRefused {
+        reason: refusal.reason,
+    }
 }
 
 /// The admission state of one behaviour. See the module documentation.
@@ -94,8 +185,15 @@ pub(crate) struct Gate {
     manager: ConnManager,
     blacklist: Arc<RwLock<Blacklist>>,
     required: HashSet<PeerId>,
+    /// IP addresses known for required peers: their handshakes may use the
+    /// reserved share of the pending slots.
+    required_ips: HashMap<PeerId, HashSet<IpAddr>>,
     connections: HashMap<ConnectionId, ConnInfo>,
+    pending: PendingTable,
+    limits: AdmissionConfig,
     max_connections_per_peer: usize,
+    connections_per_ip: usize,
+    connections_per_subnet: usize,
 }
 
 impl Gate {
@@ -105,9 +203,32 @@ impl Gate {
             manager: ConnManager::from_config(config),
             blacklist,
             required: HashSet::new(),
+            required_ips: HashMap::new(),
             connections: HashMap::new(),
+            pending: PendingTable::default(),
+            limits: config.admission.clone(),
             max_connections_per_peer: config.max_connections_per_peer,
+            connections_per_ip: config.connections_per_ip(),
+            connections_per_subnet: config.connections_per_subnet(),
         }
+    }
+
+    /// Remembers an address of `peer`; a required peer's IP gets the reserved
+    /// share of handshake slots.
+    pub(crate) fn address_known(&mut self, peer: PeerId, address: &Multiaddr) {
+        if self.required.contains(&peer)
+            && let Some(ip) = ip_of(address)
+        {
+            let ips = self.required_ips.entry(peer).or_default();
+            // A peer lists a handful of addresses; bounded like the address book.
+            if ips.len() < 16 {
+                ips.insert(ip);
+            }
+        }
+    }
+
+    fn is_required_ip(&self, ip: IpAddr) -> bool {
+        self.required_ips.values().any(|ips| ips.contains(&ip))
     }
 
     /// Learns the local peer id (needed to break simultaneous-dial ties).
@@ -123,17 +244,47 @@ impl Gate {
         }
     }
 
-    /// Before any handshake: is the remote address blacklisted?
-    pub(crate) fn check_inbound_address(&self, remote: &Multiaddr) -> Result<(), Refusal> {
-        let blacklist = self.blacklist.read();
-        let blocked = match socket_addr(remote) {
-            Some(addr) => blacklist.blocks_addr(addr),
-            None => ip_of(remote).is_some_and(|ip| blacklist.blocks_ip(ip)),
-        };
-        if blocked {
-            return Err(refuse(None, Some(remote), "blacklisted address".into()));
+    /// Before any handshake: is the remote address blacklisted, and is there a
+    /// handshake slot for it? On success the slot is taken until
+    /// [`pending_done`](Self::pending_done).
+    pub(crate) fn check_inbound(
+        &mut self,
+        connection: ConnectionId,
+        remote: &Multiaddr,
+    ) -> Result<(), Refused> {
+        {
+            let blacklist = self.blacklist.read();
+            let blocked = match socket_addr(remote) {
+                Some(addr) => blacklist.blocks_addr(addr),
+                None => ip_of(remote).is_some_and(|ip| blacklist.blocks_ip(ip)),
+            };
+            if blocked {
+                return Err(refuse(
+                    AdmissionStage::Pending,
+                    RefusalReason::Blacklisted(BlacklistMatch::Address),
+                    None,
+                    Some(remote),
+                ));
+            }
         }
+        let ip = ip_of(remote);
+        let reserved = ip.is_some_and(|ip| self.is_required_ip(ip));
+        if let Some(reason) = self.pending.check(ip, reserved, &self.limits) {
+            return Err(refuse(AdmissionStage::Pending, reason, None, Some(remote)));
+        }
+        self.pending.insert(connection, ip);
         Ok(())
+    }
+
+    /// The inbound connection left its handshake (established, failed or denied).
+    pub(crate) fn pending_done(&mut self, connection: ConnectionId) {
+        self.pending.remove(connection);
+    }
+
+    /// Handshakes in progress.
+    #[cfg(test)]
+    fn pending_count(&self) -> usize {
+        self.pending.by_connection.len()
     }
 
     /// Before dialling: never dial a blacklisted peer, or only blacklisted addresses.
@@ -141,12 +292,17 @@ impl Gate {
         &self,
         peer: Option<PeerId>,
         addresses: &[Multiaddr],
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), Refused> {
         let blacklist = self.blacklist.read();
         if let Some(p) = peer
             && blacklist.blocks_peer(&p)
         {
-            return Err(refuse(peer, None, "blacklisted peer".into()));
+            return Err(refuse(
+                AdmissionStage::Dial,
+                RefusalReason::Blacklisted(BlacklistMatch::Peer),
+                peer,
+                None,
+            ));
         }
         if !addresses.is_empty()
             && addresses
@@ -154,9 +310,10 @@ impl Gate {
                 .all(|a| socket_addr(a).is_some_and(|s| blacklist.blocks_addr(s)))
         {
             return Err(refuse(
+                AdmissionStage::Dial,
+                RefusalReason::Blacklisted(BlacklistMatch::Address),
                 peer,
                 addresses.first(),
-                "blacklisted address".into(),
             ));
         }
         Ok(())
@@ -170,20 +327,28 @@ impl Gate {
         connection: ConnectionId,
         dialer_is_local: bool,
         remote: &Multiaddr,
-    ) -> Result<(Vec<Close>, Vec<Event>), Refusal> {
+    ) -> Result<(Vec<Close>, Vec<Event>), Refused> {
+        if !dialer_is_local {
+            self.pending_done(connection);
+        }
         let remote_socket = socket_addr(remote);
+        let refused = |reason| {
+            refuse(AdmissionStage::Established, reason, Some(peer), Some(remote))
+        };
         {
             let blacklist = self.blacklist.read();
             if blacklist.blocks_peer(&peer) {
-                return Err(refuse(Some(peer), Some(remote), "blacklisted peer".into()));
+                return Err(refused(RefusalReason::Blacklisted(BlacklistMatch::Peer)));
             }
             if remote_socket.is_some_and(|s| blacklist.blocks_addr(s)) {
-                return Err(refuse(
-                    Some(peer),
-                    Some(remote),
-                    "blacklisted address".into(),
-                ));
+                return Err(refused(RefusalReason::Blacklisted(BlacklistMatch::Address)));
             }
+        }
+        if !dialer_is_local
+            && !self.required.contains(&peer)
+            && let Some(reason) = self.address_limit(remote)
+        {
+            return Err(refused(reason));
         }
         let mut closes = Vec::new();
         let mut events = Vec::new();
@@ -202,7 +367,7 @@ impl Gate {
                     reason,
                 });
             }
-            Admission::Refuse(RefusalReason::TooManyConnections { .. })
+            Admission::Refuse(PeerLimit::TooManyConnections { .. })
                 if self.wins_simultaneous_dial(peer, dialer_is_local) =>
             {
                 // Replace the other connection: both sides keep this one.
@@ -218,8 +383,8 @@ impl Gate {
                     self.manager.disconnected(&peer, c.connection);
                 }
             }
-            Admission::Refuse(reason) => {
-                return Err(refuse(Some(peer), Some(remote), reason.to_string()));
+            Admission::Refuse(limit) => {
+                return Err(refused(RefusalReason::PeerLimit(limit)));
             }
         }
         self.connections.insert(
@@ -231,6 +396,36 @@ impl Gate {
             },
         );
         Ok((closes, events))
+    }
+
+    /// Which per-address limit a new inbound connection from `remote` would break.
+    fn address_limit(&self, remote: &Multiaddr) -> Option<RefusalReason> {
+        let ip = ip_of(remote)?;
+        if ip.is_loopback() && !self.limits.limit_loopback {
+            return None;
+        }
+        let subnet = subnet_of(ip);
+        let (mut same_ip, mut same_subnet) = (0, 0);
+        for info in self.connections.values() {
+            let Some(other) = info.remote.map(|s| s.ip().to_canonical()) else {
+                continue;
+            };
+            if info.dialer_is_local || self.required.contains(&info.peer) {
+                continue;
+            }
+            same_ip += usize::from(other == ip);
+            same_subnet += usize::from(subnet_of(other) == subnet);
+        }
+        if same_ip >= self.connections_per_ip {
+            return Some(RefusalReason::AddressLimit {
+                scope: AddressScope::Ip,
+                limit: self.connections_per_ip,
+            });
+        }
+        (same_subnet >= self.connections_per_subnet).then_some(RefusalReason::AddressLimit {
+            scope: AddressScope::Subnet,
+            limit: self.connections_per_subnet,
+        })
     }
 
     /// With one connection allowed per peer, a connection of the opposite direction
@@ -257,8 +452,9 @@ impl Gate {
         self.manager.connected(peer, connection, priority);
     }
 
-    /// The connection is gone (closed, or denied after `admit`).
+    /// The connection is gone (closed, failed in its handshake, or denied).
     pub(crate) fn closed(&mut self, peer: Option<PeerId>, connection: ConnectionId) {
+        self.pending_done(connection);
         let peer = peer.or_else(|| self.connections.get(&connection).map(|c| c.peer));
         self.connections.remove(&connection);
         if let Some(peer) = peer {
@@ -277,6 +473,7 @@ impl Gate {
             Priority::High
         } else {
             self.required.remove(&peer);
+            self.required_ips.remove(&peer);
             Priority::Low
         };
         if !self.manager.set_priority(&peer, priority) {

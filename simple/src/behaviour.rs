@@ -33,7 +33,7 @@ use libp2p::{
 };
 use liquid_p2p_core::{
     Blacklist, Config, Error, Event, ProtocolBook, ProtocolChange, ReceiveStreamManager,
-    SendStreamPool, SendStreamPoolManager, StreamOpener,
+    SendStreamPool, SendStreamPoolManager, StreamOpenFailure, StreamOpener,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -160,10 +160,7 @@ impl Shared {
         connection: ConnectionId,
         protocol: StreamProtocol,
     ) -> Result<libp2p::Stream, Error> {
-        let failed = |reason: &str| Error::StreamOpen {
-            peer,
-            reason: reason.to_owned(),
-        };
+        let failed = |reason| Error::StreamOpen { peer, reason };
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Request::Open {
@@ -178,8 +175,8 @@ impl Shared {
         // the time the request waits in the queues.
         match tokio::time::timeout(self.config.stream_open_timeout * 2, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(failed("connection closed")),
-            Err(_) => Err(failed("timed out")),
+            Ok(Err(_)) => Err(failed(StreamOpenFailure::ConnectionClosed)),
+            Err(_) => Err(failed(StreamOpenFailure::Timeout)),
         }
     }
 

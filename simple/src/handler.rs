@@ -17,13 +17,14 @@ use libp2p::{
     PeerId, StreamProtocol,
     core::upgrade::ReadyUpgrade,
     swarm::{
-        ConnectionHandler, ConnectionHandlerEvent, ConnectionId, Stream, SubstreamProtocol,
+        ConnectionHandler, ConnectionHandlerEvent, ConnectionId, Stream, StreamUpgradeError,
+        SubstreamProtocol,
         handler::{
             ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
         },
     },
 };
-use liquid_p2p_core::Error;
+use liquid_p2p_core::{Error, StreamOpenFailure};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -147,9 +148,15 @@ impl ConnectionHandler for Handler {
                 let _ = reply.send(Ok(stream));
             }
             ConnectionEvent::DialUpgradeError(DialUpgradeError { info: reply, error }) => {
+                let reason = match error {
+                    StreamUpgradeError::NegotiationFailed => StreamOpenFailure::Unsupported,
+                    StreamUpgradeError::Timeout => StreamOpenFailure::Timeout,
+                    StreamUpgradeError::Io(e) => StreamOpenFailure::Io(e.kind()),
+                    StreamUpgradeError::Apply(never) => match never {},
+                };
                 let _ = reply.send(Err(Error::StreamOpen {
                     peer: self.peer,
-                    reason: error.to_string(),
+                    reason,
                 }));
             }
             _ => {}
