@@ -157,12 +157,18 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// A peer's full protocol list arrived (exchange or push).
+    /// A peer's full protocol list arrived (exchange or push). Per-protocol
+    /// `ProtocolSupported` / `ProtocolUnsupported` events follow only when at most
+    /// 16 protocols changed; `added` and `removed` always carry every change.
     PeerProtocols {
         /// The peer.
         peer: PeerId,
         /// Its protocols, sorted.
         protocols: Vec<String>,
+        /// Protocols it did not support before, sorted.
+        added: Vec<String>,
+        /// Protocols it no longer supports, sorted.
+        removed: Vec<String>,
     },
     /// A peer now supports `protocol`.
     ProtocolSupported {

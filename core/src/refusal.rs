@@ -211,6 +211,22 @@ pub enum DialFailure {
     },
 }
 
+impl DialFailure {
+    /// A short snake_case name of the kind (`transport`, `wrong_peer`,
+    /// `refused_locally`, `refused_by_remote`, `closed_before_exchange`,
+    /// `closed_early`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DialFailure::Transport => "transport",
+            DialFailure::WrongPeer => "wrong_peer",
+            DialFailure::RefusedLocally(_) => "refused_locally",
+            DialFailure::RefusedByRemote(_) => "refused_by_remote",
+            DialFailure::ClosedBeforeExchange => "closed_before_exchange",
+            DialFailure::ClosedEarly { .. } => "closed_early",
+        }
+    }
+}
+
 /// One refused connection, as the admission code sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -374,13 +390,18 @@ mod tests {
     fn a_thousand_refusals_from_one_address_make_two_reports_per_window() {
         let start = Instant::now();
         let mut r = RefusalReporter::new(Duration::from_secs(1));
-        let first = r.record(pending("10.0.0.1"), start).expect("first reported at once");
+        let first = r
+            .record(pending("10.0.0.1"), start)
+            .expect("first reported at once");
         assert_eq!(first.count, 1);
         for i in 1..1000u64 {
             let at = start + Duration::from_micros(i * 500);
             assert_eq!(r.record(pending("10.0.0.1"), at), None);
         }
-        assert!(r.poll(start + Duration::from_millis(999)).is_empty(), "window still open");
+        assert!(
+            r.poll(start + Duration::from_millis(999)).is_empty(),
+            "window still open"
+        );
         assert_eq!(r.next_wakeup(), Some(start + Duration::from_secs(1)));
         let closing = r.poll(start + Duration::from_secs(1));
         assert_eq!(closing.len(), 1);
@@ -400,7 +421,10 @@ mod tests {
         let mut other = pending("10.0.0.1");
         other.reason = RefusalReason::Blacklisted(BlacklistMatch::Address);
         assert!(r.record(other, now).is_some());
-        assert!(r.poll(now + Duration::from_secs(1)).is_empty(), "nothing after the first");
+        assert!(
+            r.poll(now + Duration::from_secs(1)).is_empty(),
+            "nothing after the first"
+        );
     }
 
     #[test]
@@ -418,7 +442,11 @@ mod tests {
             };
             immediate += usize::from(r.record(refusal, now).is_some());
         }
-        assert_eq!(immediate, MAX_REFUSAL_WINDOWS + 1, "one overflow window without peer");
+        assert_eq!(
+            immediate,
+            MAX_REFUSAL_WINDOWS + 1,
+            "one overflow window without peer"
+        );
         let closing = r.poll(now + Duration::from_secs(1));
         assert_eq!(closing.len(), 1);
         assert_eq!(closing[0].peer, None);

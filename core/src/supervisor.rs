@@ -339,7 +339,10 @@ mod tests {
         let mut s = supervisor(0);
         let peer = PeerId::random();
         let mut now = Instant::now();
-        assert_eq!(s.add(peer, false, Instant::now()), vec![SupervisorAction::Dial(peer)]);
+        assert_eq!(
+            s.add(peer, false, Instant::now()),
+            vec![SupervisorAction::Dial(peer)]
+        );
         let mut delays = Vec::new();
         for _ in 0..12 {
             let d = scheduled_delay(&s.dial_failed(&peer, now));
@@ -501,7 +504,10 @@ mod tests {
             vec![SupervisorAction::GaveUp { peer, attempts: 3 }]
         );
         assert!(s.poll(now + Duration::from_secs(3600)).is_empty());
-        assert_eq!(s.add(peer, false, Instant::now()), vec![SupervisorAction::Dial(peer)]);
+        assert_eq!(
+            s.add(peer, false, Instant::now()),
+            vec![SupervisorAction::Dial(peer)]
+        );
     }
 
     #[test]

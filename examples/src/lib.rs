@@ -387,6 +387,9 @@ pub enum Output {
         peer: Option<String>,
         /// What went wrong.
         reason: String,
+        /// Its kind: `transport`, `wrong_peer`, `refused_locally`,
+        /// `refused_by_remote`, `closed_before_exchange` or `closed_early`.
+        cause: &'static str,
     },
     /// An inbound stream was refused because a cap was reached.
     StreamRefused {
@@ -457,6 +460,11 @@ pub enum Output {
         address: Option<String>,
         /// Why.
         reason: String,
+        /// Where: `dial`, `pending`, `handshake` or `established`.
+        stage: &'static str,
+        /// Refusals this line stands for (the same kind from the same address
+        /// within one report window).
+        count: u64,
     },
     /// A peer was disconnected to make room or because it was blacklisted.
     Evicted {
@@ -471,6 +479,10 @@ pub enum Output {
         peer: String,
         /// Its protocols, sorted.
         protocols: Vec<String>,
+        /// Protocols it did not support before.
+        added: Vec<String>,
+        /// Protocols it no longer supports.
+        removed: Vec<String>,
     },
     /// A peer now supports a protocol.
     ProtocolSupported {
@@ -652,9 +664,14 @@ impl Output {
                 connection: (*connection).into(),
                 remaining: *remaining,
             },
-            Event::DialFailed { peer, reason } => Self::DialFailed {
+            Event::DialFailed {
+                peer,
+                reason,
+                cause,
+            } => Self::DialFailed {
                 peer: peer.map(|p| p.to_string()),
                 reason: reason.clone(),
+                cause: cause.kind(),
             },
             Event::StreamRefused {
                 peer,
@@ -717,18 +734,29 @@ impl Output {
                 peer,
                 address,
                 reason,
+                stage,
+                count,
             } => Self::Refused {
                 peer: peer.map(|p| p.to_string()),
                 address: address.clone(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
+                stage: stage.as_str(),
+                count: *count,
             },
             Event::Evicted { peer, reason } => Self::Evicted {
                 peer: peer.to_string(),
                 reason: reason.clone(),
             },
-            Event::PeerProtocols { peer, protocols } => Self::PeerProtocols {
+            Event::PeerProtocols {
+                peer,
+                protocols,
+                added,
+                removed,
+            } => Self::PeerProtocols {
                 peer: peer.to_string(),
                 protocols: protocols.clone(),
+                added: added.clone(),
+                removed: removed.clone(),
             },
             Event::ProtocolSupported { peer, protocol } => Self::ProtocolSupported {
                 peer: peer.to_string(),
@@ -840,7 +868,7 @@ impl Output {
                 connection,
                 remaining,
             } => format!("connection {connection} to {peer} closed ({remaining} remaining)"),
-            Self::DialFailed { peer, reason } => match peer {
+            Self::DialFailed { peer, reason, .. } => match peer {
                 Some(peer) => format!("dial to {peer} failed: {reason}"),
                 None => format!("dial failed: {reason}"),
             },
@@ -885,13 +913,22 @@ impl Output {
                 peer,
                 address,
                 reason,
+                stage,
+                count,
             } => format!(
-                "refused {} {}: {reason}",
+                "refused {} {} at {stage}: {reason}{}",
                 peer.as_deref().unwrap_or("unknown peer"),
-                address.as_deref().unwrap_or("")
+                address.as_deref().unwrap_or(""),
+                if *count > 1 {
+                    format!(" ({count} times)")
+                } else {
+                    String::new()
+                }
             ),
             Self::Evicted { peer, reason } => format!("evicted {peer}: {reason}"),
-            Self::PeerProtocols { peer, protocols } => {
+            Self::PeerProtocols {
+                peer, protocols, ..
+            } => {
                 format!("{peer} supports: {}", protocols.join(" "))
             }
             Self::ProtocolSupported { peer, protocol } => {
@@ -963,7 +1000,9 @@ pub async fn shutdown_signal() {
 mod tests {
     use std::time::Duration;
 
-    use liquid_p2p::FrameError;
+    use liquid_p2p::{
+        AdmissionStage, BlacklistMatch, DialFailure, FrameError, RefusalReason, RemoteRefusal,
+    };
     use serde_json::{Value, json};
 
     use super::*;
@@ -1214,10 +1253,12 @@ mod tests {
                 Event::Refused {
                     peer: None,
                     address: Some("/ip4/10.0.0.1/tcp/9".into()),
-                    reason: "blacklisted address".into(),
+                    reason: RefusalReason::Blacklisted(BlacklistMatch::Address),
+                    stage: AdmissionStage::Pending,
+                    count: 3,
                 },
                 json!({"event": "refused", "peer": null, "address": "/ip4/10.0.0.1/tcp/9",
-                       "reason": "blacklisted address"}),
+                       "reason": "blacklisted address", "stage": "pending", "count": 3}),
             ),
             (
                 Event::Evicted {
@@ -1244,8 +1285,11 @@ mod tests {
                 Event::PeerProtocols {
                     peer,
                     protocols: vec!["/x/1".into()],
+                    added: vec!["/x/1".into()],
+                    removed: vec!["/y/1".into()],
                 },
-                json!({"event": "peer_protocols", "peer": p, "protocols": ["/x/1"]}),
+                json!({"event": "peer_protocols", "peer": p, "protocols": ["/x/1"],
+                       "added": ["/x/1"], "removed": ["/y/1"]}),
             ),
             (
                 Event::ProtocolExchangeFailed {
@@ -1265,16 +1309,21 @@ mod tests {
             (
                 Event::DialFailed {
                     peer: Some(peer),
-                    reason: "refused".into(),
+                    reason: "refused by the remote: peer limit reached".into(),
+                    cause: DialFailure::RefusedByRemote(RemoteRefusal::PeerLimit),
                 },
-                json!({"event": "dial_failed", "peer": p, "reason": "refused"}),
+                json!({"event": "dial_failed", "peer": p,
+                       "reason": "refused by the remote: peer limit reached",
+                       "cause": "refused_by_remote"}),
             ),
             (
                 Event::DialFailed {
                     peer: None,
-                    reason: "refused".into(),
+                    reason: "connection refused".into(),
+                    cause: DialFailure::Transport,
                 },
-                json!({"event": "dial_failed", "peer": null, "reason": "refused"}),
+                json!({"event": "dial_failed", "peer": null, "reason": "connection refused",
+                       "cause": "transport"}),
             ),
             (
                 Event::StreamRefused {

@@ -80,7 +80,12 @@ impl PendingTable {
     }
 
     /// Which limit a new handshake from `ip` would break, if any.
-    fn check(&self, ip: Option<IpAddr>, reserved: bool, limits: &AdmissionConfig) -> Option<RefusalReason> {
+    fn check(
+        &self,
+        ip: Option<IpAddr>,
+        reserved: bool,
+        limits: &AdmissionConfig,
+    ) -> Option<RefusalReason> {
         let total = self.by_connection.len();
         if reserved {
             // Required peers' addresses may use the reserved share, and are not
@@ -127,7 +132,10 @@ impl PendingTable {
         let Some(Some(ip)) = self.by_connection.remove(&connection) else {
             return;
         };
-        for (map, key) in [(&mut self.per_ip, ip), (&mut self.per_subnet, subnet_of(ip))] {
+        for (map, key) in [
+            (&mut self.per_ip, ip),
+            (&mut self.per_subnet, subnet_of(ip)),
+        ] {
             if let Some(n) = map.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
@@ -333,7 +341,12 @@ impl Gate {
         }
         let remote_socket = socket_addr(remote);
         let refused = |reason| {
-            refuse(AdmissionStage::Established, reason, Some(peer), Some(remote))
+            refuse(
+                AdmissionStage::Established,
+                reason,
+                Some(peer),
+                Some(remote),
+            )
         };
         {
             let blacklist = self.blacklist.read();
@@ -561,7 +574,7 @@ mod tests {
         s.set_local_peer(small);
         let sl = ConnectionId::new_unchecked(1);
         s.admit(large, sl, true, &addr)
-            .map_err(|r| r.error)
+            .map_err(|r| r.reason)
             .expect("first");
         s.established(large, sl);
         let refused = s.admit(large, ConnectionId::new_unchecked(2), false, &addr);
@@ -571,12 +584,12 @@ mod tests {
         l.set_local_peer(large);
         let ls = ConnectionId::new_unchecked(1);
         l.admit(small, ls, true, &addr)
-            .map_err(|r| r.error)
+            .map_err(|r| r.reason)
             .expect("first");
         l.established(small, ls);
         let (closes, _) = l
             .admit(small, ConnectionId::new_unchecked(2), false, &addr)
-            .map_err(|r| r.error)
+            .map_err(|r| r.reason)
             .expect("S's dial wins on the large side");
         assert_eq!(closes.len(), 1);
         assert_eq!(
@@ -592,14 +605,167 @@ mod tests {
             .write()
             .add("10.9.8.7".parse().expect("entry"))
             .expect("add");
-        let gate = Gate::new(&Config::default(), blacklist);
-        assert!(
-            gate.check_inbound_address(&"/ip4/10.9.8.7/tcp/5".parse().expect("addr"))
-                .is_err()
+        let mut gate = Gate::new(&Config::default(), blacklist);
+        let refused = gate
+            .check_inbound(
+                ConnectionId::new_unchecked(1),
+                &"/ip4/10.9.8.7/tcp/5".parse().expect("addr"),
+            )
+            .expect_err("blacklisted");
+        assert_eq!(
+            (refused.stage, refused.reason),
+            (
+                AdmissionStage::Pending,
+                RefusalReason::Blacklisted(BlacklistMatch::Address)
+            )
         );
         assert!(
-            gate.check_inbound_address(&"/ip4/10.9.8.6/tcp/5".parse().expect("addr"))
-                .is_ok()
+            gate.check_inbound(
+                ConnectionId::new_unchecked(2),
+                &"/ip4/10.9.8.6/tcp/5".parse().expect("addr")
+            )
+            .is_ok()
+        );
+    }
+
+    fn addr(ip: &str, port: u16) -> Multiaddr {
+        format!("/ip4/{ip}/tcp/{port}").parse().expect("addr")
+    }
+
+    #[test]
+    fn one_address_gets_its_share_of_handshake_slots_and_others_still_get_in() {
+        let mut gate = Gate::new(&Config::default(), Arc::default());
+        let limits = AdmissionConfig::default();
+        let mut id = 0;
+        let mut next = || {
+            id += 1;
+            ConnectionId::new_unchecked(id)
+        };
+        for port in 0..limits.max_pending_per_ip {
+            gate.check_inbound(next(), &addr("10.0.0.2", port as u16))
+                .expect("within the per-address share");
+        }
+        let refused = gate
+            .check_inbound(next(), &addr("10.0.0.2", 9999))
+            .expect_err("one more from the same IP");
+        assert_eq!(
+            refused.reason,
+            RefusalReason::PendingLimit {
+                scope: AddressScope::Ip,
+                limit: limits.max_pending_per_ip
+            }
+        );
+        // The same /24 may take up to its own limit, then it is refused too.
+        for n in 3..=4 {
+            for port in 0..limits.max_pending_per_ip {
+                let result = gate.check_inbound(next(), &addr(&format!("10.0.0.{n}"), port as u16));
+                if n == 3 {
+                    result.expect("subnet still has room");
+                } else {
+                    assert_eq!(
+                        result.expect_err("subnet full").reason,
+                        RefusalReason::PendingLimit {
+                            scope: AddressScope::Subnet,
+                            limit: limits.max_pending_per_subnet
+                        }
+                    );
+                }
+            }
+        }
+        gate.check_inbound(next(), &addr("192.168.7.1", 1))
+            .expect("another address gets in");
+        assert_eq!(gate.pending_count(), limits.max_pending_per_subnet + 1);
+        // A finished handshake gives its slot back.
+        gate.pending_done(ConnectionId::new_unchecked(1));
+        gate.check_inbound(next(), &addr("10.0.0.2", 9999))
+            .expect("a slot came back");
+    }
+
+    #[test]
+    fn the_reserved_share_of_handshake_slots_is_kept_for_required_peers() {
+        let mut gate = Gate::new(&Config::default(), Arc::default());
+        let limits = AdmissionConfig::default();
+        let open = limits.max_pending - limits.reserved_pending;
+        // Many attackers, each within its per-address share, fill the open slots.
+        for i in 0..open {
+            let ip = format!("10.{}.{}.1", i / 200, i % 200);
+            gate.check_inbound(ConnectionId::new_unchecked(i), &addr(&ip, 1))
+                .expect("open slot");
+        }
+        let refused = gate
+            .check_inbound(ConnectionId::new_unchecked(10_000), &addr("172.16.0.1", 1))
+            .expect_err("open slots are gone");
+        assert_eq!(
+            refused.reason,
+            RefusalReason::PendingLimit {
+                scope: AddressScope::All,
+                limit: open
+            }
+        );
+        let required = PeerId::random();
+        let _ = gate.set_required(required, true);
+        gate.address_known(required, &addr("172.16.0.9", 4001));
+        for i in 0..limits.reserved_pending {
+            gate.check_inbound(
+                ConnectionId::new_unchecked(20_000 + i),
+                &addr("172.16.0.9", 5000 + i as u16),
+            )
+            .expect("a required peer's address uses the reserved share");
+        }
+        assert!(
+            gate.check_inbound(ConnectionId::new_unchecked(30_000), &addr("172.16.0.9", 1))
+                .is_err(),
+            "the total stays bounded"
+        );
+    }
+
+    #[test]
+    fn established_connections_per_address_are_capped_except_loopback_and_required_peers() {
+        let config = Config {
+            admission: AdmissionConfig {
+                max_connections_per_ip: Some(2),
+                ..AdmissionConfig::default()
+            },
+            ..Config::default()
+        };
+        let mut gate = Gate::new(&config, Arc::default());
+        gate.set_local_peer(PeerId::random());
+        let admit = |gate: &mut Gate, id: usize, ip: &str| {
+            let peer = PeerId::random();
+            let c = ConnectionId::new_unchecked(id);
+            let result = gate.admit(peer, c, false, &addr(ip, 1000 + id as u16));
+            if result.is_ok() {
+                gate.established(peer, c);
+            }
+            result.map(|_| ()).map_err(|r| r.reason)
+        };
+        assert!(admit(&mut gate, 1, "10.0.0.5").is_ok());
+        assert!(admit(&mut gate, 2, "10.0.0.5").is_ok());
+        assert_eq!(
+            admit(&mut gate, 3, "10.0.0.5"),
+            Err(RefusalReason::AddressLimit {
+                scope: AddressScope::Ip,
+                limit: 2
+            })
+        );
+        assert!(admit(&mut gate, 4, "10.0.0.6").is_ok(), "another IP");
+        for id in 5..10 {
+            assert!(
+                admit(&mut gate, id, "127.0.0.1").is_ok(),
+                "loopback is exempt"
+            );
+        }
+        let required = PeerId::random();
+        let _ = gate.set_required(required, true);
+        assert!(
+            gate.admit(
+                required,
+                ConnectionId::new_unchecked(11),
+                false,
+                &addr("10.0.0.5", 7)
+            )
+            .is_ok(),
+            "a required peer is not held to the per-address limit"
         );
     }
 }

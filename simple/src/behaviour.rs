@@ -13,6 +13,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     convert::Infallible,
+    future::Future,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -32,20 +33,22 @@ use libp2p::{
     },
 };
 use liquid_p2p_core::{
-    Blacklist, Config, Error, Event, ProtocolBook, ProtocolChange, ReceiveStreamManager,
+    AdmissionStage, Blacklist, Config, DialFailure, Error, Event, ProtocolBook, ProtocolChange,
+    ReceiveStreamManager, Refusal, RefusalReason, RefusalReport, RefusalReporter, RemoteRefusal,
     SendStreamPool, SendStreamPoolManager, StreamOpenFailure, StreamOpener,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
-    admission::{Close, Gate},
+    admission::{self, Close, Gate},
     control::Control,
     events::EventBus,
     exchange,
     handler::{Handler, HandlerIn, OpenReply},
     protocol::PROTOCOL,
     receiver::{self, ProtocolRegistry},
+    transport::HandshakeError,
     watchdog::{ConnectionMeter, MeteredStream},
 };
 
@@ -55,6 +58,20 @@ const MAX_ADDRESSES_PER_PEER: usize = 8;
 const MAX_ADDRESS_BOOK_PEERS: usize = 4096;
 /// Requests from pools and senders queued for the swarm task.
 const REQUEST_QUEUE_LEN: usize = 1024;
+/// A received protocol list that changes more protocols than this is reported by
+/// `PeerProtocols` alone (its `added` / `removed`), without one event per protocol.
+pub const MAX_PROTOCOL_CHANGE_EVENTS: usize = 16;
+
+/// `address` without a trailing `/p2p/<peer id>`.
+fn without_peer_suffix(mut address: Multiaddr) -> Multiaddr {
+    if matches!(
+        address.iter().last(),
+        Some(libp2p::multiaddr::Protocol::P2p(_))
+    ) {
+        address.pop();
+    }
+    address
+}
 
 /// Requests from pools and senders to the behaviour.
 #[derive(Debug)]
@@ -74,6 +91,11 @@ pub(crate) enum Request {
     },
     /// The blacklist grew: close live connections that match it.
     EnforceBlacklist,
+    /// Close one connection (a refused one, once its reason is told).
+    CloseConnection {
+        peer: PeerId,
+        connection: ConnectionId,
+    },
 }
 
 /// State shared by the behaviour, its handlers, reader tasks and [`Control`].
@@ -89,6 +111,13 @@ pub(crate) struct Shared {
     pub(crate) book: RwLock<ProtocolBook>,
     /// Peers announced with `PeerConnected` (after their exchange).
     announced: Mutex<HashSet<PeerId>>,
+    /// Wakes the host's supervisor when a peer is announced.
+    pub(crate) announced_changed: Notify,
+    /// Why remotes refused live connections of ours (see refusal.rs).
+    remote_refusals: Mutex<HashMap<ConnectionId, RemoteRefusal>>,
+    /// Lists received from each peer, applied at most once per
+    /// `protocol_push_delay` (the latest waiting one wins).
+    inbound_lists: Mutex<HashMap<PeerId, ListThrottle>>,
     /// Inbound exchange streams being served, per peer.
     exchanges_in: Mutex<HashMap<PeerId, usize>>,
     /// Wakes the push task when local protocols change.
@@ -99,6 +128,12 @@ pub(crate) struct Shared {
     /// Frames being written right now, across all connections.
     writes_in_flight: AtomicUsize,
     writes_done: Notify,
+}
+
+/// The protocol lists of one peer waiting to be applied.
+struct ListThrottle {
+    last_applied: tokio::time::Instant,
+    waiting: Option<Vec<String>>,
 }
 
 /// A frame being written; shutdown waits for these.
@@ -180,7 +215,9 @@ impl Shared {
         }
     }
 
-    /// Records a peer's full protocol list and reports what changed.
+    /// Records a peer's full protocol list and reports what changed: one
+    /// `PeerProtocols` with the differences, and one event per changed protocol
+    /// when at most [`MAX_PROTOCOL_CHANGE_EVENTS`] changed.
     pub(crate) fn protocols_received(&self, peer: PeerId, protocols: Vec<String>) {
         let changes = {
             // Checked under the book's lock: `peer_gone` removes the pools first and
@@ -194,10 +231,22 @@ impl Shared {
         let mut sorted = protocols;
         sorted.sort();
         sorted.dedup();
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for change in &changes {
+            match change {
+                ProtocolChange::Supported(p) => added.push(p.clone()),
+                ProtocolChange::Unsupported(p) => removed.push(p.clone()),
+            }
+        }
         self.events.emit(Event::PeerProtocols {
             peer,
             protocols: sorted,
+            added,
+            removed,
         });
+        if changes.len() > MAX_PROTOCOL_CHANGE_EVENTS {
+            return;
+        }
         for change in changes {
             self.events.emit(match change {
                 ProtocolChange::Supported(protocol) => Event::ProtocolSupported { peer, protocol },
@@ -208,12 +257,85 @@ impl Shared {
         }
     }
 
+    /// A list the peer sent on its own (its first exchange or a push): applied at
+    /// once, or, within `protocol_push_delay` of the last one applied, when that
+    /// delay is up, replaced by any newer list meanwhile. A peer pushing without
+    /// pause thus costs one list's events per delay.
+    pub(crate) fn list_pushed(self: &Arc<Self>, peer: PeerId, list: Vec<String>) {
+        let delay = self.config.protocol_push_delay;
+        let now = tokio::time::Instant::now();
+        let due = {
+            let mut lists = self.inbound_lists.lock();
+            let entry = lists.entry(peer).or_insert(ListThrottle {
+                last_applied: now.checked_sub(delay).unwrap_or(now),
+                waiting: None,
+            });
+            let due = entry.last_applied + delay;
+            if entry.waiting.is_none() && due <= now {
+                entry.last_applied = now;
+                None
+            } else {
+                let scheduled = entry.waiting.is_some();
+                entry.waiting = Some(list.clone());
+                Some((due, scheduled))
+            }
+        };
+        match due {
+            None => self.protocols_received(peer, list),
+            Some((_, true)) => {} // the waiting task applies the newest list
+            Some((due, false)) => {
+                let shared = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    let list = {
+                        let mut lists = shared.inbound_lists.lock();
+                        lists.get_mut(&peer).and_then(|entry| {
+                            entry.last_applied = tokio::time::Instant::now();
+                            entry.waiting.take()
+                        })
+                    };
+                    if let Some(list) = list {
+                        shared.protocols_received(peer, list);
+                    }
+                });
+            }
+        }
+    }
+
     /// Emits `PeerConnected` once per peer, if it is still connected.
     pub(crate) fn announce(&self, peer: PeerId) {
         let mut announced = self.announced.lock();
         if self.pools.best_pool(&peer).is_some() && announced.insert(peer) {
             self.events.emit(Event::PeerConnected { peer });
+            self.announced_changed.notify_one();
         }
+    }
+
+    /// Whether `peer` was announced (its exchange is done) and is still here.
+    pub(crate) fn is_announced(&self, peer: &PeerId) -> bool {
+        self.announced.lock().contains(peer)
+    }
+
+    /// A remote told why it refuses one of our live connections.
+    pub(crate) fn refused_by_remote(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+        refusal: RemoteRefusal,
+    ) {
+        if !self.meters.lock().contains_key(&connection) {
+            return; // closed already
+        }
+        tracing::info!(%peer, %connection, %refusal, "remote refuses the connection");
+        self.remote_refusals.lock().insert(connection, refusal);
+    }
+
+    /// Asks the behaviour to close one connection.
+    pub(crate) async fn close_connection(&self, peer: PeerId, connection: ConnectionId) {
+        let _ = self
+            .requests
+            .send(Request::CloseConnection { peer, connection })
+            .await;
     }
 
     pub(crate) fn announced_peers(&self) -> Vec<PeerId> {
@@ -224,6 +346,7 @@ impl Shared {
     /// if it had been announced.
     fn peer_gone(&self, peer: PeerId) {
         self.book.write().remove(&peer);
+        self.inbound_lists.lock().remove(&peer);
         if self.announced.lock().remove(&peer) {
             self.events.emit(Event::PeerDisconnected { peer });
         }
@@ -338,6 +461,7 @@ impl Shared {
         if let Some(meter) = self.meters.lock().remove(&connection) {
             meter.mark_closed();
         }
+        self.remote_refusals.lock().remove(&connection);
         if let Some(peer) = peer {
             self.pools.remove(&peer, connection);
             self.receive.close_connection(&peer, connection);
@@ -429,6 +553,13 @@ pub struct Behaviour {
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
     adding_connection: HashSet<PeerId>,
     gate: Gate,
+    /// Inbound connections refused after their handshake, kept only to tell the
+    /// remote why (refusal.rs); no pool, no events.
+    refusing: HashSet<ConnectionId>,
+    refusals: RefusalReporter,
+    refusal_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// When a refusal was last logged at `warn` (at most once per report window).
+    last_refusal_warning: Option<tokio::time::Instant>,
 }
 
 impl Behaviour {
@@ -459,6 +590,9 @@ impl Behaviour {
             blacklist,
             book: RwLock::new(ProtocolBook::new()),
             announced: Mutex::new(HashSet::new()),
+            announced_changed: Notify::new(),
+            remote_refusals: Mutex::new(HashMap::new()),
+            inbound_lists: Mutex::new(HashMap::new()),
             exchanges_in: Mutex::new(HashMap::new()),
             protocols_changed: Arc::new(Notify::new()),
             meters: Mutex::new(HashMap::new()),
@@ -468,7 +602,12 @@ impl Behaviour {
             writes_done: Notify::new(),
             config,
         });
+        let report_window = shared.config.admission.report_window;
         let behaviour = Self {
+            refusing: HashSet::new(),
+            refusals: RefusalReporter::new(report_window),
+            refusal_timer: None,
+            last_refusal_warning: None,
             shared: Arc::clone(&shared),
             requests: rx,
             actions: VecDeque::new(),
@@ -490,6 +629,10 @@ impl Behaviour {
         if !self.addresses.contains_key(&peer) && self.addresses.len() >= MAX_ADDRESS_BOOK_PEERS {
             return;
         }
+        // Stored without the `/p2p/<peer>` suffix: the same socket with and without
+        // it would otherwise be dialled twice at once.
+        let address = without_peer_suffix(address);
+        self.gate.address_known(peer, &address);
         let list = self.addresses.entry(peer).or_default();
         if list.contains(&address) {
             return;
@@ -511,7 +654,62 @@ impl Behaviour {
     /// Makes `peer` required (high priority: never evicted for others) or not.
     pub fn set_required(&mut self, peer: PeerId, required: bool) {
         let (closes, events) = self.gate.set_required(peer, required);
+        if required {
+            for address in self.addresses.get(&peer).into_iter().flatten() {
+                self.gate.address_known(peer, address);
+            }
+        }
         self.carry_out(closes, events);
+    }
+
+    /// Reports a refusal (aggregated; see `RefusalReporter`).
+    fn report(&mut self, refusal: Refusal) {
+        let now = tokio::time::Instant::now();
+        if let Some(report) = self.refusals.record(refusal, now) {
+            self.emit_refusals(vec![report], now);
+        }
+    }
+
+    fn emit_refusals(&mut self, reports: Vec<RefusalReport>, now: tokio::time::Instant) {
+        let Some(first) = reports.first() else {
+            return;
+        };
+        let window = self.shared.config.admission.report_window;
+        let total: u64 = reports.iter().map(|r| r.count).sum();
+        if self
+            .last_refusal_warning
+            .is_none_or(|at| now.duration_since(at) >= window)
+        {
+            self.last_refusal_warning = Some(now);
+            tracing::warn!(
+                refused = total,
+                kinds = reports.len(),
+                stage = %first.stage,
+                reason = %first.reason,
+                address = first.address.as_deref().unwrap_or("-"),
+                "connections refused"
+            );
+        } else {
+            tracing::debug!(
+                refused = total,
+                kinds = reports.len(),
+                "connections refused"
+            );
+        }
+        for r in reports {
+            self.shared.events.emit(Event::Refused {
+                peer: r.peer,
+                address: r.address,
+                reason: r.reason,
+                stage: r.stage,
+                count: r.count,
+            });
+        }
+    }
+
+    /// Refusals recorded since the behaviour was made (each connection once).
+    pub fn refusal_count(&self) -> u64 {
+        self.refusals.total()
     }
 
     fn carry_out(&mut self, closes: Vec<Close>, events: Vec<Event>) {
@@ -537,13 +735,26 @@ impl Behaviour {
         remote: &Multiaddr,
     ) -> Result<Handler, ConnectionDenied> {
         if self.shared.check_open().is_err() {
+            self.gate.closed(Some(peer), connection);
             return Err(ConnectionDenied::new(Error::ShutDown));
         }
         match self.gate.admit(peer, connection, dialer_is_local, remote) {
             Ok((closes, events)) => self.carry_out(closes, events),
             Err(refusal) => {
-                self.shared.events.emit(refusal.event);
-                return Err(ConnectionDenied::new(refusal.error));
+                let error = admission::refusal_error(&refusal);
+                let told = RemoteRefusal::for_reason(refusal.reason);
+                self.report(*refusal);
+                // A peer that dialled us is told why before the connection closes.
+                if let (Some(told), false) = (told, dialer_is_local) {
+                    self.refusing.insert(connection);
+                    return Ok(Handler::refusing(
+                        peer,
+                        connection,
+                        Arc::clone(&self.shared),
+                        told,
+                    ));
+                }
+                return Err(ConnectionDenied::new(error));
             }
         }
         let meter = self.shared.connection_opened(peer, connection);
@@ -589,6 +800,10 @@ impl Behaviour {
                 self.carry_out(closes, events);
                 self.actions.pop_front()
             }
+            Request::CloseConnection { peer, connection } => Some(ToSwarm::CloseConnection {
+                peer_id: peer,
+                connection: libp2p::swarm::CloseConnection::One(connection),
+            }),
         }
     }
 }
@@ -599,15 +814,16 @@ impl NetworkBehaviour for Behaviour {
 
     fn handle_pending_inbound_connection(
         &mut self,
-        _connection: ConnectionId,
+        connection: ConnectionId,
         _local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
         self.gate
-            .check_inbound_address(remote_addr)
+            .check_inbound(connection, remote_addr)
             .map_err(|refusal| {
-                self.shared.events.emit(refusal.event);
-                ConnectionDenied::new(refusal.error)
+                let error = admission::refusal_error(&refusal);
+                self.report(*refusal);
+                ConnectionDenied::new(error)
             })
     }
 
@@ -642,22 +858,26 @@ impl NetworkBehaviour for Behaviour {
         _effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
         self.gate.check_dial(peer, addresses).map_err(|refusal| {
-            self.shared.events.emit(refusal.event);
-            ConnectionDenied::new(refusal.error)
+            let error = admission::refusal_error(&refusal);
+            self.report(*refusal);
+            ConnectionDenied::new(error)
         })?;
         let Some(peer) = peer else {
             return Ok(Vec::new());
         };
+        let given: Vec<Multiaddr> = addresses.iter().cloned().map(without_peer_suffix).collect();
         Ok(self
             .addresses_of(&peer)
             .iter()
-            .filter(|a| !addresses.contains(a))
+            .filter(|a| !given.contains(a))
             .cloned()
             .collect())
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
+            FromSwarm::ConnectionEstablished(e) if self.refusing.contains(&e.connection_id) => {}
+            FromSwarm::ConnectionClosed(e) if self.refusing.remove(&e.connection_id) => {}
             FromSwarm::ConnectionEstablished(e) => {
                 self.adding_connection.remove(&e.peer_id);
                 self.gate.established(e.peer_id, e.connection_id);
@@ -669,6 +889,7 @@ impl NetworkBehaviour for Behaviour {
                 );
             }
             FromSwarm::ConnectionClosed(e) => {
+                let refused_by_remote = self.shared.remote_refusals.lock().remove(&e.connection_id);
                 self.gate.closed(Some(e.peer_id), e.connection_id);
                 self.shared
                     .connection_gone(Some(e.peer_id), e.connection_id);
@@ -678,6 +899,20 @@ impl NetworkBehaviour for Behaviour {
                     remaining: e.remaining_established,
                 });
                 if e.remaining_established == 0 {
+                    // A connection of ours that ended before its exchange: the
+                    // remote refused it, or it was lost at once. Reported as a
+                    // failed dial, never as a peer that came and went.
+                    if e.endpoint.is_dialer() && !self.shared.is_announced(&e.peer_id) {
+                        let cause = refused_by_remote.map_or(
+                            DialFailure::ClosedBeforeExchange,
+                            DialFailure::RefusedByRemote,
+                        );
+                        self.shared.events.emit(Event::DialFailed {
+                            peer: Some(e.peer_id),
+                            reason: cause.to_string(),
+                            cause,
+                        });
+                    }
                     self.shared.peer_gone(e.peer_id);
                 }
             }
@@ -691,6 +926,24 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ListenFailure(e) => {
                 self.gate.closed(e.peer_id, e.connection_id);
                 self.shared.connection_gone(e.peer_id, e.connection_id);
+                if let libp2p::swarm::ListenError::Transport(error) = e.error {
+                    let reason = match HandshakeError::find(error) {
+                        Some(HandshakeError::Timeout { after }) => {
+                            RefusalReason::HandshakeTimeout { after }
+                        }
+                        Some(HandshakeError::TooLarge { limit }) => {
+                            RefusalReason::HandshakeTooLarge { limit }
+                        }
+                        _ => RefusalReason::HandshakeFailed,
+                    };
+                    self.report(Refusal {
+                        stage: AdmissionStage::Handshake,
+                        reason,
+                        peer: None,
+                        ip: admission::ip_of(e.send_back_addr),
+                        address: Some(e.send_back_addr.to_string()),
+                    });
+                }
             }
             _ => {}
         }
@@ -736,6 +989,25 @@ impl NetworkBehaviour for Behaviour {
         });
         while shrink_check.poll_tick(cx).is_ready() {
             self.shared.pools.shrink_idle(tokio::time::Instant::now());
+        }
+        // Closing reports of refusal windows.
+        loop {
+            if self.refusal_timer.is_none() {
+                match self.refusals.next_wakeup() {
+                    Some(at) => self.refusal_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                    None => break,
+                }
+            }
+            let Some(timer) = self.refusal_timer.as_mut() else {
+                break;
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            self.refusal_timer = None;
+            let now = tokio::time::Instant::now();
+            let reports = self.refusals.poll(now);
+            self.emit_refusals(reports, now);
         }
         if let Some(action) = self.actions.pop_front() {
             return Poll::Ready(action);

@@ -11,9 +11,16 @@
 //! - First connection: the host that sees the connection come up sends its list and
 //!   reads the peer's; both hosts do this, so each learns the other's list from the
 //!   response to its own request. Only then is `PeerConnected` emitted. A peer that
-//!   does not complete the exchange within `exchange_timeout` (for example a libp2p
-//!   node that does not speak it) is reported with `ProtocolExchangeFailed` and kept,
-//!   its list unknown: sends to it are not failed early.
+//!   does not speak the exchange, or does not complete it within
+//!   `exchange_timeout` (for example a stock libp2p node), is reported with
+//!   `ProtocolExchangeFailed` and kept, its list unknown: sends to it are not
+//!   failed early. A connection that breaks during the exchange (a host that
+//!   refuses us right after the handshake) is not announced at all: the
+//!   application hears of no peer that came and went.
+//! - A list a peer sends on its own (its request, or a push) is applied at most
+//!   once per `protocol_push_delay` per peer; lists arriving faster replace each
+//!   other while they wait, so a peer pushing without pause cannot flood the
+//!   application with events.
 //! - Changes: `register_protocol` / `unregister_protocol` wake the push task, which
 //!   waits `protocol_push_delay` so that a burst of changes goes out as one push, then
 //!   sends the current list to every announced peer; the response refreshes that
@@ -24,7 +31,7 @@ use std::sync::{Arc, Weak};
 use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream};
 use liquid_p2p_core::{
-    Error, Event,
+    Error, Event, StreamOpenFailure,
     exchange::{ExchangeError, read_protocol_list, write_protocol_list},
 };
 use tokio::sync::Notify;
@@ -33,6 +40,9 @@ use crate::{behaviour::Shared, protocol::EXCHANGE_PROTOCOL};
 
 /// Attempts of one exchange or push while the peer stays connected.
 const ATTEMPTS: usize = 2;
+/// After an exchange broke, how long to wait for the swarm to report the
+/// connection closed before deciding the peer is still here.
+const BROKEN_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug)]
 enum Failure {
@@ -68,56 +78,83 @@ async fn request(shared: &Shared, peer: PeerId) -> Result<Vec<String>, Failure> 
     Ok(list)
 }
 
+/// Why an exchange did not give a list.
+enum Outcome {
+    /// The peer left.
+    Disconnected,
+    /// The peer does not speak the exchange, or did not answer in time: a stock
+    /// peer, kept with its list unknown.
+    NotSpoken(String),
+    /// The stream broke (reset, I/O error): the connection may be closing.
+    Broken(String),
+}
+
 /// Up to [`ATTEMPTS`] requests within `exchange_timeout`.
-async fn request_with_retry(shared: &Shared, peer: PeerId) -> Result<Vec<String>, String> {
+async fn request_with_retry(shared: &Shared, peer: PeerId) -> Result<Vec<String>, Outcome> {
     let attempts = async {
-        let mut last = String::new();
+        let mut last = Outcome::Broken(String::new());
         for _ in 0..ATTEMPTS {
             match request(shared, peer).await {
                 Ok(list) => return Ok(list),
                 Err(Failure::Open(Error::NotConnected { .. })) => {
-                    return Err("disconnected".to_owned());
+                    return Err(Outcome::Disconnected);
                 }
-                Err(e) => last = e.to_string(),
+                Err(
+                    e @ Failure::Open(Error::StreamOpen {
+                        reason: StreamOpenFailure::Unsupported,
+                        ..
+                    }),
+                ) => return Err(Outcome::NotSpoken(e.to_string())),
+                Err(e) => last = Outcome::Broken(e.to_string()),
             }
         }
         Err(last)
     };
     match tokio::time::timeout(shared.config.exchange_timeout, attempts).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
+        Err(_) => Err(Outcome::NotSpoken(format!(
             "no answer within {:?}",
             shared.config.exchange_timeout
-        )),
+        ))),
     }
 }
 
 /// The exchange on a peer's first connection, then `PeerConnected`.
 pub(crate) async fn exchange_with(shared: Arc<Shared>, peer: PeerId) {
-    match request_with_retry(&shared, peer).await {
-        Ok(list) => shared.protocols_received(peer, list),
-        Err(reason) => {
-            {
-                let mut book = shared.book.write();
-                if shared.pools.best_pool(&peer).is_none() {
-                    return; // the peer left during the exchange: nothing to announce
-                }
-                book.mark_unknown(peer);
-            }
-            tracing::info!(%peer, %reason, "protocol exchange failed; keeping the peer with an unknown list");
-            shared
-                .events
-                .emit(Event::ProtocolExchangeFailed { peer, reason });
+    let reason = match request_with_retry(&shared, peer).await {
+        Ok(list) => {
+            shared.protocols_received(peer, list);
+            shared.announce(peer);
+            return;
         }
+        Err(Outcome::Disconnected) => return,
+        Err(Outcome::NotSpoken(reason)) => reason,
+        Err(Outcome::Broken(reason)) => {
+            // A refused or lost connection breaks the exchange a moment before the
+            // swarm reports it closed; give it that moment.
+            tokio::time::sleep(BROKEN_GRACE).await;
+            reason
+        }
+    };
+    {
+        let mut book = shared.book.write();
+        if shared.pools.best_pool(&peer).is_none() {
+            return; // the peer left during the exchange: nothing to announce
+        }
+        book.mark_unknown(peer);
     }
+    tracing::info!(%peer, %reason, "protocol exchange failed; keeping the peer with an unknown list");
+    shared
+        .events
+        .emit(Event::ProtocolExchangeFailed { peer, reason });
     shared.announce(peer);
 }
 
 /// Answers one inbound exchange stream: read the peer's list, send ours.
-pub(crate) async fn respond(shared: &Shared, peer: PeerId, mut stream: Stream) {
+pub(crate) async fn respond(shared: &Arc<Shared>, peer: PeerId, mut stream: Stream) {
     let exchange = async {
         let list = read_protocol_list(&mut stream, shared.config.max_protocols_per_peer).await?;
-        shared.protocols_received(peer, list);
+        shared.list_pushed(peer, list);
         write_protocol_list(&mut stream, &shared.registry.protocols()).await?;
         let _ = stream.close().await;
         Ok::<_, ExchangeError>(())
@@ -150,7 +187,10 @@ pub(crate) async fn push_loop(shared: Weak<Shared>, changed: Arc<Notify>) {
             tokio::spawn(async move {
                 match request_with_retry(&s, peer).await {
                     Ok(list) => s.protocols_received(peer, list),
-                    Err(reason) => tracing::debug!(%peer, %reason, "protocol push failed"),
+                    Err(Outcome::NotSpoken(reason) | Outcome::Broken(reason)) => {
+                        tracing::debug!(%peer, %reason, "protocol push failed");
+                    }
+                    Err(Outcome::Disconnected) => {}
                 }
             });
         }

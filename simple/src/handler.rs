@@ -24,12 +24,13 @@ use libp2p::{
         },
     },
 };
-use liquid_p2p_core::{Error, StreamOpenFailure};
+use liquid_p2p_core::{Error, RemoteRefusal, StreamOpenFailure};
 use tokio::sync::oneshot;
 
 use crate::{
     behaviour::Shared,
-    protocol::{self, InboundProtocols},
+    protocol::{self, InboundProtocols, REFUSAL_PROTOCOL},
+    refusal,
     watchdog::ConnectionMeter,
 };
 
@@ -57,6 +58,10 @@ pub struct Handler {
     open_timeout: Duration,
     /// Open requests not yet passed to the swarm; bounded by the pool's cap.
     pending: VecDeque<(StreamProtocol, OpenReply)>,
+    /// A refused connection: the reason still to be told (see refusal.rs). Such
+    /// a handler serves nothing.
+    refusal: Option<RemoteRefusal>,
+    refusing: bool,
 }
 
 impl Handler {
@@ -74,7 +79,40 @@ impl Handler {
             meter,
             open_timeout,
             pending: VecDeque::new(),
+            refusal: None,
+            refusing: false,
         }
+    }
+
+    /// The handler of a connection refused after its handshake: it tells the
+    /// remote why, then asks the behaviour to close the connection.
+    pub(crate) fn refusing(
+        peer: PeerId,
+        connection: ConnectionId,
+        shared: Arc<Shared>,
+        refusal: RemoteRefusal,
+    ) -> Self {
+        // Not registered with the watchdog: nothing is written but the reason.
+        let meter = ConnectionMeter::new(peer, connection, shared.config.stall_timeout);
+        let mut handler = Self::new(peer, connection, shared, meter);
+        handler.refusal = Some(refusal);
+        handler.refusing = true;
+        handler
+    }
+
+    /// Sends the reason once the stream is open (or not), then has the
+    /// connection closed. Bounded by `REFUSAL_TIMEOUT` twice.
+    fn tell_refusal(&self, refusal: RemoteRefusal) -> OpenReply {
+        let (reply, stream) = oneshot::channel();
+        let (peer, connection) = (self.peer, self.connection);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            if let Ok(Ok(stream)) = stream.await {
+                refusal::tell(stream, refusal).await;
+            }
+            shared.close_connection(peer, connection).await;
+        });
+        reply
     }
 }
 
@@ -102,6 +140,13 @@ impl ConnectionHandler for Handler {
     ) -> Poll<
         ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, Self::ToBehaviour>,
     > {
+        if let Some(refusal) = self.refusal.take() {
+            let reply = self.tell_refusal(refusal);
+            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(protocol::upgrade(REFUSAL_PROTOCOL), reply)
+                    .with_timeout(refusal::REFUSAL_TIMEOUT),
+            });
+        }
         match self.pending.pop_front() {
             Some((protocol, reply)) => {
                 Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
@@ -115,6 +160,12 @@ impl ConnectionHandler for Handler {
 
     fn on_behaviour_event(&mut self, event: HandlerIn) {
         match event {
+            HandlerIn::Open { reply, .. } if self.refusing => {
+                let _ = reply.send(Err(Error::StreamOpen {
+                    peer: self.peer,
+                    reason: StreamOpenFailure::ConnectionClosed,
+                }));
+            }
             HandlerIn::Open { protocol, reply } => self.pending.push_back((protocol, reply)),
         }
     }
@@ -128,7 +179,17 @@ impl ConnectionHandler for Handler {
                 protocol: (stream, negotiated),
                 ..
             }) => {
-                if negotiated == protocol::EXCHANGE_PROTOCOL {
+                if self.refusing {
+                    drop(stream); // reset: a refused connection serves nothing
+                } else if negotiated == REFUSAL_PROTOCOL {
+                    let (peer, connection) = (self.peer, self.connection);
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(async move {
+                        if let Some(refusal) = refusal::read(stream).await {
+                            shared.refused_by_remote(peer, connection, refusal);
+                        }
+                    });
+                } else if negotiated == protocol::EXCHANGE_PROTOCOL {
                     self.shared
                         .accept_exchange(self.peer, self.connection, stream);
                 } else {

@@ -26,7 +26,7 @@ use libp2p::{
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use liquid_p2p_core::{Config, ConnSupervisor, Error, Event, SupervisorAction};
+use liquid_p2p_core::{Config, ConnSupervisor, DialFailure, Error, Event, SupervisorAction};
 use parking_lot::{Mutex, RwLock};
 use tokio::{
     sync::{mpsc, oneshot},
@@ -508,6 +508,8 @@ struct SwarmTask {
 
 impl SwarmTask {
     async fn run(mut self) {
+        let shared = Arc::clone(self.control.shared());
+        let announced = &shared.announced_changed;
         let mut liveness_check = tokio::time::interval(self.liveness.check_period());
         liveness_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -518,6 +520,7 @@ impl SwarmTask {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => self.on_supervisor_tick(),
                 _ = liveness_check.tick() => self.close_silent_connections(),
+                _ = announced.notified() => self.on_announced(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.close_all().await;
@@ -609,9 +612,23 @@ impl SwarmTask {
         if !list.contains(&address) {
             list.push(address);
         }
-        let connected = self.swarm.is_connected(&peer);
-        let actions = self.supervisor.add(peer, connected);
+        // Connected means confirmed: the exchange with it is done.
+        let connected = self.control.shared().is_announced(&peer);
+        let actions = self.supervisor.add(peer, connected, Instant::now());
         self.apply(actions);
+    }
+
+    /// Peers were announced (their exchange is done): required ones among them
+    /// now count as connected.
+    fn on_announced(&mut self) {
+        let now = Instant::now();
+        let shared = Arc::clone(self.control.shared());
+        for peer in self.supervisor.required_peers() {
+            if self.supervisor.is_dialing(&peer) && shared.is_announced(&peer) {
+                let actions = self.supervisor.connected(&peer, now);
+                self.apply(actions);
+            }
+        }
     }
 
     fn close_silent_connections(&mut self) {
@@ -652,6 +669,14 @@ impl SwarmTask {
                 SupervisorAction::Connected(peer) => {
                     events.emit(Event::RequiredPeerConnected { peer });
                 }
+                SupervisorAction::ClosedEarly { peer, lived } => {
+                    let cause = DialFailure::ClosedEarly { lived };
+                    events.emit(Event::DialFailed {
+                        peer: Some(peer),
+                        reason: cause.to_string(),
+                        cause,
+                    });
+                }
                 SupervisorAction::GaveUp { peer, attempts } => {
                     events.emit(Event::RequiredPeerGaveUp { peer, attempts });
                 }
@@ -670,9 +695,20 @@ impl SwarmTask {
             // Another dial to it is under way; its outcome moves the schedule.
             Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
             Err(e) => {
+                let cause = match &e {
+                    libp2p::swarm::DialError::Denied { cause } => cause
+                        .downcast_ref::<Error>()
+                        .and_then(|e| match e {
+                            Error::ConnectionRefused { reason } => Some(*reason),
+                            _ => None,
+                        })
+                        .map_or(DialFailure::Transport, DialFailure::RefusedLocally),
+                    _ => DialFailure::Transport,
+                };
                 self.control.shared().events.emit(Event::DialFailed {
                     peer: Some(peer),
                     reason: e.to_string(),
+                    cause,
                 });
                 let actions = self.supervisor.dial_failed(&peer, Instant::now());
                 self.apply(actions);
@@ -720,7 +756,6 @@ impl SwarmTask {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
-                num_established,
                 ..
             } => {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
@@ -728,10 +763,8 @@ impl SwarmTask {
                 }
                 self.liveness
                     .established(peer_id, connection_id, Instant::now());
-                if num_established.get() == 1 {
-                    let actions = self.supervisor.connected(&peer_id);
-                    self.apply(actions);
-                }
+                // A required peer counts as connected once confirmed (its exchange
+                // done): see `on_announced`.
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -741,7 +774,14 @@ impl SwarmTask {
             } => {
                 self.liveness.closed(connection_id);
                 if num_established == 0 {
-                    let actions = self.supervisor.disconnected(&peer_id);
+                    let now = Instant::now();
+                    let actions = if self.supervisor.is_connected(&peer_id) {
+                        self.supervisor.disconnected(&peer_id, now)
+                    } else {
+                        // Closed before it was confirmed (refused by the remote, or
+                        // lost at once): a failed attempt, so the backoff applies.
+                        self.supervisor.dial_failed(&peer_id, now)
+                    };
                     self.apply(actions);
                 }
             }
@@ -756,9 +796,21 @@ impl SwarmTask {
                 error,
             } => {
                 let reason = error.to_string();
+                let cause = match &error {
+                    libp2p::swarm::DialError::WrongPeerId { .. } => DialFailure::WrongPeer,
+                    libp2p::swarm::DialError::Denied { cause } => cause
+                        .downcast_ref::<Error>()
+                        .and_then(|e| match e {
+                            Error::ConnectionRefused { reason } => Some(*reason),
+                            _ => None,
+                        })
+                        .map_or(DialFailure::Transport, DialFailure::RefusedLocally),
+                    _ => DialFailure::Transport,
+                };
                 events.emit(Event::DialFailed {
                     peer: peer_id,
                     reason: reason.clone(),
+                    cause,
                 });
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial { reason }));

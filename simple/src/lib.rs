@@ -53,19 +53,22 @@ mod liveness;
 mod muxer;
 mod protocol;
 mod receiver;
+mod refusal;
 pub mod transport;
 mod watchdog;
 
-pub use behaviour::Behaviour;
+pub use behaviour::{Behaviour, MAX_PROTOCOL_CHANGE_EVENTS};
 pub use control::{Control, ExclusiveStream};
 pub use events::Events;
 pub use handler::{Handler, HandlerIn};
 pub use host::{Host, HostBuilder, IDENTIFY_PROTOCOL_VERSION};
 pub use libp2p;
 pub use liquid_p2p_core::{
-    self as core, BlacklistEntry, Config, ConnectionId, Error, Event, EvictionStrategy, FrameError,
-    Message, PeerId, PoolConfig, PoolStats, ReceiveCounts, SupervisorConfig, codec,
+    self as core, AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch,
+    Config, ConnectionId, DialFailure, Error, Event, EvictionStrategy, FrameError, Message, PeerId,
+    PeerLimit, PoolConfig, PoolStats, ReceiveCounts, RefusalReason, RemoteRefusal,
+    StreamOpenFailure, SupervisorConfig, codec,
 };
 pub use muxer::{YamuxConfig, YamuxMuxer};
-pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL};
+pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};
 pub use receiver::Inbox;

@@ -6,7 +6,7 @@
 //! under [`EXCHANGE_PROTOCOL`], in the format of [`liquid_p2p_core::exchange`]. A stock
 //! libp2p peer speaks either by opening a stream for the protocol and writing.
 
-use std::{convert::Infallible, future::Ready, iter};
+use std::{convert::Infallible, future::Ready};
 
 use libp2p::{
     StreamProtocol,
@@ -21,21 +21,27 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/liquid/msg/1.0.0");
 pub const EXCHANGE_PROTOCOL: StreamProtocol =
     StreamProtocol::new("/liquid/protocol-exchange/1.0.0");
 
+/// The protocol on which a refusing host says why (see
+/// [`RemoteRefusal`](liquid_p2p_core::RemoteRefusal)): one uvarint code, then the
+/// stream ends.
+pub const REFUSAL_PROTOCOL: StreamProtocol = StreamProtocol::new("/liquid/refusal/1.0.0");
+
 /// The upgrade that negotiates one protocol for an outbound stream.
 pub(crate) fn upgrade(protocol: StreamProtocol) -> ReadyUpgrade<StreamProtocol> {
     ReadyUpgrade::new(protocol)
 }
 
-/// Accepts inbound streams of either protocol and says which one was chosen.
+/// Accepts inbound streams of any of the behaviour's protocols and says which one
+/// was chosen.
 #[derive(Debug, Clone, Copy)]
 pub struct InboundProtocols;
 
 impl UpgradeInfo for InboundProtocols {
     type Info = StreamProtocol;
-    type InfoIter = iter::Chain<iter::Once<StreamProtocol>, iter::Once<StreamProtocol>>;
+    type InfoIter = std::array::IntoIter<StreamProtocol, 3>;
 
     fn protocol_info(&self) -> Self::InfoIter {
-        iter::once(PROTOCOL).chain(iter::once(EXCHANGE_PROTOCOL))
+        [PROTOCOL, EXCHANGE_PROTOCOL, REFUSAL_PROTOCOL].into_iter()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use liquid_p2p::{
-    Config, Event, Host, PeerId,
+    Config, DialFailure, Event, Host, PeerId, RemoteRefusal,
     core::{SupervisorConfig, fibonacci_backoff},
     libp2p::identity::Keypair,
 };
@@ -16,11 +16,15 @@ use tokio::time::Instant;
 const UNIT: Duration = Duration::from_millis(300);
 const CAP: Duration = Duration::from_millis(1200);
 
+/// A connection that lasted this long counts as a success (see `fast_schedule`).
+const MIN_LIFETIME: Duration = Duration::from_millis(200);
+
 fn fast_schedule() -> Config {
     Config {
         supervisor: SupervisorConfig {
             backoff_unit: UNIT,
             max_backoff: CAP,
+            min_connection_lifetime: MIN_LIFETIME,
             ..SupervisorConfig::default()
         },
         ..Config::default()
@@ -113,6 +117,8 @@ async fn a_required_peer_that_disconnects_is_redialled_at_once() {
         matches!(e, Event::PeerConnected { .. })
     })
     .await;
+    // A connection that lasted: its end is no failure.
+    tokio::time::sleep(MIN_LIFETIME * 2).await;
     b.disconnect(a.local_peer_id()).await.expect("disconnect");
     wait_for(
         &mut events,
@@ -134,6 +140,74 @@ async fn a_required_peer_that_disconnects_is_redialled_at_once() {
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A full host refuses a required peer after every handshake. The peer is told
+/// why, reports each attempt as a failed dial and backs off on its schedule; its
+/// application never hears of a peer that came and went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_peer_refused_by_a_full_host_backs_off_and_is_told_why() {
+    let full = host(Config {
+        max_peers: 1,
+        ..Config::default()
+    })
+    .await;
+    let occupant = host(Config::default()).await;
+    connect(&occupant, &full).await;
+    let mut full_events = full.events();
+    let dialler = Host::builder()
+        .config(fast_schedule())
+        .build()
+        .await
+        .expect("dialler");
+    let mut events = dialler.events();
+    let start = Instant::now();
+    dialler
+        .add_required_peer(full.listen_addrs()[0].clone())
+        .await
+        .expect("required");
+    let window = Duration::from_secs(6);
+    let (mut attempts, mut told, mut announced) = (0, 0, 0);
+    while let Some(left) = window.checked_sub(start.elapsed()) {
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(Event::DialFailed { cause, .. })) => {
+                attempts += 1;
+                told +=
+                    usize::from(cause == DialFailure::RefusedByRemote(RemoteRefusal::PeerLimit));
+            }
+            Ok(Some(
+                Event::PeerConnected { .. }
+                | Event::PeerDisconnected { .. }
+                | Event::RequiredPeerConnected { .. },
+            )) => announced += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // Dials at 0, 0.3, 0.6, 1.2, 2.1, 3.3, 4.5, 5.7 s (±20 %): 8 in 6 s.
+    assert!(
+        (4..=9).contains(&attempts),
+        "{attempts} attempts in {window:?} on a {UNIT:?} Fibonacci schedule capped at {CAP:?}"
+    );
+    assert!(told >= attempts - 1, "told why: {told} of {attempts}");
+    assert_eq!(announced, 0, "no peer came and went");
+    // The full host reports the refusals, aggregated per window, not one by one
+    // beyond the first.
+    let mut reported = 0;
+    let mut refused_events = 0;
+    while let Some(e) = full_events.try_recv() {
+        if let Event::Refused { peer, count, .. } = e {
+            assert_eq!(peer, Some(dialler.local_peer_id()));
+            reported += count;
+            refused_events += 1;
+        }
+    }
+    assert!(reported >= 4, "{reported} refusals reported");
+    assert!(full.connected_peers().contains(&occupant.local_peer_id()));
+    assert!(refused_events <= reported);
+    for h in [dialler, full, occupant] {
+        h.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
