@@ -927,6 +927,7 @@ impl NetworkBehaviour for Behaviour {
                 self.gate.closed(e.peer_id, e.connection_id);
                 self.shared.connection_gone(e.peer_id, e.connection_id);
                 if let libp2p::swarm::ListenError::Transport(error) = e.error {
+                    tracing::debug!(?error, "inbound handshake failed");
                     let reason = match HandshakeError::find(error) {
                         Some(HandshakeError::Timeout { after }) => {
                             RefusalReason::HandshakeTimeout { after }

@@ -81,6 +81,9 @@ impl HandshakeError {
             if let Some(h) = e.downcast_ref::<HandshakeError>() {
                 return Some(*h);
             }
+            if let Some(Carrier(h)) = e.downcast_ref::<Carrier>() {
+                return Some(*h);
+            }
             // `io::Error::source` skips the error it wraps; look inside it.
             current = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
                 Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
@@ -95,9 +98,16 @@ impl HandshakeError {
             HandshakeError::Timeout { .. } => io::ErrorKind::TimedOut,
             HandshakeError::TooLarge { .. } => io::ErrorKind::InvalidData,
         };
-        io::Error::new(kind, self)
+        io::Error::new(kind, Carrier(self))
     }
 }
+
+/// Carries a [`HandshakeError`] in an `io::Error` so that plain `source()` chains
+/// reach it: `io::Error::source` skips the error it wraps, and libp2p's `Either`
+/// errors only pass `source()` on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Carrier(#[source] HandshakeError);
 
 /// The transport of a [`Host`](crate::Host): TCP + noise + [`YamuxConfig`] with
 /// the guards of the module docs, and QUIC; both within `config`'s limits. Give it
@@ -124,7 +134,9 @@ pub fn build(keypair: &Keypair, config: &Config) -> Result<Boxed<(PeerId, Stream
     Ok(tcp
         .or_transport(quic_transport(keypair, config))
         .map(|either, _| either.into_inner())
-        .map_err(io::Error::other)
+        // Unwrapped, not wrapped again: `HandshakeError::find` looks through
+        // `io::Error`s, not through `Either`.
+        .map_err(|e| e.into_inner())
         .boxed())
 }
 
