@@ -14,6 +14,9 @@
 //! - [`memory`], [`scale`]: idle memory per connection, a full mesh of hosts;
 //! - [`idle_streams`]: a plain libp2p behaviour holding idle streams on each
 //!   connection, the baseline of the memory scenario;
+//! - [`ledger`]: sender ids and sequence numbers in the payloads, and the books
+//!   that find lost and duplicated messages;
+//! - [`pairing`]: per-run ratios, their median and range, and the labels;
 //! - [`scenarios`]: what is measured, in which order, with which deadlines;
 //! - [`report`], [`chart`]: the markdown table, targets, JSON and SVG charts.
 
@@ -22,8 +25,10 @@ pub mod error;
 pub mod frame;
 pub mod harness;
 pub mod idle_streams;
+pub mod ledger;
 pub mod liquid;
 pub mod memory;
+pub mod pairing;
 pub mod raw_tcp;
 pub mod report;
 pub mod reqresp;
