@@ -2,26 +2,27 @@
 //! same messages (and plain TCP), in one process over loopback.
 //!
 //! ```sh
-//! cargo run --release -p liquid-p2p-benches --bin compare             # full, under 15 min
-//! cargo run --release -p liquid-p2p-benches --bin compare -- --quick  # under 2 min
+//! cargo run --release -p liquid-p2p-benches --bin compare             # 5 runs, under 20 min
+//! cargo run --release -p liquid-p2p-benches --bin compare -- --quick  # 1 run, under 2 min
 //! ```
 //!
-//! Prints a markdown table and writes `benches/RESULTS.md`, `benches/results.json`
-//! and `benches/charts/*.svg`.
+//! Shows its progress on stderr, prints a markdown table and writes
+//! `benches/RESULTS.md`, `benches/results.json` and `benches/charts/*.svg`.
 
 use std::{error::Error, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use liquid_p2p_benches::compare::{
     Mode,
-    report::{Figure, Report, format_value, median_of},
+    progress::Progress,
+    report::Report,
     scenarios::{Plan, SCENARIOS, run_all},
 };
 
 #[derive(Debug, Parser)]
 #[command(about = "Compare liquid-p2p with plain rust-libp2p and TCP on loopback")]
 struct Args {
-    /// Short durations, 50 idle connections, 16 hosts (under 2 minutes).
+    /// Short durations, 50 idle connections, 16 hosts, one run (under 2 minutes).
     #[arg(long)]
     quick: bool,
     /// Directory for RESULTS.md, results.json and charts/ (default: the benches crate).
@@ -35,10 +36,14 @@ struct Args {
     /// `liquid,single-stream`.
     #[arg(long, value_delimiter = ',')]
     modes: Vec<String>,
-    /// Run everything this many times and report each figure's median (the
-    /// figures are noisy on a shared machine). Default 1.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
-    runs: u32,
+    /// Run everything this many times; ratios are taken within each run and
+    /// reported as median and range. Default 5, or 1 with `--quick`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: Option<u32>,
+    /// Seed of the modes' order in each run (and of the payloads); a random one
+    /// is drawn and printed when not given.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -57,26 +62,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     {
         return Err(format!("no scenario id starts with `{bad}`").into());
     }
-    let plan = Plan::new(args.quick, args.only, args.modes);
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let plan = Plan::new(args.quick, args.only, args.modes, args.runs, seed);
     eprintln!("{}", plan.summary());
+    eprintln!("seed {seed} (`--seed {seed}` repeats this order of modes)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut runs = Vec::new();
-    for run in 1..=args.runs {
-        if args.runs > 1 {
-            eprintln!("run {run} of {}", args.runs);
-        }
-        let this_run = if run == 1 {
-            plan.clone()
-        } else {
-            plan.repeat()
-        };
-        runs.push(runtime.block_on(run_all(&this_run, print_figure)));
-    }
+    let progress = Progress::stderr(plan.planned_total());
+    let figures = runtime.block_on(run_all(&plan, &progress));
+    progress.finish();
     // Whatever a failed mode left running must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(2));
-    let report = Report::new(&plan, median_of(runs), args.runs);
+    let report = Report::new(&plan, figures);
     println!("{}", report.markdown());
     let out = args
         .out
@@ -86,22 +84,4 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     eprintln!("wrote {}", out.join("RESULTS.md").display());
     Ok(())
-}
-
-fn print_figure(f: &Figure) {
-    let value = match (&f.value, &f.error) {
-        (Some(v), _) => format!("{} {}", format_value(*v, &f.unit), f.unit),
-        (None, Some(e)) => format!("error: {e}"),
-        (None, None) => "-".into(),
-    };
-    eprintln!(
-        "{:<12} {:<17} c={:<4} {}{}",
-        f.scenario,
-        f.mode,
-        f.concurrency,
-        value,
-        f.note
-            .as_ref()
-            .map_or(String::new(), |n| format!("  ({n})"))
-    );
 }

@@ -1,4 +1,5 @@
-//! One SVG bar chart per scenario (plotters, SVG backend only).
+//! One SVG bar chart per scenario (plotters, SVG backend only): a bar per mode at
+//! the median of its runs, a whisker over their range.
 
 use std::path::Path;
 
@@ -13,19 +14,29 @@ use super::{BenchError, Context, report::format_value};
 const SIZE: (u32, u32) = (1100, 520);
 const LIQUID: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const OTHER: RGBColor = RGBColor(0x99, 0x99, 0x99);
+const FAILED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 
-/// Draws `bars` (label, value; `None` for a failed mode) to `path`.
-pub fn bar_chart(
-    path: &Path,
-    title: &str,
-    unit: &str,
-    bars: &[(String, Option<f64>)],
-) -> Result<(), BenchError> {
+/// One bar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    /// Under the bar.
+    pub label: String,
+    /// Height (the median of the runs that count); `None` when none counts.
+    pub value: Option<f64>,
+    /// The whisker: smallest and largest run.
+    pub range: Option<(f64, f64)>,
+    /// Whether the mode lost or duplicated messages in some run.
+    pub failed: bool,
+}
+
+/// Draws `bars` to `path`.
+pub fn bar_chart(path: &Path, title: &str, unit: &str, bars: &[Bar]) -> Result<(), BenchError> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).ctx("chart background")?;
     let top = bars
         .iter()
-        .filter_map(|(_, v)| *v)
+        .flat_map(|b| [b.value, b.range.map(|r| r.1)])
+        .flatten()
         .fold(0.0_f64, f64::max)
         .max(f64::MIN_POSITIVE)
         * 1.15;
@@ -43,7 +54,7 @@ pub fn bar_chart(
         .build_cartesian_2d((0..(n - 1).max(1)).into_segmented(), 0.0..top)
         .ctx("chart axes")?;
     let label = |v: &SegmentValue<usize>| match v {
-        SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),
+        SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.label.clone()).unwrap_or_default(),
         _ => String::new(),
     };
     chart
@@ -56,13 +67,15 @@ pub fn bar_chart(
         .draw()
         .ctx("chart mesh")?;
     chart
-        .draw_series(bars.iter().enumerate().filter_map(|(i, (name, value))| {
-            let colour = if name.starts_with("liquid") {
+        .draw_series(bars.iter().enumerate().filter_map(|(i, bar)| {
+            let colour = if bar.failed {
+                FAILED
+            } else if bar.label.starts_with("liquid") {
                 LIQUID
             } else {
                 OTHER
             };
-            value.map(|v| {
+            bar.value.map(|v| {
                 let mut bar = Rectangle::new(
                     [
                         (SegmentValue::Exact(i), 0.0),
@@ -76,11 +89,31 @@ pub fn bar_chart(
         }))
         .ctx("chart bars")?;
     chart
-        .draw_series(bars.iter().enumerate().map(|(i, (_, value))| {
-            let text = value.map_or("error".to_owned(), |v| format_value(v, unit));
+        .draw_series(bars.iter().enumerate().filter_map(|(i, bar)| {
+            bar.range.map(|(lo, hi)| {
+                ErrorBar::new_vertical(
+                    SegmentValue::CenterOf(i),
+                    lo,
+                    bar.value.unwrap_or(lo),
+                    hi,
+                    BLACK.stroke_width(1),
+                    10,
+                )
+            })
+        }))
+        .ctx("chart whiskers")?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, bar)| {
+            let mut text = bar
+                .value
+                .map_or("error".to_owned(), |v| format_value(v, unit));
+            if bar.failed {
+                text.push_str(" FAILED");
+            }
+            let y = bar.range.map_or(0.0, |r| r.1).max(bar.value.unwrap_or(0.0));
             Text::new(
                 text,
-                (SegmentValue::CenterOf(i), value.unwrap_or(0.0)),
+                (SegmentValue::CenterOf(i), y),
                 ("sans-serif", 14)
                     .into_font()
                     .color(&BLACK)
@@ -96,17 +129,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn draws_bars_and_failed_modes() {
+    fn draws_bars_whiskers_and_failed_modes() {
         let dir = std::env::temp_dir().join(format!("liquid-chart-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("c.svg");
+        let bar = |label: &str, value, range, failed| Bar {
+            label: label.into(),
+            value,
+            range,
+            failed,
+        };
         let bars = vec![
-            ("liquid".to_owned(), Some(10.0)),
-            ("other".to_owned(), None),
+            bar("liquid", Some(10.0), Some((8.0, 12.0)), false),
+            bar("other", None, None, false),
+            bar("lossy", Some(5.0), None, true),
         ];
         bar_chart(&path, "title", "msg/s", &bars).expect("chart");
         let svg = std::fs::read_to_string(&path).expect("svg");
         assert!(svg.contains("<svg") && svg.contains("liquid") && svg.contains("error"));
+        assert!(svg.contains("FAILED"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

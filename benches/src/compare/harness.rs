@@ -1,44 +1,34 @@
-//! What every mode provides ([`Pair`]) and the timed loops that measure it.
+//! What every mode provides ([`Pair`]) and the timed loops that measure it: the
+//! senders stamp and book every message, the window is timed, then the senders
+//! stop and the receiver drains, so that the [`Ledger`] accounts for every send.
 
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use tokio::task::JoinHandle;
 
-use super::{BenchError, Context};
+use super::{
+    BenchError, Context,
+    ledger::{Delivery, Ledger, header, random_payload},
+};
 
 /// Pause after a failed send before the worker tries again, so that a broken mode
 /// does not spin.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
-
-/// Messages and bytes counted by a receiver.
-#[derive(Debug, Default)]
-pub struct Counter {
-    messages: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl Counter {
-    /// Counts one received message of `bytes` bytes.
-    pub fn add(&self, bytes: usize) {
-        self.messages.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
-    /// Messages and bytes so far.
-    pub fn snapshot(&self) -> (u64, u64) {
-        (
-            self.messages.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
-    }
-}
+/// While draining, how often the receiver's count is read.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// Draining ends once every confirmed send is in and nothing more came for this
+/// long (late duplicates would arrive in it)...
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// ...or when nothing came for this long although sends are missing (a lossy mode,
+/// or a loss to report).
+pub const DRAIN_STALL: Duration = Duration::from_secs(1);
 
 /// Tasks aborted when this is dropped, so that no measurement outlives its run.
 #[derive(Debug, Default)]
@@ -48,6 +38,18 @@ impl Tasks {
     /// Adds a task.
     pub fn push(&mut self, task: JoinHandle<()>) {
         self.0.push(task);
+    }
+
+    /// Waits up to `limit` for every task to end; those still running then are
+    /// aborted. Returns how many had to be aborted.
+    pub async fn join(mut self, limit: Duration) -> usize {
+        let mut handles = std::mem::take(&mut self.0);
+        let _ = tokio::time::timeout(limit, join_all(handles.iter_mut())).await;
+        handles
+            .iter()
+            .filter(|h| !h.is_finished())
+            .inspect(|h| h.abort())
+            .count()
     }
 }
 
@@ -59,7 +61,8 @@ impl Drop for Tasks {
     }
 }
 
-/// Two connected peers of one mode: the sender side sends, the receiver side counts.
+/// Two connected peers of one mode. The receiver books every message it gets in
+/// the [`Ledger`] it was set up with (and, set up for round trips, sends it back).
 pub trait Pair: Send + Sync {
     /// Sends one message from the sender to the receiver. `worker` is the sending
     /// task's index (modes with a stream per sender use it).
@@ -69,11 +72,12 @@ pub trait Pair: Send + Sync {
         payload: &'a [u8],
     ) -> BoxFuture<'a, Result<(), BenchError>>;
 
-    /// Sends `payload` and waits for the receiver's reply of the same size.
-    fn round_trip<'a>(&'a self, payload: &'a [u8]) -> BoxFuture<'a, Result<(), BenchError>>;
-
-    /// What the receiver has counted.
-    fn received(&self) -> &Counter;
+    /// Sends `payload` and puts the receiver's reply into `reply`.
+    fn round_trip<'a>(
+        &'a self,
+        payload: &'a [u8],
+        reply: &'a mut Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BenchError>>;
 
     /// Closes both peers (bounded by the caller).
     fn shutdown(&self) -> BoxFuture<'_, ()>;
@@ -90,15 +94,18 @@ pub struct Timing {
     pub op_timeout: Duration,
     /// Longest a setup (hosts, connections, streams) may take.
     pub setup: Duration,
+    /// Longest the receiver is given, once the senders stopped, to take in what
+    /// was sent.
+    pub drain: Duration,
     /// Longest a teardown may take.
     pub teardown: Duration,
 }
 
 impl Timing {
     /// Upper bound of one whole run: setup, warm-up, measurement, one late
-    /// operation, teardown.
+    /// operation, drain, teardown.
     pub fn run_deadline(&self) -> Duration {
-        self.setup + self.warmup + self.measure + self.op_timeout + self.teardown
+        self.setup + self.warmup + self.measure + self.op_timeout * 2 + self.drain + self.teardown
     }
 }
 
@@ -151,6 +158,8 @@ pub struct Rate {
     pub mib_per_s: f64,
     /// Failures during the run, if any.
     pub note: Option<String>,
+    /// What became of every message sent, warm-up included.
+    pub delivery: Delivery,
 }
 
 /// Result of a round-trip run.
@@ -164,25 +173,35 @@ pub struct Latency {
     pub samples: usize,
     /// Failures during the run, if any.
     pub note: Option<String>,
+    /// What became of every request sent, warm-up included.
+    pub delivery: Delivery,
 }
 
-/// `concurrency` tasks send `payload` in a loop; after the warm-up the receiver's
-/// count is taken over the measurement window.
+/// `concurrency` tasks send random `payload_len`-byte payloads (each stamped by
+/// `ledger`) in a loop; after the warm-up the receiver's count is taken over the
+/// measurement window. Then the senders stop, the receiver drains, and the
+/// ledger's books are compared.
 pub async fn one_way(
     pair: Arc<dyn Pair>,
-    payload: Arc<Vec<u8>>,
+    ledger: Arc<Ledger>,
+    payload_len: usize,
     concurrency: usize,
     timing: &Timing,
+    seed: u64,
 ) -> Result<Rate, BenchError> {
     let failures = Arc::new(Failures::default());
+    let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Tasks::default();
     for worker in 0..concurrency {
-        let (pair, payload, failures) = (pair.clone(), payload.clone(), failures.clone());
+        let (pair, ledger, failures, stop) =
+            (pair.clone(), ledger.clone(), failures.clone(), stop.clone());
+        let mut payload = random_payload(payload_len, seed.wrapping_add(worker as u64));
         let op_timeout = timing.op_timeout;
         workers.push(tokio::spawn(async move {
-            loop {
+            while !stop.load(Ordering::Relaxed) {
+                let seq = ledger.stamp(worker, &mut payload);
                 match tokio::time::timeout(op_timeout, pair.send(worker, &payload)).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => ledger.confirm(worker, seq),
                     Ok(Err(e)) => {
                         failures.record(e.to_string());
                         tokio::time::sleep(ERROR_PAUSE).await;
@@ -193,12 +212,18 @@ pub async fn one_way(
         }));
     }
     tokio::time::sleep(timing.warmup).await;
-    let (m0, b0) = pair.received().snapshot();
+    let (m0, b0) = ledger.received();
     let start = Instant::now();
     tokio::time::sleep(timing.measure).await;
-    let (m1, b1) = pair.received().snapshot();
+    let (m1, b1) = ledger.received();
     let elapsed = start.elapsed().as_secs_f64();
-    drop(workers);
+    stop.store(true, Ordering::Relaxed);
+    // A send in progress finishes (and is booked) unless it is stuck.
+    let cut_off = workers.join(timing.op_timeout + ERROR_PAUSE).await;
+    if cut_off > 0 {
+        failures.record(format!("{cut_off} senders cut off at the end of the run"));
+    }
+    drain(&ledger, timing.drain).await;
     if m1 == m0 {
         return Err(BenchError::new(failures.first().unwrap_or_else(|| {
             "no message received in the measurement window".into()
@@ -208,36 +233,74 @@ pub async fn one_way(
         messages_per_s: (m1 - m0) as f64 / elapsed,
         mib_per_s: (b1 - b0) as f64 / elapsed / (1024.0 * 1024.0),
         note: failures.note(),
+        delivery: ledger.delivery(),
     })
 }
 
-/// One task does round trips back to back; those completed in the measurement
-/// window are timed.
-pub async fn round_trip(
-    pair: Arc<dyn Pair>,
-    payload: Arc<Vec<u8>>,
-    timing: &Timing,
-) -> Result<Latency, BenchError> {
-    let failures = Failures::default();
-    let warm_until = Instant::now() + timing.warmup;
-    while Instant::now() < warm_until {
-        if let Err(e) = timed(pair.as_ref(), &payload, timing.op_timeout).await {
-            failures.record(e.to_string());
-            tokio::time::sleep(ERROR_PAUSE).await;
+/// Waits until the receiver has every confirmed send (then a little longer, for
+/// late copies), until it has received nothing for [`DRAIN_STALL`], or `limit`.
+pub async fn drain(ledger: &Ledger, limit: Duration) {
+    let confirmed = ledger.confirmed();
+    let deadline = Instant::now() + limit;
+    let (mut last, mut since) = (ledger.received().0, Instant::now());
+    while Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_POLL).await;
+        let now = ledger.received().0;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        let quiet = since.elapsed();
+        if (now >= confirmed && quiet >= DRAIN_QUIET) || quiet >= DRAIN_STALL {
+            return;
         }
     }
+}
+
+/// One task does round trips back to back with random `payload_len`-byte payloads;
+/// those completed in the measurement window are timed. A reply must be the
+/// request itself.
+pub async fn round_trip(
+    pair: Arc<dyn Pair>,
+    ledger: Arc<Ledger>,
+    payload_len: usize,
+    timing: &Timing,
+    seed: u64,
+) -> Result<Latency, BenchError> {
+    let failures = Failures::default();
+    let mut payload = random_payload(payload_len, seed);
+    let mut reply = Vec::with_capacity(payload.len());
     let mut samples: Vec<Duration> = Vec::new();
-    let until = Instant::now() + timing.measure;
-    while Instant::now() < until {
+    let warm_until = Instant::now() + timing.warmup;
+    let until = warm_until + timing.measure;
+    loop {
         let start = Instant::now();
-        match timed(pair.as_ref(), &payload, timing.op_timeout).await {
-            Ok(()) => samples.push(start.elapsed()),
+        if start >= until {
+            break;
+        }
+        let seq = ledger.stamp(0, &mut payload);
+        match timed(pair.as_ref(), &payload, &mut reply, timing.op_timeout).await {
+            Ok(()) if reply == payload => {
+                ledger.confirm(0, seq);
+                if start >= warm_until {
+                    samples.push(start.elapsed());
+                }
+            }
+            Ok(()) => {
+                ledger.wrong_reply();
+                failures.record(match header(&reply) {
+                    Some((sender, seq)) => {
+                        format!("reply of {} B for sender {sender} seq {seq}", reply.len())
+                    }
+                    None => format!("reply of {} B", reply.len()),
+                });
+            }
             Err(e) => {
                 failures.record(e.to_string());
                 tokio::time::sleep(ERROR_PAUSE).await;
             }
         }
     }
+    drain(&ledger, timing.drain).await;
     if samples.is_empty() {
         return Err(BenchError::new(
             failures
@@ -251,11 +314,17 @@ pub async fn round_trip(
         p99_us: percentile(&samples, 0.99),
         samples: samples.len(),
         note: failures.note(),
+        delivery: ledger.delivery(),
     })
 }
 
-async fn timed(pair: &dyn Pair, payload: &[u8], limit: Duration) -> Result<(), BenchError> {
-    tokio::time::timeout(limit, pair.round_trip(payload))
+async fn timed(
+    pair: &dyn Pair,
+    payload: &[u8],
+    reply: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<(), BenchError> {
+    tokio::time::timeout(limit, pair.round_trip(payload, reply))
         .await
         .ctx("round trip timed out")?
 }

@@ -1,8 +1,8 @@
 //! `liquid` and `liquid-quic`: `Host::send` over liquid-p2p's pooled streams.
 //!
-//! The receiver registers a protocol and counts the messages of its `Inbox`. For
-//! round trips both sides register a protocol and the receiver answers each message
-//! with `send`.
+//! The receiver registers a protocol and books the messages of its `Inbox` in the
+//! measurement's ledger. For round trips both sides register a protocol and the
+//! receiver answers each message with `send`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,7 +12,8 @@ use tokio::sync::Mutex;
 
 use super::{
     BenchError, Context, Transport,
-    harness::{Counter, Pair, Tasks},
+    harness::{Pair, Tasks},
+    ledger::Ledger,
 };
 
 /// Protocol of the measured messages.
@@ -25,18 +26,18 @@ pub struct LiquidPair {
     sender: Host,
     receiver: Host,
     target: PeerId,
-    counter: Arc<Counter>,
     replies: Option<Mutex<Inbox>>,
     _tasks: Tasks,
 }
 
 impl LiquidPair {
     /// Two hosts over `transport` with `connections` connections between them.
-    /// With `echo`, the receiver answers every message.
+    /// The receiver books every message in `ledger`; with `echo`, it answers each.
     pub async fn setup(
         transport: Transport,
         connections: usize,
         echo: bool,
+        ledger: Arc<Ledger>,
         limit: Duration,
     ) -> Result<Self, BenchError> {
         let config = Config {
@@ -86,18 +87,16 @@ impl LiquidPair {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let counter = Arc::new(Counter::default());
         let mut tasks = Tasks::default();
         tasks.push(tokio::spawn(receive(
             inbox,
-            counter.clone(),
+            ledger,
             echo.then(|| receiver.control()),
         )));
         Ok(Self {
             sender,
             receiver,
             target,
-            counter,
             replies,
             _tasks: tasks,
         })
@@ -122,10 +121,10 @@ pub async fn peer_connected(
     .ctx("no PeerConnected in time")?
 }
 
-/// Counts every message of `inbox`; with `echo`, sends each one back.
-async fn receive(mut inbox: Inbox, counter: Arc<Counter>, echo: Option<Control>) {
+/// Books every message of `inbox`; with `echo`, sends each one back.
+async fn receive(mut inbox: Inbox, ledger: Arc<Ledger>, echo: Option<Control>) {
     while let Some(message) = inbox.recv().await {
-        counter.add(message.payload.len());
+        ledger.record(&message.payload);
         if let Some(control) = &echo {
             let _ = control
                 .send(message.peer, REPLY_PROTOCOL, message.payload)
@@ -145,7 +144,11 @@ impl Pair for LiquidPair {
         .boxed()
     }
 
-    fn round_trip<'a>(&'a self, payload: &'a [u8]) -> BoxFuture<'a, Result<(), BenchError>> {
+    fn round_trip<'a>(
+        &'a self,
+        payload: &'a [u8],
+        reply: &'a mut Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BenchError>> {
         async move {
             let replies = self.replies.as_ref().ctx("pair set up without replies")?;
             let mut replies = replies.lock().await;
@@ -153,14 +156,12 @@ impl Pair for LiquidPair {
                 .send(self.target, PROTOCOL, payload)
                 .await
                 .ctx("send")?;
-            replies.recv().await.ctx("reply inbox closed")?;
+            let message = replies.recv().await.ctx("reply inbox closed")?;
+            reply.clear();
+            reply.extend_from_slice(&message.payload);
             Ok(())
         }
         .boxed()
-    }
-
-    fn received(&self) -> &Counter {
-        &self.counter
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -4,7 +4,7 @@
 //!
 //! - `plain-libp2p`: two plain libp2p swarms with no behaviour (no streams at all);
 //! - `plain-libp2p-streams`: two plain libp2p swarms whose behaviour
-//!   ([`idle_streams`](super::idle_streams)) opens as many streams on each
+//!   ([`fixed_streams`](super::fixed_streams)) opens as many streams on each
 //!   connection as a default liquid pool (10 by each end) and holds both ends
 //!   idle: the same stream ends as liquid, and nothing else;
 //! - `liquid`: liquid-p2p hosts with default pools (10 streams opened by each end,
@@ -17,20 +17,16 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, stream};
 use libp2p::{
-    Multiaddr, Swarm,
-    swarm::{
-        NetworkBehaviour,
-        dial_opts::{DialOpts, PeerCondition},
-        dummy,
-    },
+    Swarm,
+    swarm::{NetworkBehaviour, dummy},
 };
 use liquid_p2p::{Config, Host, PeerId};
 
 use super::{
     BenchError, Context, Transport,
+    fixed_streams::{self, StreamCounts},
     harness::rss_bytes,
-    idle_streams::{self, StreamCounts},
-    swarm::{Driven, build_swarm, listen},
+    swarm::{Driven, build_swarm, dial_always, listen},
 };
 
 /// Connections opened before the first reading, so that one-time allocations
@@ -39,7 +35,7 @@ const WARM_CONNECTIONS: usize = 2;
 /// Dials in flight at once.
 const DIAL_CONCURRENCY: usize = 8;
 /// Wait after the connections are up, before reading RSS.
-const SETTLE: Duration = Duration::from_millis(1000);
+pub const SETTLE: Duration = Duration::from_millis(1000);
 
 /// Idle memory of one kind of connection.
 #[derive(Debug, Clone)]
@@ -53,7 +49,7 @@ pub struct Idle {
 /// What stays alive until every measurement is done.
 pub struct Held {
     _plain: Option<PlainSwarms<dummy::Behaviour>>,
-    _plain_streams: Option<PlainSwarms<idle_streams::Behaviour>>,
+    _plain_streams: Option<PlainSwarms<fixed_streams::Behaviour>>,
     liquid: Option<(Host, Host)>,
 }
 
@@ -134,10 +130,10 @@ async fn plain_empty_idle(
 async fn plain_streams_idle(
     n: usize,
     limit: Duration,
-) -> Result<(Idle, PlainSwarms<idle_streams::Behaviour>), BenchError> {
+) -> Result<(Idle, PlainSwarms<fixed_streams::Behaviour>), BenchError> {
     let per_connection = liquid_p2p::PoolConfig::default().init_size;
-    let listener = idle_streams::Behaviour::new(per_connection);
-    let dialer = idle_streams::Behaviour::new(per_connection);
+    let listener = fixed_streams::Behaviour::new(per_connection);
+    let dialer = fixed_streams::Behaviour::new(per_connection);
     let counts = [listener.counts(), dialer.counts()];
     plain_idle(
         n,
@@ -169,7 +165,7 @@ where
         let (address, peer) = (address.clone(), listener.peer());
         dialer.command(Box::new(move |swarm: &mut Swarm<B>| {
             for _ in 0..count {
-                let _ = swarm.dial(plain_dial(peer, address.clone()));
+                let _ = swarm.dial(dial_always(peer, address.clone()));
             }
         }))
     };
@@ -193,13 +189,6 @@ where
     tokio::time::sleep(SETTLE).await;
     let after = rss_bytes()?;
     Ok((per_end(before, after, n), (listener, dialer)))
-}
-
-fn plain_dial(peer: libp2p::PeerId, address: Multiaddr) -> DialOpts {
-    DialOpts::peer_id(peer)
-        .addresses(vec![address])
-        .condition(PeerCondition::Always)
-        .build()
 }
 
 async fn liquid_idle(n: usize, limit: Duration) -> Result<(Idle, (Host, Host)), BenchError> {

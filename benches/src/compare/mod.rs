@@ -1,29 +1,42 @@
 //! Side-by-side comparison of liquid-p2p with plain rust-libp2p (and plain TCP).
 //!
 //! Every mode runs in this process between two peers on loopback, with the same
-//! payloads, warmed up and then measured for a fixed time; rates are counted by the
-//! receiver. Modules:
+//! random payloads, warmed up and then measured for a fixed time; rates are counted
+//! by the receiver, and every message is accounted for. Everything runs several
+//! times, the modes of a scenario in a new shuffled order each run, and every ratio
+//! is taken within a run. Modules:
 //!
 //! - [`harness`]: the [`Pair`](harness::Pair) every mode implements, the timed
 //!   one-way and round-trip loops, RSS;
+//! - [`ledger`]: sender ids and sequence numbers in the payloads, and the books
+//!   that find lost and duplicated messages;
 //! - [`liquid`]: `Host::send` over pooled streams (TCP or QUIC);
-//! - [`streams`]: libp2p-stream modes: a substream per message, one shared stream,
-//!   pre-opened streams (TCP or QUIC);
+//! - [`streams`]: libp2p-stream modes: a substream per message (acknowledged or
+//!   not), one shared stream, pre-opened streams (TCP or QUIC);
+//! - [`multi_conn`]: pre-opened streams over two connections;
 //! - [`reqresp`]: libp2p request-response with a length-prefixed codec;
-//! - [`raw_tcp`]: plain tokio TCP, no encryption;
-//! - [`memory`], [`scale`]: idle memory per connection, a full mesh of hosts;
-//! - [`idle_streams`]: a plain libp2p behaviour holding idle streams on each
-//!   connection, the baseline of the memory scenario;
+//! - [`raw_tcp`]: plain tokio TCP, no encryption, batched writes;
+//! - [`memory`], [`scale`], [`shrink`]: idle memory per connection, a full mesh of
+//!   hosts, pools giving memory back;
+//! - [`fixed_streams`]: a plain libp2p behaviour opening a fixed number of streams
+//!   on each connection (the memory baseline, and `pre-opened` over two
+//!   connections);
 //! - [`scenarios`]: what is measured, in which order, with which deadlines;
-//! - [`report`], [`chart`]: the markdown table, targets, JSON and SVG charts.
+//! - [`pairing`]: per-run ratios, their median and range, and the labels;
+//! - [`report`], [`chart`]: the markdown tables, targets, JSON and SVG charts;
+//! - [`progress`]: where a run is and how long it has left, on stderr.
 
 pub mod chart;
 pub mod error;
+pub mod fixed_streams;
 pub mod frame;
 pub mod harness;
-pub mod idle_streams;
+pub mod ledger;
 pub mod liquid;
 pub mod memory;
+pub mod multi_conn;
+pub mod pairing;
+pub mod progress;
 pub mod raw_tcp;
 pub mod report;
 pub mod reqresp;
@@ -75,13 +88,15 @@ pub enum Mode {
     Liquid,
     /// A new libp2p-stream substream per message, 1-byte acknowledgement.
     OpenPerMessage,
+    /// A new libp2p-stream substream per message, no acknowledgement: lossy.
+    OpenPerMessageLossy,
     /// libp2p request-response, one request per message, empty response.
     RequestResponse,
     /// One libp2p stream shared by all senders behind a mutex.
     SingleStream,
     /// One libp2p stream per sender, opened up front.
     PreOpened,
-    /// Plain tokio TCP, one connection per sender.
+    /// Plain tokio TCP, batched writes, as many connections as the scenario.
     RawTcp,
     /// `Host::send` over QUIC.
     LiquidQuic,
@@ -91,9 +106,10 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in report order.
-    pub const ALL: [Mode; 8] = [
+    pub const ALL: [Mode; 9] = [
         Mode::Liquid,
         Mode::OpenPerMessage,
+        Mode::OpenPerMessageLossy,
         Mode::RequestResponse,
         Mode::SingleStream,
         Mode::PreOpened,
@@ -107,6 +123,7 @@ impl Mode {
         match self {
             Mode::Liquid => "liquid",
             Mode::OpenPerMessage => "open-per-message",
+            Mode::OpenPerMessageLossy => "open-per-message-lossy",
             Mode::RequestResponse => "request-response",
             Mode::SingleStream => "single-stream",
             Mode::PreOpened => "pre-opened",
@@ -114,6 +131,18 @@ impl Mode {
             Mode::LiquidQuic => "liquid-quic",
             Mode::PreOpenedQuic => "pre-opened-quic",
         }
+    }
+
+    /// Whether it may lose messages by design (its losses are reported, not
+    /// failures).
+    pub fn lossy(self) -> bool {
+        self == Mode::OpenPerMessageLossy
+    }
+
+    /// Whether it can measure round trips (a reply is an acknowledgement, so the
+    /// lossy mode has none).
+    pub fn round_trips(self) -> bool {
+        !self.lossy()
     }
 
     /// The transport it runs over.

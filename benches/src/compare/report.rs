@@ -1,5 +1,7 @@
-//! The report: figures, ratios of liquid to the other modes, targets with
-//! PASS/MISS, as markdown (`RESULTS.md`), JSON (`results.json`) and SVG charts.
+//! The report: every run's figures, their medians and ranges, the delivery
+//! accounting of every measurement, ratios of liquid to the other modes taken
+//! within each run, and the targets judged on the noise band ([`pairing`]), as
+//! markdown (`RESULTS.md`), JSON (`results.json`) and SVG charts.
 
 use std::{
     fmt::Write as _,
@@ -10,11 +12,14 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    BenchError, Context, chart,
-    scenarios::{Plan, SCENARIOS, ScenarioInfo, info},
+    BenchError, Context, Mode,
+    chart::{self, Bar},
+    ledger::Delivery,
+    pairing::{self, Spread, per_run_ratios},
+    scenarios::{GATE_ATTEMPTS, GATE_SHARE, Plan, SCENARIOS, ScenarioInfo, info},
 };
 
-/// One measured figure (or the error that prevented it).
+/// One measured figure of one run (or the error that prevented it).
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
     /// Scenario id.
@@ -25,6 +30,10 @@ pub struct Figure {
     pub transport: String,
     /// Sending tasks (connections for `memory-idle`, hosts for `scale-connect`).
     pub concurrency: usize,
+    /// The run it belongs to, from 1.
+    pub run: u32,
+    /// Its place in the run's order of measurements, from 0.
+    pub order: usize,
     /// The figure; `null` when the mode failed.
     pub value: Option<f64>,
     /// Unit of `value`.
@@ -35,6 +44,16 @@ pub struct Figure {
     /// Anything worth knowing about the figure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What became of the messages of the measurement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+    /// `ok`, `lossy (…)` or `FAILED (…)`: the delivery's verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_result: Option<String>,
+    /// Why the figure counts in no ratio although it was measured (a round-trip
+    /// run that failed the gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
 }
 
 impl Figure {
@@ -51,75 +70,72 @@ impl Figure {
             mode: mode.into(),
             transport: transport.into(),
             concurrency,
+            run: 0,
+            order: 0,
             value: None,
             unit: unit.into(),
             error: None,
             note: None,
+            delivery: None,
+            delivery_result: None,
+            excluded: None,
         }
+    }
+
+    /// Whether its messages were lost (in a lossless mode), duplicated or garbled.
+    pub fn failed(&self) -> bool {
+        self.delivery.is_some_and(|d| d.failed())
+    }
+
+    /// The value, if it counts: measured, accounted for, not excluded.
+    pub fn counted(&self) -> Option<f64> {
+        self.value
+            .filter(|_| !self.failed() && self.excluded.is_none())
+    }
+
+    /// The value as shown in a list of runs, with why it does not count.
+    fn shown(&self) -> String {
+        let mut text = match self.value {
+            Some(v) => format_value(v, &self.unit),
+            None => "error".into(),
+        };
+        if self.failed() {
+            text.push_str(" FAILED");
+        } else if self.excluded.is_some() {
+            text.push_str(" (not counted)");
+        }
+        text
     }
 }
 
-/// One figure per measurement, each the median of its values over `runs` (in
-/// the order of the first run). Ratios and targets are then taken between
-/// medians; the note lists every run's value.
-pub fn median_of(runs: Vec<Vec<Figure>>) -> Vec<Figure> {
-    let count = runs.len();
-    let mut runs = runs.into_iter();
-    let Some(first) = runs.next() else {
-        return Vec::new();
-    };
-    let rest: Vec<Vec<Figure>> = runs.collect();
-    first
-        .into_iter()
-        .map(|mut figure| {
-            if count < 2 {
-                return figure;
-            }
-            let same = |f: &&Figure| {
-                f.scenario == figure.scenario
-                    && f.mode == figure.mode
-                    && f.transport == figure.transport
-                    && f.concurrency == figure.concurrency
-            };
-            let mut values: Vec<f64> = std::iter::once(&figure)
-                .chain(rest.iter().filter_map(|run| run.iter().find(same)))
-                .filter_map(|f| f.value)
-                .collect();
-            if values.is_empty() {
-                return figure;
-            }
-            let shown: Vec<String> = values
-                .iter()
-                .map(|v| format_value(*v, &figure.unit))
-                .collect();
-            values.sort_by(f64::total_cmp);
-            let mid = values.len() / 2;
-            let median = if values.len() % 2 == 1 {
-                values[mid]
-            } else {
-                (values[mid - 1] + values[mid]) / 2.0
-            };
-            let runs_note = if values.len() == 1 {
-                "first run only".to_owned()
-            } else {
-                format!(
-                    "median of {} of {count} runs: {}",
-                    values.len(),
-                    shown.join(" / ")
-                )
-            };
-            figure.value = Some(median);
-            figure.error = None;
-            figure.note = Some(match figure.note.take() {
-                Some(note) => format!("{note}; {runs_note}"),
-                None => runs_note,
-            });
-            figure
-        })
-        .collect()
+/// One scenario and mode over all runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Scenario id.
+    pub scenario: String,
+    /// Mode name.
+    pub mode: String,
+    /// Transport name.
+    pub transport: String,
+    /// As in [`Figure::concurrency`].
+    pub concurrency: usize,
+    /// Unit of the values.
+    pub unit: String,
+    /// The value of each run (`null` where it failed or did not run).
+    pub per_run: Vec<Option<f64>>,
+    /// Median and range of the runs that count.
+    pub spread: Option<Spread>,
+    /// Delivery totals over all runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+    /// Runs whose delivery failed.
+    pub failed_runs: Vec<u32>,
+    /// `ok`, `lossy (…)` or `FAILED in run … (…)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_result: Option<String>,
 }
 
-/// `mode` (liquid or liquid-quic) ÷ `versus` in one scenario.
+/// `mode` (liquid or liquid-quic) ÷ `versus`, run by run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
     /// Scenario of the liquid figure.
@@ -134,10 +150,10 @@ pub struct Ratio {
     pub transport: String,
     /// Concurrency of the liquid figure.
     pub concurrency: usize,
-    /// liquid ÷ versus.
-    pub value: f64,
-    /// Always `"ratio"`.
-    pub unit: &'static str,
+    /// liquid ÷ versus in each run (`null` where either does not count).
+    pub per_run: Vec<Option<f64>>,
+    /// Median and range of the per-run ratios.
+    pub spread: Option<Spread>,
 }
 
 /// A target the comparison is judged against.
@@ -243,17 +259,23 @@ const TARGETS: &[TargetSpec] = &[
     },
 ];
 
-/// A target and how the run did against it.
+/// A target and how the runs did against it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetResult {
     /// What is required.
     pub target: String,
-    /// The ratio (or absolute figure) measured; `null` if a figure is missing.
-    pub measured: Option<f64>,
+    /// The ratio (or absolute figure) of each run; `null` where a figure is
+    /// missing or does not count.
+    pub per_run: Vec<Option<f64>>,
+    /// Median and range of the per-run values.
+    pub spread: Option<Spread>,
+    /// The noise band judged on.
+    pub band: Option<(f64, f64)>,
     /// The figures behind it.
     pub detail: String,
-    /// `"PASS"`, `"MISS"` (also when a mode failed), or `"NOT RUN"` when a scenario
-    /// was left out with `--only`.
+    /// `PASS`, `MISS`, `WITHIN NOISE`; `FAILED` when liquid's messages were lost
+    /// or duplicated in any run; `INCONCLUSIVE` when no run counts (round-trip
+    /// gate, a failed baseline); `NOT RUN` when a scenario or mode was left out.
     pub result: &'static str,
 }
 
@@ -268,8 +290,10 @@ pub struct RunInfo {
     pub quick: bool,
     /// Sizes and durations.
     pub plan: String,
-    /// How many times everything ran; each figure is the median of its runs.
+    /// How many times everything ran.
     pub runs: u32,
+    /// Seed of the modes' order and of the payloads (`--seed` repeats it).
+    pub seed: u64,
 }
 
 /// Everything the run produced.
@@ -277,19 +301,26 @@ pub struct RunInfo {
 pub struct Report {
     /// Metadata.
     pub run: RunInfo,
-    /// Every figure.
+    /// Every figure of every run.
     pub figures: Vec<Figure>,
-    /// liquid ÷ every other mode, per scenario.
+    /// Every scenario and mode over the runs.
+    pub summaries: Vec<Summary>,
+    /// liquid ÷ every other mode, per scenario, run by run.
     pub ratios: Vec<Ratio>,
     /// The targets.
     pub targets: Vec<TargetResult>,
 }
 
 impl Report {
-    /// Computes ratios and targets of `figures`.
-    pub fn new(plan: &Plan, figures: Vec<Figure>, runs: u32) -> Self {
-        let ratios = ratios(&figures);
-        let targets = TARGETS.iter().map(|t| judge(t, &figures)).collect();
+    /// Summaries, ratios and targets of `figures` (of `plan.runs` runs).
+    pub fn new(plan: &Plan, mut figures: Vec<Figure>) -> Self {
+        for f in &mut figures {
+            f.delivery_result = f.delivery.map(|d| d.verdict());
+        }
+        let runs = plan.runs;
+        let summaries = summaries(&figures, runs);
+        let ratios = ratios(&figures, runs);
+        let targets = TARGETS.iter().map(|t| judge(t, &figures, runs)).collect();
         Self {
             run: RunInfo {
                 date: utc_now(),
@@ -297,8 +328,10 @@ impl Report {
                 quick: plan.quick,
                 plan: plan.summary(),
                 runs,
+                seed: plan.seed,
             },
             figures,
+            summaries,
             ratios,
             targets,
         }
@@ -321,93 +354,222 @@ impl Report {
             }
         );
         let _ = writeln!(md, "- {}", run.plan);
-        if run.runs > 1 {
-            let _ = writeln!(
-                md,
-                "- Every figure is the median of {} runs (`--runs {}`); ratios and targets are taken between medians, and each figure's note lists its runs. The RSS scenarios (`memory-idle`, `pool-shrink`) run in the first run only: later runs would reuse memory freed by earlier scenarios.",
-                run.runs, run.runs
-            );
-        }
         let _ = writeln!(
             md,
             "- Produced by `cargo run --release -p liquid-p2p-benches --bin compare{}`: \
-             both peers in one process over loopback, rates counted by the receiver.\n",
+             both peers in one process over loopback, rates counted by the receiver.",
             if run.quick { " -- --quick" } else { "" }
         );
+        let _ = writeln!(
+            md,
+            "- Runs: everything ran {} time{}; in each run the modes of a scenario ran in a \
+             new shuffled order (seed {}: `--seed {}` repeats it). The RSS scenarios \
+             (`memory-idle`, `pool-shrink`) run in the first run only: later runs would reuse \
+             memory freed by earlier scenarios.",
+            run.runs,
+            if run.runs == 1 { "" } else { "s" },
+            run.seed,
+            run.seed,
+        );
+        let _ = writeln!(
+            md,
+            "- Ratios are taken within each run (both figures from the same run) and shown as \
+             the median of the runs with their range. A target is judged on a noise band: the \
+             range of its per-run ratios (with fewer than {} runs, at least ±{:.0} % about the \
+             median). **PASS**: the whole band is on the target's side; **MISS**: none of it \
+             is; **WITHIN NOISE**: it straddles the target.",
+            pairing::MIN_RUNS_FOR_RANGE,
+            pairing::NOISE * 100.0,
+        );
+        let _ = writeln!(
+            md,
+            "- Accounting: every payload is random and carries its sender's id and a sequence \
+             number; every send that returned `Ok` is booked, and after the measured window \
+             the senders stop and the receiver drains. A measurement that lost a message (in a \
+             lossless mode), received one twice, or received one never sent is **FAILED**: it \
+             counts in no ratio, and a target whose liquid figure FAILED in any run is FAILED. \
+             `open-per-message-lossy` may lose messages by design; its losses are reported."
+        );
+        let _ = writeln!(
+            md,
+            "- Round trips: a run's round trips count only if raw-tcp's p50 is at most {GATE_SHARE} \
+             × single-stream's (otherwise every mode sits on the machine's latency floor); a \
+             run that fails this is measured again, up to {GATE_ATTEMPTS} times, and then kept \
+             but marked as not counting. A target with no counting run is INCONCLUSIVE.\n"
+        );
         md.push_str(MODES);
-        let _ = writeln!(md, "\n## Figures\n");
-        let _ = writeln!(
-            md,
-            "Ratio column: `liquid` ÷ the row's mode (`liquid-quic` ÷ it for QUIC rows); \
-             above 1 means liquid is faster for rates, slower for latencies and memory.\n"
-        );
-        let _ = writeln!(
-            md,
-            "| Scenario | Mode | Transport | Concurrency | Value | Unit | liquid ÷ mode | Notes |"
-        );
-        let _ = writeln!(md, "|---|---|---|---:|---:|---|---:|---|");
-        for scenario in SCENARIOS {
-            for f in self.figures.iter().filter(|f| f.scenario == scenario.id) {
-                let value = match (&f.value, &f.error) {
-                    (Some(v), _) => format_value(*v, &f.unit),
-                    (None, Some(e)) => format!("**error**: {}", cell(e)),
-                    (None, None) => "—".into(),
-                };
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                    scenario.id,
-                    f.mode,
-                    f.transport,
-                    f.concurrency,
-                    value,
-                    f.unit,
-                    self.ratio_cell(f),
-                    cell(f.note.as_deref().unwrap_or("")),
-                );
-            }
-        }
-        let _ = writeln!(md, "\n## Targets\n");
-        let _ = writeln!(md, "| Target | Measured | Figures | Result |");
-        let _ = writeln!(md, "|---|---:|---|---|");
-        for t in &self.targets {
-            let measured = t.measured.map_or("—".into(), |v| format!("{v:.2}"));
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | **{}** |",
-                t.target,
-                measured,
-                cell(&t.detail),
-                t.result
-            );
-        }
-        let passed = self.targets.iter().filter(|t| t.result == "PASS").count();
-        let not_run = self
-            .targets
-            .iter()
-            .filter(|t| t.result == "NOT RUN")
-            .count();
-        let _ = write!(md, "\n{passed} of {} targets pass", self.targets.len());
-        let _ = if not_run > 0 {
-            writeln!(
-                md,
-                " ({not_run} not run: scenarios left out with `--only`)."
-            )
-        } else {
-            writeln!(md, ".")
-        };
+        self.figures_table(&mut md);
+        self.delivery_table(&mut md);
+        self.targets_table(&mut md);
         let _ = writeln!(md, "\n## Charts\n");
+        let _ = writeln!(
+            md,
+            "One per scenario: each bar is the median of the runs that count, its whisker \
+             their range.\n"
+        );
         for scenario in SCENARIOS {
-            if self.figures.iter().any(|f| f.scenario == scenario.id) {
+            if self.summaries.iter().any(|s| s.scenario == scenario.id) {
                 let _ = writeln!(md, "- [{}](charts/{}.svg)", scenario.title, scenario.id);
             }
         }
         md
     }
 
-    fn ratio_cell(&self, f: &Figure) -> String {
-        let baseline = info(&f.scenario).and_then(|s| s.baseline);
-        if is_liquid(&f.mode) {
+    fn figures_table(&self, md: &mut String) {
+        let _ = writeln!(md, "\n## Figures\n");
+        let _ = writeln!(
+            md,
+            "Median and range of the runs that count. Ratio column: `liquid` ÷ the row's mode \
+             (`liquid-quic` ÷ it for QUIC rows), run by run, as median (range); above 1 means \
+             liquid is faster for rates, slower for latencies and memory. Runs column: every \
+             run's figure in run order.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| Scenario | Mode | Transport | Concurrency | Median | Range | Unit | liquid ÷ mode | Runs | Notes |"
+        );
+        let _ = writeln!(md, "|---|---|---|---:|---:|---:|---|---:|---|---|");
+        for s in &self.summaries {
+            let figures: Vec<&Figure> = self.of(&s.scenario, &s.mode).collect();
+            let (median, range) = match s.spread {
+                Some(sp) => (
+                    format_value(sp.median, &s.unit),
+                    format!(
+                        "{}–{}",
+                        format_value(sp.lo, &s.unit),
+                        format_value(sp.hi, &s.unit)
+                    ),
+                ),
+                None => ("—".into(), "—".into()),
+            };
+            let runs = figures
+                .iter()
+                .map(|f| f.shown())
+                .collect::<Vec<_>>()
+                .join(" / ");
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.scenario,
+                s.mode,
+                s.transport,
+                s.concurrency,
+                median,
+                range,
+                s.unit,
+                self.ratio_cell(s),
+                runs,
+                cell(&notes(&figures)),
+            );
+        }
+    }
+
+    fn delivery_table(&self, md: &mut String) {
+        let _ = writeln!(md, "\n## Delivery\n");
+        let _ = writeln!(
+            md,
+            "Totals over all runs, warm-up included. Sent: sends that returned `Ok`. Lost: of \
+             those, never received. Duplicated: copies received beyond the first. Unconfirmed: \
+             received although the send failed or was cut off (a failed send may have got \
+             through). Malformed: received but never sent, or a round trip answered with \
+             another message.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| Scenario | Mode | Sent | Received | Lost | Duplicated | Unconfirmed | Malformed | Result |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---|");
+        for s in &self.summaries {
+            // p99 shares p50's measurement.
+            let (Some(d), Some(result)) = (s.delivery, &s.delivery_result) else {
+                continue;
+            };
+            if s.scenario == "rtt256-p99" {
+                continue;
+            }
+            let scenario = s.scenario.strip_suffix("-p50").unwrap_or(&s.scenario);
+            let result = if result.starts_with("FAILED") {
+                format!("**{result}**")
+            } else {
+                result.clone()
+            };
+            let _ = writeln!(
+                md,
+                "| {scenario} | {} | {} | {} | {} | {} | {} | {} | {result} |",
+                s.mode,
+                thousands(d.sent),
+                thousands(d.received),
+                thousands(d.lost),
+                thousands(d.duplicated),
+                thousands(d.unconfirmed),
+                thousands(d.malformed),
+            );
+        }
+    }
+
+    fn targets_table(&self, md: &mut String) {
+        let _ = writeln!(md, "\n## Targets\n");
+        let _ = writeln!(
+            md,
+            "| Target | Per run | Median | Range | Result | Figures |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---|---|");
+        for t in &self.targets {
+            let per_run = t
+                .per_run
+                .iter()
+                .map(|v| v.map_or("—".into(), |v| format!("{v:.2}")))
+                .collect::<Vec<_>>()
+                .join(" / ");
+            let (median, range) = match t.spread {
+                Some(s) => (
+                    format!("{:.2}", s.median),
+                    format!("{:.2}–{:.2}", s.lo, s.hi),
+                ),
+                None => ("—".into(), "—".into()),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {per_run} | {median} | {range} | **{}** | {} |",
+                t.target,
+                t.result,
+                cell(&t.detail),
+            );
+        }
+        let count = |label: &str| self.targets.iter().filter(|t| t.result == label).count();
+        let _ = write!(
+            md,
+            "\n{} of {} targets pass",
+            count("PASS"),
+            self.targets.len()
+        );
+        let others: Vec<String> = ["WITHIN NOISE", "MISS", "FAILED", "INCONCLUSIVE", "NOT RUN"]
+            .iter()
+            .map(|l| (l, count(l)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(l, n)| format!("{n} {}", l.to_lowercase()))
+            .collect();
+        let _ = if others.is_empty() {
+            writeln!(md, ".")
+        } else {
+            writeln!(md, "; {}.", others.join(", "))
+        };
+    }
+
+    fn of<'a>(&'a self, scenario: &'a str, mode: &'a str) -> impl Iterator<Item = &'a Figure> {
+        self.figures
+            .iter()
+            .filter(move |f| f.scenario == scenario && f.mode == mode)
+    }
+
+    fn ratio_cell(&self, s: &Summary) -> String {
+        let shown = |r: &Ratio| {
+            r.spread.map_or("—".into(), |sp| {
+                format!("{:.2}× ({:.2}–{:.2})", sp.median, sp.lo, sp.hi)
+            })
+        };
+        let baseline = info(&s.scenario).and_then(|i| i.baseline);
+        if is_liquid(&s.mode) {
             // Only a liquid figure compared with another scenario has its own cell
             // (the main baselines; results.json has every ratio).
             let Some(base) = baseline else {
@@ -416,18 +578,19 @@ impl Report {
             return self
                 .ratios
                 .iter()
-                .filter(|r| r.scenario == f.scenario && r.mode == f.mode)
+                .filter(|r| r.scenario == s.scenario && r.mode == s.mode)
+                .filter(|r| r.versus_scenario == base)
                 .filter(|r| ["liquid", "single-stream", "pre-opened"].contains(&r.versus.as_str()))
-                .map(|r| format!("÷ {} ({base}): {:.2}×", r.versus, r.value))
+                .map(|r| format!("÷ {} ({base}): {}", r.versus, shown(r)))
                 .collect::<Vec<_>>()
                 .join("; ");
         }
         self.ratios
             .iter()
             .find(|r| {
-                r.scenario == f.scenario && r.versus_scenario == f.scenario && r.versus == f.mode
+                r.scenario == s.scenario && r.versus_scenario == s.scenario && r.versus == s.mode
             })
-            .map_or(String::new(), |r| format!("{:.2}×", r.value))
+            .map_or(String::new(), shown)
     }
 
     /// Writes `RESULTS.md`, `results.json` and `charts/*.svg` under `dir`.
@@ -458,39 +621,50 @@ impl Report {
         Ok(problems)
     }
 
-    /// Bars of one scenario's chart: its figures, plus for a scenario compared with
-    /// another the main baselines of that one.
-    fn bars(&self, scenario: &ScenarioInfo) -> Vec<(String, Option<f64>)> {
-        let mut bars: Vec<(String, Option<f64>)> = self
-            .figures
+    /// Bars of one scenario's chart: its summaries, plus for a scenario compared
+    /// with another the main baselines of that one.
+    fn bars(&self, scenario: &ScenarioInfo) -> Vec<Bar> {
+        let bar = |s: &Summary, label: String| Bar {
+            label,
+            value: s.spread.map(|sp| sp.median),
+            range: s.spread.filter(|sp| sp.runs > 1).map(|sp| (sp.lo, sp.hi)),
+            failed: !s.failed_runs.is_empty(),
+        };
+        let mut bars: Vec<Bar> = self
+            .summaries
             .iter()
-            .filter(|f| f.scenario == scenario.id)
-            .map(|f| match &f.note {
-                Some(n) if n.contains("connections per peer") => (
-                    format!("{} ({})", f.mode, n.replace(" per peer", "")),
-                    f.value,
-                ),
-                Some(n) if f.scenario.starts_with("scale") => {
-                    let hosts = n.split(',').next().unwrap_or_default();
-                    (format!("{} ({hosts})", f.mode), f.value)
-                }
-                _ => (f.mode.clone(), f.value),
+            .filter(|s| s.scenario == scenario.id)
+            .map(|s| {
+                let figures: Vec<&Figure> = self.of(&s.scenario, &s.mode).collect();
+                let note = figures.first().and_then(|f| f.note.clone());
+                let label = match note {
+                    Some(n) if n.contains("connections per peer") => {
+                        let conns = n.split(';').next().unwrap_or_default();
+                        format!("{} ({})", s.mode, conns.replace(" per peer", ""))
+                    }
+                    Some(n) if s.scenario.starts_with("scale") => {
+                        let hosts = n.split(',').next().unwrap_or_default();
+                        format!("{} ({hosts})", s.mode)
+                    }
+                    _ => s.mode.clone(),
+                };
+                bar(s, label)
             })
             .collect();
         if let Some(base) = scenario.baseline
             && !bars.is_empty()
         {
             for mode in ["liquid", "single-stream", "pre-opened"] {
-                if let Some(f) = self.figure(base, mode) {
-                    bars.push((format!("{mode} (1 connection)"), f.value));
+                if let Some(s) = self
+                    .summaries
+                    .iter()
+                    .find(|s| s.scenario == base && s.mode == mode)
+                {
+                    bars.push(bar(s, format!("{mode} (1 connection)")));
                 }
             }
         }
         bars
-    }
-
-    fn figure(&self, scenario: &str, mode: &str) -> Option<&Figure> {
-        find(&self.figures, scenario, mode)
     }
 }
 
@@ -502,16 +676,23 @@ Modes (TCP = TCP + noise + yamux with `nodelay`, libp2p defaults otherwise):
 the receiver counts messages from its `Inbox`.
 - `open-per-message`: libp2p-stream, a new substream per message, 1-byte acknowledgement \
 (libp2p-stream drops inbound streams when its accept channel is full).
+- `open-per-message-lossy`: the same without the acknowledgement: the frame is written and \
+the stream closed. The upper bound of that way of sending; it loses what libp2p-stream drops, \
+and says how much.
 - `request-response`: libp2p request-response, one request per message, empty response \
 (length-prefixed codec).
 - `single-stream`: one libp2p-stream stream shared by all senders behind a tokio mutex, \
 length-prefixed frames.
-- `pre-opened`: one libp2p-stream stream per sender, opened up front (the transport's ceiling).
-- `raw-tcp`: plain tokio TCP, one connection per sender, length-prefixed, no encryption.
+- `pre-opened`: one libp2p-stream stream per sender, opened up front (the transport's ceiling). \
+In `mib1-2conn`, over two connections like liquid there, the streams split evenly between them \
+(a plain libp2p behaviour opens them on each connection: libp2p-stream cannot choose one).
+- `raw-tcp`: plain tokio TCP, length-prefixed, no encryption, on one connection like the other \
+modes; senders queue their frames to the connection's writer task, which writes all that is \
+queued and flushes once per batch, as yamux does.
 - `liquid-quic`, `pre-opened-quic`: the same over QUIC (`/ip4/127.0.0.1/udp/0/quic-v1`; \
 liquid's host sizes QUIC windows itself, the plain swarm uses libp2p's QUIC defaults).
 - Round trips: the receiver sends the 256 B payload back (liquid: with `send` on a protocol \
-registered on the sender).
+registered on the sender), and the sender checks that the reply is its request.
 - Memory: RSS growth (`/proc/self/statm`) while N more connections are opened between two \
 peers and left idle, divided by the 2 N connection ends; liquid hosts with default pools \
 (10 streams opened by each end, each read by a task on the other) against two plain \
@@ -527,110 +708,244 @@ fn is_liquid(mode: &str) -> bool {
     mode == "liquid" || mode == "liquid-quic"
 }
 
-fn is_quic(f: &Figure) -> bool {
-    f.transport == "quic"
+fn is_quic(transport: &str) -> bool {
+    transport == "quic"
 }
 
-fn find<'a>(figures: &'a [Figure], scenario: &str, mode: &str) -> Option<&'a Figure> {
+fn find<'a>(figures: &'a [Figure], run: u32, scenario: &str, mode: &str) -> Option<&'a Figure> {
     figures
         .iter()
-        .find(|f| f.scenario == scenario && f.mode == mode)
+        .find(|f| f.run == run && f.scenario == scenario && f.mode == mode)
 }
 
-/// `liquid` ÷ every TCP (and plain) mode, `liquid-quic` ÷ every other QUIC mode.
-fn ratios(figures: &[Figure]) -> Vec<Ratio> {
-    let mut out = Vec::new();
+/// The counted value of (scenario, mode) in each run.
+fn counted(figures: &[Figure], runs: u32, scenario: &str, mode: &str) -> Vec<Option<f64>> {
+    (1..=runs)
+        .map(|r| find(figures, r, scenario, mode).and_then(Figure::counted))
+        .collect()
+}
+
+/// Notes of a scenario and mode over its runs: once when every run has the same,
+/// else each run's.
+fn notes(figures: &[&Figure]) -> String {
+    let texts: Vec<String> = figures
+        .iter()
+        .map(|f| {
+            let failed = f.delivery_result.as_deref().filter(|_| f.failed());
+            [
+                f.note.as_deref(),
+                f.error.as_deref(),
+                failed,
+                f.excluded.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ")
+        })
+        .collect();
+    if texts.iter().all(|t| Some(t) == texts.first()) {
+        return texts.first().cloned().unwrap_or_default();
+    }
+    figures
+        .iter()
+        .zip(&texts)
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(f, t)| format!("run {}: {t}", f.run))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// Sort key of a mode: report order for the compared modes, then first seen.
+fn mode_rank(mode: &str) -> usize {
+    Mode::ALL
+        .iter()
+        .position(|m| m.name() == mode)
+        .unwrap_or(Mode::ALL.len())
+}
+
+/// One summary per scenario and mode, in report order.
+fn summaries(figures: &[Figure], runs: u32) -> Vec<Summary> {
+    let mut out: Vec<Summary> = Vec::new();
     for scenario in SCENARIOS {
-        let base = scenario.baseline.unwrap_or(scenario.id);
-        for liquid in figures
-            .iter()
-            .filter(|f| f.scenario == scenario.id && is_liquid(&f.mode))
-        {
-            let Some(lv) = liquid.value else { continue };
-            for other in figures.iter().filter(|o| o.scenario == base) {
-                let same = other.scenario == liquid.scenario && other.mode == liquid.mode;
-                let comparable = if is_quic(liquid) {
-                    is_quic(other)
+        let mut modes: Vec<&Figure> = Vec::new();
+        for f in figures.iter().filter(|f| f.scenario == scenario.id) {
+            if !modes.iter().any(|m| m.mode == f.mode) {
+                modes.push(f);
+            }
+        }
+        // Stable: modes that are not compared modes keep their first-seen order.
+        modes.sort_by_key(|f| mode_rank(&f.mode));
+        for first in modes {
+            let of: Vec<&Figure> = figures
+                .iter()
+                .filter(|f| f.scenario == first.scenario && f.mode == first.mode)
+                .collect();
+            let mut delivery: Option<Delivery> = None;
+            for d in of.iter().filter_map(|f| f.delivery) {
+                delivery.get_or_insert_with(Delivery::default).add(&d);
+            }
+            let failed_runs: Vec<u32> = of.iter().filter(|f| f.failed()).map(|f| f.run).collect();
+            let delivery_result = delivery.map(|d| {
+                if failed_runs.is_empty() {
+                    d.verdict()
                 } else {
-                    !is_quic(other)
-                };
-                let Some(ov) = other.value.filter(|v| *v > 0.0) else {
-                    continue;
-                };
-                if same || !comparable || (is_liquid(&other.mode) && base == scenario.id) {
-                    continue;
+                    let runs: Vec<String> = failed_runs.iter().map(u32::to_string).collect();
+                    format!("{} in run {}", d.verdict(), runs.join(", "))
                 }
-                out.push(Ratio {
-                    scenario: liquid.scenario.clone(),
-                    mode: liquid.mode.clone(),
-                    versus: other.mode.clone(),
-                    versus_scenario: other.scenario.clone(),
-                    transport: liquid.transport.clone(),
-                    concurrency: liquid.concurrency,
-                    value: lv / ov,
-                    unit: "ratio",
-                });
+            });
+            let per_run: Vec<Option<f64>> = (1..=runs)
+                .map(|r| of.iter().find(|f| f.run == r).and_then(|f| f.value))
+                .collect();
+            out.push(Summary {
+                scenario: first.scenario.clone(),
+                mode: first.mode.clone(),
+                transport: first.transport.clone(),
+                concurrency: first.concurrency,
+                unit: first.unit.clone(),
+                per_run,
+                spread: Spread::of(counted(figures, runs, &first.scenario, &first.mode)),
+                delivery,
+                failed_runs,
+                delivery_result,
+            });
+        }
+    }
+    out
+}
+
+/// `liquid` ÷ every TCP (and plain) mode, `liquid-quic` ÷ every other QUIC mode,
+/// run by run. A liquid figure of a scenario with a baseline scenario is also
+/// divided by that scenario's modes (and by the other modes of its own).
+fn ratios(figures: &[Figure], runs: u32) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let summaries = summaries(figures, runs);
+    for scenario in SCENARIOS {
+        let bases: Vec<&str> = match scenario.baseline {
+            Some(base) => vec![base, scenario.id],
+            None => vec![scenario.id],
+        };
+        for liquid in summaries
+            .iter()
+            .filter(|s| s.scenario == scenario.id && is_liquid(&s.mode))
+        {
+            for base in &bases {
+                for other in summaries.iter().filter(|o| o.scenario == *base) {
+                    let same_scenario = other.scenario == liquid.scenario;
+                    let comparable = is_quic(&liquid.transport) == is_quic(&other.transport);
+                    if !comparable || (same_scenario && is_liquid(&other.mode)) {
+                        continue;
+                    }
+                    let per_run = per_run_ratios(
+                        &counted(figures, runs, &liquid.scenario, &liquid.mode),
+                        &counted(figures, runs, &other.scenario, &other.mode),
+                    );
+                    out.push(Ratio {
+                        scenario: liquid.scenario.clone(),
+                        mode: liquid.mode.clone(),
+                        versus: other.mode.clone(),
+                        versus_scenario: other.scenario.clone(),
+                        transport: liquid.transport.clone(),
+                        concurrency: liquid.concurrency,
+                        spread: Spread::of(per_run.iter().copied()),
+                        per_run,
+                    });
+                }
             }
         }
     }
     out
 }
 
-fn judge(t: &TargetSpec, figures: &[Figure]) -> TargetResult {
-    let describe = |f: Option<&Figure>, scenario: &str, mode: &str| match f {
-        Some(Figure {
-            value: Some(v),
-            unit,
-            ..
-        }) => format!("{mode} {}", format_value(*v, unit) + " " + unit),
-        Some(Figure { error: Some(e), .. }) => format!("{mode} failed ({e})"),
-        _ => format!("{mode} not measured in {scenario}"),
+fn judge(t: &TargetSpec, figures: &[Figure], runs: u32) -> TargetResult {
+    let of = |scenario: &str, mode: &str| -> Vec<Option<&Figure>> {
+        (1..=runs)
+            .map(|r| find(figures, r, scenario, mode))
+            .collect()
     };
-    let liquid = find(figures, t.scenario, t.mode);
-    let (measured, detail) = match t.versus {
-        None => (
-            liquid.and_then(|f| f.value),
-            describe(liquid, t.scenario, t.mode),
-        ),
-        Some((scenario, mode)) => {
-            let other = find(figures, scenario, mode);
-            let ratio = match (liquid.and_then(|f| f.value), other.and_then(|f| f.value)) {
-                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-                _ => None,
-            };
-            (
-                ratio,
-                format!(
-                    "{} vs {}",
-                    describe(liquid, t.scenario, t.mode),
-                    describe(other, scenario, mode)
-                ),
-            )
+    let describe = |figs: &[Option<&Figure>], scenario: &str, mode: &str| {
+        if figs.iter().all(Option::is_none) {
+            return format!("{mode} not measured in {scenario}");
         }
+        let unit = figs.iter().flatten().next().map_or("", |f| f.unit.as_str());
+        let values: Vec<String> = figs
+            .iter()
+            .map(|f| f.map_or("—".into(), Figure::shown))
+            .collect();
+        format!("{mode} {} {unit}", values.join(" / "))
     };
-    // A failed mode counts as a miss; a scenario left out with `--only` does not.
-    let ran = find(figures, t.scenario, t.mode).is_some()
-        && t.versus
-            .is_none_or(|(scenario, mode)| find(figures, scenario, mode).is_some());
-    let pass = measured.is_some_and(|m| {
-        if t.at_least {
-            m >= t.threshold
-        } else {
-            m <= t.threshold
-        }
-    });
-    TargetResult {
-        target: t.label.into(),
-        measured,
-        detail,
-        result: if pass {
-            "PASS"
-        } else if !ran {
-            "NOT RUN"
-        } else {
-            "MISS"
-        },
+    let liquid = of(t.scenario, t.mode);
+    let versus = t
+        .versus
+        .map(|(scenario, mode)| (of(scenario, mode), scenario, mode));
+    let mut detail = describe(&liquid, t.scenario, t.mode);
+    if let Some((figs, scenario, mode)) = &versus {
+        detail = format!("{detail} vs {}", describe(figs, scenario, mode));
     }
+    let result = |result, per_run: Vec<Option<f64>>, detail: String| {
+        let spread = Spread::of(per_run.iter().copied());
+        TargetResult {
+            target: t.label.into(),
+            band: spread.map(|s| s.band()),
+            spread,
+            per_run,
+            detail,
+            result,
+        }
+    };
+    let ran = |figs: &[Option<&Figure>]| figs.iter().any(Option::is_some);
+    if !ran(&liquid) || versus.as_ref().is_some_and(|(figs, ..)| !ran(figs)) {
+        return result("NOT RUN", Vec::new(), detail);
+    }
+    let per_run = match &versus {
+        None => counted(figures, runs, t.scenario, t.mode),
+        Some((_, scenario, mode)) => per_run_ratios(
+            &counted(figures, runs, t.scenario, t.mode),
+            &counted(figures, runs, scenario, mode),
+        ),
+    };
+    let failed: Vec<String> = liquid
+        .iter()
+        .flatten()
+        .filter(|f| f.failed())
+        .map(|f| {
+            format!(
+                "run {}: {}",
+                f.run,
+                f.delivery_result.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        return result(
+            "FAILED",
+            per_run,
+            format!(
+                "{detail}; {} lost or duplicated messages ({})",
+                t.mode,
+                failed.join(", ")
+            ),
+        );
+    }
+    let Some(spread) = Spread::of(per_run.iter().copied()) else {
+        let excluded = liquid.iter().flatten().find_map(|f| f.excluded.clone());
+        let all_errors = liquid.iter().flatten().all(|f| f.value.is_none());
+        return match excluded {
+            Some(why) => result("INCONCLUSIVE", per_run, format!("{detail}; {why}")),
+            // A liquid mode that failed in every run misses its target.
+            None if all_errors => result("MISS", per_run, detail),
+            None => result(
+                "INCONCLUSIVE",
+                per_run,
+                format!("{detail}; no run in which both figures count"),
+            ),
+        };
+    };
+    result(
+        pairing::label(&spread, t.threshold, t.at_least).as_str(),
+        per_run,
+        detail,
+    )
 }
 
 /// A figure formatted for its unit.
@@ -686,8 +1001,13 @@ fn utc_now() -> String {
 mod tests {
     use super::*;
 
-    fn fig(scenario: &str, mode: &str, transport: &str, value: Option<f64>) -> Figure {
+    fn plan(runs: u32) -> Plan {
+        Plan::new(false, Vec::new(), Vec::new(), Some(runs), 7)
+    }
+
+    fn fig(run: u32, scenario: &str, mode: &str, transport: &str, value: Option<f64>) -> Figure {
         let mut f = Figure::new(scenario, mode, transport, 1, "msg/s");
+        f.run = run;
         f.value = value;
         if value.is_none() {
             f.error = Some("boom".into());
@@ -695,82 +1015,245 @@ mod tests {
         f
     }
 
+    const TCP: &str = "tcp+noise+yamux";
+
+    fn target(label_start: &str) -> &'static TargetSpec {
+        TARGETS
+            .iter()
+            .find(|t| t.label.starts_with(label_start))
+            .expect("target")
+    }
+
     #[test]
     fn ratios_pair_liquid_with_its_transport() {
         let figures = vec![
-            fig("msg256-c64", "liquid", "tcp+noise+yamux", Some(300.0)),
-            fig(
-                "msg256-c64",
-                "single-stream",
-                "tcp+noise+yamux",
-                Some(100.0),
-            ),
-            fig("msg256-c64", "liquid-quic", "quic", Some(80.0)),
-            fig("msg256-c64", "pre-opened-quic", "quic", Some(100.0)),
-            fig("msg256-c64", "request-response", "tcp+noise+yamux", None),
+            fig(1, "msg256-c64", "liquid", TCP, Some(300.0)),
+            fig(1, "msg256-c64", "single-stream", TCP, Some(100.0)),
+            fig(1, "msg256-c64", "liquid-quic", "quic", Some(80.0)),
+            fig(1, "msg256-c64", "pre-opened-quic", "quic", Some(100.0)),
+            fig(1, "msg256-c64", "request-response", TCP, None),
         ];
-        let r = ratios(&figures);
-        assert_eq!(r.len(), 2);
-        assert!(
+        let r = ratios(&figures, 1);
+        let value = |mode: &str, versus: &str| {
             r.iter()
-                .any(|r| r.mode == "liquid" && r.versus == "single-stream" && r.value == 3.0)
+                .find(|r| r.mode == mode && r.versus == versus)
+                .and_then(|r| r.spread)
+                .map(|s| s.median)
+        };
+        assert_eq!(value("liquid", "single-stream"), Some(3.0));
+        assert_eq!(value("liquid-quic", "pre-opened-quic"), Some(0.8));
+        assert_eq!(value("liquid", "request-response"), None);
+        assert!(
+            !r.iter()
+                .any(|r| r.mode == "liquid" && r.versus == "pre-opened-quic")
         );
-        assert!(r.iter().any(|r| r.mode == "liquid-quic" && r.value == 0.8));
-        let target = judge(&TARGETS[3], &figures);
-        assert_eq!(target.result, "PASS");
-        assert_eq!(judge(&TARGETS[0], &figures).result, "NOT RUN");
+        // 3.0 with one run: the ±15 % band is clear of 3× only from above.
+        let c64 = judge(target("256 B c64: liquid ≥ 3×"), &figures, 1);
+        assert_eq!(c64.result, "WITHIN NOISE");
+        assert_eq!(judge(&TARGETS[0], &figures, 1).result, "NOT RUN");
         let failed = vec![
-            fig("msg256-c1", "liquid", "tcp+noise+yamux", Some(300.0)),
-            fig("msg256-c1", "open-per-message", "tcp+noise+yamux", None),
+            fig(1, "msg256-c1", "liquid", TCP, None),
+            fig(1, "msg256-c1", "open-per-message", TCP, Some(10.0)),
         ];
-        let judged = judge(&TARGETS[0], &failed);
+        let judged = judge(&TARGETS[0], &failed, 1);
         assert_eq!(judged.result, "MISS");
-        assert!(judged.detail.contains("failed (boom)"));
+        assert!(judged.detail.contains("liquid error"));
     }
 
     #[test]
-    fn two_connection_liquid_is_compared_with_one_connection_modes() {
-        let figures = vec![
-            fig("mib1-1conn", "liquid", "tcp+noise+yamux", Some(100.0)),
-            fig(
-                "mib1-1conn",
-                "single-stream",
-                "tcp+noise+yamux",
-                Some(100.0),
-            ),
-            fig("mib1-2conn", "liquid", "tcp+noise+yamux", Some(160.0)),
-        ];
-        let r = ratios(&figures);
-        assert!(
+    fn two_connection_liquid_is_compared_with_one_connection_modes_and_its_own_reference() {
+        let mut figures = Vec::new();
+        for (run, liquid2, single, pre2) in [(1, 160.0, 100.0, 150.0), (2, 170.0, 100.0, 120.0)] {
+            figures.push(fig(run, "mib1-1conn", "liquid", TCP, Some(100.0)));
+            figures.push(fig(run, "mib1-1conn", "single-stream", TCP, Some(single)));
+            figures.push(fig(run, "mib1-2conn", "liquid", TCP, Some(liquid2)));
+            figures.push(fig(run, "mib1-2conn", "pre-opened", TCP, Some(pre2)));
+        }
+        let r = ratios(&figures, 2);
+        let find = |versus: &str, scenario: &str| {
             r.iter()
-                .any(|r| r.scenario == "mib1-2conn" && r.versus == "liquid" && r.value == 1.6)
-        );
-        assert_eq!(judge(&TARGETS[7], &figures).result, "PASS");
+                .find(|r| {
+                    r.scenario == "mib1-2conn"
+                        && r.versus == versus
+                        && r.versus_scenario == scenario
+                })
+                .expect("ratio")
+        };
+        assert_eq!(find("liquid", "mib1-1conn").per_run, [Some(1.6), Some(1.7)]);
+        let own = find("pre-opened", "mib1-2conn");
+        let spread = own.spread.expect("spread");
+        assert!((spread.lo - 160.0 / 150.0).abs() < 1e-9);
+        assert!((spread.hi - 170.0 / 120.0).abs() < 1e-9);
+        let t = judge(target("1 MiB, two connections"), &figures, 2);
+        assert_eq!(t.per_run, [Some(1.6), Some(1.7)]);
+        // Median 1.65 with two runs: band 1.40–1.90 straddles 1.5.
+        assert_eq!(t.result, "WITHIN NOISE");
     }
 
     #[test]
-    fn medians_of_runs_take_the_middle_value_and_list_every_run() {
-        let run = |v: Option<f64>| vec![fig("msg256-c1", "liquid", "tcp+noise+yamux", v)];
-        let merged = median_of(vec![
-            run(Some(3.0)),
-            run(None),
-            run(Some(1.0)),
-            run(Some(2.0)),
-        ]);
-        assert_eq!(merged.len(), 1);
-        assert_eq!(merged[0].value, Some(2.0));
+    fn targets_are_judged_on_per_run_ratios_not_on_medians() {
+        let mut figures = Vec::new();
+        let runs = [
+            (418_778.0, 627_318.0),
+            (506_263.0, 529_056.0),
+            (370_587.0, 519_718.0),
+        ];
+        for (i, (liquid, pre)) in runs.into_iter().enumerate() {
+            let run = i as u32 + 1;
+            figures.push(fig(run, "msg256-c64", "liquid", TCP, Some(liquid)));
+            figures.push(fig(run, "msg256-c64", "pre-opened", TCP, Some(pre)));
+        }
+        let t = judge(target("256 B c64: liquid ≥ 0.8× pre-opened"), &figures, 3);
+        let s = t.spread.expect("spread");
+        assert!((s.median - 370_587.0 / 519_718.0).abs() < 1e-9);
+        assert_eq!(t.result, "WITHIN NOISE");
+        let report = Report::new(&plan(3), figures);
+        let md = report.markdown();
         assert!(
-            merged[0]
-                .note
-                .as_deref()
-                .unwrap_or("")
-                .contains("median of 3 of 4 runs")
+            md.contains("| 0.67 / 0.96 / 0.71 | 0.71 | 0.67–0.96 | **WITHIN NOISE** |"),
+            "{md}"
         );
-        let single = median_of(vec![run(Some(5.0))]);
+        // The pre-opened row's ratio cell is the paired one.
+        assert!(md.contains("0.71× (0.67–0.96)"));
+    }
+
+    #[test]
+    fn a_liquid_figure_that_lost_messages_fails_its_target_and_counts_in_no_ratio() {
+        let lost = Delivery {
+            sent: 10_000,
+            received: 9_999,
+            lost: 1,
+            ..Delivery::default()
+        };
+        let fine = Delivery {
+            sent: 10_000,
+            received: 10_000,
+            ..Delivery::default()
+        };
+        let mut figures = Vec::new();
+        for run in 1..=3 {
+            let mut liquid = fig(run, "msg256-c1", "liquid", TCP, Some(200.0));
+            liquid.delivery = Some(if run == 2 { lost } else { fine });
+            let mut single = fig(run, "msg256-c1", "single-stream", TCP, Some(100.0));
+            single.delivery = Some(fine);
+            figures.extend([liquid, single]);
+        }
+        let report = Report::new(&plan(3), figures);
+        let t = report
+            .targets
+            .iter()
+            .find(|t| {
+                t.target
+                    .starts_with("256 B c1: liquid ≥ 0.85× single-stream")
+            })
+            .expect("target");
+        assert_eq!(t.result, "FAILED");
+        assert_eq!(t.per_run, [Some(2.0), None, Some(2.0)]);
+        let liquid = report
+            .summaries
+            .iter()
+            .find(|s| s.scenario == "msg256-c1" && s.mode == "liquid")
+            .expect("summary");
+        assert_eq!(liquid.failed_runs, [2]);
         assert_eq!(
-            (single[0].value, single[0].note.is_none()),
-            (Some(5.0), true)
+            liquid.delivery_result.as_deref(),
+            Some("FAILED (1 lost) in run 2")
         );
+        assert_eq!(liquid.delivery.map(|d| d.sent), Some(30_000));
+        let md = report.markdown();
+        assert!(md.contains("| msg256-c1 | liquid | 30,000 | 29,999 | 1 | 0 | 0 | 0 | **FAILED (1 lost) in run 2** |"), "{md}");
+        assert!(md.contains("200 / 200 FAILED / 200"));
+        let json = serde_json::to_string(&report).expect("json");
+        assert!(json.contains(r#""delivery_result":"FAILED (1 lost)""#));
+    }
+
+    #[test]
+    fn a_lossy_mode_reports_its_losses_without_failing() {
+        let mut f = fig(1, "msg256-c1", "open-per-message-lossy", TCP, Some(50.0));
+        f.delivery = Some(Delivery {
+            sent: 1000,
+            received: 900,
+            lost: 100,
+            lossy: true,
+            ..Delivery::default()
+        });
+        let report = Report::new(&plan(1), vec![f]);
+        assert!(!report.figures[0].failed());
+        assert!(report.markdown().contains("| lossy (10.0 % lost) |"));
+    }
+
+    #[test]
+    fn round_trips_that_failed_the_gate_make_their_targets_inconclusive() {
+        let mut figures = Vec::new();
+        for run in 1..=2 {
+            for (mode, p50) in [
+                ("liquid", 100.0),
+                ("single-stream", 88.0),
+                ("raw-tcp", 85.0),
+            ] {
+                let mut f = fig(run, "rtt256-p50", mode, TCP, Some(p50));
+                f.unit = "µs".into();
+                f.excluded = Some("inconclusive: raw-tcp p50 85.0 µs is over 0.7 × single-stream's 88.0 µs, in each of 3 attempts".into());
+                figures.push(f);
+            }
+        }
+        let t = judge(target("Round trip p50"), &figures, 2);
+        assert_eq!(t.result, "INCONCLUSIVE");
+        assert!(t.detail.contains("over 0.7 × single-stream's"));
+        assert_eq!(t.per_run, [None, None]);
+        // One run that passed the gate counts alone.
+        for f in figures.iter_mut().filter(|f| f.run == 2) {
+            f.excluded = None;
+        }
+        let t = judge(target("Round trip p50"), &figures, 2);
+        assert_eq!(t.per_run, [None, Some(100.0 / 88.0)]);
+        assert_eq!(t.result, "WITHIN NOISE");
+    }
+
+    #[test]
+    fn a_failed_baseline_makes_a_target_inconclusive_not_a_miss() {
+        let figures = vec![
+            fig(1, "msg256-c1", "liquid", TCP, Some(100.0)),
+            fig(1, "msg256-c1", "request-response", TCP, None),
+        ];
+        let t = judge(target("256 B c1: liquid ≥ 20×"), &figures, 1);
+        assert_eq!(t.result, "INCONCLUSIVE");
+    }
+
+    #[test]
+    fn absolute_targets_use_the_same_band() {
+        let mut f = fig(1, "memory-idle", "liquid", TCP, Some(59.5));
+        f.unit = "KiB".into();
+        assert_eq!(judge(target("Memory"), &[f.clone()], 1).result, "MISS");
+        f.value = Some(50.0);
+        assert_eq!(
+            judge(target("Memory"), &[f.clone()], 1).result,
+            "WITHIN NOISE"
+        );
+        f.value = Some(40.0);
+        assert_eq!(judge(target("Memory"), &[f], 1).result, "PASS");
+    }
+
+    #[test]
+    fn summaries_list_modes_in_report_order_whatever_the_run_order() {
+        let figures = vec![
+            fig(1, "msg256-c8", "raw-tcp", TCP, Some(3.0)),
+            fig(1, "msg256-c8", "liquid", TCP, Some(1.0)),
+            fig(1, "msg256-c8", "open-per-message-lossy", TCP, Some(2.0)),
+        ];
+        let modes: Vec<String> = summaries(&figures, 1).into_iter().map(|s| s.mode).collect();
+        assert_eq!(modes, ["liquid", "open-per-message-lossy", "raw-tcp"]);
+    }
+
+    #[test]
+    fn notes_are_given_once_when_every_run_agrees() {
+        let mut a = fig(1, "msg256-c1", "liquid", TCP, Some(1.0));
+        let mut b = fig(2, "msg256-c1", "liquid", TCP, Some(1.0));
+        a.note = Some("same".into());
+        b.note = Some("same".into());
+        assert_eq!(notes(&[&a, &b]), "same");
+        b.note = Some("other".into());
+        assert_eq!(notes(&[&a, &b]), "run 1: same · run 2: other");
     }
 
     #[test]

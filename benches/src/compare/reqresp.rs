@@ -18,7 +18,8 @@ use tokio::sync::oneshot;
 use super::{
     BenchError, Context, Transport,
     frame::{read_frame, write_frame},
-    harness::{Counter, Pair},
+    harness::Pair,
+    ledger::Ledger,
     swarm::{Driven, build_swarm, connect},
 };
 
@@ -79,14 +80,13 @@ impl Codec for FrameCodec {
 
 type Behaviour = request_response::Behaviour<FrameCodec>;
 type RrEvent = request_response::Event<Vec<u8>, Vec<u8>>;
-type Pending = Arc<Mutex<HashMap<OutboundRequestId, oneshot::Sender<Result<(), String>>>>>;
+type Pending = Arc<Mutex<HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>>>>;
 
 /// Two request-response swarms; the sender dialled the receiver.
 pub struct ReqRespPair {
     sender: Driven<Behaviour>,
     target: PeerId,
     pending: Pending,
-    counter: Arc<Counter>,
     _receiver: Driven<Behaviour>,
 }
 
@@ -99,20 +99,20 @@ fn behaviour(request_timeout: Duration) -> Behaviour {
 }
 
 impl ReqRespPair {
-    /// Connects two swarms over `transport`. With `echo`, responses carry the
-    /// request's payload; otherwise they are empty.
+    /// Connects two swarms over `transport`. The receiver books every request in
+    /// `ledger`. With `echo`, responses carry the request's payload; otherwise they
+    /// are empty.
     pub async fn setup(
         transport: Transport,
         echo: bool,
+        ledger: Arc<Ledger>,
         request_timeout: Duration,
         limit: Duration,
     ) -> Result<Self, BenchError> {
         let receiver = build_swarm(|_| behaviour(request_timeout))?;
         let sender = build_swarm(|_| behaviour(request_timeout))?;
-        let counter = Arc::new(Counter::default());
         let pending: Pending = Arc::default();
         let on_request = {
-            let counter = counter.clone();
             move |swarm: &mut libp2p::Swarm<Behaviour>, event: RrEvent| {
                 if let request_response::Event::Message {
                     message:
@@ -122,7 +122,7 @@ impl ReqRespPair {
                     ..
                 } = event
                 {
-                    counter.add(request.len());
+                    ledger.record(&request);
                     let response = if echo { request } else { Vec::new() };
                     let _ = swarm.behaviour_mut().send_response(channel, response);
                 }
@@ -133,9 +133,13 @@ impl ReqRespPair {
             move |_: &mut libp2p::Swarm<Behaviour>, event: RrEvent| {
                 let (id, outcome) = match event {
                     request_response::Event::Message {
-                        message: Message::Response { request_id, .. },
+                        message:
+                            Message::Response {
+                                request_id,
+                                response,
+                            },
                         ..
-                    } => (request_id, Ok(())),
+                    } => (request_id, Ok(response)),
                     request_response::Event::OutboundFailure {
                         request_id, error, ..
                     } => (request_id, Err(error.to_string())),
@@ -153,12 +157,12 @@ impl ReqRespPair {
             target: receiver.peer(),
             sender,
             pending,
-            counter,
             _receiver: receiver,
         })
     }
 
-    async fn request(&self, payload: &[u8]) -> Result<(), BenchError> {
+    /// Sends one request; returns the response.
+    async fn request(&self, payload: &[u8]) -> Result<Vec<u8>, BenchError> {
         let (reply, outcome) = oneshot::channel();
         let (target, pending, request) = (self.target, self.pending.clone(), payload.to_vec());
         self.sender.command(Box::new(move |swarm| {
@@ -176,15 +180,19 @@ impl ReqRespPair {
 
 impl Pair for ReqRespPair {
     fn send<'a>(&'a self, _: usize, payload: &'a [u8]) -> BoxFuture<'a, Result<(), BenchError>> {
-        self.request(payload).boxed()
+        self.request(payload).map(|r| r.map(drop)).boxed()
     }
 
-    fn round_trip<'a>(&'a self, payload: &'a [u8]) -> BoxFuture<'a, Result<(), BenchError>> {
-        self.request(payload).boxed()
-    }
-
-    fn received(&self) -> &Counter {
-        &self.counter
+    fn round_trip<'a>(
+        &'a self,
+        payload: &'a [u8],
+        reply: &'a mut Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BenchError>> {
+        async move {
+            *reply = self.request(payload).await?;
+            Ok(())
+        }
+        .boxed()
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

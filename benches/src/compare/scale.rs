@@ -1,9 +1,13 @@
 //! Many liquid hosts in one process, full mesh: the time until every host has
 //! `PeerConnected` (protocol exchange done) for every other, then the aggregate
-//! rate of 256 B messages, each host sending to all its peers.
+//! rate of 256 B messages, each host sending to all its peers, every message
+//! accounted for in one ledger.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -12,7 +16,8 @@ use liquid_p2p::{Config, Event, Host, Inbox, PeerId};
 
 use super::{
     BenchError, Context, Transport,
-    harness::{Counter, Failures, Tasks, Timing},
+    harness::{Failures, Tasks, Timing, drain},
+    ledger::{Delivery, Ledger, random_payload},
     liquid::PROTOCOL,
 };
 
@@ -30,12 +35,20 @@ pub struct Scale {
     pub messages_per_s: Result<f64, BenchError>,
     /// Failures while sending, if any.
     pub note: Option<String>,
+    /// What became of the messages, if traffic ran.
+    pub delivery: Option<Delivery>,
 }
 
 /// Runs the mesh of `n` hosts (each bounded by `timing`, the whole by the caller).
-pub async fn run(n: usize, payload_len: usize, timing: &Timing, connect_limit: Duration) -> Scale {
+pub async fn run(
+    n: usize,
+    payload_len: usize,
+    timing: &Timing,
+    connect_limit: Duration,
+    seed: u64,
+) -> Scale {
     let mut hosts = Vec::new();
-    let outcome = mesh(n, payload_len, timing, connect_limit, &mut hosts).await;
+    let outcome = mesh(n, payload_len, timing, connect_limit, seed, &mut hosts).await;
     let _ = tokio::time::timeout(
         timing.teardown,
         join_all(hosts.iter().map(|h: &Host| h.shutdown())),
@@ -48,6 +61,7 @@ pub async fn run(n: usize, payload_len: usize, timing: &Timing, connect_limit: D
             connect_s: Err(e.clone()),
             messages_per_s: Err(e),
             note: None,
+            delivery: None,
         },
     }
 }
@@ -57,6 +71,7 @@ async fn mesh(
     payload_len: usize,
     timing: &Timing,
     connect_limit: Duration,
+    seed: u64,
     hosts: &mut Vec<Host>,
 ) -> Result<Scale, BenchError> {
     if n < 2 {
@@ -129,57 +144,65 @@ async fn mesh(
         ))),
     };
     let connect_s = connect_s?;
-    let (messages_per_s, note) = traffic(hosts, inboxes, payload_len, timing).await;
+    let (messages_per_s, note, delivery) = traffic(hosts, inboxes, payload_len, timing, seed).await;
     Ok(Scale {
         hosts: n,
         connect_s: Ok(connect_s),
         messages_per_s,
         note,
+        delivery: Some(delivery),
     })
 }
 
-/// Every host sends to all its peers round-robin from `WORKERS_PER_HOST` tasks.
+/// Every host sends to all its peers round-robin from `WORKERS_PER_HOST` tasks;
+/// sender `i × WORKERS_PER_HOST + w` is task `w` of host `i`.
 async fn traffic(
     hosts: &[Host],
     inboxes: Vec<Inbox>,
     payload_len: usize,
     timing: &Timing,
-) -> (Result<f64, BenchError>, Option<String>) {
-    let counter = Arc::new(Counter::default());
+    seed: u64,
+) -> (Result<f64, BenchError>, Option<String>, Delivery) {
+    let ledger = Arc::new(Ledger::new(hosts.len() * WORKERS_PER_HOST, false));
     let failures = Arc::new(Failures::default());
-    let mut tasks = Tasks::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Tasks::default();
     for mut inbox in inboxes {
-        let counter = counter.clone();
-        tasks.push(tokio::spawn(async move {
+        let ledger = ledger.clone();
+        readers.push(tokio::spawn(async move {
             while let Some(m) = inbox.recv().await {
-                counter.add(m.payload.len());
+                ledger.record(&m.payload);
             }
         }));
     }
-    let payload = Arc::new(vec![0x5a; payload_len]);
     let ids: Vec<PeerId> = hosts.iter().map(|h| h.local_peer_id()).collect();
+    let mut senders = Tasks::default();
     for (i, host) in hosts.iter().enumerate() {
         let peers: Vec<PeerId> = ids.iter().copied().filter(|p| *p != ids[i]).collect();
         for w in 0..WORKERS_PER_HOST {
-            let (control, peers, payload, failures) = (
+            let sender = i * WORKERS_PER_HOST + w;
+            let (control, peers, ledger, failures, stop) = (
                 host.control(),
                 peers.clone(),
-                payload.clone(),
+                ledger.clone(),
                 failures.clone(),
+                stop.clone(),
             );
+            let mut payload = random_payload(payload_len, seed.wrapping_add(sender as u64));
             let op_timeout = timing.op_timeout;
-            tasks.push(tokio::spawn(async move {
+            senders.push(tokio::spawn(async move {
                 let mut next = w;
-                loop {
+                while !stop.load(Ordering::Relaxed) {
                     let peer = peers[next % peers.len()];
                     next += 1;
+                    let seq = ledger.stamp(sender, &mut payload);
                     let sent = tokio::time::timeout(
                         op_timeout,
                         control.send(peer, PROTOCOL, &payload[..]),
                     )
                     .await;
                     match sent {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(())) => ledger.confirm(sender, seq),
                         Ok(Err(e)) => {
                             failures.record(e.to_string());
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -191,12 +214,17 @@ async fn traffic(
         }
     }
     tokio::time::sleep(timing.warmup).await;
-    let (m0, _) = counter.snapshot();
+    let (m0, _) = ledger.received();
     let start = Instant::now();
     tokio::time::sleep(timing.measure).await;
-    let (m1, _) = counter.snapshot();
+    let (m1, _) = ledger.received();
     let elapsed = start.elapsed().as_secs_f64();
-    drop(tasks);
+    stop.store(true, Ordering::Relaxed);
+    let cut_off = senders.join(timing.op_timeout).await;
+    if cut_off > 0 {
+        failures.record(format!("{cut_off} senders cut off at the end of the run"));
+    }
+    drain(&ledger, timing.drain).await;
     let rate = if m1 > m0 {
         Ok((m1 - m0) as f64 / elapsed)
     } else {
@@ -206,5 +234,5 @@ async fn traffic(
                 .unwrap_or_else(|| "no message received".into()),
         ))
     };
-    (rate, failures.note())
+    (rate, failures.note(), ledger.delivery())
 }

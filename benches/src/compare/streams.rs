@@ -1,9 +1,11 @@
-//! Plain libp2p-stream modes: `open-per-message`, `single-stream`, `pre-opened`
-//! (TCP) and `pre-opened-quic`.
+//! Plain libp2p-stream modes: `open-per-message`, `open-per-message-lossy`,
+//! `single-stream`, `pre-opened` (TCP) and `pre-opened-quic`.
 //!
 //! libp2p-stream hands inbound streams to the application through a channel and
 //! drops a stream when that channel is full, so `open-per-message` waits for a
 //! 1-byte acknowledgement per message: without it messages would be lost.
+//! `open-per-message-lossy` does without it, as the upper bound of that way of
+//! sending: its ledger reports what it lost.
 
 use std::{
     sync::{
@@ -23,7 +25,8 @@ use tokio::{sync::Mutex, task::JoinSet};
 use super::{
     BenchError, Context, Transport,
     frame::{read_frame, write_frame},
-    harness::{Counter, Pair, Tasks},
+    harness::{Pair, Tasks},
+    ledger::Ledger,
     swarm::{Driven, build_swarm, connect},
 };
 
@@ -39,6 +42,8 @@ const OPEN_ATTEMPTS: usize = 3;
 pub enum Kind {
     /// A new stream per message, acknowledged with one byte.
     OpenPerMessage,
+    /// A new stream per message, closed after the frame, no acknowledgement.
+    OpenPerMessageLossy,
     /// One stream for all senders, behind a mutex.
     Single,
     /// One stream per sender, opened up front.
@@ -51,7 +56,6 @@ pub struct StreamPair {
     control: libp2p_stream::Control,
     target: PeerId,
     streams: Vec<Mutex<Stream>>,
-    counter: Arc<Counter>,
     _tasks: Tasks,
     _sender: Driven<Behaviour>,
     _receiver: Driven<Behaviour>,
@@ -59,12 +63,14 @@ pub struct StreamPair {
 
 impl StreamPair {
     /// Connects two swarms over `transport`; opens the streams `kind` needs for
-    /// `workers` senders. With `echo`, the receiver answers every frame with it.
+    /// `workers` senders. The receiver books every frame in `ledger`; with `echo`,
+    /// it answers every frame with it.
     pub async fn setup(
         kind: Kind,
         transport: Transport,
         workers: usize,
         echo: bool,
+        ledger: Arc<Ledger>,
         limit: Duration,
     ) -> Result<Self, BenchError> {
         let receiver = build_swarm(|_| Behaviour::new())?;
@@ -78,18 +84,17 @@ impl StreamPair {
         let (receiver, sender) =
             connect(receiver, sender, transport, |_, ()| {}, |_, ()| {}, limit).await?;
         let target = receiver.peer();
-        let counter = Arc::new(Counter::default());
         let accepted = Arc::new(AtomicUsize::new(0));
         let mut tasks = Tasks::default();
         tasks.push(tokio::spawn(accept_loop(
             incoming,
             kind,
             echo,
-            counter.clone(),
+            ledger,
             accepted.clone(),
         )));
         let wanted = match kind {
-            Kind::OpenPerMessage => 0,
+            Kind::OpenPerMessage | Kind::OpenPerMessageLossy => 0,
             Kind::Single => 1,
             Kind::PreOpened => workers.max(1),
         };
@@ -103,7 +108,6 @@ impl StreamPair {
             control,
             target,
             streams,
-            counter,
             _tasks: tasks,
             _sender: sender,
             _receiver: receiver,
@@ -143,31 +147,35 @@ async fn accept_loop(
     mut incoming: IncomingStreams,
     kind: Kind,
     echo: bool,
-    counter: Arc<Counter>,
+    ledger: Arc<Ledger>,
     accepted: Arc<AtomicUsize>,
 ) {
     // Dropped (aborting every reader) when this task is aborted.
     let mut readers = JoinSet::new();
     while let Some((_, stream)) = incoming.next().await {
         accepted.fetch_add(1, Ordering::Relaxed);
-        let counter = counter.clone();
+        let ledger = ledger.clone();
         match kind {
-            Kind::OpenPerMessage => readers.spawn(serve_one(stream, echo, counter)),
-            Kind::Single | Kind::PreOpened => readers.spawn(serve_all(stream, echo, counter)),
+            Kind::OpenPerMessage => readers.spawn(serve_one(stream, echo, true, ledger)),
+            Kind::OpenPerMessageLossy => readers.spawn(serve_one(stream, echo, false, ledger)),
+            Kind::Single | Kind::PreOpened => readers.spawn(serve_all(stream, echo, ledger)),
         };
         while readers.try_join_next().is_some() {}
     }
 }
 
-/// One frame, then a 1-byte acknowledgement (or the frame back), then close.
-async fn serve_one(mut stream: Stream, echo: bool, counter: Arc<Counter>) {
+/// One frame, then the frame back (`echo`) or a 1-byte acknowledgement (`ack`),
+/// then close.
+async fn serve_one(mut stream: Stream, echo: bool, ack: bool, ledger: Arc<Ledger>) {
     let mut buf = Vec::new();
     if read_frame(&mut stream, &mut buf).await.is_err() {
         return;
     }
-    counter.add(buf.len());
+    ledger.record(&buf);
     let answered = if echo {
         write_frame(&mut stream, &buf).await
+    } else if !ack {
+        return;
     } else {
         async {
             stream.write_all(&[1]).await?;
@@ -183,11 +191,11 @@ async fn serve_one(mut stream: Stream, echo: bool, counter: Arc<Counter>) {
 /// Frames until the stream ends; with `echo`, each one is sent back. Reads go
 /// through a buffer, so that many small frames take one read of the stream (as
 /// liquid-p2p's reader does).
-async fn serve_all(stream: Stream, echo: bool, counter: Arc<Counter>) {
+pub async fn serve_all(stream: Stream, echo: bool, ledger: Arc<Ledger>) {
     let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
     let mut buf = Vec::new();
     while read_frame(&mut stream, &mut buf).await.is_ok() {
-        counter.add(buf.len());
+        ledger.record(&buf);
         if echo && write_frame(&mut stream, &buf).await.is_err() {
             return;
         }
@@ -203,8 +211,14 @@ impl StreamPair {
         .ctx("no stream opened for this sender")
     }
 
-    async fn exchange(&self, worker: usize, payload: &[u8], echo: bool) -> Result<(), BenchError> {
-        if self.kind == Kind::OpenPerMessage {
+    /// Sends `payload`; with `reply`, reads the receiver's answer into it.
+    async fn exchange(
+        &self,
+        worker: usize,
+        payload: &[u8],
+        reply: Option<&mut Vec<u8>>,
+    ) -> Result<(), BenchError> {
+        if matches!(self.kind, Kind::OpenPerMessage | Kind::OpenPerMessageLossy) {
             let mut stream = self
                 .control
                 .clone()
@@ -212,10 +226,12 @@ impl StreamPair {
                 .await
                 .ctx("open stream")?;
             write_frame(&mut stream, payload).await.ctx("write")?;
-            if echo {
-                read_frame(&mut stream, &mut Vec::new())
-                    .await
-                    .ctx("read reply")?;
+            if let Some(reply) = reply {
+                read_frame(&mut stream, reply).await.ctx("read reply")?;
+            } else if self.kind == Kind::OpenPerMessageLossy {
+                // The frame is flushed; whether the receiver takes the stream is
+                // not known: that is what makes this mode lossy.
+                return stream.close().await.ctx("close");
             } else {
                 let mut ack = [0u8; 1];
                 stream.read_exact(&mut ack).await.ctx("read ack")?;
@@ -225,10 +241,8 @@ impl StreamPair {
         }
         let mut stream = self.stream_of(worker)?.lock().await;
         write_frame(&mut *stream, payload).await.ctx("write")?;
-        if echo {
-            read_frame(&mut *stream, &mut Vec::new())
-                .await
-                .ctx("read reply")?;
+        if let Some(reply) = reply {
+            read_frame(&mut *stream, reply).await.ctx("read reply")?;
         }
         Ok(())
     }
@@ -240,15 +254,15 @@ impl Pair for StreamPair {
         worker: usize,
         payload: &'a [u8],
     ) -> BoxFuture<'a, Result<(), BenchError>> {
-        self.exchange(worker, payload, false).boxed()
+        self.exchange(worker, payload, None).boxed()
     }
 
-    fn round_trip<'a>(&'a self, payload: &'a [u8]) -> BoxFuture<'a, Result<(), BenchError>> {
-        self.exchange(0, payload, true).boxed()
-    }
-
-    fn received(&self) -> &Counter {
-        &self.counter
+    fn round_trip<'a>(
+        &'a self,
+        payload: &'a [u8],
+        reply: &'a mut Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BenchError>> {
+        self.exchange(0, payload, Some(reply)).boxed()
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

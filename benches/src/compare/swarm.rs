@@ -9,7 +9,10 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, SwarmBuilder,
     identity::Keypair,
     noise,
-    swarm::{NetworkBehaviour, SwarmEvent},
+    swarm::{
+        NetworkBehaviour, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
     tcp, yamux,
 };
 use tokio::sync::{mpsc, watch};
@@ -41,6 +44,11 @@ impl<B: NetworkBehaviour> Driven<B> {
     /// The swarm's peer id.
     pub fn peer(&self) -> PeerId {
         self.peer
+    }
+
+    /// Connections established now.
+    pub fn connections(&self) -> usize {
+        *self.connections.borrow()
     }
 
     /// Waits until at least `n` connections are established.
@@ -156,4 +164,13 @@ where
     dialer.wait_connections(1, limit).await?;
     listener.wait_connections(1, limit).await?;
     Ok((listener, dialer))
+}
+
+/// A dial of `peer` at `address` that opens a new connection even when one is
+/// already up (as liquid does for a second connection per peer).
+pub fn dial_always(peer: PeerId, address: Multiaddr) -> DialOpts {
+    DialOpts::peer_id(peer)
+        .addresses(vec![address])
+        .condition(PeerCondition::Always)
+        .build()
 }

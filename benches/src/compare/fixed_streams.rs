@@ -1,12 +1,15 @@
-//! A plain libp2p behaviour that holds idle streams, for the `plain-libp2p-streams`
-//! memory mode: on every established connection its handler opens a fixed number of
-//! outbound substreams on that connection ([`PROTOCOL`], nothing written), accepts
-//! every inbound one, and keeps them all open and unread. Shared counters tell the
-//! measurement how many stream ends are held.
+//! A plain libp2p behaviour that opens a fixed number of streams on every
+//! connection: on every established connection its handler opens that many
+//! outbound substreams on that connection ([`PROTOCOL`]) and accepts every inbound
+//! one. Then either it keeps them all open and unread (the `plain-libp2p-streams`
+//! memory mode), or it hands each one to the application (`pre-opened` over two
+//! connections, in [`multi_conn`](super::multi_conn)). Shared counters tell the
+//! measurement how many stream ends were opened.
 //!
 //! Written by hand rather than with libp2p-stream: its `open_stream` cannot choose
-//! the connection, and one connection would hit yamux's stream limit long before
-//! every connection had its streams.
+//! the connection (it picks one at random). For memory, one connection would hit
+//! yamux's stream limit long before every connection had its streams; for
+//! throughput over two connections, the streams must be split evenly between them.
 
 use std::{
     convert::Infallible,
@@ -28,12 +31,15 @@ use libp2p::{
     },
 };
 
+use tokio::sync::mpsc;
+
 use super::BenchError;
 
 /// The protocol the idle streams are negotiated with.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/liquid-bench/idle/1.0.0");
 
-/// Stream ends held by all the connections of one swarm.
+/// Stream ends opened by all the connections of one swarm (and still held, when
+/// they are not handed over).
 #[derive(Debug, Default)]
 pub struct StreamCounts {
     outbound: AtomicUsize,
@@ -74,18 +80,30 @@ impl StreamCounts {
     }
 }
 
-/// Gives every connection a [`Handler`] holding `per_connection` streams each way.
+/// Gives every connection a [`Handler`] opening `per_connection` streams.
 pub struct Behaviour {
     per_connection: usize,
     counts: Arc<StreamCounts>,
+    handover: Option<mpsc::UnboundedSender<Stream>>,
 }
 
 impl Behaviour {
-    /// A behaviour opening `per_connection` streams on each connection.
+    /// A behaviour opening `per_connection` streams on each connection and holding
+    /// them, and those the remote opens, idle.
     pub fn new(per_connection: usize) -> Self {
         Self {
             per_connection,
             counts: Arc::default(),
+            handover: None,
+        }
+    }
+
+    /// A behaviour opening `per_connection` streams on each connection and handing
+    /// them, and those the remote opens, to `streams`.
+    pub fn handing_over(per_connection: usize, streams: mpsc::UnboundedSender<Stream>) -> Self {
+        Self {
+            handover: Some(streams),
+            ..Self::new(per_connection)
         }
     }
 
@@ -100,6 +118,7 @@ impl Behaviour {
             outbound: Vec::with_capacity(self.per_connection),
             inbound: Vec::with_capacity(self.per_connection),
             counts: self.counts.clone(),
+            handover: self.handover.clone(),
         }
     }
 }
@@ -145,13 +164,32 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
-/// One connection's idle streams; the counters are given back when it is dropped.
+/// One connection's streams; the counters of those it holds are given back when
+/// it is dropped.
 pub struct Handler {
     /// Outbound streams still to request.
     to_open: usize,
     outbound: Vec<Stream>,
     inbound: Vec<Stream>,
     counts: Arc<StreamCounts>,
+    handover: Option<mpsc::UnboundedSender<Stream>>,
+}
+
+impl Handler {
+    /// Hands `stream` over, or keeps it in `held` (a stream the application no
+    /// longer takes is dropped).
+    fn keep(
+        handover: &Option<mpsc::UnboundedSender<Stream>>,
+        held: &mut Vec<Stream>,
+        stream: Stream,
+    ) {
+        match handover {
+            Some(to) => {
+                let _ = to.send(stream);
+            }
+            None => held.push(stream),
+        }
+    }
 }
 
 impl ConnectionHandler for Handler {
@@ -196,14 +234,14 @@ impl ConnectionHandler for Handler {
                 protocol: stream,
                 ..
             }) => {
-                self.outbound.push(stream);
+                Self::keep(&self.handover, &mut self.outbound, stream);
                 self.counts.outbound.fetch_add(1, Ordering::Relaxed);
             }
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
                 protocol: stream,
                 ..
             }) => {
-                self.inbound.push(stream);
+                Self::keep(&self.handover, &mut self.inbound, stream);
                 self.counts.inbound.fetch_add(1, Ordering::Relaxed);
             }
             ConnectionEvent::DialUpgradeError(_) | ConnectionEvent::ListenUpgradeError(_) => {
