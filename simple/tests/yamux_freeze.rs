@@ -42,6 +42,13 @@ const MESSAGE: usize = 64 * 1024;
 /// Capacity of each direction of the in-memory duplex: less than one yamux data
 /// frame (16 KiB), like a full socket.
 const DUPLEX_CAPACITY: usize = 4 * 1024;
+/// Capacity of each direction of the roomy duplex: more than the whole load of
+/// `FREEZE_LOAD` each way (4 MiB and its frame headers), so no write can ever wait
+/// for room and the freeze cannot happen whatever the scheduling. 1 MiB was not
+/// enough: it is exactly the 4 × 256 KiB of stream windows yamux may send before
+/// the reader acknowledges, so when the readers were starved (the suite under CPU
+/// stress, scripts/flaky.sh) both directions filled and the stock control froze.
+const ROOMY_CAPACITY: usize = 8 << 20;
 /// SO_SNDBUF and SO_RCVBUF of both loopback sockets (Linux doubles them).
 const TCP_BUFFER: u32 = 8 * 1024;
 
@@ -57,7 +64,7 @@ enum Muxer {
 enum Transport {
     /// In-memory, `DUPLEX_CAPACITY` each way.
     Duplex,
-    /// In-memory, 1 MiB each way: room for every frame yamux has in hand.
+    /// In-memory, `ROOMY_CAPACITY` each way: room for every byte of the load.
     RoomyDuplex,
     SmallTcp,
     /// Loopback TCP with the kernel's default buffers.
@@ -120,7 +127,7 @@ async fn connection(transport: Transport, muxers: [Muxer; 2]) -> [StreamMuxerBox
         Transport::Duplex | Transport::RoomyDuplex => {
             let capacity = match transport {
                 Transport::Duplex => DUPLEX_CAPACITY,
-                _ => 1 << 20,
+                _ => ROOMY_CAPACITY,
             };
             let (a, b) = tokio::io::duplex(capacity);
             [
