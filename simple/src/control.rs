@@ -249,7 +249,15 @@ impl Shared {
         tokio::select! {
             biased;
             r = codec::write_frame(io, protocol, payload, compress) => {
-                r.map_err(|e| Error::write(peer, e))?;
+                if let Err(e) = r {
+                    // Cut short by our own close of the connection (the watchdog's,
+                    // or its pool's): say that, not the muxer's "connection is
+                    // closed", whichever of the two the select saw first.
+                    if meter.closed().is_cancelled() {
+                        return Err(meter.close_error());
+                    }
+                    return Err(Error::write(peer, e));
+                }
             }
             _ = meter.closed().cancelled() => return Err(meter.close_error()),
         }
