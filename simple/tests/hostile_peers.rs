@@ -253,11 +253,13 @@ async fn a_crowd_of_peer_ids_beyond_max_peers_is_refused_and_the_witness_stays()
     for _ in 0..60 {
         crowd.push(plain_swarm(host.listen_addrs()[0].clone()).await);
     }
-    // Refusals before the handshake (too many at once from one address) are
-    // reported together, with their count.
+    // Every member of the crowd is either let in or refused: after its handshake
+    // when the table is full, or before it when more than the per-address share
+    // of handshakes arrive at once (those are reported together, with a count).
     let mut refused = 0;
+    let crowd_in = || host.connected_peers().len().saturating_sub(1) as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while refused < 41 && tokio::time::Instant::now() < deadline {
+    while refused + crowd_in() < 60 && tokio::time::Instant::now() < deadline {
         if let Ok(Some(Event::Refused { count, .. })) =
             tokio::time::timeout(Duration::from_millis(200), events.recv()).await
         {
@@ -269,7 +271,15 @@ async fn a_crowd_of_peer_ids_beyond_max_peers_is_refused_and_the_witness_stays()
             host.connected_peers().len()
         );
     }
-    assert_eq!(refused, 41, "60 + the witness against 20 places");
+    assert_eq!(
+        refused + crowd_in(),
+        60,
+        "each of the crowd let in or refused once"
+    );
+    assert!(
+        refused >= 41,
+        "60 + the witness against 20 places: {refused} refused"
+    );
     assert!(
         host.connected_peers()
             .contains(&witness.peer.local_peer_id())
