@@ -924,6 +924,8 @@ impl NetworkBehaviour for Behaviour {
                 self.shared.connection_gone(e.peer_id, e.connection_id);
             }
             FromSwarm::ListenFailure(e) => {
+                // A refusing handler whose connection another behaviour denied.
+                self.refusing.remove(&e.connection_id);
                 self.gate.closed(e.peer_id, e.connection_id);
                 self.shared.connection_gone(e.peer_id, e.connection_id);
                 if let libp2p::swarm::ListenError::Transport(error) = e.error {

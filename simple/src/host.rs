@@ -260,6 +260,21 @@ fn build_swarm(
     Ok(swarm)
 }
 
+/// What kind of failure a libp2p dial error is.
+fn dial_failure(error: &libp2p::swarm::DialError) -> DialFailure {
+    match error {
+        libp2p::swarm::DialError::WrongPeerId { .. } => DialFailure::WrongPeer,
+        libp2p::swarm::DialError::Denied { cause } => cause
+            .downcast_ref::<Error>()
+            .and_then(|e| match e {
+                Error::ConnectionRefused { reason } => Some(*reason),
+                _ => None,
+            })
+            .map_or(DialFailure::Transport, DialFailure::RefusedLocally),
+        _ => DialFailure::Transport,
+    }
+}
+
 /// The peer id at the end of a required peer's address.
 fn required_peer_id(address: &Multiaddr) -> Result<PeerId, Error> {
     match address.iter().last() {
@@ -607,7 +622,10 @@ impl SwarmTask {
     }
 
     fn add_required(&mut self, peer: PeerId, address: Multiaddr) {
-        self.swarm.behaviour_mut().liquid.set_required(peer, true);
+        let liquid = &mut self.swarm.behaviour_mut().liquid;
+        liquid.set_required(peer, true);
+        // Also its IP's claim on the reserved handshake slots.
+        liquid.add_address(peer, address.clone());
         let list = self.required_addrs.entry(peer).or_default();
         if !list.contains(&address) {
             list.push(address);
@@ -695,20 +713,10 @@ impl SwarmTask {
             // Another dial to it is under way; its outcome moves the schedule.
             Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
             Err(e) => {
-                let cause = match &e {
-                    libp2p::swarm::DialError::Denied { cause } => cause
-                        .downcast_ref::<Error>()
-                        .and_then(|e| match e {
-                            Error::ConnectionRefused { reason } => Some(*reason),
-                            _ => None,
-                        })
-                        .map_or(DialFailure::Transport, DialFailure::RefusedLocally),
-                    _ => DialFailure::Transport,
-                };
                 self.control.shared().events.emit(Event::DialFailed {
                     peer: Some(peer),
                     reason: e.to_string(),
-                    cause,
+                    cause: dial_failure(&e),
                 });
                 let actions = self.supervisor.dial_failed(&peer, Instant::now());
                 self.apply(actions);
@@ -796,21 +804,10 @@ impl SwarmTask {
                 error,
             } => {
                 let reason = error.to_string();
-                let cause = match &error {
-                    libp2p::swarm::DialError::WrongPeerId { .. } => DialFailure::WrongPeer,
-                    libp2p::swarm::DialError::Denied { cause } => cause
-                        .downcast_ref::<Error>()
-                        .and_then(|e| match e {
-                            Error::ConnectionRefused { reason } => Some(*reason),
-                            _ => None,
-                        })
-                        .map_or(DialFailure::Transport, DialFailure::RefusedLocally),
-                    _ => DialFailure::Transport,
-                };
                 events.emit(Event::DialFailed {
                     peer: peer_id,
                     reason: reason.clone(),
-                    cause,
+                    cause: dial_failure(&error),
                 });
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial { reason }));

@@ -23,6 +23,27 @@
 //!
 //! Failures of the first two are [`HandshakeError`]s inside the transport's
 //! `io::Error`, which the behaviour reports as refusals at the handshake stage.
+//!
+//! Your own swarm gets the same guards with [`build`]:
+//!
+//! ```
+//! use liquid_p2p::{Behaviour, Config, libp2p::{SwarmBuilder, identity::Keypair}, transport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keypair = Keypair::generate_ed25519();
+//! let config = Config::default();
+//! let transport = transport::build(&keypair, &config)?;
+//! let (behaviour, _control) = Behaviour::new(keypair.public().to_peer_id(), config)?;
+//! let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+//!     .with_tokio()
+//!     .with_other_transport(|_| transport)?
+//!     .with_behaviour(|_| behaviour)?
+//!     .build();
+//! swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::{
     io,
