@@ -75,7 +75,9 @@ fn pool_borrow_return(c: &mut Criterion) {
                         let pool = Arc::clone(&pool);
                         async move {
                             let mut s = pool.borrow().await.expect("borrow");
-                            *s.get_mut() += 1;
+                            let mut write = s.begin_write();
+                            *write.stream() += 1;
+                            write.finish();
                         }
                     })
                 })

@@ -66,7 +66,7 @@ pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Prio
 pub use error::{Error, StreamOpenFailure};
 pub use event::{Event, Message};
 pub use exchange::ExchangeError;
-pub use pool::{PoolStats, PooledStream, SendStreamPool, StreamOpener};
+pub use pool::{PoolStats, PooledStream, SendStreamPool, StreamOpener, WriteGuard};
 pub use pool_manager::{BestPool, SendStreamPoolManager};
 pub use protocol_book::{ProtocolBook, ProtocolChange};
 pub use receive::{ReceiveCounts, ReceiveStreamManager, ReceiveTicket};

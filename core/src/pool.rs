@@ -526,24 +526,50 @@ impl<O: StreamOpener> fmt::Debug for PooledStream<O> {
 }
 
 impl<O: StreamOpener> PooledStream<O> {
-    /// The stream. Mark it with [`set_healthy`](Self::set_healthy)`(false)` before a
-    /// write and `(true)` after the write completed, so a write that fails or is
-    /// cancelled midway never puts a half-written stream back into the pool.
-    pub fn get_mut(&mut self) -> &mut O::Stream {
-        match self.stream.as_mut() {
+    /// Starts a write on the stream. The stream goes back to its pool only if the
+    /// returned guard is [finished](WriteGuard::finish) once the write completed;
+    /// a guard dropped before that (the write failed, or was cancelled midway)
+    /// leaves the stream to be discarded, so a half-written stream never returns.
+    pub fn begin_write(&mut self) -> WriteGuard<'_, O> {
+        self.healthy = false;
+        WriteGuard { pooled: self }
+    }
+
+    /// The stream, to look at (writing goes through [`begin_write`](Self::begin_write)).
+    pub fn get(&self) -> &O::Stream {
+        match self.stream.as_ref() {
             Some(s) => s,
             None => unreachable!("the stream is only taken in drop"),
         }
     }
 
-    /// Marks whether the stream may be reused.
-    pub fn set_healthy(&mut self, healthy: bool) {
-        self.healthy = healthy;
-    }
-
     /// The pool this stream came from.
     pub fn pool(&self) -> &Arc<SendStreamPool<O>> {
         &self.pool
+    }
+
+    fn stream_mut(&mut self) -> &mut O::Stream {
+        match self.stream.as_mut() {
+            Some(s) => s,
+            None => unreachable!("the stream is only taken in drop"),
+        }
+    }
+}
+
+/// A write in progress on a [`PooledStream`]; see [`PooledStream::begin_write`].
+pub struct WriteGuard<'a, O: StreamOpener> {
+    pooled: &'a mut PooledStream<O>,
+}
+
+impl<O: StreamOpener> WriteGuard<'_, O> {
+    /// The stream to write to.
+    pub fn stream(&mut self) -> &mut O::Stream {
+        self.pooled.stream_mut()
+    }
+
+    /// The write completed: the stream may go back to its pool.
+    pub fn finish(self) {
+        self.pooled.healthy = true;
     }
 }
 
@@ -880,7 +906,15 @@ pub(crate) mod tests {
         pool.init();
         settle().await;
         let mut s = pool.borrow().await.expect("borrow");
-        s.set_healthy(false);
+        // The write is cut short: its guard goes away unfinished.
+        let _ = s.begin_write();
+        drop(s);
+        let st = pool.stats();
+        assert_eq!((st.current, st.idle, st.borrowed), (2, 2, 0));
+        assert_eq!(opener.live.load(Ordering::SeqCst), 2);
+        // A finished write returns its stream.
+        let mut s = pool.borrow().await.expect("borrow");
+        s.begin_write().finish();
         drop(s);
         let st = pool.stats();
         assert_eq!((st.current, st.idle, st.borrowed), (2, 2, 0));
@@ -962,7 +996,7 @@ pub(crate) mod tests {
             .borrow()
             .await
             .expect("a fresh stream replaces the dead ones");
-        assert!(opener.is_usable(s.get_mut()));
+        assert!(opener.is_usable(s.stream_mut()));
         let st = pool.stats();
         assert_eq!((st.current, st.idle, st.borrowed), (1, 0, 1), "{st:?}");
         assert_eq!(
@@ -997,7 +1031,7 @@ pub(crate) mod tests {
             .store(opener.opened.load(Ordering::SeqCst), Ordering::SeqCst);
         pool.shrink(tokio::time::Instant::now());
         let mut s = pool.borrow().await.expect("a new stream");
-        assert!(opener.is_usable(s.get_mut()));
+        assert!(opener.is_usable(s.stream_mut()));
         assert_eq!(opener.probes.load(Ordering::SeqCst), 1 + 2 + 1);
         assert_eq!(
             opener.live.load(Ordering::SeqCst),

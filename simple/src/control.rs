@@ -237,8 +237,8 @@ impl Shared {
         protocol: &str,
         payload: &[u8],
     ) -> Result<(), Error> {
-        stream.set_healthy(false);
-        let io = stream.get_mut();
+        let mut write = stream.begin_write();
+        let io = write.stream();
         let meter = Arc::clone(io.meter());
         let _pending = meter.write_started();
         let _in_flight = self.write_started();
@@ -261,7 +261,7 @@ impl Shared {
             }
             _ = meter.closed().cancelled() => return Err(meter.close_error()),
         }
-        stream.set_healthy(true);
+        write.finish();
         Ok(())
     }
 }
@@ -298,7 +298,7 @@ impl ExclusiveStream {
     pub async fn send(&mut self, protocol: &str, payload: impl AsRef<[u8]>) -> Result<(), Error> {
         let payload = payload.as_ref();
         self.shared.check_message(self.peer, protocol, payload)?;
-        let meter = self.stream.get_mut().meter();
+        let meter = self.stream.get().meter();
         if meter.closed().is_cancelled() {
             return Err(meter.close_error());
         }
