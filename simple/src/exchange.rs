@@ -41,7 +41,8 @@ use crate::{behaviour::Shared, protocol::EXCHANGE_PROTOCOL};
 /// Attempts of one exchange or push while the peer stays connected.
 const ATTEMPTS: usize = 2;
 /// After an exchange broke, how long to wait for the swarm to report the
-/// connection closed before deciding the peer is still here.
+/// connection closed before deciding the peer is still here (and trying again on
+/// the connection it has now).
 const BROKEN_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug)]
@@ -121,19 +122,30 @@ async fn request_with_retry(shared: &Shared, peer: PeerId) -> Result<Vec<String>
 
 /// The exchange on a peer's first connection, then `PeerConnected`.
 pub(crate) async fn exchange_with(shared: Arc<Shared>, peer: PeerId) {
-    let reason = match request_with_retry(&shared, peer).await {
-        Ok(list) => {
-            shared.protocols_received(peer, list);
-            shared.announce(peer);
-            return;
-        }
-        Err(Outcome::Disconnected) => return,
-        Err(Outcome::NotSpoken(reason)) => reason,
-        Err(Outcome::Broken(reason)) => {
-            // A refused or lost connection breaks the exchange a moment before the
-            // swarm reports it closed; give it that moment.
-            tokio::time::sleep(BROKEN_GRACE).await;
-            reason
+    let deadline = tokio::time::Instant::now() + shared.config.exchange_timeout;
+    let reason = loop {
+        match request_with_retry(&shared, peer).await {
+            Ok(list) => {
+                shared.protocols_received(peer, list);
+                shared.announce(peer);
+                return;
+            }
+            Err(Outcome::NotSpoken(reason)) => break reason,
+            Err(Outcome::Disconnected | Outcome::Broken(_))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                // The connection broke under the exchange: refused or lost (the
+                // swarm reports it closed a moment later, and the peer is not
+                // announced), or replaced by the other connection of a
+                // simultaneous dial, which gets no exchange of its own: go on
+                // there.
+                tokio::time::sleep(BROKEN_GRACE).await;
+                if shared.pools.best_pool(&peer).is_none() {
+                    return;
+                }
+            }
+            Err(Outcome::Disconnected) => return,
+            Err(Outcome::Broken(reason)) => break reason,
         }
     };
     {

@@ -637,12 +637,13 @@ impl SwarmTask {
     }
 
     /// Peers were announced (their exchange is done): required ones among them
-    /// now count as connected.
+    /// now count as connected, whoever dialled (a peer that dialled us while we
+    /// waited to redial it included).
     fn on_announced(&mut self) {
         let now = Instant::now();
         let shared = Arc::clone(self.control.shared());
         for peer in self.supervisor.required_peers() {
-            if self.supervisor.is_dialing(&peer) && shared.is_announced(&peer) {
+            if !self.supervisor.is_connected(&peer) && shared.is_announced(&peer) {
                 let actions = self.supervisor.connected(&peer, now);
                 self.apply(actions);
             }

@@ -142,6 +142,38 @@ async fn a_required_peer_that_disconnects_is_redialled_at_once() {
     b.shutdown().await;
 }
 
+/// A required peer we cannot reach at the address we have for it dials us
+/// itself: once its exchange is done it counts as connected, though our own
+/// redial was only waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_peer_that_dials_us_while_we_wait_to_redial_it_counts_as_connected() {
+    let b_key = Keypair::generate_ed25519();
+    let b_id = b_key.public().to_peer_id();
+    let a = host(fast_schedule()).await;
+    let mut events = a.events();
+    a.add_required_peer(address(free_port(), b_id))
+        .await
+        .expect("required");
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::RedialScheduled { peer, .. } if *peer == b_id),
+    )
+    .await;
+    let b = host_with_key(b_key, 0).await;
+    b.dial(a.listen_addrs()[0].clone())
+        .await
+        .expect("b dials a");
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::RequiredPeerConnected { peer } if *peer == b_id),
+    )
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// A full host refuses a required peer after every handshake. The peer is told
 /// why, reports each attempt as a failed dial and backs off on its schedule; its
 /// application never hears of a peer that came and went.
