@@ -676,9 +676,14 @@ impl Behaviour {
         };
         let window = self.shared.config.admission.report_window;
         let total: u64 = reports.iter().map(|r| r.count).sum();
-        if self
-            .last_refusal_warning
-            .is_none_or(|at| now.duration_since(at) >= window)
+        // One failed handshake alone is routine (seen at every start of a
+        // cluster whose nodes dial each other: a dial the remote gave up midway);
+        // it is worth a warning when it repeats within the window.
+        let routine = total == 1 && first.reason == RefusalReason::HandshakeFailed;
+        if !routine
+            && self
+                .last_refusal_warning
+                .is_none_or(|at| now.duration_since(at) >= window)
         {
             self.last_refusal_warning = Some(now);
             tracing::warn!(
