@@ -34,7 +34,9 @@
 //! let pool = SendStreamPool::new(peer, conn, Opener, PoolConfig::default());
 //! pool.init();
 //! let mut stream = pool.borrow().await?;
-//! stream.get_mut().extend_from_slice(b"one frame");
+//! let mut write = stream.begin_write();
+//! write.stream().extend_from_slice(b"one frame");
+//! write.finish(); // the frame is whole: the stream may be reused
 //! drop(stream); // back to the pool
 //! assert_eq!(pool.stats().borrowed, 0);
 //! # Ok(())
