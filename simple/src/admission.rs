@@ -1,7 +1,12 @@
 //! Admission control: which connections may exist.
 //!
-//! Three rules, checked as early as the information allows:
+//! Four rules, checked as early as the information allows:
 //!
+//! - per-address shares: an inbound connection needs a handshake slot (in all, per
+//!   IP, per /24 or /64, with a reserved share for required peers' addresses) when
+//!   it is announced, and after its handshake it must stay within the established
+//!   connections allowed per IP and per subnet (loopback and required peers
+//!   excepted unless configured), so one address cannot lock the others out.
 //! - the blacklist: a blacklisted IP or IP:port is refused when the inbound
 //!   connection is announced, before any handshake; a blacklisted peer id right after
 //!   the handshake, and never dialled. Adding an entry closes live connections that
@@ -13,6 +18,9 @@
 //!   connection per peer is allowed, each side would refuse the other's connection
 //!   and both would be lost. Both sides instead keep the connection dialled by the
 //!   peer with the smaller peer id, and close the other.
+//!
+//! Every refusal is a typed [`Refusal`] with its stage; the behaviour reports it
+//! (aggregated) and, after the handshake, may tell the remote why (refusal.rs).
 
 use std::{
     collections::{HashMap, HashSet},
