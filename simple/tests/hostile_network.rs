@@ -212,8 +212,10 @@ async fn a_silent_socket_is_dropped_at_the_handshake_deadline_and_reported() {
     })
     .await;
     let mut events = victim.events();
-    let mut stream = attacker_socket(socket_of(&victim)).await.expect("connect");
+    // Taken before connecting: the victim's deadline runs from its accept, which
+    // may come before this task sees its connect return (seen under CPU stress).
     let start = Instant::now();
+    let mut stream = attacker_socket(socket_of(&victim)).await.expect("connect");
     let mut buf = [0u8; 64];
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
