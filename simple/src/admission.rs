@@ -473,6 +473,22 @@ impl Gate {
         self.manager.connected(peer, connection, priority);
     }
 
+    /// Stops counting every connection to `peer` at once (the host is closing
+    /// them), like an evicted peer's: a reconnect is not refused while they finish
+    /// closing. Returns them.
+    pub(crate) fn closing(&mut self, peer: PeerId) -> Vec<ConnectionId> {
+        let connections: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, info)| info.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for c in &connections {
+            self.closed(Some(peer), *c);
+        }
+        connections
+    }
+
     /// The connection is gone (closed, failed in its handshake, or denied).
     pub(crate) fn closed(&mut self, peer: Option<PeerId>, connection: ConnectionId) {
         self.pending_done(connection);

@@ -662,6 +662,15 @@ impl Behaviour {
         self.carry_out(closes, events);
     }
 
+    /// The node is closing every connection to `peer`: they stop counting for
+    /// the limits and leave the pools now, so a reconnect (a required peer's
+    /// redial) is not refused while they finish closing.
+    pub fn closing_peer(&mut self, peer: PeerId) {
+        for connection in self.gate.closing(peer) {
+            self.shared.connection_gone(Some(peer), connection);
+        }
+    }
+
     /// Reports a refusal (aggregated; see `RefusalReporter`).
     fn report(&mut self, refusal: Refusal) {
         let now = tokio::time::Instant::now();

@@ -581,6 +581,7 @@ impl SwarmTask {
                 self.start_dial(opts, reply);
             }
             Command::Disconnect { peer } => {
+                self.swarm.behaviour_mut().liquid.closing_peer(peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::CloseConnection { connection } => {
