@@ -141,6 +141,17 @@ async fn ten_thousand_inbound_streams_are_capped_counted_exactly_and_cost_bounde
     host.shutdown().await;
 }
 
+/// A write that failed because the peer reset the stream: yamux reports a reset
+/// stream as `WriteZero` ("connection is closed"). The plain peer of these tests
+/// resets streams of its own accord: libp2p-stream hands inbound streams over a
+/// channel of one place and drops (resets) a stream that arrives while the
+/// previous one still waits there, which happens when the accepting task is slow
+/// to be scheduled (seen once in 20 suite runs, both retries landing on reset
+/// streams). A send that meets two reset streams fails with `Write`, as it should.
+fn reset_by_the_peer(e: &Error) -> bool {
+    matches!(e, Error::Write { source, .. } if source.kind() == std::io::ErrorKind::WriteZero)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_gets_timeouts_and_others_are_unaffected() {
     let config = Config {
@@ -194,7 +205,7 @@ async fn a_peer_that_never_reads_gets_timeouts_and_others_are_unaffected() {
                     | Error::ConnectionStalled { .. }
                     | Error::PoolClosed { .. }
                     | Error::NotConnected { .. }
-            ),
+            ) || reset_by_the_peer(&e),
             "sender {i}: {e}"
         );
         witness.gets_through(&mut inbox, i as u32).await;
