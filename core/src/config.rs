@@ -186,6 +186,55 @@ pub struct Config {
     pub max_blacklist_entries: usize,
     /// Limits per remote address and on handshakes.
     pub admission: AdmissionConfig,
+    /// Which connections are liquid peers (pooled, exchanged with, reported).
+    /// Default: [`PeerScope::EveryConnection`].
+    pub peer_scope: PeerScope,
+    /// Which connections the admission policy (`max_peers`, eviction, the
+    /// per-address limits and the blacklist) applies to. Default:
+    /// [`PolicyScope::AllConnections`].
+    pub policy_scope: PolicyScope,
+}
+
+/// Which connections of the swarm are liquid peers: get a pool of send streams,
+/// the protocol exchange, liveness checks and connection events.
+///
+/// A swarm that runs liquid-p2p alone (a [`Host`] without behaviours of the
+/// node's own) keeps the default. A node that composes gossipsub, Kademlia or
+/// request-response in the same swarm picks `SpeakersOnly`, so the peers those
+/// protocols meet cost nothing here (see [`Config::scoped_to_liquid_peers`]).
+///
+/// [`Host`]: https://docs.rs/liquid-p2p/latest/liquid_p2p/struct.Host.html
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerScope {
+    /// Every connection is a liquid peer from the moment it is established, as
+    /// in a swarm where every peer runs liquid-p2p.
+    #[default]
+    EveryConnection,
+    /// Only peers that show they speak `/liquid/msg/1.0.0`: identify lists it
+    /// (from any identify behaviour of the swarm), the peer opens a stream of
+    /// ours, or this node dialled the connection for liquid (a required peer,
+    /// `Host::dial`, a pool asking for one more connection). Until then the
+    /// connection gets nothing of ours, and libp2p's idle-connection rules decide
+    /// how long it stays.
+    SpeakersOnly,
+}
+
+/// Which connections the admission policy applies to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyScope {
+    /// Every connection of the node counts against `max_peers` and the
+    /// per-address limits and is checked against the blacklist: one peer
+    /// policy for the whole node.
+    #[default]
+    AllConnections,
+    /// Only liquid peers (see [`PeerScope`]) count and are checked; they are
+    /// admitted at the moment they prove to be liquid peers. Other connections
+    /// (Kademlia's, gossipsub's) are never refused or evicted by these limits.
+    /// With [`PeerScope::EveryConnection`] every connection is a liquid peer, so
+    /// this is the same as `AllConnections`.
+    LiquidPeers,
 }
 
 impl Default for Config {
@@ -213,11 +262,23 @@ impl Default for Config {
             eviction: EvictionStrategy::Lifo,
             max_blacklist_entries: 4096,
             admission: AdmissionConfig::default(),
+            peer_scope: PeerScope::EveryConnection,
+            policy_scope: PolicyScope::AllConnections,
         }
     }
 }
 
 impl Config {
+    /// This configuration for a behaviour that shares its swarm with other
+    /// protocols: only peers that speak `/liquid/msg/1.0.0` are liquid peers
+    /// ([`PeerScope::SpeakersOnly`]) and only they count for the admission policy
+    /// ([`PolicyScope::LiquidPeers`]).
+    pub fn scoped_to_liquid_peers(mut self) -> Self {
+        self.peer_scope = PeerScope::SpeakersOnly;
+        self.policy_scope = PolicyScope::LiquidPeers;
+        self
+    }
+
     /// Inbound streams accepted from one peer.
     pub fn inbound_streams_per_peer(&self) -> usize {
         self.max_inbound_streams_per_peer.unwrap_or(

@@ -62,7 +62,8 @@ mod supervisor;
 pub use blacklist::{Blacklist, BlacklistEntry};
 pub use codec::{Frame, FrameDecoder, FrameError, FrameReader, ReadError};
 pub use config::{
-    AdmissionConfig, Config, MAX_PROTOCOL_LEN, PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS,
+    AdmissionConfig, Config, MAX_PROTOCOL_LEN, PeerScope, PolicyScope, PoolConfig,
+    RESERVED_STREAMS, YAMUX_MAX_STREAMS,
 };
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Priority};
 pub use error::{Error, StreamOpenFailure};

@@ -267,8 +267,9 @@ impl Gate {
         &mut self,
         connection: ConnectionId,
         remote: &Multiaddr,
+        check_blacklist: bool,
     ) -> Result<(), Refused> {
-        {
+        if check_blacklist {
             let blacklist = self.blacklist.read();
             let blocked = match socket_addr(remote) {
                 Some(addr) => blacklist.blocks_addr(addr),
@@ -634,6 +635,7 @@ mod tests {
             .check_inbound(
                 ConnectionId::new_unchecked(1),
                 &"/ip4/10.9.8.7/tcp/5".parse().expect("addr"),
+                true,
             )
             .expect_err("blacklisted");
         assert_eq!(
@@ -646,7 +648,8 @@ mod tests {
         assert!(
             gate.check_inbound(
                 ConnectionId::new_unchecked(2),
-                &"/ip4/10.9.8.6/tcp/5".parse().expect("addr")
+                &"/ip4/10.9.8.6/tcp/5".parse().expect("addr"),
+                true
             )
             .is_ok()
         );
@@ -666,11 +669,11 @@ mod tests {
             ConnectionId::new_unchecked(id)
         };
         for port in 0..limits.max_pending_per_ip {
-            gate.check_inbound(next(), &addr("10.0.0.2", port as u16))
+            gate.check_inbound(next(), &addr("10.0.0.2", port as u16), true)
                 .expect("within the per-address share");
         }
         let refused = gate
-            .check_inbound(next(), &addr("10.0.0.2", 9999))
+            .check_inbound(next(), &addr("10.0.0.2", 9999), true)
             .expect_err("one more from the same IP");
         assert_eq!(
             refused.reason,
@@ -682,7 +685,8 @@ mod tests {
         // The same /24 may take up to its own limit, then it is refused too.
         for n in 3..=4 {
             for port in 0..limits.max_pending_per_ip {
-                let result = gate.check_inbound(next(), &addr(&format!("10.0.0.{n}"), port as u16));
+                let result =
+                    gate.check_inbound(next(), &addr(&format!("10.0.0.{n}"), port as u16), true);
                 if n == 3 {
                     result.expect("subnet still has room");
                 } else {
@@ -696,12 +700,12 @@ mod tests {
                 }
             }
         }
-        gate.check_inbound(next(), &addr("192.168.7.1", 1))
+        gate.check_inbound(next(), &addr("192.168.7.1", 1), true)
             .expect("another address gets in");
         assert_eq!(gate.pending_count(), limits.max_pending_per_subnet + 1);
         // A finished handshake gives its slot back.
         gate.pending_done(ConnectionId::new_unchecked(1));
-        gate.check_inbound(next(), &addr("10.0.0.2", 9999))
+        gate.check_inbound(next(), &addr("10.0.0.2", 9999), true)
             .expect("a slot came back");
     }
 
@@ -713,11 +717,15 @@ mod tests {
         // Many attackers, each within its per-address share, fill the open slots.
         for i in 0..open {
             let ip = format!("10.{}.{}.1", i / 200, i % 200);
-            gate.check_inbound(ConnectionId::new_unchecked(i), &addr(&ip, 1))
+            gate.check_inbound(ConnectionId::new_unchecked(i), &addr(&ip, 1), true)
                 .expect("open slot");
         }
         let refused = gate
-            .check_inbound(ConnectionId::new_unchecked(10_000), &addr("172.16.0.1", 1))
+            .check_inbound(
+                ConnectionId::new_unchecked(10_000),
+                &addr("172.16.0.1", 1),
+                true,
+            )
             .expect_err("open slots are gone");
         assert_eq!(
             refused.reason,
@@ -733,12 +741,17 @@ mod tests {
             gate.check_inbound(
                 ConnectionId::new_unchecked(20_000 + i),
                 &addr("172.16.0.9", 5000 + i as u16),
+                true,
             )
             .expect("a required peer's address uses the reserved share");
         }
         assert!(
-            gate.check_inbound(ConnectionId::new_unchecked(30_000), &addr("172.16.0.9", 1))
-                .is_err(),
+            gate.check_inbound(
+                ConnectionId::new_unchecked(30_000),
+                &addr("172.16.0.9", 1),
+                true
+            )
+            .is_err(),
             "the total stays bounded"
         );
     }

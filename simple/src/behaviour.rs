@@ -1,55 +1,66 @@
-//! The liquid `NetworkBehaviour`: pools per connection, stream opening on a chosen
-//! connection, inbound accounting and the stall watchdog.
+//! The liquid `NetworkBehaviour`: the whole product in one behaviour a node can put
+//! in its own `Swarm`.
+//!
+//! It owns, per connection, one record ([`Conn`]): whether the connection is a
+//! liquid peer yet, whether the admission policy counted it, its remote address.
+//! A liquid connection gets a pool of send streams, the protocol exchange, the
+//! stall watchdog and liveness checks; the others get nothing (see
+//! [`PeerScope`]). Around the connections it runs:
+//!
+//! - admission (admission.rs): limits, eviction, blacklist, typed refusals;
+//! - required peers: the supervisor's redial schedule, dialled with
+//!   `ToSwarm::Dial` from timers polled here;
+//! - dead-peer detection: libp2p ping, composed into this behaviour's handler,
+//!   and the liveness table (liveness.rs);
+//! - the address book, fed by dials, required addresses and
+//!   `FromSwarm::NewExternalAddrOfPeer` (which identify emits);
+//! - events: each is broadcast to [`Control::events`] subscriptions and returned
+//!   as `ToSwarm::GenerateEvent` (events.rs).
 //!
 //! Streams leave the swarm once negotiated: pools live in [`Shared`], behind `Arc`
 //! and short `parking_lot` locks, and senders write from their own tasks. The swarm
 //! is involved only to open a stream on one specific connection: a pool's opener
 //! sends a request to this behaviour, which forwards it to that connection's handler
 //! with `NotifyHandler::One`.
-//!
-//! The behaviour can sit in any tokio-driven `Swarm` next to other behaviours; its
-//! [`Control`] handle does the sending, registering and querying.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    convert::Infallible,
     future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-    },
-    task::{Context, Poll},
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
-use futures::future::BoxFuture;
+use either::Either;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol,
+    Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
+    multiaddr::Protocol,
+    ping,
     swarm::{
-        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, THandler,
-        THandlerInEvent, THandlerOutEvent, ToSwarm,
+        ConnectionDenied, ConnectionHandler, ConnectionHandlerSelect, ConnectionId, DialError,
+        FromSwarm, NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent,
+        ToSwarm,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
 use liquid_p2p_core::{
-    AdmissionStage, Blacklist, Config, DialFailure, Error, Event, ProtocolBook, ProtocolChange,
-    ReceiveStreamManager, Refusal, RefusalReason, RefusalReport, RefusalReporter, RemoteRefusal,
-    SendStreamPool, SendStreamPoolManager, StreamOpenFailure, StreamOpener,
+    AdmissionStage, Blacklist, Config, ConnSupervisor, DialFailure, Error, Event, PeerScope,
+    PolicyScope, Refusal, RefusalReason, RefusalReport, RefusalReporter, RemoteRefusal,
+    SupervisorAction,
 };
-use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, mpsc, oneshot};
+use parking_lot::RwLock;
+use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     admission::{self, Close, Gate},
     control::Control,
-    events::EventBus,
     exchange,
-    handler::{Handler, HandlerIn, OpenReply},
-    protocol::PROTOCOL,
-    receiver::{self, ProtocolRegistry},
+    handler::{Activation, Handler, HandlerEvent, HandlerIn},
+    liveness::Liveness,
+    shared::{Request, Shared},
     transport::HandshakeError,
-    watchdog::{ConnectionMeter, MeteredStream},
 };
 
 /// Addresses remembered per peer, for extra connections and dials by peer id.
@@ -58,512 +69,139 @@ const MAX_ADDRESSES_PER_PEER: usize = 8;
 const MAX_ADDRESS_BOOK_PEERS: usize = 4096;
 /// Requests from pools and senders queued for the swarm task.
 const REQUEST_QUEUE_LEN: usize = 1024;
-/// A received protocol list that changes more protocols than this is reported by
-/// `PeerProtocols` alone (its `added` / `removed`), without one event per protocol.
-pub const MAX_PROTOCOL_CHANGE_EVENTS: usize = 16;
 
 /// `address` without a trailing `/p2p/<peer id>`.
 fn without_peer_suffix(mut address: Multiaddr) -> Multiaddr {
-    if matches!(
-        address.iter().last(),
-        Some(libp2p::multiaddr::Protocol::P2p(_))
-    ) {
+    if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
         address.pop();
     }
     address
 }
 
-/// Requests from pools and senders to the behaviour.
-#[derive(Debug)]
-pub(crate) enum Request {
-    Open {
-        peer: PeerId,
-        connection: ConnectionId,
-        protocol: StreamProtocol,
-        reply: OpenReply,
-    },
-    AddConnection {
-        peer: PeerId,
-    },
-    AddAddress {
-        peer: PeerId,
-        address: Multiaddr,
-    },
-    /// The blacklist grew: close live connections that match it.
-    EnforceBlacklist,
-    /// Close one connection (a refused one, once its reason is told).
-    CloseConnection {
-        peer: PeerId,
-        connection: ConnectionId,
-    },
+/// `address` ending in `/p2p/<peer>`.
+fn with_peer_suffix(address: &Multiaddr, peer: PeerId) -> Multiaddr {
+    without_peer_suffix(address.clone()).with(Protocol::P2p(peer))
 }
 
-/// State shared by the behaviour, its handlers, reader tasks and [`Control`].
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) pools: SendStreamPoolManager<SwarmOpener>,
-    pub(crate) receive: Arc<ReceiveStreamManager>,
-    pub(crate) registry: ProtocolRegistry,
-    pub(crate) events: EventBus,
-    pub(crate) requests: mpsc::Sender<Request>,
-    pub(crate) blacklist: Arc<RwLock<Blacklist>>,
-    // Read on every send (fail-fast check), written only when lists arrive.
-    pub(crate) book: RwLock<ProtocolBook>,
-    /// Peers announced with `PeerConnected` (after their exchange).
-    announced: Mutex<HashSet<PeerId>>,
-    /// Wakes the host's supervisor when a peer is announced.
-    pub(crate) announced_changed: Notify,
-    /// Why remotes refused live connections of ours (see refusal.rs).
-    remote_refusals: Mutex<HashMap<ConnectionId, RemoteRefusal>>,
-    /// Lists received from each peer, applied at most once per
-    /// `protocol_push_delay` (the latest waiting one wins).
-    inbound_lists: Mutex<HashMap<PeerId, ListThrottle>>,
-    /// Inbound exchange streams being served, per peer.
-    exchanges_in: Mutex<HashMap<PeerId, usize>>,
-    /// Wakes the push task when local protocols change.
-    pub(crate) protocols_changed: Arc<Notify>,
-    meters: Mutex<HashMap<ConnectionId, Arc<ConnectionMeter>>>,
-    shut_down: AtomicBool,
-    unknown_protocol_frames: AtomicU64,
-    /// Frames being written right now, across all connections.
-    writes_in_flight: AtomicUsize,
-    writes_done: Notify,
-}
-
-/// The protocol lists of one peer waiting to be applied.
-struct ListThrottle {
-    last_applied: tokio::time::Instant,
-    waiting: Option<Vec<String>>,
-}
-
-/// A frame being written; shutdown waits for these.
-pub(crate) struct WriteInFlight<'a>(&'a Shared);
-
-impl Drop for WriteInFlight<'_> {
-    fn drop(&mut self) {
-        if self.0.writes_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.writes_done.notify_waiters();
-        }
-    }
-}
-
-impl Shared {
-    pub(crate) fn check_open(&self) -> Result<(), Error> {
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(Error::ShutDown);
-        }
-        Ok(())
-    }
-
-    pub(crate) fn write_started(&self) -> WriteInFlight<'_> {
-        self.writes_in_flight.fetch_add(1, Ordering::AcqRel);
-        WriteInFlight(self)
-    }
-
-    /// Waits until no frame is being written, or `grace` has passed.
-    pub(crate) async fn writes_finished(&self, grace: Duration) {
-        let wait = async {
-            loop {
-                let done = self.writes_done.notified();
-                if self.writes_in_flight.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                done.await;
-            }
-        };
-        let _ = tokio::time::timeout(grace, wait).await;
-    }
-
-    pub(crate) fn count_unknown_protocol(&self) -> u64 {
-        self.unknown_protocol_frames.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Stops the send and receive paths: later calls fail with `ShutDown`, pools close
-    /// (their waiters fail), handlers' queues close once drained.
-    pub(crate) fn shut_down(&self) {
-        self.shut_down.store(true, Ordering::Release);
-        self.pools.close_all();
-        self.registry.clear();
-        // Lets the push task see the shutdown and end.
-        self.protocols_changed.notify_one();
-    }
-
-    /// Opens and negotiates one stream for `protocol` on `connection`.
-    pub(crate) async fn open_stream(
-        &self,
-        peer: PeerId,
-        connection: ConnectionId,
-        protocol: StreamProtocol,
-    ) -> Result<libp2p::Stream, Error> {
-        let failed = |reason| Error::StreamOpen { peer, reason };
-        let (reply, rx) = oneshot::channel();
-        self.requests
-            .send(Request::Open {
-                peer,
-                connection,
-                protocol,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::ShutDown)?;
-        // The handler bounds negotiation by the same timeout; this one also covers
-        // the time the request waits in the queues.
-        match tokio::time::timeout(self.config.stream_open_timeout * 2, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(failed(StreamOpenFailure::ConnectionClosed)),
-            Err(_) => Err(failed(StreamOpenFailure::Timeout)),
-        }
-    }
-
-    /// Records a peer's full protocol list and reports what changed: one
-    /// `PeerProtocols` with the differences, and one event per changed protocol
-    /// when at most [`MAX_PROTOCOL_CHANGE_EVENTS`] changed.
-    pub(crate) fn protocols_received(&self, peer: PeerId, protocols: Vec<String>) {
-        let changes = {
-            // Checked under the book's lock: `peer_gone` removes the pools first and
-            // then the entry under this lock, so no entry outlives its peer.
-            let mut book = self.book.write();
-            if self.pools.best_pool(&peer).is_none() {
-                return; // gone meanwhile
-            }
-            book.update(peer, protocols.iter().cloned())
-        };
-        let mut sorted = protocols;
-        sorted.sort();
-        sorted.dedup();
-        let (mut added, mut removed) = (Vec::new(), Vec::new());
-        for change in &changes {
-            match change {
-                ProtocolChange::Supported(p) => added.push(p.clone()),
-                ProtocolChange::Unsupported(p) => removed.push(p.clone()),
-            }
-        }
-        self.events.emit(Event::PeerProtocols {
-            peer,
-            protocols: sorted,
-            added,
-            removed,
-        });
-        if changes.len() > MAX_PROTOCOL_CHANGE_EVENTS {
-            return;
-        }
-        for change in changes {
-            self.events.emit(match change {
-                ProtocolChange::Supported(protocol) => Event::ProtocolSupported { peer, protocol },
-                ProtocolChange::Unsupported(protocol) => {
-                    Event::ProtocolUnsupported { peer, protocol }
-                }
-            });
-        }
-    }
-
-    /// A list the peer sent on its own (its first exchange or a push): applied at
-    /// once, or, within `protocol_push_delay` of the last one applied, when that
-    /// delay is up, replaced by any newer list meanwhile. A peer pushing without
-    /// pause thus costs one list's events per delay.
-    pub(crate) fn list_pushed(self: &Arc<Self>, peer: PeerId, list: Vec<String>) {
-        let delay = self.config.protocol_push_delay;
-        let now = tokio::time::Instant::now();
-        let due = {
-            let mut lists = self.inbound_lists.lock();
-            let entry = lists.entry(peer).or_insert(ListThrottle {
-                last_applied: now.checked_sub(delay).unwrap_or(now),
-                waiting: None,
-            });
-            let due = entry.last_applied + delay;
-            if entry.waiting.is_none() && due <= now {
-                entry.last_applied = now;
-                None
-            } else {
-                let scheduled = entry.waiting.is_some();
-                entry.waiting = Some(list.clone());
-                Some((due, scheduled))
-            }
-        };
-        match due {
-            None => self.protocols_received(peer, list),
-            Some((_, true)) => {} // the waiting task applies the newest list
-            Some((due, false)) => {
-                let shared = Arc::clone(self);
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(due).await;
-                    let list = {
-                        let mut lists = shared.inbound_lists.lock();
-                        lists.get_mut(&peer).and_then(|entry| {
-                            entry.last_applied = tokio::time::Instant::now();
-                            entry.waiting.take()
-                        })
-                    };
-                    if let Some(list) = list {
-                        shared.protocols_received(peer, list);
-                    }
-                });
-            }
-        }
-    }
-
-    /// Emits `PeerConnected` once per peer, if it is still connected.
-    pub(crate) fn announce(&self, peer: PeerId) {
-        let mut announced = self.announced.lock();
-        if self.pools.best_pool(&peer).is_some() && announced.insert(peer) {
-            self.events.emit(Event::PeerConnected { peer });
-            self.announced_changed.notify_one();
-        }
-    }
-
-    /// Whether `peer` was announced (its exchange is done) and is still here.
-    pub(crate) fn is_announced(&self, peer: &PeerId) -> bool {
-        self.announced.lock().contains(peer)
-    }
-
-    /// A remote told why it refuses one of our live connections.
-    pub(crate) fn refused_by_remote(
-        &self,
-        peer: PeerId,
-        connection: ConnectionId,
-        refusal: RemoteRefusal,
-    ) {
-        if !self.meters.lock().contains_key(&connection) {
-            return; // closed already
-        }
-        tracing::info!(%peer, %connection, %refusal, "remote refuses the connection");
-        self.remote_refusals.lock().insert(connection, refusal);
-    }
-
-    /// Asks the behaviour to close one connection.
-    pub(crate) async fn close_connection(&self, peer: PeerId, connection: ConnectionId) {
-        let _ = self
-            .requests
-            .send(Request::CloseConnection { peer, connection })
-            .await;
-    }
-
-    pub(crate) fn announced_peers(&self) -> Vec<PeerId> {
-        self.announced.lock().iter().copied().collect()
-    }
-
-    /// The peer's last connection closed: forget its protocols; `PeerDisconnected`
-    /// if it had been announced.
-    fn peer_gone(&self, peer: PeerId) {
-        self.book.write().remove(&peer);
-        self.inbound_lists.lock().remove(&peer);
-        if self.announced.lock().remove(&peer) {
-            self.events.emit(Event::PeerDisconnected { peer });
-        }
-    }
-
-    pub(crate) fn accept_exchange(
-        self: &Arc<Self>,
-        peer: PeerId,
-        connection: ConnectionId,
-        stream: libp2p::Stream,
-    ) {
-        const MAX_EXCHANGES_PER_PEER: usize = 4;
-        {
-            let mut serving = self.exchanges_in.lock();
-            let n = serving.entry(peer).or_insert(0);
-            if *n >= MAX_EXCHANGES_PER_PEER {
-                drop(serving);
-                drop(stream); // reset
-                self.events.emit(Event::StreamRefused {
-                    peer,
-                    connection,
-                    limit: MAX_EXCHANGES_PER_PEER,
-                    scope: "exchange",
-                    refused_total: self.receive.counts(&peer).refused,
-                });
-                return;
-            }
-            *n += 1;
-        }
-        let shared = Arc::clone(self);
-        tokio::spawn(async move {
-            exchange::respond(&shared, peer, stream).await;
-            let mut serving = shared.exchanges_in.lock();
-            if let Some(n) = serving.get_mut(&peer) {
-                *n -= 1;
-                if *n == 0 {
-                    serving.remove(&peer);
-                }
-            }
-        });
-    }
-
-    pub(crate) fn accept_inbound(
-        self: &Arc<Self>,
-        peer: PeerId,
-        connection: ConnectionId,
-        stream: libp2p::Stream,
-        meter: Arc<ConnectionMeter>,
-    ) {
-        match self.receive.accept(peer, connection) {
-            Ok(ticket) => {
-                let stream = MeteredStream::new(stream, meter);
-                tokio::spawn(receiver::read_stream(Arc::clone(self), stream, ticket));
-            }
-            Err(Error::InboundStreamLimit { scope, limit, .. }) => {
-                drop(stream); // reset
-                let refused_total = self.receive.counts(&peer).refused;
-                tracing::debug!(%peer, %connection, scope, limit, "inbound stream refused");
-                self.events.emit(Event::StreamRefused {
-                    peer,
-                    connection,
-                    limit,
-                    scope,
-                    refused_total,
-                });
-            }
-            Err(other) => tracing::warn!(%peer, error = %other, "inbound stream dropped"),
-        }
-    }
-
-    fn connection_opened(&self, peer: PeerId, connection: ConnectionId) -> Arc<ConnectionMeter> {
-        let meter = ConnectionMeter::new(peer, connection, self.config.stall_timeout);
-        self.meters.lock().insert(connection, Arc::clone(&meter));
-        self.receive.open_connection(peer, connection);
-        meter
-    }
-
-    fn connection_established(
-        self: &Arc<Self>,
-        peer: PeerId,
-        connection: ConnectionId,
-        others: usize,
-        address: &Multiaddr,
-    ) {
-        let Some(meter) = self.meters.lock().get(&connection).cloned() else {
-            return;
-        };
-        let opener = SwarmOpener {
-            peer,
-            connection,
-            shared: Arc::downgrade(self),
-            meter,
-        };
-        let pool = SendStreamPool::new(peer, connection, opener, self.config.pool.clone());
-        if !self.shut_down.load(Ordering::Acquire) {
-            pool.init();
-            self.pools.add(pool);
-        }
-        self.events.emit(Event::ConnectionEstablished {
-            peer,
-            connection,
-            connections: others + 1,
+/// The peer id at the end of a required peer's address.
+pub(crate) fn required_peer_id(address: &Multiaddr) -> Result<PeerId, Error> {
+    match address.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok(peer),
+        _ => Err(Error::InvalidAddress {
             address: address.to_string(),
-        });
-        if others == 0 {
-            // `PeerConnected` follows the exchange, so the peer's protocols are known.
-            tokio::spawn(exchange::exchange_with(Arc::clone(self), peer));
-        }
+            reason: "a required peer's address must end in /p2p/<peer id>".into(),
+        }),
     }
+}
 
-    fn connection_gone(&self, peer: Option<PeerId>, connection: ConnectionId) {
-        if let Some(meter) = self.meters.lock().remove(&connection) {
-            meter.mark_closed();
-        }
-        self.remote_refusals.lock().remove(&connection);
-        if let Some(peer) = peer {
-            self.pools.remove(&peer, connection);
-            self.receive.close_connection(&peer, connection);
-        }
-    }
-
-    /// Connections whose message streams moved bytes since the last call. The
-    /// host's liveness check counts this like an answered ping (see `liveness.rs`).
-    pub(crate) fn connections_with_traffic(&self) -> Vec<ConnectionId> {
-        self.meters
-            .lock()
-            .iter()
-            .filter(|(_, meter)| meter.take_traffic())
-            .map(|(connection, _)| *connection)
-            .collect()
-    }
-
-    /// Declares stalled every connection with writes pending and no progress for
-    /// `stall_timeout`; returns them so the swarm closes them.
-    fn check_stalls(&self) -> Vec<(PeerId, ConnectionId)> {
-        let stalled: Vec<_> = self
-            .meters
-            .lock()
-            .values()
-            .filter(|m| !m.is_stalled())
-            .filter_map(|m| m.stalled_for().map(|idle| (Arc::clone(m), idle)))
-            .collect();
-        stalled
-            .into_iter()
-            .map(|(meter, idle_for)| {
-                let (peer, connection) = (meter.peer(), meter.connection());
-                tracing::warn!(%peer, %connection, ?idle_for, "connection stalled; closing it");
-                meter.mark_stalled();
-                if let Some(pool) = self.pools.remove(&peer, connection) {
-                    pool.close_with(|| meter.close_error());
-                }
-                // Gone for the receive path now, not when the swarm finishes closing
-                // it: a connection that moves no bytes may take long to close, and
-                // its inbound streams must not stay counted meanwhile.
-                self.connection_gone(Some(peer), connection);
-                self.events.emit(Event::ConnectionStalled {
-                    peer,
-                    connection,
-                    idle_for,
-                });
-                (peer, connection)
+/// What kind of failure a libp2p dial error is.
+fn dial_failure(error: &DialError) -> DialFailure {
+    match error {
+        DialError::WrongPeerId { .. } => DialFailure::WrongPeer,
+        DialError::Denied { cause } => cause
+            .downcast_ref::<Error>()
+            .and_then(|e| match e {
+                Error::ConnectionRefused { reason } => Some(*reason),
+                _ => None,
             })
-            .collect()
+            .map_or(DialFailure::Transport, DialFailure::RefusedLocally),
+        _ => DialFailure::Transport,
     }
 }
 
-/// Opens streams of one connection by asking the behaviour (see the module docs).
-pub(crate) struct SwarmOpener {
+/// What one connection is to this behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// Not (yet) known to speak `/liquid/msg/1.0.0`: no pool, nothing opened.
+    Dormant,
+    /// A liquid peer's connection: pool, exchange, watchdog, liveness.
+    Liquid,
+    /// Refused after its handshake: kept only to tell the remote why.
+    Refusing,
+}
+
+/// The record of one connection.
+#[derive(Debug)]
+struct Conn {
     peer: PeerId,
-    connection: ConnectionId,
-    // Weak: pools live inside `Shared`; a strong reference would be a cycle.
-    shared: std::sync::Weak<Shared>,
-    meter: Arc<ConnectionMeter>,
-}
-
-impl StreamOpener for SwarmOpener {
-    type Stream = MeteredStream;
-
-    fn open(&self) -> BoxFuture<'static, Result<MeteredStream, Error>> {
-        let (peer, connection) = (self.peer, self.connection);
-        let meter = Arc::clone(&self.meter);
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let shared = shared.upgrade().ok_or(Error::ShutDown)?;
-            let stream = shared.open_stream(peer, connection, PROTOCOL).await?;
-            Ok(MeteredStream::new(stream, meter))
-        })
-    }
-
-    fn is_usable(&self, stream: &mut MeteredStream) -> bool {
-        stream.is_open()
-    }
+    dialer_is_local: bool,
+    remote: Multiaddr,
+    state: ConnState,
+    /// Counted by the admission gate (admitted and tracked there).
+    admitted: bool,
 }
 
 /// The liquid network behaviour. Create it with [`Behaviour::new`], put it in a
-/// tokio `Swarm`, and use the returned [`Control`].
+/// tokio `Swarm` (alone or in the node's `#[derive(NetworkBehaviour)]`), and use
+/// the returned [`Control`] from any task.
+///
+/// Its events ([`Event`]) reach the swarm as `ToSwarm::GenerateEvent`. It runs
+/// libp2p ping on every connection for dead-peer detection: the node needs no ping
+/// behaviour of its own. For addresses learnt from identify, the node adds
+/// `libp2p::identify` (its `NewExternalAddrOfPeer` reports reach this behaviour).
+///
+/// ```
+/// use libp2p::swarm::NetworkBehaviour;
+/// use liquid_p2p::{Behaviour, Config, Error};
+///
+/// #[derive(NetworkBehaviour)]
+/// #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+/// struct Node {
+///     liquid: Behaviour,
+///     identify: libp2p::identify::Behaviour,
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Error> {
+/// let key = libp2p::identity::Keypair::generate_ed25519();
+/// let config = Config::default().scoped_to_liquid_peers();
+/// let (liquid, control) = Behaviour::new(key.public().to_peer_id(), config)?;
+/// let node = Node {
+///     liquid,
+///     identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+///         "/my-chain/1".into(),
+///         key.public(),
+///     )),
+/// };
+/// let _inbox = control.register_protocol("/my-chain/blocks/1")?;
+/// # drop(node);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Behaviour {
+    local_peer: PeerId,
     shared: Arc<Shared>,
     requests: mpsc::Receiver<Request>,
-    actions: VecDeque<ToSwarm<Infallible, HandlerIn>>,
+    actions: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
+    /// Woken when a method called outside `poll` queued work.
+    waker: Option<Waker>,
+    ping: ping::Behaviour,
     watchdog: Option<tokio::time::Interval>,
     /// Periodic check that lets pools give back streams after a burst.
     shrink_check: Option<tokio::time::Interval>,
+    /// One record per connection this behaviour gave a handler.
+    connections: HashMap<ConnectionId, Conn>,
+    /// Dials made for liquid (required peers, pools, `Host::dial`): their
+    /// connections are liquid peers from the start.
+    liquid_dials: HashSet<ConnectionId>,
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
     adding_connection: HashSet<PeerId>,
     gate: Gate,
-    /// Inbound connections refused after their handshake, kept only to tell the
-    /// remote why (refusal.rs); no pool, no events.
-    refusing: HashSet<ConnectionId>,
     refusals: RefusalReporter,
-    refusal_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    refusal_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When a refusal was last logged at `warn` (at most once per report window).
-    last_refusal_warning: Option<tokio::time::Instant>,
+    last_refusal_warning: Option<Instant>,
+    supervisor: ConnSupervisor,
+    /// Addresses given for required peers; they never age out of the address book.
+    required_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    supervisor_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    next_sweep: Instant,
+    liveness: Liveness,
+    liveness_check: Option<tokio::time::Interval>,
 }
 
 impl Behaviour {
-    /// A behaviour for the host `local_peer`, with `config` (validated), and the
+    /// A behaviour for the node `local_peer`, with `config` (validated), and the
     /// handle that drives it.
     ///
     /// Must be called inside a tokio runtime: the behaviour spawns its tasks there.
@@ -578,50 +216,50 @@ impl Behaviour {
         let blacklist = Arc::new(RwLock::new(Blacklist::new(config.max_blacklist_entries)));
         let mut gate = Gate::new(&config, Arc::clone(&blacklist));
         gate.set_local_peer(local_peer);
-        let shared = Arc::new(Shared {
-            pools: SendStreamPoolManager::new(config.max_connections_per_peer),
-            receive: ReceiveStreamManager::new(
-                config.inbound_streams_per_peer(),
-                config.inbound_streams_per_connection(),
-            ),
-            registry: ProtocolRegistry::new(config.handler_queue_len),
-            events: EventBus::new(config.event_queue_len),
-            requests: tx,
-            blacklist,
-            book: RwLock::new(ProtocolBook::new()),
-            announced: Mutex::new(HashSet::new()),
-            announced_changed: Notify::new(),
-            remote_refusals: Mutex::new(HashMap::new()),
-            inbound_lists: Mutex::new(HashMap::new()),
-            exchanges_in: Mutex::new(HashMap::new()),
-            protocols_changed: Arc::new(Notify::new()),
-            meters: Mutex::new(HashMap::new()),
-            shut_down: AtomicBool::new(false),
-            unknown_protocol_frames: AtomicU64::new(0),
-            writes_in_flight: AtomicUsize::new(0),
-            writes_done: Notify::new(),
-            config,
-        });
-        let report_window = shared.config.admission.report_window;
+        let ping = ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(config.ping_interval)
+                .with_timeout(config.ping_timeout),
+        );
+        let supervisor = ConnSupervisor::new(config.supervisor.clone());
+        let liveness = Liveness::new(config.ping_interval, config.ping_timeout);
+        let next_sweep = Instant::now() + config.supervisor.check_interval;
+        let report_window = config.admission.report_window;
+        let shared = Shared::new(config, tx, blacklist);
         let behaviour = Self {
-            refusing: HashSet::new(),
-            refusals: RefusalReporter::new(report_window),
-            refusal_timer: None,
-            last_refusal_warning: None,
+            local_peer,
             shared: Arc::clone(&shared),
             requests: rx,
             actions: VecDeque::new(),
+            waker: None,
+            ping,
             watchdog: None,
             shrink_check: None,
+            connections: HashMap::new(),
+            liquid_dials: HashSet::new(),
             addresses: HashMap::new(),
             adding_connection: HashSet::new(),
             gate,
+            refusals: RefusalReporter::new(report_window),
+            refusal_timer: None,
+            last_refusal_warning: None,
+            supervisor,
+            required_addrs: HashMap::new(),
+            supervisor_timer: None,
+            next_sweep,
+            liveness,
+            liveness_check: None,
         };
         tokio::spawn(exchange::push_loop(
             Arc::downgrade(&shared),
             Arc::clone(&shared.protocols_changed),
         ));
         Ok((behaviour, Control::new(shared)))
+    }
+
+    /// The handle for sending, registering and observing, to pass to other tasks.
+    pub fn control(&self) -> Control {
+        Control::new(Arc::clone(&self.shared))
     }
 
     /// Remembers an address of `peer` for dials by peer id and extra connections.
@@ -651,35 +289,112 @@ impl Behaviour {
             .unwrap_or_default()
     }
 
-    /// Makes `peer` required (high priority: never evicted for others) or not.
-    pub fn set_required(&mut self, peer: PeerId, required: bool) {
-        let (closes, events) = self.gate.set_required(peer, required);
-        if required {
-            for address in self.addresses.get(&peer).into_iter().flatten() {
-                self.gate.address_known(peer, address);
-            }
-        }
+    /// Makes the peer at `address` (ending in `/p2p/<peer id>`) required: it is
+    /// dialled now if not connected, redialled on the supervisor's schedule
+    /// whenever it disconnects or a dial fails, and never evicted for others.
+    /// Adding more addresses of the same peer is allowed. Returns the peer id.
+    pub fn add_required_peer(&mut self, address: Multiaddr) -> Result<PeerId, Error> {
+        let peer = required_peer_id(&address)?;
+        let (closes, events) = self.gate.set_required(peer, true);
         self.carry_out(closes, events);
+        for known in self.addresses.get(&peer).into_iter().flatten() {
+            self.gate.address_known(peer, known);
+        }
+        // Also its IP's claim on the reserved handshake slots.
+        self.add_address(peer, address.clone());
+        let address = without_peer_suffix(address);
+        let list = self.required_addrs.entry(peer).or_default();
+        if !list.contains(&address) && list.len() < MAX_ADDRESSES_PER_PEER {
+            list.push(address);
+        }
+        // Connected means confirmed: the exchange with it is done.
+        let connected = self.shared.is_announced(&peer);
+        let actions = self.supervisor.add(peer, connected, Instant::now());
+        self.apply(actions);
+        self.wake();
+        Ok(peer)
     }
 
-    /// The node is closing every connection to `peer`: they stop counting for
-    /// the limits and leave the pools now, so a reconnect (a required peer's
-    /// redial) is not refused while they finish closing.
+    /// Stops keeping `peer` connected; a pending redial is cancelled at once. The
+    /// current connection, if any, stays (and may now be evicted for others).
+    /// Returns whether it was required.
+    pub fn remove_required_peer(&mut self, peer: &PeerId) -> bool {
+        self.required_addrs.remove(peer);
+        let (closes, events) = self.gate.set_required(*peer, false);
+        self.carry_out(closes, events);
+        self.wake();
+        self.supervisor.remove(peer)
+    }
+
+    /// The required peers.
+    pub fn required_peers(&self) -> Vec<PeerId> {
+        self.supervisor.required_peers()
+    }
+
+    /// Closes every connection to `peer`. They stop counting for the limits and
+    /// leave the pools at once, so a reconnect (a required peer's redial) is not
+    /// refused while they finish closing.
+    pub fn disconnect(&mut self, peer: PeerId) {
+        self.closing_peer(peer);
+        self.actions.push_back(ToSwarm::CloseConnection {
+            peer_id: peer,
+            connection: libp2p::swarm::CloseConnection::All,
+        });
+        self.wake();
+    }
+
+    /// The node is closing every connection to `peer` itself (for example with
+    /// `Swarm::disconnect_peer_id`): they stop counting for the limits and leave
+    /// the pools now. [`disconnect`](Self::disconnect) does this and the close.
     pub fn closing_peer(&mut self, peer: PeerId) {
         for connection in self.gate.closing(peer) {
             self.shared.connection_gone(Some(peer), connection);
         }
     }
 
+    /// The dial options to reach `peer` at every address this behaviour knows
+    /// for it (required addresses and the address book).
+    pub fn dial_opts(&self, peer: PeerId, condition: PeerCondition) -> DialOpts {
+        let required = self.required_addrs.get(&peer).into_iter().flatten();
+        DialOpts::peer_id(peer)
+            .addresses(required.map(|a| with_peer_suffix(a, peer)).collect())
+            .extend_addresses_through_behaviour()
+            .condition(condition)
+            .build()
+    }
+
+    /// The connection of this dial is for liquid: its peer is a liquid peer from
+    /// the moment it connects, whatever [`PeerScope`] says. The node calls this
+    /// before `Swarm::dial(opts)` with `opts.connection_id()`.
+    pub fn dial_is_liquid(&mut self, connection: ConnectionId) {
+        self.liquid_dials.insert(connection);
+    }
+
+    /// Refusals recorded since the behaviour was made (each connection once).
+    pub fn refusal_count(&self) -> u64 {
+        self.refusals.total()
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn dial(&mut self, opts: DialOpts) {
+        self.liquid_dials.insert(opts.connection_id());
+        self.actions.push_back(ToSwarm::Dial { opts });
+    }
+
     /// Reports a refusal (aggregated; see `RefusalReporter`).
     fn report(&mut self, refusal: Refusal) {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         if let Some(report) = self.refusals.record(refusal, now) {
             self.emit_refusals(vec![report], now);
         }
     }
 
-    fn emit_refusals(&mut self, reports: Vec<RefusalReport>, now: tokio::time::Instant) {
+    fn emit_refusals(&mut self, reports: Vec<RefusalReport>, now: Instant) {
         let Some(first) = reports.first() else {
             return;
         };
@@ -721,11 +436,6 @@ impl Behaviour {
         }
     }
 
-    /// Refusals recorded since the behaviour was made (each connection once).
-    pub fn refusal_count(&self) -> u64 {
-        self.refusals.total()
-    }
-
     fn carry_out(&mut self, closes: Vec<Close>, events: Vec<Event>) {
         for event in events {
             self.shared.events.emit(event);
@@ -741,6 +451,23 @@ impl Behaviour {
         }
     }
 
+    /// Whether the policy counts this connection now (see [`PolicyScope`]).
+    fn admits_at_once(&self, liquid: bool) -> bool {
+        liquid || self.shared.config.policy_scope == PolicyScope::AllConnections
+    }
+
+    /// Whether a new connection is a liquid peer's from the start.
+    fn is_liquid_from_start(&mut self, peer: &PeerId, connection: ConnectionId) -> bool {
+        let dialled_for_liquid = self.liquid_dials.remove(&connection);
+        self.shared.config.peer_scope == PeerScope::EveryConnection
+            || dialled_for_liquid
+            || self.supervisor.is_required(peer)
+            || self
+                .connections
+                .values()
+                .any(|c| c.peer == *peer && c.state == ConnState::Liquid)
+    }
+
     fn handler(
         &mut self,
         peer: PeerId,
@@ -752,79 +479,431 @@ impl Behaviour {
             self.gate.closed(Some(peer), connection);
             return Err(ConnectionDenied::new(Error::ShutDown));
         }
-        match self.gate.admit(peer, connection, dialer_is_local, remote) {
-            Ok((closes, events)) => self.carry_out(closes, events),
-            Err(refusal) => {
-                let error = admission::refusal_error(&refusal);
-                let told = RemoteRefusal::for_reason(refusal.reason);
-                self.report(*refusal);
-                // A peer that dialled us is told why before the connection closes.
-                if let (Some(told), false) = (told, dialer_is_local) {
-                    self.refusing.insert(connection);
-                    return Ok(Handler::refusing(
-                        peer,
-                        connection,
-                        Arc::clone(&self.shared),
-                        told,
-                    ));
+        let liquid = self.is_liquid_from_start(&peer, connection);
+        let admitted = self.admits_at_once(liquid);
+        let mut record = Conn {
+            peer,
+            dialer_is_local,
+            remote: remote.clone(),
+            state: if liquid {
+                ConnState::Liquid
+            } else {
+                ConnState::Dormant
+            },
+            admitted,
+        };
+        if !admitted {
+            if !dialer_is_local {
+                self.gate.pending_done(connection);
+            }
+        } else {
+            match self.gate.admit(peer, connection, dialer_is_local, remote) {
+                Ok((closes, events)) => self.carry_out(closes, events),
+                Err(refusal) => {
+                    let error = admission::refusal_error(&refusal);
+                    let told = RemoteRefusal::for_reason(refusal.reason);
+                    self.report(*refusal);
+                    // A peer that dialled us is told why before the connection closes.
+                    if let (Some(told), false) = (told, dialer_is_local) {
+                        record.state = ConnState::Refusing;
+                        record.admitted = false;
+                        self.connections.insert(connection, record);
+                        return Ok(Handler::refusing(
+                            peer,
+                            connection,
+                            Arc::clone(&self.shared),
+                            told,
+                        ));
+                    }
+                    return Err(ConnectionDenied::new(error));
                 }
-                return Err(ConnectionDenied::new(error));
             }
         }
-        let meter = self.shared.connection_opened(peer, connection);
-        Ok(Handler::new(
-            peer,
-            connection,
-            Arc::clone(&self.shared),
-            meter,
-        ))
+        self.connections.insert(connection, record);
+        if liquid {
+            let meter = self.shared.connection_opened(peer, connection);
+            Ok(Handler::new(
+                peer,
+                connection,
+                Arc::clone(&self.shared),
+                meter,
+            ))
+        } else {
+            Ok(Handler::dormant(peer, connection, Arc::clone(&self.shared)))
+        }
     }
 
-    fn on_request(&mut self, request: Request) -> Option<ToSwarm<Infallible, HandlerIn>> {
+    /// Liquid connections of `peer` other than `except`.
+    fn liquid_connections(&self, peer: &PeerId, except: ConnectionId) -> usize {
+        self.connections
+            .iter()
+            .filter(|(id, c)| **id != except && c.peer == *peer && c.state == ConnState::Liquid)
+            .count()
+    }
+
+    /// A liquid connection is up: pool, events, exchange, liveness.
+    fn liquid_established(&mut self, peer: PeerId, connection: ConnectionId) {
+        let Some(remote) = self.connections.get(&connection).map(|c| c.remote.clone()) else {
+            return;
+        };
+        self.adding_connection.remove(&peer);
+        let others = self.liquid_connections(&peer, connection);
+        self.shared
+            .connection_established(peer, connection, others, &remote);
+        self.liveness.established(peer, connection, Instant::now());
+    }
+
+    /// A dormant connection's peer showed it speaks our protocol.
+    fn speaks_liquid(&mut self, peer: PeerId, connection: ConnectionId) {
+        let Some(conn) = self.connections.get(&connection) else {
+            return;
+        };
+        if conn.state != ConnState::Dormant || self.shared.check_open().is_err() {
+            return;
+        }
+        let (dialer_is_local, remote, admitted) =
+            (conn.dialer_is_local, conn.remote.clone(), conn.admitted);
+        if !admitted {
+            match self.gate.admit(peer, connection, dialer_is_local, &remote) {
+                Ok((closes, events)) => {
+                    self.carry_out(closes, events);
+                    self.gate.established(peer, connection);
+                }
+                Err(refusal) => {
+                    let told =
+                        RemoteRefusal::for_reason(refusal.reason).filter(|_| !dialer_is_local);
+                    self.report(*refusal);
+                    if let Some(conn) = self.connections.get_mut(&connection) {
+                        conn.state = ConnState::Refusing;
+                    }
+                    if told.is_none() {
+                        self.actions.push_back(ToSwarm::CloseConnection {
+                            peer_id: peer,
+                            connection: libp2p::swarm::CloseConnection::One(connection),
+                        });
+                    }
+                    self.actions.push_back(ToSwarm::NotifyHandler {
+                        peer_id: peer,
+                        handler: NotifyHandler::One(connection),
+                        event: Either::Left(HandlerIn::Refuse { told }),
+                    });
+                    return;
+                }
+            }
+        }
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            conn.state = ConnState::Liquid;
+            conn.admitted = true;
+        }
+        tracing::debug!(%peer, %connection, "peer speaks liquid; pooling its connection");
+        let meter = self.shared.connection_opened(peer, connection);
+        // Before the pool's first open request, which goes to the same handler.
+        self.actions.push_back(ToSwarm::NotifyHandler {
+            peer_id: peer,
+            handler: NotifyHandler::One(connection),
+            event: Either::Left(HandlerIn::Activate(Activation::new(meter))),
+        });
+        self.liquid_established(peer, connection);
+    }
+
+    fn on_connection_closed(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        dialer_is_local: bool,
+        remaining_established: usize,
+    ) {
+        self.liveness.closed(connection);
+        let record = self.connections.remove(&connection);
+        let refused_by_remote = self.shared.remote_refusals.lock().remove(&connection);
+        match record.map(|c| (c.state, c.admitted)) {
+            Some((ConnState::Liquid, _)) => {
+                self.gate.closed(Some(peer), connection);
+                self.shared.connection_gone(Some(peer), connection);
+                let remaining = self.liquid_connections(&peer, connection);
+                self.shared.events.emit(Event::ConnectionClosed {
+                    peer,
+                    connection,
+                    remaining,
+                });
+                if remaining == 0 {
+                    // A connection of ours that ended before its exchange: the
+                    // remote refused it, or it was lost at once. Reported as a
+                    // failed dial, never as a peer that came and went.
+                    if dialer_is_local && !self.shared.is_announced(&peer) {
+                        let cause = refused_by_remote.map_or(
+                            DialFailure::ClosedBeforeExchange,
+                            DialFailure::RefusedByRemote,
+                        );
+                        self.shared.events.emit(Event::DialFailed {
+                            peer: Some(peer),
+                            reason: cause.to_string(),
+                            cause,
+                        });
+                    }
+                    self.shared.peer_gone(peer);
+                }
+            }
+            Some((ConnState::Dormant, true)) => self.gate.closed(Some(peer), connection),
+            _ => {}
+        }
+        if remaining_established == 0 {
+            let now = Instant::now();
+            let actions = if self.supervisor.is_connected(&peer) {
+                self.supervisor.disconnected(&peer, now)
+            } else {
+                // Closed before it was confirmed (refused by the remote, or
+                // lost at once): a failed attempt, so the backoff applies.
+                self.supervisor.dial_failed(&peer, now)
+            };
+            self.apply(actions);
+        }
+    }
+
+    fn on_dial_failure(
+        &mut self,
+        peer: Option<PeerId>,
+        connection: ConnectionId,
+        error: &DialError,
+    ) {
+        self.liquid_dials.remove(&connection);
+        if let Some(peer) = peer {
+            self.adding_connection.remove(&peer);
+        }
+        self.gate.closed(peer, connection);
+        self.shared.connection_gone(peer, connection);
+        if matches!(error, DialError::DialPeerConditionFalse(_)) {
+            // Another dial to it is under way; its outcome moves the schedule.
+            return;
+        }
+        self.shared.events.emit(Event::DialFailed {
+            peer,
+            reason: error.to_string(),
+            cause: dial_failure(error),
+        });
+        // Any failed dial to a required peer we are waiting on counts,
+        // including one that reached a different peer id.
+        if let Some(peer) = peer
+            && self.supervisor.is_dialing(&peer)
+            && !self.connections.values().any(|c| c.peer == peer)
+        {
+            let actions = self.supervisor.dial_failed(&peer, Instant::now());
+            self.apply(actions);
+        }
+    }
+
+    /// Carries out the supervisor's decisions.
+    fn apply(&mut self, actions: Vec<SupervisorAction>) {
+        let events = self.shared.events.clone();
+        for action in actions {
+            match action {
+                SupervisorAction::Dial(peer) => {
+                    tracing::debug!(%peer, "dialling required peer");
+                    let opts = self.dial_opts(peer, PeerCondition::DisconnectedAndNotDialing);
+                    self.dial(opts);
+                }
+                SupervisorAction::RedialScheduled {
+                    peer,
+                    attempt,
+                    delay,
+                } => events.emit(Event::RedialScheduled {
+                    peer,
+                    attempt,
+                    delay,
+                }),
+                SupervisorAction::Connected(peer) => {
+                    events.emit(Event::RequiredPeerConnected { peer });
+                }
+                SupervisorAction::ClosedEarly { peer, lived } => {
+                    let cause = DialFailure::ClosedEarly { lived };
+                    events.emit(Event::DialFailed {
+                        peer: Some(peer),
+                        reason: cause.to_string(),
+                        cause,
+                    });
+                }
+                SupervisorAction::GaveUp { peer, attempts } => {
+                    events.emit(Event::RequiredPeerGaveUp { peer, attempts });
+                }
+            }
+        }
+    }
+
+    /// Peers were announced (their exchange is done): required ones among them
+    /// now count as connected, whoever dialled (a peer that dialled us while we
+    /// waited to redial it included).
+    fn on_announced(&mut self) {
+        let now = Instant::now();
+        for peer in self.supervisor.required_peers() {
+            if !self.supervisor.is_connected(&peer) && self.shared.is_announced(&peer) {
+                let actions = self.supervisor.connected(&peer, now);
+                self.apply(actions);
+            }
+        }
+    }
+
+    /// Runs the supervisor's timer: redials that are due and the periodic sweep.
+    fn poll_supervisor(&mut self, cx: &mut Context<'_>) {
+        let check_interval = self.supervisor.config().check_interval;
+        // A few rounds at most: each round either fires or waits.
+        for _ in 0..4 {
+            let wake = self
+                .supervisor
+                .next_wakeup()
+                .map_or(self.next_sweep, |w| w.min(self.next_sweep));
+            let timer = self
+                .supervisor_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= self.next_sweep {
+                self.next_sweep = now + check_interval;
+            }
+            let actions = self.supervisor.poll(now);
+            self.apply(actions);
+        }
+    }
+
+    /// Closes liquid connections with neither an answered ping nor bytes moved
+    /// for `ping_interval + ping_timeout`.
+    fn close_silent_connections(&mut self) {
+        let now = Instant::now();
+        for connection in self.shared.connections_with_traffic() {
+            self.liveness.answered(connection, now);
+        }
+        for (peer, connection, silent_for) in self.liveness.expired(now) {
+            tracing::info!(%peer, %connection, ?silent_for, "no ping answered; closing connection");
+            self.actions.push_back(ToSwarm::CloseConnection {
+                peer_id: peer,
+                connection: libp2p::swarm::CloseConnection::One(connection),
+            });
+        }
+    }
+
+    fn on_ping(&mut self, event: ping::Event) {
+        match event.result {
+            Ok(_) => self.liveness.answered(event.connection, Instant::now()),
+            // A peer without ping (a plain libp2p node) is not judged by it.
+            Err(ping::Failure::Unsupported) => self.liveness.closed(event.connection),
+            // Not a reason to close by itself: on a slow link a ping waits
+            // behind the data queued before it and times out while the peer
+            // keeps delivering. The liveness table closes the connection if
+            // neither pings nor bytes come back (`close_silent_connections`).
+            Err(error) => {
+                let (peer, connection) = (event.peer, event.connection);
+                tracing::debug!(%peer, %connection, %error, "ping failed");
+            }
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
         match request {
             Request::Open {
                 peer,
                 connection,
                 protocol,
                 reply,
-            } => Some(ToSwarm::NotifyHandler {
+            } => self.actions.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::One(connection),
-                event: HandlerIn::Open { protocol, reply },
+                event: Either::Left(HandlerIn::Open { protocol, reply }),
             }),
             Request::AddConnection { peer } => {
                 let addresses = self.addresses_of(&peer).to_vec();
                 if addresses.is_empty() || !self.adding_connection.insert(peer) {
-                    return None;
+                    return;
                 }
                 tracing::debug!(%peer, "pool busy; dialling one more connection");
-                Some(ToSwarm::Dial {
-                    opts: DialOpts::peer_id(peer)
+                self.dial(
+                    DialOpts::peer_id(peer)
                         .condition(PeerCondition::Always)
                         .addresses(addresses)
                         .build(),
-                })
+                );
             }
-            Request::AddAddress { peer, address } => {
-                self.add_address(peer, address);
-                None
-            }
+            Request::AddAddress { peer, address } => self.add_address(peer, address),
             Request::EnforceBlacklist => {
                 let (closes, events) = self.gate.blacklisted_connections();
                 self.carry_out(closes, events);
-                self.actions.pop_front()
             }
-            Request::CloseConnection { peer, connection } => Some(ToSwarm::CloseConnection {
-                peer_id: peer,
-                connection: libp2p::swarm::CloseConnection::One(connection),
-            }),
+            Request::CloseConnection { peer, connection } => {
+                self.actions.push_back(ToSwarm::CloseConnection {
+                    peer_id: peer,
+                    connection: libp2p::swarm::CloseConnection::One(connection),
+                })
+            }
+        }
+    }
+
+    /// The periodic checks: stalls, pool shrinking, refusal reports, liveness.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) {
+        // Progress is sampled by this check, so a stall is declared between
+        // `stall_timeout` and `stall_timeout` + two periods after the last byte.
+        let period = (self.shared.config.stall_timeout / 8)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let watchdog = self.watchdog.get_or_insert_with(|| interval(period));
+        while watchdog.poll_tick(cx).is_ready() {
+            for (peer, connection) in self.shared.check_stalls() {
+                self.actions.push_back(ToSwarm::CloseConnection {
+                    peer_id: peer,
+                    connection: libp2p::swarm::CloseConnection::One(connection),
+                });
+            }
+        }
+        let shrink_after = self.shared.config.pool.shrink_after;
+        let shrink_check = self.shrink_check.get_or_insert_with(|| {
+            interval((shrink_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)))
+        });
+        while shrink_check.poll_tick(cx).is_ready() {
+            self.shared.pools.shrink_idle(Instant::now());
+        }
+        let period = self.liveness.check_period();
+        self.liveness_check.get_or_insert_with(|| interval(period));
+        while self
+            .liveness_check
+            .as_mut()
+            .is_some_and(|check| check.poll_tick(cx).is_ready())
+        {
+            self.close_silent_connections();
+        }
+        // Closing reports of refusal windows.
+        loop {
+            if self.refusal_timer.is_none() {
+                match self.refusals.next_wakeup() {
+                    Some(at) => self.refusal_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                    None => break,
+                }
+            }
+            let Some(timer) = self.refusal_timer.as_mut() else {
+                break;
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            self.refusal_timer = None;
+            let now = Instant::now();
+            let reports = self.refusals.poll(now);
+            self.emit_refusals(reports, now);
         }
     }
 }
 
+fn interval(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval(period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
+type PingHandler = THandler<ping::Behaviour>;
+
 impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler = Handler;
-    type ToSwarm = Infallible;
+    type ConnectionHandler = ConnectionHandlerSelect<Handler, PingHandler>;
+    type ToSwarm = Event;
 
     fn handle_pending_inbound_connection(
         &mut self,
@@ -832,8 +911,11 @@ impl NetworkBehaviour for Behaviour {
         _local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
+        // The handshake limits protect the node's sockets whatever the scope; the
+        // blacklist applies here only when the policy covers every connection.
+        let blacklist = self.shared.config.policy_scope == PolicyScope::AllConnections;
         self.gate
-            .check_inbound(connection, remote_addr)
+            .check_inbound(connection, remote_addr, blacklist)
             .map_err(|refusal| {
                 let error = admission::refusal_error(&refusal);
                 self.report(*refusal);
@@ -845,10 +927,17 @@ impl NetworkBehaviour for Behaviour {
         &mut self,
         connection: ConnectionId,
         peer: PeerId,
-        _local_addr: &Multiaddr,
+        local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.handler(peer, connection, false, remote_addr)
+        let ours = self.handler(peer, connection, false, remote_addr)?;
+        let ping = self.ping.handle_established_inbound_connection(
+            connection,
+            peer,
+            local_addr,
+            remote_addr,
+        )?;
+        Ok(ours.select(ping))
     }
 
     fn handle_established_outbound_connection(
@@ -856,90 +945,84 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         peer: PeerId,
         addr: &Multiaddr,
-        _role_override: Endpoint,
-        _port_use: PortUse,
+        role_override: Endpoint,
+        port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        let handler = self.handler(peer, connection, true, addr)?;
+        let ours = self.handler(peer, connection, true, addr)?;
         self.add_address(peer, addr.clone());
-        Ok(handler)
+        let ping = self.ping.handle_established_outbound_connection(
+            connection,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )?;
+        Ok(ours.select(ping))
     }
 
     fn handle_pending_outbound_connection(
         &mut self,
-        _connection: ConnectionId,
+        connection: ConnectionId,
         peer: Option<PeerId>,
         addresses: &[Multiaddr],
         _effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.gate.check_dial(peer, addresses).map_err(|refusal| {
-            let error = admission::refusal_error(&refusal);
-            self.report(*refusal);
-            ConnectionDenied::new(error)
-        })?;
+        let policy_applies = self.shared.config.policy_scope == PolicyScope::AllConnections
+            || self.liquid_dials.contains(&connection)
+            || peer.is_some_and(|p| self.supervisor.is_required(&p));
+        if policy_applies {
+            self.gate.check_dial(peer, addresses).map_err(|refusal| {
+                let error = admission::refusal_error(&refusal);
+                self.report(*refusal);
+                ConnectionDenied::new(error)
+            })?;
+        }
         let Some(peer) = peer else {
             return Ok(Vec::new());
         };
-        let given: Vec<Multiaddr> = addresses.iter().cloned().map(without_peer_suffix).collect();
-        Ok(self
-            .addresses_of(&peer)
+        // All with the `/p2p/<peer>` suffix, as the swarm and identify give
+        // theirs: the swarm drops exact duplicates only, and the same socket
+        // twice would be dialled twice at once.
+        let given: Vec<Multiaddr> = addresses
             .iter()
-            .filter(|a| !given.contains(a))
-            .cloned()
-            .collect())
+            .map(|a| with_peer_suffix(a, peer))
+            .collect();
+        let mut extra: Vec<Multiaddr> = Vec::new();
+        let known = self.required_addrs.get(&peer).into_iter().flatten();
+        for address in known.chain(self.addresses_of(&peer)) {
+            let address = with_peer_suffix(address, peer);
+            if !given.contains(&address) && !extra.contains(&address) {
+                extra.push(address);
+            }
+        }
+        Ok(extra)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.ping.on_swarm_event(event);
         match event {
-            FromSwarm::ConnectionEstablished(e) if self.refusing.contains(&e.connection_id) => {}
-            FromSwarm::ConnectionClosed(e) if self.refusing.remove(&e.connection_id) => {}
             FromSwarm::ConnectionEstablished(e) => {
-                self.adding_connection.remove(&e.peer_id);
-                self.gate.established(e.peer_id, e.connection_id);
-                self.shared.connection_established(
-                    e.peer_id,
-                    e.connection_id,
-                    e.other_established,
-                    e.endpoint.get_remote_address(),
-                );
-            }
-            FromSwarm::ConnectionClosed(e) => {
-                let refused_by_remote = self.shared.remote_refusals.lock().remove(&e.connection_id);
-                self.gate.closed(Some(e.peer_id), e.connection_id);
-                self.shared
-                    .connection_gone(Some(e.peer_id), e.connection_id);
-                self.shared.events.emit(Event::ConnectionClosed {
-                    peer: e.peer_id,
-                    connection: e.connection_id,
-                    remaining: e.remaining_established,
-                });
-                if e.remaining_established == 0 {
-                    // A connection of ours that ended before its exchange: the
-                    // remote refused it, or it was lost at once. Reported as a
-                    // failed dial, never as a peer that came and went.
-                    if e.endpoint.is_dialer() && !self.shared.is_announced(&e.peer_id) {
-                        let cause = refused_by_remote.map_or(
-                            DialFailure::ClosedBeforeExchange,
-                            DialFailure::RefusedByRemote,
-                        );
-                        self.shared.events.emit(Event::DialFailed {
-                            peer: Some(e.peer_id),
-                            reason: cause.to_string(),
-                            cause,
-                        });
-                    }
-                    self.shared.peer_gone(e.peer_id);
+                let Some(conn) = self.connections.get(&e.connection_id) else {
+                    return;
+                };
+                let (state, admitted) = (conn.state, conn.admitted);
+                if admitted {
+                    self.gate.established(e.peer_id, e.connection_id);
+                }
+                if state == ConnState::Liquid {
+                    self.liquid_established(e.peer_id, e.connection_id);
                 }
             }
-            FromSwarm::DialFailure(e) => {
-                if let Some(peer) = e.peer_id {
-                    self.adding_connection.remove(&peer);
-                }
-                self.gate.closed(e.peer_id, e.connection_id);
-                self.shared.connection_gone(e.peer_id, e.connection_id);
-            }
+            FromSwarm::ConnectionClosed(e) => self.on_connection_closed(
+                e.peer_id,
+                e.connection_id,
+                e.endpoint.is_dialer(),
+                e.remaining_established,
+            ),
+            FromSwarm::DialFailure(e) => self.on_dial_failure(e.peer_id, e.connection_id, e.error),
             FromSwarm::ListenFailure(e) => {
-                // A refusing handler whose connection another behaviour denied.
-                self.refusing.remove(&e.connection_id);
+                // A handler of ours whose connection another behaviour denied.
+                self.connections.remove(&e.connection_id);
                 self.gate.closed(e.peer_id, e.connection_id);
                 self.shared.connection_gone(e.peer_id, e.connection_id);
                 if let libp2p::swarm::ListenError::Transport(error) = e.error {
@@ -962,77 +1045,59 @@ impl NetworkBehaviour for Behaviour {
                     });
                 }
             }
+            FromSwarm::NewExternalAddrOfPeer(e) => self.add_address(e.peer_id, e.addr.clone()),
+            FromSwarm::NewListenAddr(e) => {
+                let full = e
+                    .addr
+                    .clone()
+                    .with_p2p(self.local_peer)
+                    .unwrap_or_else(|a| a);
+                self.shared.events.emit(Event::Listening {
+                    address: full.to_string(),
+                });
+            }
             _ => {}
         }
     }
 
     fn on_connection_handler_event(
         &mut self,
-        _peer: PeerId,
-        _connection: ConnectionId,
+        peer: PeerId,
+        connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        match event {}
+        match event {
+            Either::Left(HandlerEvent::SpeaksLiquid) => self.speaks_liquid(peer, connection),
+            Either::Right(ping) => self
+                .ping
+                .on_connection_handler_event(peer, connection, ping),
+        }
     }
 
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        // Progress is sampled by this check, so a stall is declared between
-        // `stall_timeout` and `stall_timeout` + two periods after the last byte.
-        let period = (self.shared.config.stall_timeout / 8)
-            .clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let watchdog = self.watchdog.get_or_insert_with(|| {
-            let mut i = tokio::time::interval(period);
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            i
-        });
-        while watchdog.poll_tick(cx).is_ready() {
-            for (peer, connection) in self.shared.check_stalls() {
-                self.actions.push_back(ToSwarm::CloseConnection {
-                    peer_id: peer,
-                    connection: libp2p::swarm::CloseConnection::One(connection),
-                });
+        self.waker = Some(cx.waker().clone());
+        self.poll_timers(cx);
+        // The ping behaviour only reports results; its handlers do the pinging.
+        while let Poll::Ready(action) = self.ping.poll(cx) {
+            if let ToSwarm::GenerateEvent(event) = action {
+                self.on_ping(event);
             }
         }
-        let shrink_after = self.shared.config.pool.shrink_after;
-        let shrink_check = self.shrink_check.get_or_insert_with(|| {
-            let period =
-                (shrink_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(15));
-            let mut i = tokio::time::interval(period);
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            i
-        });
-        while shrink_check.poll_tick(cx).is_ready() {
-            self.shared.pools.shrink_idle(tokio::time::Instant::now());
+        if self.shared.announced_changed.swap(false, Ordering::AcqRel) {
+            self.on_announced();
         }
-        // Closing reports of refusal windows.
-        loop {
-            if self.refusal_timer.is_none() {
-                match self.refusals.next_wakeup() {
-                    Some(at) => self.refusal_timer = Some(Box::pin(tokio::time::sleep_until(at))),
-                    None => break,
-                }
-            }
-            let Some(timer) = self.refusal_timer.as_mut() else {
-                break;
-            };
-            if timer.as_mut().poll(cx).is_pending() {
-                break;
-            }
-            self.refusal_timer = None;
-            let now = tokio::time::Instant::now();
-            let reports = self.refusals.poll(now);
-            self.emit_refusals(reports, now);
+        self.poll_supervisor(cx);
+        while let Poll::Ready(Some(request)) = self.requests.poll_recv(cx) {
+            self.on_request(request);
         }
         if let Some(action) = self.actions.pop_front() {
             return Poll::Ready(action);
         }
-        while let Poll::Ready(Some(request)) = self.requests.poll_recv(cx) {
-            if let Some(action) = self.on_request(request) {
-                return Poll::Ready(action);
-            }
+        if let Poll::Ready(event) = self.shared.events.poll_for_swarm(cx) {
+            return Poll::Ready(ToSwarm::GenerateEvent(event));
         }
         Poll::Pending
     }

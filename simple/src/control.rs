@@ -12,9 +12,9 @@ use libp2p::{Multiaddr, PeerId, swarm::ConnectionId};
 use liquid_p2p_core::{BlacklistEntry, Error, PoolStats, PooledStream, ReceiveCounts, codec};
 
 use crate::{
-    behaviour::{Request, Shared, SwarmOpener},
     events::Events,
     receiver::{Inbox, validate_protocol},
+    shared::{Request, Shared, SwarmOpener},
 };
 
 /// Handle for sending, registering protocols and observing the behaviour. Cheap to

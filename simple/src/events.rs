@@ -1,27 +1,71 @@
-//! The host's event bus: bounded, never blocking the swarm.
+//! The event bus: bounded, never blocking the swarm.
 //!
-//! Events are broadcast to every subscriber through a bounded ring. A subscriber
-//! that falls behind does not slow the network down; it is told how many events it
-//! missed ([`Event::EventsDropped`]) and carries on.
+//! Every event goes two ways. It is broadcast to every [`Events`] subscription
+//! through a bounded ring: a subscriber that falls behind does not slow the network
+//! down; it is told how many events it missed ([`Event::EventsDropped`]) and
+//! carries on. And it is queued for the swarm, which the behaviour returns as
+//! `ToSwarm::GenerateEvent`, so a node's own `#[derive(NetworkBehaviour)]` sees
+//! it; that queue is bounded by the same length and, when the swarm falls behind,
+//! drops its oldest events and reports how many with `EventsDropped`.
+//!
+//! Events come from the behaviour and from tasks outside the swarm (exchanges,
+//! readers, senders), hence a queue with a waker rather than a plain `VecDeque`
+//! in the behaviour.
 
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::task::AtomicWaker;
 use liquid_p2p_core::Event;
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
-/// Sends events to all subscribers.
+/// Sends events to all subscribers and to the swarm.
 #[derive(Debug, Clone)]
 pub(crate) struct EventBus {
     tx: broadcast::Sender<Event>,
+    to_swarm: Arc<SwarmQueue>,
+}
+
+#[derive(Debug)]
+struct SwarmQueue {
+    capacity: usize,
+    queue: Mutex<Queued>,
+    waker: AtomicWaker,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    events: VecDeque<Event>,
+    dropped: u64,
 }
 
 impl EventBus {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             tx: broadcast::channel(capacity).0,
+            to_swarm: Arc::new(SwarmQueue {
+                capacity,
+                queue: Mutex::new(Queued::default()),
+                waker: AtomicWaker::new(),
+            }),
         }
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        tracing::debug!(?event, "host event");
+        tracing::debug!(?event, "event");
+        {
+            let mut queued = self.to_swarm.queue.lock();
+            if queued.events.len() >= self.to_swarm.capacity {
+                queued.events.pop_front();
+                queued.dropped += 1;
+            }
+            queued.events.push_back(event.clone());
+        }
+        self.to_swarm.waker.wake();
         // No subscriber is not an error: events are informational.
         let _ = self.tx.send(event);
     }
@@ -31,16 +75,30 @@ impl EventBus {
             rx: self.tx.subscribe(),
         }
     }
+
+    /// The next event for the swarm; wakes `cx` when one is emitted.
+    pub(crate) fn poll_for_swarm(&self, cx: &mut Context<'_>) -> Poll<Event> {
+        self.to_swarm.waker.register(cx.waker());
+        let mut queued = self.to_swarm.queue.lock();
+        if queued.dropped > 0 {
+            let count = std::mem::take(&mut queued.dropped);
+            return Poll::Ready(Event::EventsDropped { count });
+        }
+        match queued.events.pop_front() {
+            Some(event) => Poll::Ready(event),
+            None => Poll::Pending,
+        }
+    }
 }
 
-/// A subscription to host events, from the moment it was taken.
+/// A subscription to events, from the moment it was taken.
 #[derive(Debug)]
 pub struct Events {
     rx: broadcast::Receiver<Event>,
 }
 
 impl Events {
-    /// The next event; `None` once the host is gone.
+    /// The next event; `None` once the behaviour is gone.
     pub async fn recv(&mut self) -> Option<Event> {
         match self.rx.recv().await {
             Ok(event) => Some(event),
@@ -58,5 +116,32 @@ impl Events {
             }
             Err(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_swarm_queue_keeps_the_newest_and_reports_what_it_dropped() {
+        let bus = EventBus::new(2);
+        for count in 1..=3 {
+            bus.emit(Event::EventsDropped { count });
+        }
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        while let Poll::Ready(e) = bus.poll_for_swarm(&mut cx) {
+            out.push(e);
+        }
+        assert!(matches!(
+            out.as_slice(),
+            [
+                Event::EventsDropped { count: 1 },
+                Event::EventsDropped { count: 2 },
+                Event::EventsDropped { count: 3 }
+            ]
+        ));
     }
 }

@@ -36,7 +36,7 @@ use liquid_p2p_core::{
 };
 use tokio::sync::Notify;
 
-use crate::{behaviour::Shared, protocol::EXCHANGE_PROTOCOL};
+use crate::{protocol::EXCHANGE_PROTOCOL, shared::Shared};
 
 /// Attempts of one exchange or push while the peer stays connected.
 const ATTEMPTS: usize = 2;

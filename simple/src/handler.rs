@@ -1,5 +1,13 @@
 //! The per-connection handler: opens message streams on request, accepts inbound ones.
 //!
+//! A handler starts dormant when the connection is not known to be a liquid
+//! peer's (`PeerScope::SpeakersOnly`): it opens nothing and keeps the connection
+//! alive for nothing. It watches for the proof: the remote's protocols as
+//! identify reports them (`RemoteProtocolsChange`, whichever behaviour runs
+//! identify), or an inbound stream of ours, which it holds (a few, bounded)
+//! until the behaviour has admitted the connection ([`HandlerIn::Activate`]) or
+//! refused it ([`HandlerIn::Refuse`]).
+//!
 //! rust-libp2p has no released API to open a stream on a *chosen* connection, so the
 //! behaviour forwards each open request of a pool to the handler of that pool's
 //! connection ([`HandlerIn::Open`]), and the handler answers over the request's
@@ -21,6 +29,7 @@ use libp2p::{
         SubstreamProtocol,
         handler::{
             ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+            ProtocolsChange,
         },
     },
 };
@@ -28,17 +37,21 @@ use liquid_p2p_core::{Error, RemoteRefusal, StreamOpenFailure};
 use tokio::sync::oneshot;
 
 use crate::{
-    behaviour::Shared,
     protocol::{self, InboundProtocols, REFUSAL_PROTOCOL},
     refusal,
+    shared::Shared,
     watchdog::ConnectionMeter,
 };
 
 /// Answer to an open request.
 pub(crate) type OpenReply = oneshot::Sender<Result<Stream, Error>>;
 
+/// Inbound streams a dormant handler holds while the behaviour decides.
+const MAX_HELD_STREAMS: usize = 8;
+
 /// Commands from the behaviour.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HandlerIn {
     /// Open one stream for `protocol` and send it back.
     Open {
@@ -47,6 +60,51 @@ pub enum HandlerIn {
         /// Where the negotiated stream goes.
         reply: OpenReply,
     },
+    /// The dormant connection is a liquid peer's, admitted: serve it.
+    Activate(Activation),
+    /// The dormant connection was refused: tell the remote why (if `told`),
+    /// then have it closed; serve nothing.
+    Refuse {
+        /// The reason the remote is told, if any.
+        told: Option<RemoteRefusal>,
+    },
+}
+
+/// What a dormant handler needs to serve its connection.
+#[derive(Debug)]
+pub struct Activation {
+    /// The connection's meter (watchdog and liveness).
+    meter: Arc<ConnectionMeter>,
+}
+
+impl Activation {
+    pub(crate) fn new(meter: Arc<ConnectionMeter>) -> Self {
+        Self { meter }
+    }
+}
+
+/// What a handler tells the behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandlerEvent {
+    /// The dormant connection's peer speaks `/liquid/msg/1.0.0`.
+    SpeaksLiquid,
+}
+
+/// What the handler does for its connection.
+#[derive(Debug)]
+enum Mode {
+    /// Not known to be a liquid peer: holds early inbound streams of ours.
+    Dormant {
+        held: VecDeque<(Stream, StreamProtocol)>,
+        /// `SpeaksLiquid` to send (once).
+        report: bool,
+        reported: bool,
+    },
+    /// A liquid peer's connection.
+    Liquid { meter: Arc<ConnectionMeter> },
+    /// Refused: serves nothing.
+    Refusing,
 }
 
 /// The [`ConnectionHandler`] of the liquid behaviour.
@@ -54,14 +112,12 @@ pub struct Handler {
     peer: PeerId,
     connection: ConnectionId,
     shared: Arc<Shared>,
-    meter: Arc<ConnectionMeter>,
+    mode: Mode,
     open_timeout: Duration,
     /// Open requests not yet passed to the swarm; bounded by the pool's cap.
     pending: VecDeque<(StreamProtocol, OpenReply)>,
-    /// A refused connection: the reason still to be told (see refusal.rs). Such
-    /// a handler serves nothing.
+    /// A refused connection: the reason still to be told (see refusal.rs).
     refusal: Option<RemoteRefusal>,
-    refusing: bool,
 }
 
 impl Handler {
@@ -71,16 +127,29 @@ impl Handler {
         shared: Arc<Shared>,
         meter: Arc<ConnectionMeter>,
     ) -> Self {
+        Self::with_mode(peer, connection, shared, Mode::Liquid { meter })
+    }
+
+    /// The handler of a connection not yet known to be a liquid peer's.
+    pub(crate) fn dormant(peer: PeerId, connection: ConnectionId, shared: Arc<Shared>) -> Self {
+        let mode = Mode::Dormant {
+            held: VecDeque::new(),
+            report: false,
+            reported: false,
+        };
+        Self::with_mode(peer, connection, shared, mode)
+    }
+
+    fn with_mode(peer: PeerId, connection: ConnectionId, shared: Arc<Shared>, mode: Mode) -> Self {
         let open_timeout = shared.config.stream_open_timeout;
         Self {
             peer,
             connection,
             shared,
-            meter,
+            mode,
             open_timeout,
             pending: VecDeque::new(),
             refusal: None,
-            refusing: false,
         }
     }
 
@@ -92,12 +161,20 @@ impl Handler {
         shared: Arc<Shared>,
         refusal: RemoteRefusal,
     ) -> Self {
-        // Not registered with the watchdog: nothing is written but the reason.
-        let meter = ConnectionMeter::new(peer, connection, shared.config.stall_timeout);
-        let mut handler = Self::new(peer, connection, shared, meter);
+        let mut handler = Self::with_mode(peer, connection, shared, Mode::Refusing);
         handler.refusal = Some(refusal);
-        handler.refusing = true;
         handler
+    }
+
+    /// An inbound stream of ours (message or exchange) on a liquid connection.
+    fn serve(&self, stream: Stream, negotiated: StreamProtocol, meter: &Arc<ConnectionMeter>) {
+        if negotiated == protocol::EXCHANGE_PROTOCOL {
+            self.shared
+                .accept_exchange(self.peer, self.connection, stream);
+        } else {
+            self.shared
+                .accept_inbound(self.peer, self.connection, stream, Arc::clone(meter));
+        }
     }
 
     /// Sends the reason once the stream is open (or not), then has the
@@ -118,7 +195,7 @@ impl Handler {
 
 impl ConnectionHandler for Handler {
     type FromBehaviour = HandlerIn;
-    type ToBehaviour = std::convert::Infallible;
+    type ToBehaviour = HandlerEvent;
     type InboundProtocol = InboundProtocols;
     type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
@@ -129,9 +206,15 @@ impl ConnectionHandler for Handler {
     }
 
     fn connection_keep_alive(&self) -> bool {
-        // A managed peer's connection stays up even when idle; dead peers are found
-        // by ping, not by idleness.
-        true
+        match &self.mode {
+            // A liquid peer's connection stays up even when idle; dead peers are
+            // found by ping, not by idleness.
+            Mode::Liquid { .. } => true,
+            // Until the reason is told and the behaviour closes it.
+            Mode::Refusing => true,
+            // Others follow libp2p's idle rules, unless a verdict is awaited.
+            Mode::Dormant { held, report, .. } => *report || !held.is_empty(),
+        }
     }
 
     fn poll(
@@ -140,6 +223,17 @@ impl ConnectionHandler for Handler {
     ) -> Poll<
         ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, Self::ToBehaviour>,
     > {
+        if let Mode::Dormant {
+            report, reported, ..
+        } = &mut self.mode
+            && *report
+            && !*reported
+        {
+            *reported = true;
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                HandlerEvent::SpeaksLiquid,
+            ));
+        }
         if let Some(refusal) = self.refusal.take() {
             let reply = self.tell_refusal(refusal);
             return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
@@ -160,13 +254,33 @@ impl ConnectionHandler for Handler {
 
     fn on_behaviour_event(&mut self, event: HandlerIn) {
         match event {
-            HandlerIn::Open { reply, .. } if self.refusing => {
-                let _ = reply.send(Err(Error::StreamOpen {
-                    peer: self.peer,
-                    reason: StreamOpenFailure::ConnectionClosed,
-                }));
+            HandlerIn::Open { protocol, reply } => match self.mode {
+                Mode::Liquid { .. } => self.pending.push_back((protocol, reply)),
+                Mode::Dormant { .. } | Mode::Refusing => {
+                    let _ = reply.send(Err(Error::StreamOpen {
+                        peer: self.peer,
+                        reason: StreamOpenFailure::ConnectionClosed,
+                    }));
+                }
+            },
+            HandlerIn::Activate(Activation { meter }) => {
+                let previous = std::mem::replace(
+                    &mut self.mode,
+                    Mode::Liquid {
+                        meter: Arc::clone(&meter),
+                    },
+                );
+                if let Mode::Dormant { held, .. } = previous {
+                    for (stream, negotiated) in held {
+                        self.serve(stream, negotiated, &meter);
+                    }
+                }
             }
-            HandlerIn::Open { protocol, reply } => self.pending.push_back((protocol, reply)),
+            HandlerIn::Refuse { told } => {
+                // Held streams are dropped (reset) with the old mode.
+                self.mode = Mode::Refusing;
+                self.refusal = told;
+            }
         }
     }
 
@@ -179,9 +293,10 @@ impl ConnectionHandler for Handler {
                 protocol: (stream, negotiated),
                 ..
             }) => {
-                if self.refusing {
-                    drop(stream); // reset: a refused connection serves nothing
-                } else if negotiated == REFUSAL_PROTOCOL {
+                if negotiated == REFUSAL_PROTOCOL {
+                    if matches!(self.mode, Mode::Refusing) {
+                        return; // reset: a refused connection serves nothing
+                    }
                     let (peer, connection) = (self.peer, self.connection);
                     let shared = Arc::clone(&self.shared);
                     tokio::spawn(async move {
@@ -189,16 +304,29 @@ impl ConnectionHandler for Handler {
                             shared.refused_by_remote(peer, connection, refusal);
                         }
                     });
-                } else if negotiated == protocol::EXCHANGE_PROTOCOL {
-                    self.shared
-                        .accept_exchange(self.peer, self.connection, stream);
-                } else {
-                    self.shared.accept_inbound(
-                        self.peer,
-                        self.connection,
-                        stream,
-                        Arc::clone(&self.meter),
-                    );
+                    return;
+                }
+                match &mut self.mode {
+                    Mode::Liquid { meter } => {
+                        let meter = Arc::clone(meter);
+                        self.serve(stream, negotiated, &meter);
+                    }
+                    // A stream of ours: the peer speaks liquid. Held (a few;
+                    // beyond that reset) until the behaviour's verdict.
+                    Mode::Dormant { held, report, .. } => {
+                        *report = true;
+                        if held.len() < MAX_HELD_STREAMS {
+                            held.push_back((stream, negotiated));
+                        }
+                    }
+                    Mode::Refusing => {} // reset: a refused connection serves nothing
+                }
+            }
+            ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(protocols)) => {
+                if let Mode::Dormant { report, .. } = &mut self.mode
+                    && protocols.into_iter().any(|p| *p == protocol::PROTOCOL)
+                {
+                    *report = true;
                 }
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {

@@ -1,17 +1,21 @@
-//! [`Host`]: the facade a node embeds.
+//! [`Host`]: the ready-made node, a thin driver over the liquid [`Behaviour`].
 //!
-//! A host owns a libp2p `Swarm` (TCP + noise + yamux, and QUIC) with the liquid
-//! behaviour, `identify` and `ping`, driven by one tokio task; admission limits
-//! are the liquid behaviour's and the transport's (transport.rs).
-//! The application talks to that task through a bounded command queue for what
-//! needs the swarm (listen, dial, disconnect, shutdown) and through [`Control`] for
+//! A host builds a libp2p `Swarm` (TCP + noise + yamux, and QUIC) with identify,
+//! the liquid behaviour (which carries ping, the supervisor, liveness, the address
+//! book and the events) and, if the node gives one, the node's own behaviour;
+//! one tokio task drives it. The application talks to that task through a
+//! bounded command queue for what needs the swarm (listen, dial, disconnect,
+//! required peers, the node's behaviour, shutdown) and through [`Control`] for
 //! everything else, which never waits on the swarm task.
 
 use std::{
     collections::HashMap,
     ops::Deref,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -20,23 +24,25 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, identify,
     identity::Keypair,
     multiaddr::Protocol,
-    ping,
     swarm::{
         ConnectionId, NetworkBehaviour, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
+        dummy,
     },
 };
-use liquid_p2p_core::{Config, ConnSupervisor, DialFailure, Error, Event, SupervisorAction};
+use liquid_p2p_core::{Config, Error};
 use parking_lot::{Mutex, RwLock};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
-    time::Instant,
 };
 
 use crate::{
-    behaviour::Behaviour, boxed::BoxedHandlers, control::Control, liveness::Liveness,
-    receiver::Inbox, transport,
+    behaviour::{Behaviour, required_peer_id},
+    boxed::BoxedHandlers,
+    control::Control,
+    receiver::Inbox,
+    transport,
 };
 
 /// Commands queued for the swarm task.
@@ -45,19 +51,25 @@ const COMMAND_QUEUE_LEN: usize = 256;
 const MAX_PENDING_DIALS: usize = 1024;
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Addresses taken from one identify report.
+const IDENTIFY_CACHE_SIZE: usize = 100;
 
 /// Identify protocol version announced by hosts.
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/liquid/1.0.0";
 
+/// The host's swarm: identify, the liquid behaviour, and the node's own.
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
-struct HostBehaviour {
+struct HostBehaviour<B: NetworkBehaviour> {
     identify: identify::Behaviour,
-    ping: ping::Behaviour,
     liquid: Behaviour,
+    node: B,
 }
 
-enum Command {
+/// Runs on the swarm task with the node's behaviour.
+type NodeCall<B> = Box<dyn FnOnce(&mut B) + Send>;
+
+enum Command<B> {
     Listen {
         address: Multiaddr,
         reply: oneshot::Sender<Result<Multiaddr, Error>>,
@@ -77,7 +89,6 @@ enum Command {
         reply: oneshot::Sender<Result<PeerId, Error>>,
     },
     AddRequired {
-        peer: PeerId,
         address: Multiaddr,
     },
     RemoveRequired {
@@ -87,23 +98,57 @@ enum Command {
     RequiredPeers {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    Node(NodeCall<B>),
     Shutdown {
         reply: oneshot::Sender<()>,
     },
 }
 
-/// Builds a [`Host`].
-#[derive(Debug, Default)]
-pub struct HostBuilder {
+/// Makes the node's behaviour once the host's identity is known.
+type MakeBehaviour<B> = Box<dyn FnOnce(&Keypair) -> B + Send>;
+
+/// Builds a [`Host`]; `B` is the node's own behaviour, if it adds one
+/// ([`HostBuilder::behaviour`]).
+pub struct HostBuilder<B = dummy::Behaviour> {
     keypair: Option<Keypair>,
     key_file: Option<PathBuf>,
     listen: Vec<Multiaddr>,
     required: Vec<Multiaddr>,
     protocols: Vec<String>,
     config: Config,
+    make_behaviour: MakeBehaviour<B>,
 }
 
-impl HostBuilder {
+impl<B> std::fmt::Debug for HostBuilder<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostBuilder")
+            .field("listen", &self.listen)
+            .field("required", &self.required)
+            .field("protocols", &self.protocols)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HostBuilder {
+    fn default() -> Self {
+        Self {
+            keypair: None,
+            key_file: None,
+            listen: Vec::new(),
+            required: Vec::new(),
+            protocols: Vec::new(),
+            config: Config::default(),
+            make_behaviour: Box::new(|_| dummy::Behaviour),
+        }
+    }
+}
+
+impl<B> HostBuilder<B>
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Send + 'static,
+{
     /// Registers a protocol before the host starts, so that it is in the list sent to
     /// the very first peer and no early frame for it is skipped as unknown
     /// (repeatable). Take its inbox with [`Host::take_inbox`].
@@ -145,22 +190,51 @@ impl HostBuilder {
         self
     }
 
+    /// Runs the node's own behaviour (gossipsub, Kademlia, request-response, a
+    /// `#[derive(NetworkBehaviour)]` of several) in the host's swarm, next to
+    /// identify and the liquid behaviour. `make` gets the host's identity. Reach
+    /// the behaviour with [`Host::with_behaviour`] and take its events with
+    /// [`Host::take_behaviour_events`].
+    ///
+    /// The host runs identify and ping already: the node's behaviour should not
+    /// add them again. When other protocols meet peers that do not run liquid,
+    /// scope the policy with [`Config::scoped_to_liquid_peers`].
+    pub fn behaviour<N>(self, make: impl FnOnce(&Keypair) -> N + Send + 'static) -> HostBuilder<N>
+    where
+        N: NetworkBehaviour + Send + 'static,
+        N::ToSwarm: Send + 'static,
+    {
+        HostBuilder {
+            keypair: self.keypair,
+            key_file: self.key_file,
+            listen: self.listen,
+            required: self.required,
+            protocols: self.protocols,
+            config: self.config,
+            make_behaviour: Box::new(make),
+        }
+    }
+
     /// Builds the host, starts its swarm task and waits until it listens on every
     /// requested address. Must be called inside a tokio runtime.
-    pub async fn build(self) -> Result<Host, Error> {
+    pub async fn build(self) -> Result<Host<B>, Error> {
         let keypair = match (self.keypair, &self.key_file) {
             (Some(k), _) => k,
             (None, Some(path)) => load_or_create_key(path)?,
             (None, None) => Keypair::generate_ed25519(),
         };
         let config = self.config;
-        let (liquid, control) = Behaviour::new(keypair.public().to_peer_id(), config.clone())?;
+        let (mut liquid, control) = Behaviour::new(keypair.public().to_peer_id(), config.clone())?;
         let mut inboxes = HashMap::new();
         for protocol in self.protocols {
             let inbox = control.register_protocol(protocol.clone())?;
             inboxes.insert(protocol, inbox);
         }
-        let mut swarm = build_swarm(keypair, &config, liquid)?;
+        for address in self.required {
+            liquid.add_required_peer(address)?;
+        }
+        let node = (self.make_behaviour)(&keypair);
+        let mut swarm = build_swarm(keypair, &config, liquid, node)?;
         let local_peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
         let listen_addrs = Arc::new(RwLock::new(Vec::new()));
@@ -172,11 +246,8 @@ impl HostBuilder {
                 .map_err(|e| listen_error(address, e))?;
             listeners.push(id);
         }
-        let required = self
-            .required
-            .iter()
-            .map(|a| Ok((required_peer_id(a)?, a.clone())))
-            .collect::<Result<Vec<_>, Error>>()?;
+        let (events_tx, events_rx) = mpsc::channel(config.event_queue_len);
+        let events_taken = Arc::new(AtomicBool::new(false));
         let mut task = SwarmTask {
             swarm,
             control: control.clone(),
@@ -184,14 +255,9 @@ impl HostBuilder {
             listen_addrs: Arc::clone(&listen_addrs),
             pending_listens: HashMap::new(),
             pending_dials: HashMap::new(),
-            supervisor: ConnSupervisor::new(config.supervisor.clone()),
-            liveness: Liveness::new(config.ping_interval, config.ping_timeout),
-            required_addrs: HashMap::new(),
-            next_sweep: Instant::now() + config.supervisor.check_interval,
+            node_events: Some(events_tx),
+            node_events_taken: Arc::clone(&events_taken),
         };
-        for (peer, address) in required {
-            task.add_required(peer, address);
-        }
         let mut waiting = Vec::new();
         for id in listeners {
             let (reply, rx) = oneshot::channel();
@@ -219,22 +285,22 @@ impl HostBuilder {
             listen_addrs,
             task: Mutex::new(Some(handle)),
             inboxes: Mutex::new(inboxes),
+            node_events: Mutex::new(Some(events_rx)),
+            node_events_taken: events_taken,
             config,
         })
     }
 }
 
-fn build_swarm(
+fn build_swarm<B: NetworkBehaviour>(
     keypair: Keypair,
     config: &Config,
     liquid: Behaviour,
-) -> Result<Swarm<BoxedHandlers<HostBehaviour>>, Error> {
+    node: B,
+) -> Result<Swarm<BoxedHandlers<HostBehaviour<B>>>, Error> {
     let behaviour_error = |e: &dyn std::fmt::Display| Error::InvalidConfig {
         reason: format!("behaviour: {e}"),
     };
-    let ping_config = ping::Config::new()
-        .with_interval(config.ping_interval)
-        .with_timeout(config.ping_timeout);
     let idle_timeout = config.ping_timeout * 4;
     let transport = transport::build(&keypair, config)?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -245,10 +311,11 @@ fn build_swarm(
             BoxedHandlers(HostBehaviour {
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
-                        .with_agent_version(format!("liquid-p2p/{}", env!("CARGO_PKG_VERSION"))),
+                        .with_agent_version(format!("liquid-p2p/{}", env!("CARGO_PKG_VERSION")))
+                        .with_cache_size(IDENTIFY_CACHE_SIZE),
                 ),
-                ping: ping::Behaviour::new(ping_config),
                 liquid,
+                node,
             })
         })
         .map_err(|e| behaviour_error(&e))?
@@ -258,32 +325,6 @@ fn build_swarm(
         .with_connection_timeout(config.dial_timeout)
         .build();
     Ok(swarm)
-}
-
-/// What kind of failure a libp2p dial error is.
-fn dial_failure(error: &libp2p::swarm::DialError) -> DialFailure {
-    match error {
-        libp2p::swarm::DialError::WrongPeerId { .. } => DialFailure::WrongPeer,
-        libp2p::swarm::DialError::Denied { cause } => cause
-            .downcast_ref::<Error>()
-            .and_then(|e| match e {
-                Error::ConnectionRefused { reason } => Some(*reason),
-                _ => None,
-            })
-            .map_or(DialFailure::Transport, DialFailure::RefusedLocally),
-        _ => DialFailure::Transport,
-    }
-}
-
-/// The peer id at the end of a required peer's address.
-fn required_peer_id(address: &Multiaddr) -> Result<PeerId, Error> {
-    match address.iter().last() {
-        Some(Protocol::P2p(peer)) => Ok(peer),
-        _ => Err(Error::InvalidAddress {
-            address: address.to_string(),
-            reason: "a required peer's address must end in /p2p/<peer id>".into(),
-        }),
-    }
 }
 
 fn listen_error(address: &Multiaddr, e: libp2p::TransportError<std::io::Error>) -> Error {
@@ -325,23 +366,35 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-/// A liquid-p2p node: listens, dials, and sends over pooled streams.
+/// A liquid-p2p node: listens, dials, and sends over pooled streams; `B` is the
+/// node's own behaviour, if it added one with [`HostBuilder::behaviour`].
 ///
 /// `Host` dereferences to [`Control`] for sending, protocol registration, stats and
 /// events.
-#[derive(Debug)]
-pub struct Host {
+pub struct Host<B: NetworkBehaviour = dummy::Behaviour> {
     local_peer_id: PeerId,
     control: Control,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Command<B>>,
     listen_addrs: Arc<RwLock<Vec<Multiaddr>>>,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Inboxes of protocols registered through the builder, until taken.
     inboxes: Mutex<HashMap<String, Inbox>>,
+    /// Events of the node's behaviour, until taken.
+    node_events: Mutex<Option<mpsc::Receiver<B::ToSwarm>>>,
+    node_events_taken: Arc<AtomicBool>,
     config: Config,
 }
 
-impl Deref for Host {
+impl<B: NetworkBehaviour> std::fmt::Debug for Host<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("local_peer_id", &self.local_peer_id)
+            .field("listen_addrs", &*self.listen_addrs.read())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: NetworkBehaviour> Deref for Host<B> {
     type Target = Control;
     fn deref(&self) -> &Control {
         &self.control
@@ -353,11 +406,43 @@ impl Host {
     pub fn builder() -> HostBuilder {
         HostBuilder::default()
     }
+}
 
+impl<B> Host<B>
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Send + 'static,
+{
     /// The inbox of a protocol registered with [`HostBuilder::register_protocol`];
     /// `None` if it was not registered that way or was already taken.
     pub fn take_inbox(&self, protocol: &str) -> Option<Inbox> {
         self.inboxes.lock().remove(protocol)
+    }
+
+    /// The events of the node's behaviour ([`HostBuilder::behaviour`]); `None`
+    /// once taken. Until they are taken, up to `event_queue_len` of them wait and
+    /// later ones are dropped; once taken, none is dropped: the swarm waits for
+    /// the receiver when it is full, so keep reading it.
+    pub fn take_behaviour_events(&self) -> Option<mpsc::Receiver<B::ToSwarm>> {
+        let events = self.node_events.lock().take();
+        if events.is_some() {
+            self.node_events_taken.store(true, Ordering::Release);
+        }
+        events
+    }
+
+    /// Runs `f` with the node's behaviour on the swarm task (to publish on
+    /// gossipsub, start a Kademlia query, send a request) and returns its result.
+    pub async fn with_behaviour<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut B) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let (reply, rx) = oneshot::channel();
+        let call: NodeCall<B> = Box::new(move |behaviour| {
+            let _ = reply.send(f(behaviour));
+        });
+        self.command(Command::Node(call)).await?;
+        rx.await.map_err(|_| Error::ShutDown)
     }
 
     /// This host's peer id.
@@ -399,7 +484,8 @@ impl Host {
     /// Dials `address` and waits for the connection (at most `dial_timeout`).
     /// With a `/p2p/<id>` suffix the remote must prove that identity. Returns the
     /// remote's peer id; if the peer already has the maximum number of
-    /// connections, returns at once.
+    /// connections, returns at once. The peer is a liquid peer whatever the
+    /// [`PeerScope`](crate::PeerScope).
     pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, Error> {
         self.control.shared().check_open()?;
         if let Some(Protocol::P2p(peer)) = address.iter().last()
@@ -442,7 +528,7 @@ impl Host {
     /// dial fails, until removed. Adding more addresses of the same peer is allowed.
     pub async fn add_required_peer(&self, address: Multiaddr) -> Result<PeerId, Error> {
         let peer = required_peer_id(&address)?;
-        self.command(Command::AddRequired { peer, address }).await?;
+        self.command(Command::AddRequired { address }).await?;
         Ok(peer)
     }
 
@@ -497,7 +583,7 @@ impl Host {
         }
     }
 
-    async fn command(&self, command: Command) -> Result<(), Error> {
+    async fn command(&self, command: Command<B>) -> Result<(), Error> {
         self.control.shared().check_open()?;
         self.commands
             .send(command)
@@ -506,36 +592,27 @@ impl Host {
     }
 }
 
-struct SwarmTask {
-    swarm: Swarm<BoxedHandlers<HostBehaviour>>,
+struct SwarmTask<B: NetworkBehaviour> {
+    swarm: Swarm<BoxedHandlers<HostBehaviour<B>>>,
     control: Control,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<Command<B>>,
     listen_addrs: Arc<RwLock<Vec<Multiaddr>>>,
     pending_listens:
         HashMap<libp2p::core::transport::ListenerId, oneshot::Sender<Result<Multiaddr, Error>>>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, Error>>>,
-    supervisor: ConnSupervisor,
-    /// Addresses given for required peers; they never age out of the address book.
-    required_addrs: HashMap<PeerId, Vec<Multiaddr>>,
-    next_sweep: Instant,
-    liveness: Liveness,
+    /// Where the node's behaviour's events go; `None` once the receiver is gone.
+    node_events: Option<mpsc::Sender<B::ToSwarm>>,
+    node_events_taken: Arc<AtomicBool>,
 }
 
-impl SwarmTask {
+impl<B> SwarmTask<B>
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Send + 'static,
+{
     async fn run(mut self) {
-        let shared = Arc::clone(self.control.shared());
-        let announced = &shared.announced_changed;
-        let mut liveness_check = tokio::time::interval(self.liveness.check_period());
-        liveness_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let wake = self
-                .supervisor
-                .next_wakeup()
-                .map_or(self.next_sweep, |w| w.min(self.next_sweep));
             tokio::select! {
-                _ = tokio::time::sleep_until(wake) => self.on_supervisor_tick(),
-                _ = liveness_check.tick() => self.close_silent_connections(),
-                _ = announced.notified() => self.on_announced(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.close_all().await;
@@ -550,12 +627,16 @@ impl SwarmTask {
                         return;
                     }
                 },
-                event = self.swarm.select_next_some() => self.on_event(event),
+                event = self.swarm.select_next_some() => self.on_event(event).await,
             }
         }
     }
 
-    fn on_command(&mut self, command: Command) {
+    fn liquid(&mut self) -> &mut Behaviour {
+        &mut self.swarm.behaviour_mut().liquid
+    }
+
+    fn on_command(&mut self, command: Command<B>) {
         match command {
             Command::Listen { address, reply } => match self.swarm.listen_on(address.clone()) {
                 Ok(id) => {
@@ -581,35 +662,36 @@ impl SwarmTask {
                 self.start_dial(opts, reply);
             }
             Command::Disconnect { peer } => {
-                self.swarm.behaviour_mut().liquid.closing_peer(peer);
+                self.liquid().closing_peer(peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::CloseConnection { connection } => {
                 self.swarm.close_connection(connection);
             }
             Command::DialPeer { peer, reply } => {
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(self.required_addrs.get(&peer).cloned().unwrap_or_default())
-                    .extend_addresses_through_behaviour()
-                    .condition(PeerCondition::Always)
-                    .build();
+                let opts = self.liquid().dial_opts(peer, PeerCondition::Always);
                 self.start_dial(opts, reply);
             }
-            Command::AddRequired { peer, address } => self.add_required(peer, address),
+            Command::AddRequired { address } => {
+                // The address was checked by `add_required_peer`.
+                if let Err(e) = self.liquid().add_required_peer(address) {
+                    tracing::warn!(error = %e, "required peer not added");
+                }
+            }
             Command::RemoveRequired { peer, reply } => {
-                self.required_addrs.remove(&peer);
-                self.swarm.behaviour_mut().liquid.set_required(peer, false);
-                let _ = reply.send(self.supervisor.remove(&peer));
+                let _ = reply.send(self.liquid().remove_required_peer(&peer));
             }
             Command::RequiredPeers { reply } => {
-                let _ = reply.send(self.supervisor.required_peers());
+                let _ = reply.send(self.swarm.behaviour().liquid.required_peers());
             }
+            Command::Node(call) => call(&mut self.swarm.behaviour_mut().node),
             Command::Shutdown { .. } => {}
         }
     }
 
     fn start_dial(&mut self, opts: DialOpts, reply: oneshot::Sender<Result<PeerId, Error>>) {
         let id = opts.connection_id();
+        self.liquid().dial_is_liquid(id);
         match self.swarm.dial(opts) {
             Ok(()) => {
                 self.pending_dials.insert(id, reply);
@@ -622,112 +704,7 @@ impl SwarmTask {
         }
     }
 
-    fn add_required(&mut self, peer: PeerId, address: Multiaddr) {
-        let liquid = &mut self.swarm.behaviour_mut().liquid;
-        liquid.set_required(peer, true);
-        // Also its IP's claim on the reserved handshake slots.
-        liquid.add_address(peer, address.clone());
-        let list = self.required_addrs.entry(peer).or_default();
-        if !list.contains(&address) {
-            list.push(address);
-        }
-        // Connected means confirmed: the exchange with it is done.
-        let connected = self.control.shared().is_announced(&peer);
-        let actions = self.supervisor.add(peer, connected, Instant::now());
-        self.apply(actions);
-    }
-
-    /// Peers were announced (their exchange is done): required ones among them
-    /// now count as connected, whoever dialled (a peer that dialled us while we
-    /// waited to redial it included).
-    fn on_announced(&mut self) {
-        let now = Instant::now();
-        let shared = Arc::clone(self.control.shared());
-        for peer in self.supervisor.required_peers() {
-            if !self.supervisor.is_connected(&peer) && shared.is_announced(&peer) {
-                let actions = self.supervisor.connected(&peer, now);
-                self.apply(actions);
-            }
-        }
-    }
-
-    fn close_silent_connections(&mut self) {
-        let now = Instant::now();
-        for connection in self.control.shared().connections_with_traffic() {
-            self.liveness.answered(connection, now);
-        }
-        for (peer, connection, silent_for) in self.liveness.expired(now) {
-            tracing::info!(%peer, %connection, ?silent_for, "no ping answered; closing connection");
-            self.swarm.close_connection(connection);
-        }
-    }
-
-    fn on_supervisor_tick(&mut self) {
-        let now = Instant::now();
-        if now >= self.next_sweep {
-            self.next_sweep = now + self.supervisor.config().check_interval;
-        }
-        let actions = self.supervisor.poll(now);
-        self.apply(actions);
-    }
-
-    /// Carries out the supervisor's decisions.
-    fn apply(&mut self, actions: Vec<SupervisorAction>) {
-        let events = self.control.shared().events.clone();
-        for action in actions {
-            match action {
-                SupervisorAction::Dial(peer) => self.dial_required(peer),
-                SupervisorAction::RedialScheduled {
-                    peer,
-                    attempt,
-                    delay,
-                } => events.emit(Event::RedialScheduled {
-                    peer,
-                    attempt,
-                    delay,
-                }),
-                SupervisorAction::Connected(peer) => {
-                    events.emit(Event::RequiredPeerConnected { peer });
-                }
-                SupervisorAction::ClosedEarly { peer, lived } => {
-                    let cause = DialFailure::ClosedEarly { lived };
-                    events.emit(Event::DialFailed {
-                        peer: Some(peer),
-                        reason: cause.to_string(),
-                        cause,
-                    });
-                }
-                SupervisorAction::GaveUp { peer, attempts } => {
-                    events.emit(Event::RequiredPeerGaveUp { peer, attempts });
-                }
-            }
-        }
-    }
-
-    fn dial_required(&mut self, peer: PeerId) {
-        let opts = DialOpts::peer_id(peer)
-            .addresses(self.required_addrs.get(&peer).cloned().unwrap_or_default())
-            .extend_addresses_through_behaviour()
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
-        match self.swarm.dial(opts) {
-            Ok(()) => tracing::debug!(%peer, "dialling required peer"),
-            // Another dial to it is under way; its outcome moves the schedule.
-            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
-            Err(e) => {
-                self.control.shared().events.emit(Event::DialFailed {
-                    peer: Some(peer),
-                    reason: e.to_string(),
-                    cause: dial_failure(&e),
-                });
-                let actions = self.supervisor.dial_failed(&peer, Instant::now());
-                self.apply(actions);
-            }
-        }
-    }
-
-    fn on_event(&mut self, event: SwarmEvent<HostBehaviourEvent>) {
-        let events = &self.control.shared().events;
+    async fn on_event(&mut self, event: SwarmEvent<HostBehaviourEvent<B>>) {
         match event {
             SwarmEvent::NewListenAddr {
                 listener_id,
@@ -737,9 +714,6 @@ impl SwarmTask {
                     .with_p2p(*self.swarm.local_peer_id())
                     .unwrap_or_else(|a| a);
                 self.listen_addrs.write().push(full.clone());
-                events.emit(Event::Listening {
-                    address: full.to_string(),
-                });
                 if let Some(reply) = self.pending_listens.remove(&listener_id) {
                     let _ = reply.send(Ok(full));
                 }
@@ -771,89 +745,40 @@ impl SwarmTask {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
-                self.liveness
-                    .established(peer_id, connection_id, Instant::now());
-                // A required peer counts as connected once confirmed (its exchange
-                // done): see `on_announced`.
             }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                connection_id,
-                num_established,
-                ..
-            } => {
-                self.liveness.closed(connection_id);
-                if num_established == 0 {
-                    let now = Instant::now();
-                    let actions = if self.supervisor.is_connected(&peer_id) {
-                        self.supervisor.disconnected(&peer_id, now)
-                    } else {
-                        // Closed before it was confirmed (refused by the remote, or
-                        // lost at once): a failed attempt, so the backoff applies.
-                        self.supervisor.dial_failed(&peer_id, now)
-                    };
-                    self.apply(actions);
-                }
-            }
-            SwarmEvent::Behaviour(HostBehaviourEvent::Ping(ping::Event {
-                connection,
-                result: Ok(_),
-                ..
-            })) => self.liveness.answered(connection, Instant::now()),
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
-                peer_id,
                 error,
+                ..
             } => {
-                let reason = error.to_string();
-                events.emit(Event::DialFailed {
-                    peer: peer_id,
-                    reason: reason.clone(),
-                    cause: dial_failure(&error),
-                });
+                // The behaviour reports the failure as an event (`DialFailed`).
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
-                    let _ = reply.send(Err(Error::Dial { reason }));
-                }
-                // Any failed dial to a required peer we are waiting on counts,
-                // including one that reached a different peer id.
-                if let Some(peer) = peer_id
-                    && self.supervisor.is_dialing(&peer)
-                    && !self.swarm.is_connected(&peer)
-                {
-                    let actions = self.supervisor.dial_failed(&peer, Instant::now());
-                    self.apply(actions);
+                    let _ = reply.send(Err(Error::Dial {
+                        reason: error.to_string(),
+                    }));
                 }
             }
-            SwarmEvent::Behaviour(HostBehaviourEvent::Ping(ping::Event {
-                connection,
-                result: Err(ping::Failure::Unsupported),
-                ..
-            })) => {
-                // A peer without ping (a plain libp2p node) is not judged by it.
-                self.liveness.closed(connection);
-            }
-            SwarmEvent::Behaviour(HostBehaviourEvent::Ping(ping::Event {
-                peer,
-                connection,
-                result: Err(error),
-            })) => {
-                // Not a reason to close by itself: on a slow link a ping waits
-                // behind the data queued before it and times out while the peer
-                // keeps delivering. The liveness table closes the connection if
-                // neither pings nor bytes come back (`close_silent_connections`).
-                tracing::debug!(%peer, %connection, %error, "ping failed");
-            }
-            SwarmEvent::Behaviour(HostBehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
-                let liquid = &mut self.swarm.behaviour_mut().liquid;
-                for address in info.listen_addrs.into_iter().take(8) {
-                    liquid.add_address(peer_id, address);
-                }
-            }
+            SwarmEvent::Behaviour(HostBehaviourEvent::Node(event)) => self.node_event(event).await,
             _ => {}
+        }
+    }
+
+    /// Hands an event of the node's behaviour to the node.
+    async fn node_event(&mut self, event: B::ToSwarm) {
+        let Some(tx) = &self.node_events else {
+            return;
+        };
+        let sent = if self.node_events_taken.load(Ordering::Acquire) {
+            tx.send(event).await.is_ok()
+        } else {
+            // Nobody reads them yet: keep what fits, never stall the swarm.
+            !matches!(
+                tx.try_send(event),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        };
+        if !sent {
+            self.node_events = None;
         }
     }
 
@@ -866,7 +791,7 @@ impl SwarmTask {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while self.swarm.connected_peers().next().is_some() {
             match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
-                Ok(event) => self.on_event(event),
+                Ok(event) => self.on_event(event).await,
                 Err(_) => break,
             }
         }

@@ -54,21 +54,22 @@ mod muxer;
 mod protocol;
 mod receiver;
 mod refusal;
+mod shared;
 pub mod transport;
 mod watchdog;
 
-pub use behaviour::{Behaviour, MAX_PROTOCOL_CHANGE_EVENTS};
+pub use behaviour::Behaviour;
 pub use control::{Control, ExclusiveStream};
 pub use events::Events;
-pub use handler::{Handler, HandlerIn};
 pub use host::{Host, HostBuilder, IDENTIFY_PROTOCOL_VERSION};
 pub use libp2p;
 pub use liquid_p2p_core::{
     self as core, AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch,
     Config, ConnectionId, DialFailure, Error, Event, EvictionStrategy, FrameError, Message, PeerId,
-    PeerLimit, PoolConfig, PoolStats, ReceiveCounts, RefusalReason, RemoteRefusal,
-    StreamOpenFailure, SupervisorConfig, codec,
+    PeerLimit, PeerScope, PolicyScope, PoolConfig, PoolStats, ReceiveCounts, RefusalReason,
+    RemoteRefusal, StreamOpenFailure, SupervisorConfig, codec,
 };
 pub use muxer::{YamuxConfig, YamuxMuxer};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};
 pub use receiver::Inbox;
+pub use shared::MAX_PROTOCOL_CHANGE_EVENTS;

@@ -17,7 +17,7 @@ use liquid_p2p_core::{
 use parking_lot::RwLock;
 use tokio::{sync::mpsc, time::Instant};
 
-use crate::{behaviour::Shared, watchdog::MeteredStream};
+use crate::{shared::Shared, watchdog::MeteredStream};
 
 /// How long a reader may go on delivering frames that arrived before its
 /// connection closed.

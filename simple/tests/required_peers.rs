@@ -233,8 +233,9 @@ async fn a_required_peer_refused_by_a_full_host_backs_off_and_is_told_why() {
     let mut reported = 0;
     let mut refused_events = 0;
     while let Some(e) = full_events.try_recv() {
-        if let Event::Refused { peer, count, .. } = e {
-            assert_eq!(peer, Some(dialler.local_peer_id()));
+        if let Event::Refused { peer, count, .. } = &e {
+            let (peer, count) = (*peer, *count);
+            assert_eq!(peer, Some(dialler.local_peer_id()), "{e:?}");
             reported += count;
             refused_events += 1;
         }

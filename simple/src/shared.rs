@@ -1,0 +1,542 @@
+//! State shared by the behaviour, its connection handlers, the reader and
+//! exchange tasks and [`Control`](crate::Control): the pools, the receive-stream
+//! manager, the protocol registry and book, the event bus and the connection
+//! meters.
+//!
+//! Locks: every lock here is a short `parking_lot` lock taken alone, except
+//! `book` (write) and then the pool manager's, in `protocols_received`; nothing
+//! takes them the other way round.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, swarm::ConnectionId};
+use liquid_p2p_core::{
+    Blacklist, Config, Error, Event, ProtocolBook, ProtocolChange, ReceiveStreamManager,
+    RemoteRefusal, SendStreamPool, SendStreamPoolManager, StreamOpenFailure, StreamOpener,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::{
+    events::EventBus,
+    exchange,
+    handler::OpenReply,
+    protocol::PROTOCOL,
+    receiver::{self, ProtocolRegistry},
+    watchdog::{ConnectionMeter, MeteredStream},
+};
+
+/// A received protocol list that changes more protocols than this is reported by
+/// `PeerProtocols` alone (its `added` / `removed`), without one event per protocol.
+pub const MAX_PROTOCOL_CHANGE_EVENTS: usize = 16;
+
+/// Requests from pools and senders to the behaviour.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Open {
+        peer: PeerId,
+        connection: ConnectionId,
+        protocol: StreamProtocol,
+        reply: OpenReply,
+    },
+    AddConnection {
+        peer: PeerId,
+    },
+    AddAddress {
+        peer: PeerId,
+        address: Multiaddr,
+    },
+    /// The blacklist grew: close live connections that match it.
+    EnforceBlacklist,
+    /// Close one connection (a refused one, once its reason is told).
+    CloseConnection {
+        peer: PeerId,
+        connection: ConnectionId,
+    },
+}
+
+/// State shared by the behaviour, its handlers, reader tasks and [`Control`].
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) pools: SendStreamPoolManager<SwarmOpener>,
+    pub(crate) receive: Arc<ReceiveStreamManager>,
+    pub(crate) registry: ProtocolRegistry,
+    pub(crate) events: EventBus,
+    pub(crate) requests: mpsc::Sender<Request>,
+    pub(crate) blacklist: Arc<RwLock<Blacklist>>,
+    // Read on every send (fail-fast check), written only when lists arrive.
+    pub(crate) book: RwLock<ProtocolBook>,
+    /// Peers announced with `PeerConnected` (after their exchange).
+    announced: Mutex<HashSet<PeerId>>,
+    /// Set when a peer is announced; the behaviour's supervisor takes it.
+    pub(crate) announced_changed: AtomicBool,
+    /// Why remotes refused live connections of ours (see refusal.rs).
+    pub(crate) remote_refusals: Mutex<HashMap<ConnectionId, RemoteRefusal>>,
+    /// Lists received from each peer, applied at most once per
+    /// `protocol_push_delay` (the latest waiting one wins).
+    inbound_lists: Mutex<HashMap<PeerId, ListThrottle>>,
+    /// Inbound exchange streams being served, per peer.
+    exchanges_in: Mutex<HashMap<PeerId, usize>>,
+    /// Wakes the push task when local protocols change.
+    pub(crate) protocols_changed: Arc<Notify>,
+    meters: Mutex<HashMap<ConnectionId, Arc<ConnectionMeter>>>,
+    shut_down: AtomicBool,
+    unknown_protocol_frames: AtomicU64,
+    /// Frames being written right now, across all connections.
+    writes_in_flight: AtomicUsize,
+    writes_done: Notify,
+}
+
+/// The protocol lists of one peer waiting to be applied.
+struct ListThrottle {
+    last_applied: tokio::time::Instant,
+    waiting: Option<Vec<String>>,
+}
+
+/// A frame being written; shutdown waits for these.
+pub(crate) struct WriteInFlight<'a>(&'a Shared);
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.writes_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.writes_done.notify_waiters();
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        requests: mpsc::Sender<Request>,
+        blacklist: Arc<RwLock<Blacklist>>,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            pools: SendStreamPoolManager::new(config.max_connections_per_peer),
+            receive: ReceiveStreamManager::new(
+                config.inbound_streams_per_peer(),
+                config.inbound_streams_per_connection(),
+            ),
+            registry: ProtocolRegistry::new(config.handler_queue_len),
+            events: EventBus::new(config.event_queue_len),
+            requests,
+            blacklist,
+            book: RwLock::new(ProtocolBook::new()),
+            announced: Mutex::new(HashSet::new()),
+            announced_changed: AtomicBool::new(false),
+            remote_refusals: Mutex::new(HashMap::new()),
+            inbound_lists: Mutex::new(HashMap::new()),
+            exchanges_in: Mutex::new(HashMap::new()),
+            protocols_changed: Arc::new(Notify::new()),
+            meters: Mutex::new(HashMap::new()),
+            shut_down: AtomicBool::new(false),
+            unknown_protocol_frames: AtomicU64::new(0),
+            writes_in_flight: AtomicUsize::new(0),
+            writes_done: Notify::new(),
+            config,
+        })
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write_started(&self) -> WriteInFlight<'_> {
+        self.writes_in_flight.fetch_add(1, Ordering::AcqRel);
+        WriteInFlight(self)
+    }
+
+    /// Waits until no frame is being written, or `grace` has passed.
+    pub(crate) async fn writes_finished(&self, grace: Duration) {
+        let wait = async {
+            loop {
+                let done = self.writes_done.notified();
+                if self.writes_in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                done.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, wait).await;
+    }
+
+    pub(crate) fn count_unknown_protocol(&self) -> u64 {
+        self.unknown_protocol_frames.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Stops the send and receive paths: later calls fail with `ShutDown`, pools close
+    /// (their waiters fail), handlers' queues close once drained.
+    pub(crate) fn shut_down(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        self.pools.close_all();
+        self.registry.clear();
+        // Lets the push task see the shutdown and end.
+        self.protocols_changed.notify_one();
+    }
+
+    /// Opens and negotiates one stream for `protocol` on `connection`.
+    pub(crate) async fn open_stream(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p::Stream, Error> {
+        let failed = |reason| Error::StreamOpen { peer, reason };
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Open {
+                peer,
+                connection,
+                protocol,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::ShutDown)?;
+        // The handler bounds negotiation by the same timeout; this one also covers
+        // the time the request waits in the queues.
+        match tokio::time::timeout(self.config.stream_open_timeout * 2, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(failed(StreamOpenFailure::ConnectionClosed)),
+            Err(_) => Err(failed(StreamOpenFailure::Timeout)),
+        }
+    }
+
+    /// Records a peer's full protocol list and reports what changed: one
+    /// `PeerProtocols` with the differences, and one event per changed protocol
+    /// when at most [`MAX_PROTOCOL_CHANGE_EVENTS`] changed.
+    pub(crate) fn protocols_received(&self, peer: PeerId, protocols: Vec<String>) {
+        let changes = {
+            // Checked under the book's lock: `peer_gone` removes the pools first and
+            // then the entry under this lock, so no entry outlives its peer.
+            let mut book = self.book.write();
+            if self.pools.best_pool(&peer).is_none() {
+                return; // gone meanwhile
+            }
+            book.update(peer, protocols.iter().cloned())
+        };
+        let mut sorted = protocols;
+        sorted.sort();
+        sorted.dedup();
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for change in &changes {
+            match change {
+                ProtocolChange::Supported(p) => added.push(p.clone()),
+                ProtocolChange::Unsupported(p) => removed.push(p.clone()),
+            }
+        }
+        self.events.emit(Event::PeerProtocols {
+            peer,
+            protocols: sorted,
+            added,
+            removed,
+        });
+        if changes.len() > MAX_PROTOCOL_CHANGE_EVENTS {
+            return;
+        }
+        for change in changes {
+            self.events.emit(match change {
+                ProtocolChange::Supported(protocol) => Event::ProtocolSupported { peer, protocol },
+                ProtocolChange::Unsupported(protocol) => {
+                    Event::ProtocolUnsupported { peer, protocol }
+                }
+            });
+        }
+    }
+
+    /// A list the peer sent on its own (its first exchange or a push): applied at
+    /// once, or, within `protocol_push_delay` of the last one applied, when that
+    /// delay is up, replaced by any newer list meanwhile. A peer pushing without
+    /// pause thus costs one list's events per delay.
+    pub(crate) fn list_pushed(self: &Arc<Self>, peer: PeerId, list: Vec<String>) {
+        let delay = self.config.protocol_push_delay;
+        let now = tokio::time::Instant::now();
+        let due = {
+            let mut lists = self.inbound_lists.lock();
+            let entry = lists.entry(peer).or_insert(ListThrottle {
+                last_applied: now.checked_sub(delay).unwrap_or(now),
+                waiting: None,
+            });
+            let due = entry.last_applied + delay;
+            if entry.waiting.is_none() && due <= now {
+                entry.last_applied = now;
+                None
+            } else {
+                let scheduled = entry.waiting.is_some();
+                entry.waiting = Some(list.clone());
+                Some((due, scheduled))
+            }
+        };
+        match due {
+            None => self.protocols_received(peer, list),
+            Some((_, true)) => {} // the waiting task applies the newest list
+            Some((due, false)) => {
+                let shared = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    let list = {
+                        let mut lists = shared.inbound_lists.lock();
+                        lists.get_mut(&peer).and_then(|entry| {
+                            entry.last_applied = tokio::time::Instant::now();
+                            entry.waiting.take()
+                        })
+                    };
+                    if let Some(list) = list {
+                        shared.protocols_received(peer, list);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Emits `PeerConnected` once per peer, if it is still connected.
+    pub(crate) fn announce(&self, peer: PeerId) {
+        let mut announced = self.announced.lock();
+        if self.pools.best_pool(&peer).is_some() && announced.insert(peer) {
+            self.announced_changed.store(true, Ordering::Release);
+            self.events.emit(Event::PeerConnected { peer });
+        }
+    }
+
+    /// Whether `peer` was announced (its exchange is done) and is still here.
+    pub(crate) fn is_announced(&self, peer: &PeerId) -> bool {
+        self.announced.lock().contains(peer)
+    }
+
+    /// A remote told why it refuses one of our live connections.
+    pub(crate) fn refused_by_remote(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+        refusal: RemoteRefusal,
+    ) {
+        if !self.meters.lock().contains_key(&connection) {
+            return; // closed already
+        }
+        tracing::info!(%peer, %connection, %refusal, "remote refuses the connection");
+        self.remote_refusals.lock().insert(connection, refusal);
+    }
+
+    /// Asks the behaviour to close one connection.
+    pub(crate) async fn close_connection(&self, peer: PeerId, connection: ConnectionId) {
+        let _ = self
+            .requests
+            .send(Request::CloseConnection { peer, connection })
+            .await;
+    }
+
+    pub(crate) fn announced_peers(&self) -> Vec<PeerId> {
+        self.announced.lock().iter().copied().collect()
+    }
+
+    /// The peer's last connection closed: forget its protocols; `PeerDisconnected`
+    /// if it had been announced.
+    pub(crate) fn peer_gone(&self, peer: PeerId) {
+        self.book.write().remove(&peer);
+        self.inbound_lists.lock().remove(&peer);
+        if self.announced.lock().remove(&peer) {
+            self.events.emit(Event::PeerDisconnected { peer });
+        }
+    }
+
+    pub(crate) fn accept_exchange(
+        self: &Arc<Self>,
+        peer: PeerId,
+        connection: ConnectionId,
+        stream: libp2p::Stream,
+    ) {
+        const MAX_EXCHANGES_PER_PEER: usize = 4;
+        {
+            let mut serving = self.exchanges_in.lock();
+            let n = serving.entry(peer).or_insert(0);
+            if *n >= MAX_EXCHANGES_PER_PEER {
+                drop(serving);
+                drop(stream); // reset
+                self.events.emit(Event::StreamRefused {
+                    peer,
+                    connection,
+                    limit: MAX_EXCHANGES_PER_PEER,
+                    scope: "exchange",
+                    refused_total: self.receive.counts(&peer).refused,
+                });
+                return;
+            }
+            *n += 1;
+        }
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            exchange::respond(&shared, peer, stream).await;
+            let mut serving = shared.exchanges_in.lock();
+            if let Some(n) = serving.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    serving.remove(&peer);
+                }
+            }
+        });
+    }
+
+    pub(crate) fn accept_inbound(
+        self: &Arc<Self>,
+        peer: PeerId,
+        connection: ConnectionId,
+        stream: libp2p::Stream,
+        meter: Arc<ConnectionMeter>,
+    ) {
+        match self.receive.accept(peer, connection) {
+            Ok(ticket) => {
+                let stream = MeteredStream::new(stream, meter);
+                tokio::spawn(receiver::read_stream(Arc::clone(self), stream, ticket));
+            }
+            Err(Error::InboundStreamLimit { scope, limit, .. }) => {
+                drop(stream); // reset
+                let refused_total = self.receive.counts(&peer).refused;
+                tracing::debug!(%peer, %connection, scope, limit, "inbound stream refused");
+                self.events.emit(Event::StreamRefused {
+                    peer,
+                    connection,
+                    limit,
+                    scope,
+                    refused_total,
+                });
+            }
+            Err(other) => tracing::warn!(%peer, error = %other, "inbound stream dropped"),
+        }
+    }
+
+    pub(crate) fn connection_opened(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+    ) -> Arc<ConnectionMeter> {
+        let meter = ConnectionMeter::new(peer, connection, self.config.stall_timeout);
+        self.meters.lock().insert(connection, Arc::clone(&meter));
+        self.receive.open_connection(peer, connection);
+        meter
+    }
+
+    pub(crate) fn connection_established(
+        self: &Arc<Self>,
+        peer: PeerId,
+        connection: ConnectionId,
+        others: usize,
+        address: &Multiaddr,
+    ) {
+        let Some(meter) = self.meters.lock().get(&connection).cloned() else {
+            return;
+        };
+        let opener = SwarmOpener {
+            peer,
+            connection,
+            shared: Arc::downgrade(self),
+            meter,
+        };
+        let pool = SendStreamPool::new(peer, connection, opener, self.config.pool.clone());
+        if !self.shut_down.load(Ordering::Acquire) {
+            pool.init();
+            self.pools.add(pool);
+        }
+        self.events.emit(Event::ConnectionEstablished {
+            peer,
+            connection,
+            connections: others + 1,
+            address: address.to_string(),
+        });
+        if others == 0 {
+            // `PeerConnected` follows the exchange, so the peer's protocols are known.
+            tokio::spawn(exchange::exchange_with(Arc::clone(self), peer));
+        }
+    }
+
+    pub(crate) fn connection_gone(&self, peer: Option<PeerId>, connection: ConnectionId) {
+        if let Some(meter) = self.meters.lock().remove(&connection) {
+            meter.mark_closed();
+        }
+        self.remote_refusals.lock().remove(&connection);
+        if let Some(peer) = peer {
+            self.pools.remove(&peer, connection);
+            self.receive.close_connection(&peer, connection);
+        }
+    }
+
+    /// Connections whose message streams moved bytes since the last call. The
+    /// host's liveness check counts this like an answered ping (see `liveness.rs`).
+    pub(crate) fn connections_with_traffic(&self) -> Vec<ConnectionId> {
+        self.meters
+            .lock()
+            .iter()
+            .filter(|(_, meter)| meter.take_traffic())
+            .map(|(connection, _)| *connection)
+            .collect()
+    }
+
+    /// Declares stalled every connection with writes pending and no progress for
+    /// `stall_timeout`; returns them so the swarm closes them.
+    pub(crate) fn check_stalls(&self) -> Vec<(PeerId, ConnectionId)> {
+        let stalled: Vec<_> = self
+            .meters
+            .lock()
+            .values()
+            .filter(|m| !m.is_stalled())
+            .filter_map(|m| m.stalled_for().map(|idle| (Arc::clone(m), idle)))
+            .collect();
+        stalled
+            .into_iter()
+            .map(|(meter, idle_for)| {
+                let (peer, connection) = (meter.peer(), meter.connection());
+                tracing::warn!(%peer, %connection, ?idle_for, "connection stalled; closing it");
+                meter.mark_stalled();
+                if let Some(pool) = self.pools.remove(&peer, connection) {
+                    pool.close_with(|| meter.close_error());
+                }
+                // Gone for the receive path now, not when the swarm finishes closing
+                // it: a connection that moves no bytes may take long to close, and
+                // its inbound streams must not stay counted meanwhile.
+                self.connection_gone(Some(peer), connection);
+                self.events.emit(Event::ConnectionStalled {
+                    peer,
+                    connection,
+                    idle_for,
+                });
+                (peer, connection)
+            })
+            .collect()
+    }
+}
+
+/// Opens streams of one connection by asking the behaviour (see the module docs).
+pub(crate) struct SwarmOpener {
+    peer: PeerId,
+    connection: ConnectionId,
+    // Weak: pools live inside `Shared`; a strong reference would be a cycle.
+    shared: std::sync::Weak<Shared>,
+    meter: Arc<ConnectionMeter>,
+}
+
+impl StreamOpener for SwarmOpener {
+    type Stream = MeteredStream;
+
+    fn open(&self) -> BoxFuture<'static, Result<MeteredStream, Error>> {
+        let (peer, connection) = (self.peer, self.connection);
+        let meter = Arc::clone(&self.meter);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let shared = shared.upgrade().ok_or(Error::ShutDown)?;
+            let stream = shared.open_stream(peer, connection, PROTOCOL).await?;
+            Ok(MeteredStream::new(stream, meter))
+        })
+    }
+
+    fn is_usable(&self, stream: &mut MeteredStream) -> bool {
+        stream.is_open()
+    }
+}
