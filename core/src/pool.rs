@@ -47,6 +47,13 @@ pub trait StreamOpener: Send + Sync + 'static {
     fn is_usable(&self, _stream: &mut Self::Stream) -> bool {
         true
     }
+
+    /// Runs one background open of the pool (growth and waiters' opens).
+    /// Default: `tokio::spawn`; an implementation may track the task and give
+    /// it its connection's span.
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        tokio::spawn(task);
+    }
 }
 
 /// A snapshot of one pool's counters.
@@ -429,10 +436,10 @@ impl<O: StreamOpener> SendStreamPool<O> {
         for _ in 0..n {
             let pool = Arc::clone(self);
             let open = self.opener.open();
-            tokio::spawn(async move {
+            self.opener.spawn(Box::pin(async move {
                 let result = open.await;
                 pool.opened(result);
-            });
+            }));
         }
     }
 

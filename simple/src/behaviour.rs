@@ -250,10 +250,13 @@ impl Behaviour {
             liveness,
             liveness_check: None,
         };
-        tokio::spawn(exchange::push_loop(
-            Arc::downgrade(&shared),
-            Arc::clone(&shared.protocols_changed),
-        ));
+        shared.spawn(
+            tracing::debug_span!("protocol_push_loop"),
+            exchange::push_loop(
+                Arc::downgrade(&shared),
+                Arc::clone(&shared.protocols_changed),
+            ),
+        );
         Ok((behaviour, Control::new(shared)))
     }
 

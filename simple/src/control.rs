@@ -104,6 +104,13 @@ impl Control {
         Ok(())
     }
 
+    /// Tasks the library runs for this behaviour right now: stream readers,
+    /// protocol exchanges, stream opens, refusal reports. For monitoring; 0 once
+    /// a host has shut down.
+    pub fn running_tasks(&self) -> usize {
+        self.shared.running_tasks()
+    }
+
     /// Local protocols, sorted.
     pub fn protocols(&self) -> Vec<String> {
         self.shared.registry.protocols()

@@ -195,8 +195,10 @@ pub(crate) async fn push_loop(shared: Weak<Shared>, changed: Arc<Notify>) {
         // may cause one more push after it).
         tokio::time::sleep(s.config.protocol_push_delay).await;
         for peer in s.announced_peers() {
-            let s = Arc::clone(&s);
-            tokio::spawn(async move {
+            let task = Arc::clone(&s);
+            let span = tracing::debug_span!("protocol_push", %peer);
+            s.spawn(span, async move {
+                let s = task;
                 match request_with_retry(&s, peer).await {
                     Ok(list) => s.protocols_received(peer, list),
                     Err(Outcome::NotSpoken(reason) | Outcome::Broken(reason)) => {

@@ -183,7 +183,8 @@ impl Handler {
         let (reply, stream) = oneshot::channel();
         let (peer, connection) = (self.peer, self.connection);
         let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
+        let span = tracing::debug_span!("refusal_out", %peer, %connection);
+        self.shared.spawn(span, async move {
             if let Ok(Ok(stream)) = stream.await {
                 refusal::tell(stream, refusal).await;
             }
@@ -299,7 +300,8 @@ impl ConnectionHandler for Handler {
                     }
                     let (peer, connection) = (self.peer, self.connection);
                     let shared = Arc::clone(&self.shared);
-                    tokio::spawn(async move {
+                    let span = tracing::debug_span!("refusal_in", %peer, %connection);
+                    self.shared.spawn(span, async move {
                         if let Some(refusal) = refusal::read(stream).await {
                             shared.refused_by_remote(peer, connection, refusal);
                         }

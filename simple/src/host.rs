@@ -264,7 +264,8 @@ where
             task.pending_listens.insert(id, reply);
             waiting.push(rx);
         }
-        let handle = tokio::spawn(task.run());
+        let span = tracing::info_span!("host", peer = %local_peer_id);
+        let handle = tokio::spawn(tracing::Instrument::instrument(task.run(), span));
         for rx in waiting {
             match tokio::time::timeout(config.dial_timeout, rx).await {
                 Ok(Ok(result)) => {
@@ -560,8 +561,10 @@ where
 
     /// Shuts the host down: later calls fail with `ShutDown`, pools close (waiting
     /// borrowers fail), frames being written finish (for up to 3 s), then connections
-    /// close (disconnect events are emitted) and the swarm task ends. Calling it again
-    /// does nothing.
+    /// close (disconnect events are emitted), the swarm task ends, and every task
+    /// the library spawned (readers, exchanges, stream opens) ends (waited for up
+    /// to 3 s more; [`Control::running_tasks`] tells). Calling it again does
+    /// nothing.
     pub async fn shutdown(&self) {
         let shared = self.control.shared();
         shared.shut_down();
@@ -580,6 +583,11 @@ where
         let task = self.task.lock().take();
         if let Some(task) = task {
             let _ = task.await;
+        }
+        // Readers, exchanges and stream opens end as their connections close.
+        let running = shared.tasks_finished(SHUTDOWN_GRACE).await;
+        if running > 0 {
+            tracing::warn!(running, "tasks still running after the shutdown grace");
         }
     }
 

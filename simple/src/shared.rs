@@ -9,6 +9,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    future::Future,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -24,6 +25,8 @@ use liquid_p2p_core::{
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::{
     events::EventBus,
@@ -93,6 +96,8 @@ pub(crate) struct Shared {
     /// Frames being written right now, across all connections.
     writes_in_flight: AtomicUsize,
     writes_done: Notify,
+    /// Every task the library spawns for this behaviour; shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 /// The protocol lists of one peer waiting to be applied.
@@ -140,8 +145,34 @@ impl Shared {
             unknown_protocol_frames: AtomicU64::new(0),
             writes_in_flight: AtomicUsize::new(0),
             writes_done: Notify::new(),
+            tasks: TaskTracker::new(),
             config,
         })
+    }
+
+    /// Runs `task` on the runtime, tracked (see [`tasks_finished`]) and inside
+    /// `span` (which names the peer and connection), so its logs carry them.
+    ///
+    /// [`tasks_finished`]: Self::tasks_finished
+    pub(crate) fn spawn<F>(&self, span: tracing::Span, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task.instrument(span));
+    }
+
+    /// Tasks running now.
+    pub(crate) fn running_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Waits until every spawned task has ended, or `grace` has passed; returns
+    /// how many are still running. No task is spawned after the shutdown began
+    /// that does not end on its own: their streams and connections are closing.
+    pub(crate) async fn tasks_finished(&self, grace: Duration) -> usize {
+        self.tasks.close();
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+        self.tasks.len()
     }
 
     pub(crate) fn check_open(&self) -> Result<(), Error> {
@@ -281,7 +312,8 @@ impl Shared {
             Some((_, true)) => {} // the waiting task applies the newest list
             Some((due, false)) => {
                 let shared = Arc::clone(self);
-                tokio::spawn(async move {
+                let span = tracing::debug_span!("protocol_list", %peer);
+                self.spawn(span, async move {
                     tokio::time::sleep_until(due).await;
                     let list = {
                         let mut lists = shared.inbound_lists.lock();
@@ -373,7 +405,8 @@ impl Shared {
             *n += 1;
         }
         let shared = Arc::clone(self);
-        tokio::spawn(async move {
+        let span = tracing::debug_span!("exchange_in", %peer, %connection);
+        self.spawn(span, async move {
             exchange::respond(&shared, peer, stream).await;
             let mut serving = shared.exchanges_in.lock();
             if let Some(n) = serving.get_mut(&peer) {
@@ -395,7 +428,11 @@ impl Shared {
         match self.receive.accept(peer, connection) {
             Ok(ticket) => {
                 let stream = MeteredStream::new(stream, meter);
-                tokio::spawn(receiver::read_stream(Arc::clone(self), stream, ticket));
+                let span = tracing::debug_span!("inbound_stream", %peer, %connection);
+                self.spawn(
+                    span,
+                    receiver::read_stream(Arc::clone(self), stream, ticket),
+                );
             }
             Err(Error::InboundStreamLimit { scope, limit, .. }) => {
                 drop(stream); // reset
@@ -453,7 +490,8 @@ impl Shared {
         });
         if others == 0 {
             // `PeerConnected` follows the exchange, so the peer's protocols are known.
-            tokio::spawn(exchange::exchange_with(Arc::clone(self), peer));
+            let span = tracing::debug_span!("exchange", %peer);
+            self.spawn(span, exchange::exchange_with(Arc::clone(self), peer));
         }
     }
 
@@ -538,5 +576,19 @@ impl StreamOpener for SwarmOpener {
 
     fn is_usable(&self, stream: &mut MeteredStream) -> bool {
         stream.is_open()
+    }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        let (peer, connection) = (self.peer, self.connection);
+        match self.shared.upgrade() {
+            Some(shared) => {
+                let span = tracing::debug_span!("stream_open", %peer, %connection);
+                shared.spawn(span, task);
+            }
+            // The behaviour is gone: the open fails at once (ShutDown).
+            None => {
+                tokio::spawn(task);
+            }
+        }
     }
 }

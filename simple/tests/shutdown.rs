@@ -73,3 +73,36 @@ async fn shutdown_lets_a_frame_being_written_finish_and_then_refuses_everything(
     b.shutdown().await; // again: nothing happens
     a.shutdown().await;
 }
+
+/// `shutdown` returns only after every task the library spawned for the host
+/// has ended: stream readers, exchanges, stream opens, the push loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_after_every_task_of_the_host_has_ended() {
+    let a = host(Config::default()).await;
+    let peers = [host(Config::default()).await, host(Config::default()).await];
+    let mut inbox = a.register_protocol(PROTO).expect("register");
+    for peer in &peers {
+        let a_id = connect(peer, &a).await;
+        for i in 0..20u32 {
+            peer.send(a_id, PROTO, i.to_le_bytes()).await.expect("sent");
+        }
+    }
+    for _ in 0..40 {
+        tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .expect("delivered")
+            .expect("open");
+    }
+    // Readers of the peers' inbound streams, at least, are running.
+    let control = a.control();
+    assert!(
+        control.running_tasks() >= 2,
+        "{} tasks",
+        control.running_tasks()
+    );
+    a.shutdown().await;
+    assert_eq!(control.running_tasks(), 0, "every task ended");
+    for peer in peers {
+        peer.shutdown().await;
+    }
+}
