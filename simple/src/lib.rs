@@ -10,9 +10,13 @@
 //! tracked and capped; each is read by its own task into the bounded queue of the
 //! frame's application protocol.
 //!
-//! [`Host`] is the ready-made node (TCP + noise + yamux, QUIC, identify, ping).
+//! [`Host`] is the ready-made node (TCP + noise + yamux, QUIC, identify, ping), and
+//! can carry the node's own behaviour ([`HostBuilder::behaviour`]).
 //! [`Behaviour`] + [`Control`] is the same thing as a `NetworkBehaviour` to put in
-//! your own `Swarm` next to gossipsub or kademlia.
+//! your own `Swarm` next to gossipsub or Kademlia: required peers, dead-peer
+//! detection, the address book and the events all live in the behaviour (see
+//! `examples/gossipsub_node.rs`, and [`Config::scoped_to_liquid_peers`] for a
+//! swarm whose other protocols meet peers that do not run liquid).
 //!
 //! ```
 //! use liquid_p2p::{Host, Error};

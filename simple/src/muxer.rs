@@ -82,7 +82,7 @@ const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// unacknowledged streams per peer.
 const MAX_QUEUED_INBOUND: usize = 256;
 
-/// Connection upgrade to yamux over a [`ReplyReserve`] socket, protocol
+/// Connection upgrade to yamux over a `ReplyReserve` socket, protocol
 /// `/yamux/1.0.0`. Use it in place of `libp2p::yamux::Config` when building a swarm
 /// around [`Behaviour`](crate::Behaviour):
 /// `.with_tcp(tcp::Config::default(), noise::Config::new, YamuxConfig::default)`.
@@ -150,7 +150,7 @@ where
     }
 }
 
-/// A yamux connection over a [`ReplyReserve`] socket, as a libp2p `StreamMuxer`.
+/// A yamux connection over a `ReplyReserve` socket, as a libp2p `StreamMuxer`.
 pub struct YamuxMuxer<C> {
     connection: yamux::Connection<ReplyReserve<C>>,
     /// Inbound streams found by `poll` (the only way yamux reads) before the swarm

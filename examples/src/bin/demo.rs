@@ -434,7 +434,10 @@ fn report(
         println!("  - No sender was seen waiting: an idle stream was always at hand.");
     }
     println!(
-        "  - Pools do not shrink: the streams stay open, idle, ready for the next burst; \
-         on the receiving side each inbound stream is read by its own task."
+        "  - After the burst the streams stay open, idle, ready for the next one; a pool \
+         that grew gives its extra streams back after {:?} of low use (shrink_after), \
+         down to {} per connection. On the receiving side each inbound stream is read \
+         by its own task.",
+        p.shrink_after, p.init_size
     );
 }
