@@ -114,8 +114,8 @@ pub enum Error {
     InboundStreamLimit {
         /// The peer.
         peer: PeerId,
-        /// `"peer"` or `"connection"`.
-        scope: &'static str,
+        /// Which cap.
+        scope: crate::StreamScope,
         /// The limit.
         limit: usize,
     },

@@ -82,8 +82,9 @@ pub enum Event {
         connection: ConnectionId,
         /// The cap that was hit.
         limit: usize,
-        /// `"peer"`, `"connection"` or `"closed connection"`.
-        scope: &'static str,
+        /// Which cap: the peer's, the connection's, or none (the connection was
+        /// closing; `limit` is 0), or the inbound exchanges of the peer.
+        scope: StreamScope,
         /// Streams refused from this peer so far.
         refused_total: u64,
     },
@@ -155,7 +156,7 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
         /// Why.
-        reason: String,
+        reason: EvictionReason,
     },
     /// A peer's full protocol list arrived (exchange or push). Per-protocol
     /// `ProtocolSupported` / `ProtocolUnsupported` events follow only when at most
@@ -197,4 +198,58 @@ pub enum Event {
         /// Events missed.
         count: u64,
     },
+}
+
+/// Which cap refused an inbound stream ([`Event::StreamRefused`],
+/// [`Error::InboundStreamLimit`](crate::Error::InboundStreamLimit)). Displayed as
+/// `peer`, `connection`, `closed connection`, `exchange`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StreamScope {
+    /// The peer's cap on inbound message streams.
+    Peer,
+    /// The connection's cap on inbound message streams.
+    Connection,
+    /// The connection was closing: nothing is accepted on it.
+    ClosedConnection,
+    /// The cap on a peer's inbound protocol exchanges served at once.
+    Exchange,
+}
+
+impl std::fmt::Display for StreamScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StreamScope::Peer => "peer",
+            StreamScope::Connection => "connection",
+            StreamScope::ClosedConnection => "closed connection",
+            StreamScope::Exchange => "exchange",
+        })
+    }
+}
+
+/// Why a connected peer was evicted ([`Event::Evicted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EvictionReason {
+    /// `max_peers` was reached and the eviction strategy chose it for a newcomer.
+    MadeRoomFor {
+        /// The newcomer.
+        peer: PeerId,
+    },
+    /// It stopped being required while more than `max_peers` were connected.
+    NoLongerRequired,
+    /// The blacklist now matches it.
+    Blacklisted,
+}
+
+impl std::fmt::Display for EvictionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EvictionReason::MadeRoomFor { peer } => write!(f, "evicted to make room for {peer}"),
+            EvictionReason::NoLongerRequired => {
+                f.write_str("no longer required and max peers exceeded")
+            }
+            EvictionReason::Blacklisted => f.write_str("blacklisted"),
+        }
+    }
 }

@@ -67,7 +67,7 @@ pub use config::{
 };
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Priority};
 pub use error::{Error, StreamOpenFailure};
-pub use event::{Event, Message};
+pub use event::{Event, EvictionReason, Message, StreamScope};
 pub use exchange::ExchangeError;
 pub use pool::{PoolStats, PooledStream, SendStreamPool, StreamOpener, WriteGuard};
 pub use pool_manager::{BestPool, SendStreamPoolManager};

@@ -16,6 +16,7 @@ use libp2p_swarm::ConnectionId;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::StreamScope;
 use crate::error::Error;
 
 #[derive(Default)]
@@ -134,7 +135,7 @@ impl ReceiveStreamManager {
         let Some(entry) = inner.peers.get_mut(&peer) else {
             return Err(Error::InboundStreamLimit {
                 peer,
-                scope: "closed connection",
+                scope: StreamScope::ClosedConnection,
                 limit: 0,
             });
         };
@@ -143,13 +144,13 @@ impl ReceiveStreamManager {
             Err(Error::InboundStreamLimit { peer, scope, limit })
         };
         if entry.streams >= self.per_peer {
-            return refuse(entry, "peer", self.per_peer);
+            return refuse(entry, StreamScope::Peer, self.per_peer);
         }
         let Some(conn) = entry.connections.get_mut(&connection) else {
-            return refuse(entry, "closed connection", 0);
+            return refuse(entry, StreamScope::ClosedConnection, 0);
         };
         if conn.streams.len() >= self.per_connection {
-            return refuse(entry, "connection", self.per_connection);
+            return refuse(entry, StreamScope::Connection, self.per_connection);
         }
         conn.streams.insert(id);
         // The connection's own token: its streams end with it, and a clone
@@ -243,7 +244,7 @@ mod tests {
         assert!(matches!(
             err,
             Error::InboundStreamLimit {
-                scope: "peer",
+                scope: StreamScope::Peer,
                 limit: 3,
                 ..
             }

@@ -683,7 +683,7 @@ impl Output {
                 peer: peer.to_string(),
                 connection: (*connection).into(),
                 limit: *limit,
-                scope: (*scope).to_owned(),
+                scope: scope.to_string(),
                 refused_total: *refused_total,
             },
             Event::ProtocolError {
@@ -745,7 +745,7 @@ impl Output {
             },
             Event::Evicted { peer, reason } => Self::Evicted {
                 peer: peer.to_string(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             },
             Event::PeerProtocols {
                 peer,
@@ -1263,7 +1263,7 @@ mod tests {
             (
                 Event::Evicted {
                     peer,
-                    reason: "blacklisted".into(),
+                    reason: liquid_p2p::EvictionReason::Blacklisted,
                 },
                 json!({"event": "evicted", "peer": p, "reason": "blacklisted"}),
             ),
@@ -1330,7 +1330,7 @@ mod tests {
                     peer,
                     connection,
                     limit: 100,
-                    scope: "peer",
+                    scope: liquid_p2p::StreamScope::Peer,
                     refused_total: 3,
                 },
                 json!({"event": "stream_refused", "peer": p, "connection": 7, "limit": 100,

@@ -31,7 +31,7 @@ use std::{
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, swarm::ConnectionId};
 use liquid_p2p_core::{
     AddressScope, Admission, AdmissionConfig, AdmissionStage, Blacklist, BlacklistMatch, Config,
-    ConnManager, Error, Event, PeerLimit, Priority, Refusal, RefusalReason,
+    ConnManager, Error, Event, EvictionReason, PeerLimit, Priority, Refusal, RefusalReason,
 };
 use parking_lot::RwLock;
 
@@ -377,7 +377,6 @@ impl Gate {
         match self.manager.admit(peer, self.priority(&peer)) {
             Admission::Accept => {}
             Admission::AcceptEvicting(victim) => {
-                let reason = format!("evicted to make room for {peer}");
                 for connection in self.manager.evict(&victim) {
                     closes.push(Close {
                         peer: victim,
@@ -386,7 +385,7 @@ impl Gate {
                 }
                 events.push(Event::Evicted {
                     peer: victim,
-                    reason,
+                    reason: EvictionReason::MadeRoomFor { peer },
                 });
             }
             Admission::Refuse(PeerLimit::TooManyConnections { .. })
@@ -525,7 +524,7 @@ impl Gate {
             .collect();
         let event = Event::Evicted {
             peer,
-            reason: "no longer required and max peers exceeded".into(),
+            reason: EvictionReason::NoLongerRequired,
         };
         (closes, vec![event])
     }
@@ -555,7 +554,7 @@ impl Gate {
             .into_iter()
             .map(|peer| Event::Evicted {
                 peer,
-                reason: "blacklisted".into(),
+                reason: EvictionReason::Blacklisted,
             })
             .collect();
         (closes, events)

@@ -69,9 +69,9 @@ pub use host::{Host, HostBuilder, IDENTIFY_PROTOCOL_VERSION};
 pub use libp2p;
 pub use liquid_p2p_core::{
     self as core, AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch,
-    Config, ConnectionId, DialFailure, Error, Event, EvictionStrategy, FrameError, Message, PeerId,
-    PeerLimit, PeerScope, PolicyScope, PoolConfig, PoolStats, ReceiveCounts, RefusalReason,
-    RemoteRefusal, StreamOpenFailure, SupervisorConfig, codec,
+    Config, ConnectionId, DialFailure, Error, Event, EvictionReason, EvictionStrategy, FrameError,
+    Message, PeerId, PeerLimit, PeerScope, PolicyScope, PoolConfig, PoolStats, ReceiveCounts,
+    RefusalReason, RemoteRefusal, StreamOpenFailure, StreamScope, SupervisorConfig, codec,
 };
 pub use muxer::{YamuxConfig, YamuxMuxer};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};

@@ -3,9 +3,11 @@
 //! manager, the protocol registry and book, the event bus and the connection
 //! meters.
 //!
-//! Locks: every lock here is a short `parking_lot` lock taken alone, except
-//! `book` (write) and then the pool manager's, in `protocols_received`; nothing
-//! takes them the other way round.
+//! Locks: short `parking_lot` locks, never held across an `.await`. Two are held
+//! while another is taken: `book` (write) then the pool manager's, in
+//! `protocols_received`; `announced` then the pool manager's and the event
+//! queue's, in `announce`. The pool manager and the event queue call nothing
+//! while locked, so nothing takes these the other way round.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -22,6 +24,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, swarm::ConnectionId};
 use liquid_p2p_core::{
     Blacklist, Config, Error, Event, ProtocolBook, ProtocolChange, ReceiveStreamManager,
     RemoteRefusal, SendStreamPool, SendStreamPoolManager, StreamOpenFailure, StreamOpener,
+    StreamScope,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -397,7 +400,7 @@ impl Shared {
                     peer,
                     connection,
                     limit: MAX_EXCHANGES_PER_PEER,
-                    scope: "exchange",
+                    scope: StreamScope::Exchange,
                     refused_total: self.receive.counts(&peer).refused,
                 });
                 return;
@@ -437,7 +440,7 @@ impl Shared {
             Err(Error::InboundStreamLimit { scope, limit, .. }) => {
                 drop(stream); // reset
                 let refused_total = self.receive.counts(&peer).refused;
-                tracing::debug!(%peer, %connection, scope, limit, "inbound stream refused");
+                tracing::debug!(%peer, %connection, %scope, limit, "inbound stream refused");
                 self.events.emit(Event::StreamRefused {
                     peer,
                     connection,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::*;
-use liquid_p2p::{Config, Error, Event, PoolConfig};
+use liquid_p2p::{Config, Error, Event, PoolConfig, StreamScope};
 
 const PROTO: &str = "/test/data/1";
 
@@ -379,7 +379,7 @@ async fn a_smaller_inbound_cap_refuses_excess_streams_and_loses_no_acknowledged_
             peer, limit, scope, ..
         } => {
             assert_eq!(peer, b.local_peer_id());
-            assert_eq!((limit, scope), (4, "peer"));
+            assert_eq!((limit, scope), (4, StreamScope::Peer));
         }
         other => panic!("unexpected {other:?}"),
     }
