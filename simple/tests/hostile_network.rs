@@ -285,18 +285,29 @@ async fn a_peer_pushing_protocol_lists_without_pause_costs_a_bounded_number_of_e
     let (plain, mut control) = plain_swarm(victim.listen_addrs()[0].clone()).await;
     let started = Instant::now();
     let mut pushes = 0u32;
+    // Every step is bounded: libp2p-stream's `open_stream` waits forever once its
+    // connection is gone (it queues the request for a dial it may never make),
+    // and this loop once hung a whole suite run that way under CPU stress.
+    let step = Duration::from_secs(2);
     while started.elapsed() < Duration::from_secs(2) {
         let list: Vec<String> = (0..1024).map(|i| format!("/p/{pushes}/{i}")).collect();
-        let Ok(mut stream) = control
-            .open_stream(victim.local_peer_id(), EXCHANGE_PROTOCOL)
-            .await
-        else {
-            continue;
+        let opened = tokio::time::timeout(
+            step,
+            control.open_stream(victim.local_peer_id(), EXCHANGE_PROTOCOL),
+        )
+        .await;
+        let mut stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(_)) => continue,
+            Err(_) => panic!(
+                "no stream opened within {step:?} after {pushes} pushes: connected peers \
+                 of the victim: {:?}",
+                victim.connected_peers()
+            ),
         };
-        let _ = stream
-            .write_all(&liquid_p2p::core::exchange::encode_protocol_list(&list))
-            .await;
-        let _ = stream.close().await;
+        let frame = liquid_p2p::core::exchange::encode_protocol_list(&list);
+        let _ = tokio::time::timeout(step, stream.write_all(&frame)).await;
+        let _ = tokio::time::timeout(step, stream.close()).await;
         pushes += 1;
     }
     let elapsed = started.elapsed();
