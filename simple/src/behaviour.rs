@@ -669,7 +669,10 @@ impl Behaviour {
         connection: ConnectionId,
         error: &DialError,
     ) {
-        self.liquid_dials.remove(&connection);
+        // With other protocols in the swarm, their failed dials are theirs.
+        let ours = self.liquid_dials.remove(&connection)
+            || self.shared.config.peer_scope == PeerScope::EveryConnection
+            || peer.is_some_and(|p| self.supervisor.is_required(&p));
         if let Some(peer) = peer {
             self.adding_connection.remove(&peer);
         }
@@ -679,11 +682,13 @@ impl Behaviour {
             // Another dial to it is under way; its outcome moves the schedule.
             return;
         }
-        self.shared.events.emit(Event::DialFailed {
-            peer,
-            reason: error.to_string(),
-            cause: dial_failure(error),
-        });
+        if ours {
+            self.shared.events.emit(Event::DialFailed {
+                peer,
+                reason: error.to_string(),
+                cause: dial_failure(error),
+            });
+        }
         // Any failed dial to a required peer we are waiting on counts,
         // including one that reached a different peer id.
         if let Some(peer) = peer

@@ -485,6 +485,19 @@ async fn kademlia_only_peers_are_not_counted_pooled_or_exchanged_with_when_scope
     for _ in 0..30 {
         crowd.push(kad_only_peer(a.address.clone()).await);
     }
+    // A dial of the node's own (not ours) that fails is not our event either.
+    let nobody = PeerId::random();
+    let nowhere = address(free_port(), nobody);
+    a.call(move |swarm| swarm.dial(nowhere))
+        .await
+        .expect("dial started");
+    a.wait(WAIT, |e| match e {
+        SwarmEvent::OutgoingConnectionError {
+            peer_id: Some(p), ..
+        } if *p == nobody => Some(()),
+        _ => None,
+    })
+    .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while connected_peers(&a).await < 31 {
         assert!(
@@ -506,6 +519,7 @@ async fn kademlia_only_peers_are_not_counted_pooled_or_exchanged_with_when_scope
         if let Some(e) = liquid_event(event) {
             let ours = match e {
                 Event::Refused { .. } | Event::Evicted { .. } => true,
+                Event::DialFailed { peer, .. } => *peer == Some(nobody),
                 Event::ConnectionEstablished { peer, .. }
                 | Event::ProtocolExchangeFailed { peer, .. }
                 | Event::PeerConnected { peer } => in_crowd(peer),
