@@ -9,6 +9,7 @@
 #   scripts/flaky.sh [N]            # default 20 runs, the last N/2 under stress
 #   FLAKY_STRESS=0 scripts/flaky.sh 5   # no stress runs
 #   FLAKY_STRESS=all scripts/flaky.sh 5 # every run under stress
+#   RUN_LIMIT=600 scripts/flaky.sh      # seconds a run may take (default 900)
 #
 # Logs of every run: $TARGET_DIR/flaky/<timestamp>/run-<i>.log
 set -euo pipefail
@@ -54,7 +55,13 @@ for i in $(seq "$RUNS"); do
     fi
     start=$(date +%s)
     status=0
-    cargo test --workspace --no-fail-fast >"$OUT/run-$i.log" 2>&1 || status=$?
+    # A hung test must not stop the hunt: a run gets RUN_LIMIT seconds (default
+    # 900, eight times a calm run) and then counts as failed with a timeout.
+    timeout --kill-after=10 "${RUN_LIMIT:-900}" \
+        cargo test --workspace --no-fail-fast >"$OUT/run-$i.log" 2>&1 || status=$?
+    if (( status == 124 || status == 137 )); then
+        echo "run timed out after ${RUN_LIMIT:-900} s (a test hung)" >>"$OUT/run-$i.log"
+    fi
     stop_stress
     # Test names that failed in this run, as `<test binary> <test name>`.
     python3 - "$OUT/run-$i.log" "$label" >"$OUT/run-$i.failed" <<'EOF'
@@ -72,6 +79,11 @@ for line in open(sys.argv[1], errors="replace"):
     if "process didn't exit successfully" in line and failures == 0:
         print(f"{binary} <the test binary itself failed>\t{sys.argv[2]}")
 EOF
+    if (( status == 124 || status == 137 )); then
+        # The hung test is among those still running when the limit struck.
+        sed -n 's/^test \(.*\) has been running for over 60 seconds$/\1/p' "$OUT/run-$i.log" |
+            sed "s/\$/ <hung: run timed out>\t$label/" >>"$OUT/run-$i.failed"
+    fi
     failed=$(wc -l <"$OUT/run-$i.failed")
     echo "run $i/$RUNS ($label): exit $status, $failed failed, $(( $(date +%s) - start )) s"
 done

@@ -10,10 +10,10 @@ resolve_peer() {
         PEER="$PEER_BIN"
         PROFILE="given by PEER_BIN"
     elif [[ "$PROFILE" == release ]]; then
-        cargo build --release -p liquid-p2p-examples --bin peer || exit 2
+        cargo build --release -p liquid-p2p-peer --bin peer || exit 2
         PEER="$TARGET_DIR/release/peer"
     else
-        cargo build -p liquid-p2p-examples --bin peer || exit 2
+        cargo build -p liquid-p2p-peer --bin peer || exit 2
         PEER="$TARGET_DIR/debug/peer"
     fi
     [[ -x "$PEER" ]] || { echo "no peer binary at $PEER"; exit 2; }

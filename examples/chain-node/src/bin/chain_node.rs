@@ -5,7 +5,7 @@
 //! chain_node --config node1.toml [--stop-on-stdin-eof]
 //! ```
 //!
-//! The configuration (TOML; see `liquid_p2p_examples::chain` for every field)
+//! The configuration (TOML; see `liquid_p2p_chain_node` for every field)
 //! names the listen addresses, the key file, the required peers (kept connected
 //! and redialled by the host), the chain id, whether this node is the leader and
 //! the leader's block interval. The chain lives in memory only: a restarted node
@@ -25,7 +25,7 @@
 //!   that connects, and asks again while the peer's tip is ahead of its own.
 //!
 //! The byte encodings (hand-written, big-endian) are documented in
-//! `liquid_p2p_examples::chain`. Bytes from the network that do not decode are
+//! `liquid_p2p_chain_node`. Bytes from the network that do not decode are
 //! logged and skipped. The block hash is FNV-1a: for this example only, not a
 //! cryptographic hash.
 //!
@@ -53,7 +53,7 @@ use std::{
 
 use clap::Parser;
 use liquid_p2p::{Control, Error, Event, Host, Inbox, Message, PeerId};
-use liquid_p2p_examples::chain::{
+use liquid_p2p_chain_node::{
     Block, Chain, ChainProtocols, DecodeError, MAX_SYNC_BATCH, NodeConfig, NodeOutput, SyncMessage,
     SyncTracker, Verdict, hash_hex, wants_more,
 };

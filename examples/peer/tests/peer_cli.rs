@@ -171,7 +171,7 @@ fn flood_reports_every_send_and_stats_count_what_arrived() {
         let message = a.expect_event("message");
         let data = message["data"].as_str().expect("data");
         assert_eq!(data.len(), 64, "{data}");
-        let (flood, seq) = liquid_p2p_examples::parse_flood_payload(data.as_bytes())
+        let (flood, seq) = liquid_p2p_peer::parse_flood_payload(data.as_bytes())
             .unwrap_or_else(|| panic!("not a flood payload: {data}"));
         assert_eq!(flood, 1);
         assert!(seen.insert(seq), "message {seq} delivered twice");

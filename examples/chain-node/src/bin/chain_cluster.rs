@@ -39,10 +39,8 @@ use std::{
 
 use clap::Parser;
 use liquid_p2p::{PeerId, libp2p::identity::Keypair};
-use liquid_p2p_examples::{
-    chain::{ConfigFile, check_chain_id},
-    shutdown_signal,
-};
+use liquid_p2p_chain_node::{ConfigFile, check_chain_id};
+use liquid_p2p_examples::shutdown_signal;
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
@@ -179,7 +177,7 @@ fn node_binary() -> Result<PathBuf, String> {
         Ok(path)
     } else {
         Err(format!(
-            "{} not found; build it with `cargo build -p liquid-p2p-examples --bin chain_node`",
+            "{} not found; build it with `cargo build -p liquid-p2p-chain-node --bin chain_node`",
             path.display()
         ))
     }

@@ -1,7 +1,7 @@
 //! `chain_cluster` end to end: four `chain_node` processes on loopback; node3 is
 //! killed with SIGKILL, restarted with the same config, reconnects and catches up
 //! with the leader. (The pure parts — config, encoding, sync rules — are unit
-//! tested in `examples/src/chain.rs`.)
+//! tested in `examples/chain-node/src/`.)
 
 #![cfg(unix)]
 

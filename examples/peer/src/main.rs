@@ -26,9 +26,9 @@ use std::{
 use clap::Parser;
 use futures::{StreamExt, future::join_all};
 use liquid_p2p::{Config, Event, Host, Inbox, PeerId, libp2p::Multiaddr};
-use liquid_p2p_examples::{
-    Command, DEFAULT_PROTOCOL, Output, Stats, Target, flood_payload, parse_command,
-    shutdown_signal, to_ranges,
+use liquid_p2p_examples::shutdown_signal;
+use liquid_p2p_peer::{
+    Command, DEFAULT_PROTOCOL, Output, Stats, Target, flood_payload, parse_command, to_ranges,
 };
 use tokio::sync::mpsc;
 
