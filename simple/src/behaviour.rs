@@ -676,6 +676,9 @@ impl Behaviour {
         if let Some(peer) = peer {
             self.adding_connection.remove(&peer);
         }
+        // A connection another behaviour denied after ours made its handler.
+        self.connections.remove(&connection);
+        self.liveness.closed(connection);
         self.gate.closed(peer, connection);
         self.shared.connection_gone(peer, connection);
         if matches!(error, DialError::DialPeerConditionFalse(_)) {

@@ -51,7 +51,11 @@ const COMMAND_QUEUE_LEN: usize = 256;
 const MAX_PENDING_DIALS: usize = 1024;
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// Addresses taken from one identify report.
+/// How often a swarm waiting for the node to read its behaviour's events checks
+/// whether the host is shutting down.
+const FULL_RECHECK: Duration = Duration::from_millis(100);
+/// Peers whose addresses identify remembers; it reports an address to the
+/// behaviours (`NewExternalAddrOfPeer`) when it is new to this cache.
 const IDENTIFY_CACHE_SIZE: usize = 100;
 
 /// Identify protocol version announced by hosts.
@@ -777,7 +781,20 @@ where
             return;
         };
         let sent = if self.node_events_taken.load(Ordering::Acquire) {
-            tx.send(event).await.is_ok()
+            // Backpressure while the host runs; once it shuts down nobody is
+            // waited for (the shutdown command waits behind this send).
+            let shared = Arc::clone(self.control.shared());
+            loop {
+                match tokio::time::timeout(FULL_RECHECK, tx.reserve()).await {
+                    Ok(Ok(permit)) => {
+                        permit.send(event);
+                        break true;
+                    }
+                    Ok(Err(_)) => break false,
+                    Err(_) if shared.check_open().is_err() => break true,
+                    Err(_) => {}
+                }
+            }
         } else {
             // Nobody reads them yet: keep what fits, never stall the swarm.
             !matches!(

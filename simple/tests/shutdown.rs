@@ -3,10 +3,23 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use common::*;
-use liquid_p2p::{Config, Error, Event};
+use liquid_p2p::{
+    Config, Error, Event, Host,
+    libp2p::{
+        Multiaddr, PeerId,
+        core::{Endpoint, transport::PortUse},
+        swarm::{
+            ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+            THandlerOutEvent, ToSwarm, dummy,
+        },
+    },
+};
 
 const PROTO: &str = "/test/shutdown/1";
 
@@ -105,4 +118,74 @@ async fn shutdown_returns_after_every_task_of_the_host_has_ended() {
     for peer in peers {
         peer.shutdown().await;
     }
+}
+
+/// A node behaviour that reports an event every time the swarm polls it.
+struct Chatty(u64);
+
+impl NetworkBehaviour for Chatty {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = u64;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<u64, THandlerInEvent<Self>>> {
+        self.0 += 1;
+        Poll::Ready(ToSwarm::GenerateEvent(self.0))
+    }
+}
+
+/// The node took its behaviour's events and stopped reading them: the swarm waits
+/// for it (nothing is dropped) while the host runs, but `shutdown` still ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_while_the_node_leaves_its_behaviours_events_unread() {
+    let host = Host::builder()
+        .behaviour(|_| Chatty(0))
+        .build()
+        .await
+        .expect("host");
+    let mut events = host.take_behaviour_events().expect("events");
+    // The first events arrive in order: none was dropped.
+    for expected in 1..=3u64 {
+        assert_eq!(events.recv().await, Some(expected));
+    }
+    // The queue fills (1,024 places) and stays full: the swarm waits on it.
+    wait_until(Duration::from_secs(5), || {
+        events.len() == events.max_capacity()
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), host.shutdown())
+        .await
+        .expect("shutdown ends");
+    drop(events);
 }

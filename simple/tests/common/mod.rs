@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use liquid_p2p::{
     Config, Event, Events, Host, PeerId,
-    libp2p::{self, Multiaddr, noise, tcp, yamux},
+    libp2p::{self, Multiaddr, noise, swarm::SwarmEvent, tcp, yamux},
 };
 
 pub const TCP: &str = "/ip4/127.0.0.1/tcp/0";
@@ -132,6 +132,25 @@ pub async fn plain_swarm_accepting(
         .collect();
     let id = *swarm.local_peer_id();
     swarm.dial(target).expect("dial");
+    // Returns once the dial has an outcome. libp2p-stream's `open_stream` called
+    // while the connection is being established can wait forever: the handler
+    // took its request channel before the behaviour heard of the connection, so
+    // the request goes to a channel for a dial that the swarm then skips
+    // (the peer is connected). Seen as a hung suite run, then as a test failure.
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. }
+                | SwarmEvent::OutgoingConnectionError { .. } => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        outcome.is_ok(),
+        "the plain swarm's dial has no outcome in 10 s"
+    );
     tokio::spawn(async move {
         loop {
             swarm.select_next_some().await;
