@@ -162,7 +162,10 @@ where
     }
 
     /// Keeps the peer at `address` (which must end in `/p2p/<peer id>`) connected,
-    /// redialling on the supervisor's schedule (repeatable).
+    /// redialling on the supervisor's schedule (repeatable). It is dialled while
+    /// the host starts, so its first connection's events may come before any
+    /// [`Control::events`] subscription exists; to see them, subscribe first and
+    /// then call [`Host::add_required_peer`].
     pub fn required_peer(mut self, address: Multiaddr) -> Self {
         self.required.push(address);
         self

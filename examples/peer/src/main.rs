@@ -181,9 +181,6 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     for address in listen {
         builder = builder.listen_on(address);
     }
-    for address in args.required {
-        builder = builder.required_peer(address);
-    }
     let host = Arc::new(
         builder
             .build()
@@ -226,6 +223,14 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
         });
     }
     let event_task = tokio::spawn(print_events(events, announced, printer));
+    // Required peers are added once the events are subscribed to: added in the
+    // builder, the first connection (and its `connected` line) could happen
+    // before the subscription and never be printed.
+    for address in args.required {
+        host.add_required_peer(address)
+            .await
+            .map_err(|e| format!("cannot start: {e}"))?;
+    }
 
     for address in args.dial {
         let host = Arc::clone(&host);
