@@ -457,6 +457,27 @@ async fn kad_only_peer(target: Multiaddr) -> Driven<KadOnly> {
     driven
 }
 
+/// Thirty Kademlia-only peers, each connected to `target` before the next dials:
+/// thirty handshakes at once from one address would meet the node-wide limit on
+/// handshakes per IP (16), which applies whatever the policy scope.
+async fn kad_only_crowd(target: Multiaddr) -> Vec<Driven<KadOnly>> {
+    let mut crowd = Vec::new();
+    for _ in 0..30 {
+        let member = kad_only_peer(target.clone()).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while connected_peers(&member).await == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "crowd member {} never connected",
+                crowd.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        crowd.push(member);
+    }
+    crowd
+}
+
 /// Connected peers of a driven swarm.
 async fn connected_peers<B>(driven: &Driven<B>) -> usize
 where
@@ -481,10 +502,7 @@ async fn kademlia_only_peers_are_not_counted_pooled_or_exchanged_with_when_scope
         _ => None,
     })
     .await;
-    let mut crowd = Vec::new();
-    for _ in 0..30 {
-        crowd.push(kad_only_peer(a.address.clone()).await);
-    }
+    let crowd = kad_only_crowd(a.address.clone()).await;
     // A dial of the node's own (not ours) that fails is not our event either.
     let nobody = PeerId::random();
     let nowhere = address(free_port(), nobody);
@@ -741,21 +759,8 @@ async fn a_scoped_host_lets_kademlia_only_peers_in_beyond_max_peers() {
     )
     .await;
     let mut events = node.events();
-    let mut crowd = Vec::new();
-    for _ in 0..30 {
-        crowd.push(kad_only_peer(node.listen_addrs()[0].clone()).await);
-    }
-    // Each of them reached the host: its own swarm counts the connection.
-    for member in &crowd {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while connected_peers(member).await == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "a crowd member never connected"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    // Each of them reaches the host: its own swarm counts the connection.
+    let crowd = kad_only_crowd(node.listen_addrs()[0].clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for member in &crowd {
         assert_eq!(connected_peers(member).await, 1, "not refused, not evicted");
