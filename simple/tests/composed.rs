@@ -11,9 +11,8 @@ use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, gossipsub, identify,
     identity::Keypair,
-    kad, noise,
+    kad,
     swarm::{NetworkBehaviour, SwarmEvent},
-    tcp, yamux,
 };
 use liquid_p2p::{Behaviour, Config, Control, Event, Host, SupervisorConfig};
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -88,21 +87,6 @@ fn kad_for(key: &Keypair) -> kad::Behaviour<kad::store::MemoryStore> {
 
 fn identify_for(key: &Keypair) -> identify::Behaviour {
     identify::Behaviour::new(identify::Config::new("/chain/1".into(), key.public()))
-}
-
-fn swarm_of<B: NetworkBehaviour>(key: Keypair, behaviour: impl FnOnce(&Keypair) -> B) -> Swarm<B> {
-    libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|key| behaviour(key))
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
 }
 
 /// Listens on `address` and returns the address bound, with `/p2p/<id>`.
@@ -217,7 +201,7 @@ where
 async fn node(key: Keypair, config: Config, listen_on: &str) -> (Driven<Node>, Control) {
     let (liquid, control) =
         Behaviour::new(key.public().to_peer_id(), config).expect("liquid behaviour");
-    let swarm = swarm_of(key, |key| Node {
+    let swarm = stock_swarm(key, |key| Node {
         liquid,
         identify: identify_for(key),
         gossipsub: gossipsub_for(key),
@@ -448,7 +432,7 @@ async fn in_a_user_swarm_a_killed_required_peer_is_redialled_and_a_silent_one_is
 
 async fn kad_only_peer(target: Multiaddr) -> Driven<KadOnly> {
     let key = Keypair::generate_ed25519();
-    let swarm = swarm_of(key, |key| KadOnly {
+    let swarm = stock_swarm(key, |key| KadOnly {
         identify: identify_for(key),
         kad: kad_for(key),
     });

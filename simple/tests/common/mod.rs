@@ -7,7 +7,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use liquid_p2p::{
     Config, Event, Events, Host, PeerId,
-    libp2p::{self, Multiaddr, noise, swarm::SwarmEvent, tcp, yamux},
+    libp2p::{
+        self, Multiaddr, Swarm,
+        identity::Keypair,
+        noise,
+        swarm::{NetworkBehaviour, SwarmEvent},
+        tcp, yamux,
+    },
 };
 
 pub const TCP: &str = "/ip4/127.0.0.1/tcp/0";
@@ -96,6 +102,26 @@ pub fn address(port: u16, peer: PeerId) -> Multiaddr {
         .expect("address")
 }
 
+/// A stock rust-libp2p swarm with identity `key` and the given behaviour: TCP +
+/// noise + libp2p's yamux, idle connections kept for 60 s.
+pub fn stock_swarm<B: NetworkBehaviour>(
+    key: Keypair,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|key| behaviour(key))
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
 /// A plain rust-libp2p swarm (TCP + noise + yamux, libp2p-stream only, nothing of
 /// ours) that dials `target`; returns its peer id and stream control.
 pub async fn plain_swarm(target: Multiaddr) -> (PeerId, libp2p_stream::Control) {
@@ -113,18 +139,9 @@ pub async fn plain_swarm_accepting(
     libp2p_stream::Control,
     Vec<libp2p_stream::IncomingStreams>,
 ) {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = stock_swarm(Keypair::generate_ed25519(), |_| {
+        libp2p_stream::Behaviour::new()
+    });
     let mut control = swarm.behaviour().new_control();
     let incoming = protocols
         .iter()
