@@ -10,7 +10,6 @@
 
 use std::{
     collections::HashMap,
-    ops::Deref,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -377,8 +376,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// A liquid-p2p node: listens, dials, and sends over pooled streams; `B` is the
 /// node's own behaviour, if it added one with [`HostBuilder::behaviour`].
 ///
-/// `Host` dereferences to [`Control`] for sending, protocol registration, stats and
-/// events.
+/// Sending, protocol registration, stats and events go through its [`Control`]
+/// ([`Host::control`]), which other tasks can hold too.
 pub struct Host<B: NetworkBehaviour = dummy::Behaviour> {
     local_peer_id: PeerId,
     control: Control,
@@ -399,13 +398,6 @@ impl<B: NetworkBehaviour> std::fmt::Debug for Host<B> {
             .field("local_peer_id", &self.local_peer_id)
             .field("listen_addrs", &*self.listen_addrs.read())
             .finish_non_exhaustive()
-    }
-}
-
-impl<B: NetworkBehaviour> Deref for Host<B> {
-    type Target = Control;
-    fn deref(&self) -> &Control {
-        &self.control
     }
 }
 
@@ -458,9 +450,10 @@ where
         self.local_peer_id
     }
 
-    /// The handle for sending and registering, to pass to other tasks.
-    pub fn control(&self) -> Control {
-        self.control.clone()
+    /// The handle for sending, registering protocols, stats and events; clone it
+    /// to hand to other tasks.
+    pub fn control(&self) -> &Control {
+        &self.control
     }
 
     /// Inbound message streams tracked across all peers, connected or not (the
@@ -497,7 +490,7 @@ where
     pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, Error> {
         self.control.shared().check_open()?;
         if let Some(Protocol::P2p(peer)) = address.iter().last()
-            && self.pool_stats(&peer).len() >= self.config.max_connections_per_peer
+            && self.control().pool_stats(&peer).len() >= self.config.max_connections_per_peer
         {
             return Ok(peer);
         }
@@ -523,7 +516,7 @@ where
     /// identify and required-peer addresses).
     pub async fn dial_peer(&self, peer: PeerId) -> Result<PeerId, Error> {
         self.control.shared().check_open()?;
-        if self.pool_stats(&peer).len() >= self.config.max_connections_per_peer {
+        if self.control().pool_stats(&peer).len() >= self.config.max_connections_per_peer {
             return Ok(peer);
         }
         let (reply, rx) = oneshot::channel();

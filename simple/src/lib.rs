@@ -25,10 +25,10 @@
 //! # async fn main() -> Result<(), Error> {
 //! let a = Host::builder().listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).build().await?;
 //! let b = Host::builder().build().await?;
-//! let mut inbox = a.register_protocol("/chain1/consensus/1")?;
+//! let mut inbox = a.control().register_protocol("/chain1/consensus/1")?;
 //!
 //! let a_id = b.dial(a.listen_addrs()[0].clone()).await?;
-//! b.send(a_id, "/chain1/consensus/1", b"block 1").await?;
+//! b.control().send(a_id, "/chain1/consensus/1", b"block 1").await?;
 //!
 //! let message = inbox.recv().await.expect("delivered");
 //! assert_eq!(&message.payload[..], b"block 1");

@@ -621,8 +621,8 @@ async fn a_host_runs_the_nodes_gossipsub_and_kademlia_next_to_liquid() {
     let c = host_with_extra(Keypair::generate_ed25519(), scoped_config(), TCP).await;
     let mut a_gossip = a.take_behaviour_events().expect("a's events");
     let mut c_gossip = c.take_behaviour_events().expect("c's events");
-    let mut inbox = a.register_protocol(PROTO).expect("register");
-    let mut a_events = a.events();
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let mut a_events = a.control().events();
     let (b_id, c_id) = (b.local_peer_id(), c.local_peer_id());
     let b_addr = b.listen_addrs()[0].clone();
     a.add_required_peer(b_addr.clone()).await.expect("required");
@@ -636,7 +636,8 @@ async fn a_host_runs_the_nodes_gossipsub_and_kademlia_next_to_liquid() {
     .await;
 
     // Liquid messages flow.
-    b.send(a.local_peer_id(), PROTO, b"block 1")
+    b.control()
+        .send(a.local_peer_id(), PROTO, b"block 1")
         .await
         .expect("sent");
     let message = tokio::time::timeout(WAIT, inbox.recv())
@@ -725,7 +726,7 @@ async fn a_host_runs_the_nodes_gossipsub_and_kademlia_next_to_liquid() {
         _ => None,
     })
     .await;
-    assert!(a.connected_peers().contains(&c_id));
+    assert!(a.control().connected_peers().contains(&c_id));
     for h in [a, b, c] {
         h.shutdown().await;
     }
@@ -742,13 +743,13 @@ async fn a_scoped_host_lets_kademlia_only_peers_in_beyond_max_peers() {
         TCP,
     )
     .await;
-    let mut events = node.events();
+    let mut events = node.control().events();
     // Each of them reaches the host: its own swarm counts the connection.
     let crowd = kad_only_crowd(node.listen_addrs()[0].clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for member in &crowd {
         assert_eq!(connected_peers(member).await, 1, "not refused, not evicted");
-        assert!(node.pool_stats(&member.peer).is_empty());
+        assert!(node.control().pool_stats(&member.peer).is_empty());
     }
     while let Some(e) = events.try_recv() {
         assert!(
@@ -758,12 +759,13 @@ async fn a_scoped_host_lets_kademlia_only_peers_in_beyond_max_peers() {
     }
     // A liquid peer still gets in and is served.
     let liquid = host(Config::default()).await;
-    let mut inbox = node.register_protocol(PROTO).expect("register");
+    let mut inbox = node.control().register_protocol(PROTO).expect("register");
     liquid
         .dial(node.listen_addrs()[0].clone())
         .await
         .expect("dial");
     liquid
+        .control()
         .send(node.local_peer_id(), PROTO, b"hello")
         .await
         .expect("sent");

@@ -35,9 +35,11 @@ async fn two_hosts_requiring_each_other_exchange_protocols_and_messages() {
         build(ka, pa, address(pb, idb)),
         build(kb, pb, address(pa, ida))
     );
-    let (mut ea, mut eb) = (a.events(), b.events());
+    let (mut ea, mut eb) = (a.control().events(), b.control().events());
     for (host, events, other) in [(&a, &mut ea, idb), (&b, &mut eb, ida)] {
-        if !host.connected_peers().contains(&other) || host.peer_protocols(&other).is_none() {
+        if !host.control().connected_peers().contains(&other)
+            || host.control().peer_protocols(&other).is_none()
+        {
             wait_for(
                 events,
                 Duration::from_secs(10),
@@ -48,35 +50,43 @@ async fn two_hosts_requiring_each_other_exchange_protocols_and_messages() {
     }
     // Simultaneous dials end in one working connection each way.
     wait_until(Duration::from_secs(5), || {
-        a.pool_stats(&idb).len() == 1 && b.pool_stats(&ida).len() == 1
+        a.control().pool_stats(&idb).len() == 1 && b.control().pool_stats(&ida).len() == 1
     })
     .await;
 
-    let mut ia = a.register_protocol("/test").expect("register");
-    let mut ib = b.register_protocol("/test").expect("register");
+    let mut ia = a.control().register_protocol("/test").expect("register");
+    let mut ib = b.control().register_protocol("/test").expect("register");
     for (events, other) in [(&mut ea, idb), (&mut eb, ida)] {
         wait_for(events, Duration::from_secs(2), |e| {
             matches!(e, Event::ProtocolSupported { peer, protocol } if *peer == other && protocol == "/test")
         })
         .await;
     }
-    a.send(idb, "/test", b"ping").await.expect("a to b");
-    b.send(ida, "/test", b"pong").await.expect("b to a");
+    a.control()
+        .send(idb, "/test", b"ping")
+        .await
+        .expect("a to b");
+    b.control()
+        .send(ida, "/test", b"pong")
+        .await
+        .expect("b to a");
     assert_eq!(&ib.recv().await.expect("at b").payload[..], b"ping");
     assert_eq!(&ia.recv().await.expect("at a").payload[..], b"pong");
 
-    b.unregister_protocol("/test").expect("unregister");
+    b.control()
+        .unregister_protocol("/test")
+        .expect("unregister");
     wait_for(&mut ea, Duration::from_secs(2), |e| {
         matches!(e, Event::ProtocolUnsupported { peer, protocol } if *peer == idb && protocol == "/test")
     })
     .await;
-    let before = a.pool_stats(&idb)[0].clone();
+    let before = a.control().pool_stats(&idb)[0].clone();
     assert!(matches!(
-        a.send(idb, "/test", b"x").await,
+        a.control().send(idb, "/test", b"x").await,
         Err(Error::ProtocolUnsupported { peer, .. }) if peer == idb
     ));
     assert_eq!(
-        a.pool_stats(&idb)[0].borrowed,
+        a.control().pool_stats(&idb)[0].borrowed,
         before.borrowed,
         "no stream touched"
     );
@@ -89,7 +99,7 @@ async fn two_hosts_requiring_each_other_exchange_protocols_and_messages() {
     )
     .await;
     assert!(
-        a.peer_protocols(&idb).is_none(),
+        a.control().peer_protocols(&idb).is_none(),
         "the book entry is cleared"
     );
     a.shutdown().await;
@@ -102,10 +112,10 @@ async fn a_burst_of_ten_changes_makes_at_most_two_pushes_and_ends_right() {
     let c = host(Config::default()).await;
     connect(&b, &a).await;
     connect(&c, &a).await;
-    let (mut eb, mut ec) = (b.events(), c.events());
+    let (mut eb, mut ec) = (b.control().events(), c.control().events());
     let a_id = a.local_peer_id();
     for (host, events) in [(&b, &mut eb), (&c, &mut ec)] {
-        if host.peer_protocols(&a_id).is_none() {
+        if host.control().peer_protocols(&a_id).is_none() {
             wait_for(events, Duration::from_secs(5), |e| {
                 matches!(e, Event::PeerConnected { .. })
             })
@@ -119,20 +129,31 @@ async fn a_burst_of_ten_changes_makes_at_most_two_pushes_and_ends_right() {
     let mut inboxes = Vec::new();
     for i in 0..5 {
         inboxes.push(
-            a.register_protocol(format!("/burst/{i}"))
+            a.control()
+                .register_protocol(format!("/burst/{i}"))
                 .expect("register"),
         );
     }
-    a.unregister_protocol("/burst/0").expect("unregister");
-    a.unregister_protocol("/burst/1").expect("unregister");
-    a.unregister_protocol("/burst/2").expect("unregister");
-    a.register_protocol("/burst/0").expect("register again");
-    a.unregister_protocol("/burst/4").expect("unregister");
+    a.control()
+        .unregister_protocol("/burst/0")
+        .expect("unregister");
+    a.control()
+        .unregister_protocol("/burst/1")
+        .expect("unregister");
+    a.control()
+        .unregister_protocol("/burst/2")
+        .expect("unregister");
+    a.control()
+        .register_protocol("/burst/0")
+        .expect("register again");
+    a.control()
+        .unregister_protocol("/burst/4")
+        .expect("unregister");
     let expected = vec!["/burst/0".to_owned(), "/burst/3".to_owned()];
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (host, events) in [(&b, &mut eb), (&c, &mut ec)] {
         assert_eq!(
-            host.peer_protocols(&a_id),
+            host.control().peer_protocols(&a_id),
             Some(expected.clone()),
             "within a second"
         );
@@ -159,7 +180,7 @@ async fn a_peer_that_never_exchanges_is_kept_with_an_unknown_list_and_reported()
         ..Config::default()
     })
     .await;
-    let mut events = host.events();
+    let mut events = host.control().events();
     let (plain, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
     let e = wait_for(&mut events, Duration::from_secs(5), |e| {
         matches!(e, Event::ProtocolExchangeFailed { .. })
@@ -178,10 +199,15 @@ async fn a_peer_that_never_exchanges_is_kept_with_an_unknown_list_and_reported()
         |e| matches!(e, Event::PeerConnected { peer } if *peer == plain),
     )
     .await;
-    assert_eq!(host.peer_protocols(&plain), None, "unknown, not empty");
+    assert_eq!(
+        host.control().peer_protocols(&plain),
+        None,
+        "unknown, not empty"
+    );
     // Sends are not failed early; the peer accepts message streams.
     let mut incoming = control.accept(PROTOCOL).expect("accept");
-    host.send(plain, "/anything/1", b"hi")
+    host.control()
+        .send(plain, "/anything/1", b"hi")
         .await
         .expect("not failed fast");
     let (from, _stream) = tokio::time::timeout(Duration::from_secs(5), incoming.next())
@@ -196,6 +222,7 @@ async fn a_peer_that_never_exchanges_is_kept_with_an_unknown_list_and_reported()
 async fn a_plain_libp2p_swarm_learns_the_protocol_list_and_delivers_a_message() {
     let host = host(Config::default()).await;
     let mut inbox = host
+        .control()
         .register_protocol("/chain/7/consensus/1")
         .expect("register");
     let (plain, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
@@ -233,7 +260,7 @@ async fn protocols_registered_in_the_builder_are_known_when_the_first_peer_conne
         .await
         .expect("host");
     let b = host(Config::default()).await;
-    let mut events = b.events();
+    let mut events = b.control().events();
     let a_id = b.dial(a.listen_addrs()[0].clone()).await.expect("dial");
     wait_for(
         &mut events,
@@ -242,10 +269,13 @@ async fn protocols_registered_in_the_builder_are_known_when_the_first_peer_conne
     )
     .await;
     assert!(
-        b.is_supported(&a_id, "/early/1"),
+        b.control().is_supported(&a_id, "/early/1"),
         "known before PeerConnected"
     );
-    b.send(a_id, "/early/1", b"first").await.expect("send");
+    b.control()
+        .send(a_id, "/early/1", b"first")
+        .await
+        .expect("send");
     let mut inbox = a.take_inbox("/early/1").expect("registered by the builder");
     assert_eq!(
         &inbox.recv().await.expect("delivered").payload[..],

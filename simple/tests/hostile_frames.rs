@@ -40,8 +40,8 @@ fn bad_frames() -> Vec<(Vec<u8>, FrameError)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_from_a_plain_libp2p_peer_reset_only_their_stream() {
     let host = host(Config::default()).await;
-    let mut inbox = host.register_protocol(PROTO).expect("register");
-    let mut events = host.events();
+    let mut inbox = host.control().register_protocol(PROTO).expect("register");
+    let mut events = host.control().events();
     let (plain_id, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
     wait_for(
         &mut events,
@@ -90,7 +90,7 @@ async fn malformed_frames_from_a_plain_libp2p_peer_reset_only_their_stream() {
             .expect("open");
         assert_eq!((m.peer, &m.payload[..]), (plain_id, &b"still here"[..]));
     }
-    assert_eq!(host.connected_peers(), vec![plain_id]);
+    assert_eq!(host.control().connected_peers(), vec![plain_id]);
 
     // Garbage after a valid frame: the frame is delivered, then the stream is reset.
     let mut s = control

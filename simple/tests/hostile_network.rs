@@ -161,7 +161,7 @@ fn refused(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_silent_sockets_from_one_address_do_not_keep_a_newcomer_waiting() {
     let victim = host(Config::default()).await;
-    let mut events = victim.events();
+    let mut events = victim.control().events();
     let attacker = attack(socket_of(&victim), Attack::Silent, 1000, 200);
     // Let the attack fill what it can.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -211,7 +211,7 @@ async fn a_silent_socket_is_dropped_at_the_handshake_deadline_and_reported() {
         ..Config::default()
     })
     .await;
-    let mut events = victim.events();
+    let mut events = victim.control().events();
     // Taken before connecting: the victim's deadline runs from its accept, which
     // may come before this task sees its connect return (seen under CPU stress).
     let start = Instant::now();
@@ -248,7 +248,7 @@ async fn a_silent_socket_is_dropped_at_the_handshake_deadline_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_protocol_proposals_are_cut_off_at_the_byte_budget() {
     let victim = host(Config::default()).await;
-    let mut events = victim.events();
+    let mut events = victim.control().events();
     let attackers = attack(socket_of(&victim), Attack::Proposals, 200, 50);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let times = newcomers(&victim, 3).await;
@@ -281,7 +281,7 @@ async fn endless_protocol_proposals_are_cut_off_at_the_byte_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_pushing_protocol_lists_without_pause_costs_a_bounded_number_of_events() {
     let victim = host(Config::default()).await;
-    let mut events = victim.events();
+    let mut events = victim.control().events();
     let (plain, mut control) = plain_swarm(victim.listen_addrs()[0].clone()).await;
     let started = Instant::now();
     let mut pushes = 0u32;
@@ -302,7 +302,7 @@ async fn a_peer_pushing_protocol_lists_without_pause_costs_a_bounded_number_of_e
             Err(_) => panic!(
                 "no stream opened within {step:?} after {pushes} pushes: connected peers \
                  of the victim: {:?}",
-                victim.connected_peers()
+                victim.control().connected_peers()
             ),
         };
         let frame = liquid_p2p::core::exchange::encode_protocol_list(&list);

@@ -31,6 +31,7 @@ impl Witness {
     /// Sends one message and waits for it in `inbox`.
     async fn gets_through(&self, inbox: &mut liquid_p2p::Inbox, n: u32) {
         self.peer
+            .control()
             .send(self.host_id, PROTO, n.to_le_bytes())
             .await
             .expect("the well-behaved peer can send");
@@ -67,9 +68,9 @@ async fn a_truncated_frame_followed_by_silence_is_reset_after_the_read_timeout()
         ..Config::default()
     })
     .await;
-    let mut inbox = host.register_protocol(PROTO).expect("register");
+    let mut inbox = host.control().register_protocol(PROTO).expect("register");
     let witness = Witness::new(&host).await;
-    let mut events = host.events();
+    let mut events = host.control().events();
     let (plain, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
     let mut s = control
         .open_stream(host.local_peer_id(), PROTOCOL)
@@ -98,7 +99,7 @@ async fn a_truncated_frame_followed_by_silence_is_reset_after_the_read_timeout()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_inbound_streams_are_capped_counted_exactly_and_cost_bounded_memory() {
     let host = host(Config::default()).await; // 100 inbound streams per peer
-    let mut inbox = host.register_protocol(PROTO).expect("register");
+    let mut inbox = host.control().register_protocol(PROTO).expect("register");
     let witness = Witness::new(&host).await;
     let (plain, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
     let before = rss_kib();
@@ -122,14 +123,14 @@ async fn ten_thousand_inbound_streams_are_capped_counted_exactly_and_cost_bounde
             witness.gets_through(&mut inbox, i).await;
         }
     }
-    let counts = host.receive_counts(&plain);
+    let counts = host.control().receive_counts(&plain);
     assert!(counts.streams <= 100, "{counts:?}");
     wait_until(Duration::from_secs(10), || {
-        let c = host.receive_counts(&plain);
+        let c = host.control().receive_counts(&plain);
         c.streams as u64 + c.refused == opened
     })
     .await;
-    let counts = host.receive_counts(&plain);
+    let counts = host.control().receive_counts(&plain);
     let grown = rss_kib().saturating_sub(before);
     println!(
         "10,000 streams: {opened} opened, {} tracked, {} refused, RSS +{grown} KiB",
@@ -164,7 +165,7 @@ async fn a_peer_that_never_reads_gets_timeouts_and_others_are_unaffected() {
         ..Config::default()
     };
     let host = host(config).await;
-    let mut inbox = host.register_protocol(PROTO).expect("register");
+    let mut inbox = host.control().register_protocol(PROTO).expect("register");
     let witness = Witness::new(&host).await;
     let (plain, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
     // The plain peer accepts message streams and never reads them.
@@ -176,12 +177,12 @@ async fn a_peer_that_never_reads_gets_timeouts_and_others_are_unaffected() {
         }
     });
     wait_until(Duration::from_secs(5), || {
-        !host.pool_stats(&plain).is_empty()
+        !host.control().pool_stats(&plain).is_empty()
     })
     .await;
     let senders: Vec<_> = (0..8)
         .map(|_| {
-            let control = host.control();
+            let control = host.control().clone();
             tokio::spawn(async move {
                 let payload = vec![0u8; 1 << 20];
                 loop {
@@ -210,7 +211,7 @@ async fn a_peer_that_never_reads_gets_timeouts_and_others_are_unaffected() {
         );
         witness.gets_through(&mut inbox, i as u32).await;
     }
-    let stats = host.pool_stats(&plain);
+    let stats = host.control().pool_stats(&plain);
     assert!(stats.iter().all(|s| s.current <= 4), "{stats:?}");
     sink.abort();
     host.shutdown().await;
@@ -219,9 +220,9 @@ async fn a_peer_that_never_reads_gets_timeouts_and_others_are_unaffected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_protocol_lists_are_rejected_with_a_typed_report() {
     let host = host(Config::default()).await;
-    let mut inbox = host.register_protocol(PROTO).expect("register");
+    let mut inbox = host.control().register_protocol(PROTO).expect("register");
     let witness = Witness::new(&host).await;
-    let mut events = host.events();
+    let mut events = host.control().events();
     let (plain, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
     let mut tmp = unsigned_varint::encode::u64_buffer();
     let too_many = unsigned_varint::encode::u64(100_000, &mut tmp).to_vec();
@@ -243,7 +244,7 @@ async fn oversized_protocol_lists_are_rejected_with_a_typed_report() {
         witness.gets_through(&mut inbox, n as u32).await;
     }
     assert!(
-        host.connected_peers().contains(&plain),
+        host.control().connected_peers().contains(&plain),
         "only the stream is dropped"
     );
     host.shutdown().await;
@@ -256,9 +257,9 @@ async fn a_crowd_of_peer_ids_beyond_max_peers_is_refused_and_the_witness_stays()
         ..Config::default()
     })
     .await;
-    let mut inbox = host.register_protocol(PROTO).expect("register");
+    let mut inbox = host.control().register_protocol(PROTO).expect("register");
     let witness = Witness::new(&host).await;
-    let mut events = host.events();
+    let mut events = host.control().events();
     // 60 identities dial at once.
     let mut crowd = Vec::new();
     for _ in 0..60 {
@@ -268,7 +269,7 @@ async fn a_crowd_of_peer_ids_beyond_max_peers_is_refused_and_the_witness_stays()
     // when the table is full, or before it when more than the per-address share
     // of handshakes arrive at once (those are reported together, with a count).
     let mut refused = 0;
-    let crowd_in = || host.connected_peers().len().saturating_sub(1) as u64;
+    let crowd_in = || host.control().connected_peers().len().saturating_sub(1) as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while refused + crowd_in() < 60 && tokio::time::Instant::now() < deadline {
         if let Ok(Some(Event::Refused { count, .. })) =
@@ -277,9 +278,9 @@ async fn a_crowd_of_peer_ids_beyond_max_peers_is_refused_and_the_witness_stays()
             refused += count;
         }
         assert!(
-            host.connected_peers().len() <= 20,
+            host.control().connected_peers().len() <= 20,
             "{} peers",
-            host.connected_peers().len()
+            host.control().connected_peers().len()
         );
     }
     assert_eq!(
@@ -292,7 +293,8 @@ async fn a_crowd_of_peer_ids_beyond_max_peers_is_refused_and_the_witness_stays()
         "60 + the witness against 20 places: {refused} refused"
     );
     assert!(
-        host.connected_peers()
+        host.control()
+            .connected_peers()
             .contains(&witness.peer.local_peer_id())
     );
     witness.gets_through(&mut inbox, 7).await;

@@ -29,13 +29,22 @@ async fn join(from: &Host, to: &Host) {
 async fn dial_refused(from: &Host, to: &Host) {
     // A connection still closing would make `dial` return at once.
     wait_until(Duration::from_secs(5), || {
-        !from.connected_peers().contains(&to.local_peer_id())
+        !from
+            .control()
+            .connected_peers()
+            .contains(&to.local_peer_id())
     })
     .await;
     let _ = from.dial(to.listen_addrs()[0].clone()).await;
     wait_until(Duration::from_secs(5), || {
-        !from.connected_peers().contains(&to.local_peer_id())
-            && !to.connected_peers().contains(&from.local_peer_id())
+        !from
+            .control()
+            .connected_peers()
+            .contains(&to.local_peer_id())
+            && !to
+                .control()
+                .connected_peers()
+                .contains(&from.local_peer_id())
     })
     .await;
 }
@@ -61,7 +70,7 @@ async fn lifo_refuses_a_new_peer_when_full() {
     );
     join(&b, &a).await;
     join(&c, &a).await;
-    let mut events = a.events();
+    let mut events = a.control().events();
     dial_refused(&d, &a).await;
     let e = wait_for(&mut events, Duration::from_secs(5), |e| {
         matches!(e, Event::Refused { .. })
@@ -71,7 +80,7 @@ async fn lifo_refuses_a_new_peer_when_full() {
         matches!(e, Event::Refused { peer: Some(p), .. } if p == d.local_peer_id()),
         "{e:?}"
     );
-    let mut peers = a.connected_peers();
+    let mut peers = a.control().connected_peers();
     peers.sort();
     let mut expected = vec![b.local_peer_id(), c.local_peer_id()];
     expected.sort();
@@ -92,7 +101,7 @@ async fn fifo_evicts_the_oldest_low_priority_peer_and_random_evicts_one_of_them(
         );
         join(&b, &a).await;
         join(&c, &a).await;
-        let mut events = a.events();
+        let mut events = a.control().events();
         d.dial(a.listen_addrs()[0].clone())
             .await
             .expect("d admitted");
@@ -103,7 +112,7 @@ async fn fifo_evicts_the_oldest_low_priority_peer_and_random_evicts_one_of_them(
             assert!([b.local_peer_id(), c.local_peer_id()].contains(&victim));
         }
         wait_until(Duration::from_secs(5), || {
-            let peers = a.connected_peers();
+            let peers = a.control().connected_peers();
             peers.len() == 2 && peers.contains(&d.local_peer_id()) && !peers.contains(&victim)
         })
         .await;
@@ -126,20 +135,20 @@ async fn a_required_peer_is_never_evicted_and_a_full_table_of_required_peers_ref
         .await
         .expect("required");
     wait_until(Duration::from_secs(5), || {
-        a.connected_peers().contains(&b.local_peer_id())
+        a.control().connected_peers().contains(&b.local_peer_id())
     })
     .await;
     join(&c, &a).await;
-    let mut events = a.events();
+    let mut events = a.control().events();
     d.dial(a.listen_addrs()[0].clone())
         .await
         .expect("d admitted");
     assert_eq!(evicted(&mut events).await, c.local_peer_id());
     wait_until(Duration::from_secs(5), || {
-        !a.connected_peers().contains(&c.local_peer_id())
+        !a.control().connected_peers().contains(&c.local_peer_id())
     })
     .await;
-    assert!(a.connected_peers().contains(&b.local_peer_id()));
+    assert!(a.control().connected_peers().contains(&b.local_peer_id()));
 
     // Only required peers left: a low-priority newcomer is refused.
     a.add_required_peer(d.listen_addrs()[0].clone())
@@ -161,7 +170,7 @@ async fn connections_beyond_the_per_peer_maximum_are_refused() {
     let a = host(Config::default()).await; // one connection per peer
     let b = host(Config::default()).await;
     join(&b, &a).await;
-    let mut events = b.events();
+    let mut events = b.control().events();
     // Dial again without the /p2p/ suffix, so the host cannot short-cut the dial:
     // the dialer's own limit refuses the second connection.
     let mut bare = a.listen_addrs()[0].clone();
@@ -182,8 +191,8 @@ async fn connections_beyond_the_per_peer_maximum_are_refused() {
         "{e:?}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(a.pool_stats(&b.local_peer_id()).len(), 1);
-    assert_eq!(b.pool_stats(&a.local_peer_id()).len(), 1);
+    assert_eq!(a.control().pool_stats(&b.local_peer_id()).len(), 1);
+    assert_eq!(b.control().pool_stats(&a.local_peer_id()).len(), 1);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -193,12 +202,12 @@ async fn blacklisting_a_peer_disconnects_it_and_keeps_it_out() {
     let a = host(Config::default()).await;
     let b = host(Config::default()).await;
     join(&b, &a).await;
-    let mut events = a.events();
+    let mut events = a.control().events();
     let entry: BlacklistEntry = b.local_peer_id().to_string().parse().expect("entry");
-    assert!(a.blacklist_add(entry).await.expect("add"));
+    assert!(a.control().blacklist_add(entry).await.expect("add"));
     assert_eq!(evicted(&mut events).await, b.local_peer_id());
     wait_until(Duration::from_secs(5), || {
-        a.connected_peers().is_empty() && b.connected_peers().is_empty()
+        a.control().connected_peers().is_empty() && b.control().connected_peers().is_empty()
     })
     .await;
     // Its dials are refused right after the handshake, and we never dial it.
@@ -215,9 +224,9 @@ async fn blacklisting_a_peer_disconnects_it_and_keeps_it_out() {
         a.dial(b.listen_addrs()[0].clone()).await,
         Err(Error::Dial { .. })
     ));
-    assert!(a.connected_peers().is_empty());
+    assert!(a.control().connected_peers().is_empty());
     // Removing the entry lets it back in.
-    assert!(a.blacklist_remove(&entry));
+    assert!(a.control().blacklist_remove(&entry));
     b.dial(a.listen_addrs()[0].clone())
         .await
         .expect("allowed again");
@@ -230,8 +239,9 @@ async fn a_blacklisted_ip_is_refused_before_the_handshake() {
     let a = host(Config::default()).await;
     let b = host(Config::default()).await;
     join(&b, &a).await;
-    let mut events = a.events();
-    a.blacklist_add("127.0.0.1".parse().expect("entry"))
+    let mut events = a.control().events();
+    a.control()
+        .blacklist_add("127.0.0.1".parse().expect("entry"))
         .await
         .expect("add");
     assert_eq!(
@@ -240,7 +250,7 @@ async fn a_blacklisted_ip_is_refused_before_the_handshake() {
         "live connection closed"
     );
     wait_until(Duration::from_secs(5), || {
-        a.connected_peers().is_empty() && b.connected_peers().is_empty()
+        a.control().connected_peers().is_empty() && b.control().connected_peers().is_empty()
     })
     .await;
     assert!(
@@ -264,7 +274,10 @@ async fn a_blacklisted_ip_is_refused_before_the_handshake() {
         ),
         "{e:?}"
     );
-    assert!(a.blacklist_remove(&"127.0.0.1".parse().expect("entry")));
+    assert!(
+        a.control()
+            .blacklist_remove(&"127.0.0.1".parse().expect("entry"))
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -303,29 +316,36 @@ fn socket_of(multiaddr: &str) -> String {
 /// entry is removed the victim is reachable again.
 async fn check_entry(a: &Host, entry: &str, victim: &Host, bystander: &Host) {
     let entry: BlacklistEntry = entry.parse().expect("valid entry");
-    let mut events = a.events();
-    assert!(a.blacklist_add(entry).await.expect("add"));
+    let mut events = a.control().events();
+    assert!(a.control().blacklist_add(entry).await.expect("add"));
     assert_eq!(
         evicted(&mut events).await,
         victim.local_peer_id(),
         "{entry}"
     );
     wait_until(Duration::from_secs(5), || {
-        !a.connected_peers().contains(&victim.local_peer_id())
+        !a.control()
+            .connected_peers()
+            .contains(&victim.local_peer_id())
     })
     .await;
     assert!(
-        a.connected_peers().contains(&bystander.local_peer_id()),
+        a.control()
+            .connected_peers()
+            .contains(&bystander.local_peer_id()),
         "{entry} must not touch the bystander"
     );
     assert!(
         a.dial(victim.listen_addrs()[0].clone()).await.is_err(),
         "{entry}: a blacklisted target is not dialled"
     );
-    assert!(a.blacklist_remove(&entry));
+    assert!(a.control().blacklist_remove(&entry));
     // The victim must have seen the close, or it would refuse a second connection.
     wait_until(Duration::from_secs(5), || {
-        !victim.connected_peers().contains(&a.local_peer_id())
+        !victim
+            .control()
+            .connected_peers()
+            .contains(&a.local_peer_id())
     })
     .await;
     a.dial(victim.listen_addrs()[0].clone())
@@ -335,10 +355,11 @@ async fn check_entry(a: &Host, entry: &str, victim: &Host, bystander: &Host) {
 
 /// Entries that match neither peer leave both connected.
 async fn check_harmless(a: &Host, entries: &[&str]) {
-    let before = a.connected_peers().len();
-    let mut events = a.events();
+    let before = a.control().connected_peers().len();
+    let mut events = a.control().events();
     for entry in entries {
-        a.blacklist_add(entry.parse().expect("valid entry"))
+        a.control()
+            .blacklist_add(entry.parse().expect("valid entry"))
             .await
             .expect("add");
     }
@@ -349,9 +370,12 @@ async fn check_harmless(a: &Host, entries: &[&str]) {
             "{entries:?} evicted someone: {e:?}"
         );
     }
-    assert_eq!(a.connected_peers().len(), before);
+    assert_eq!(a.control().connected_peers().len(), before);
     for entry in entries {
-        assert!(a.blacklist_remove(&entry.parse().expect("valid entry")));
+        assert!(
+            a.control()
+                .blacklist_remove(&entry.parse().expect("valid entry"))
+        );
     }
 }
 
@@ -415,10 +439,12 @@ async fn twenty_five_peers_against_max_twenty_with_two_required_under_every_stra
         }
         let required_ids: Vec<PeerId> = required.iter().map(|r| r.local_peer_id()).collect();
         wait_until(Duration::from_secs(5), || {
-            required_ids.iter().all(|r| a.connected_peers().contains(r))
+            required_ids
+                .iter()
+                .all(|r| a.control().connected_peers().contains(r))
         })
         .await;
-        let mut events = a.events();
+        let mut events = a.control().events();
         let (mut lows, mut refused, mut evicted) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..25 {
             let low = host(Config::default()).await;
@@ -445,7 +471,7 @@ async fn twenty_five_peers_against_max_twenty_with_two_required_under_every_stra
                     Err(_) => panic!("{strategy:?}: no verdict on newcomer {i} within 5 s"),
                 }
             }
-            let peers = a.connected_peers();
+            let peers = a.control().connected_peers();
             assert!(
                 peers.len() <= 20,
                 "{strategy:?}: {} peers after newcomer {i}",
@@ -460,7 +486,7 @@ async fn twenty_five_peers_against_max_twenty_with_two_required_under_every_stra
         // An eviction is reported before the newcomer's exchange ends, so every
         // one is in already.
         let low_ids: Vec<PeerId> = lows.iter().map(|l| l.local_peer_id()).collect();
-        let peers = a.connected_peers();
+        let peers = a.control().connected_peers();
         assert_eq!(peers.len(), 20, "{strategy:?}");
         assert!(
             evicted.iter().all(|p| !required_ids.contains(p)),

@@ -23,7 +23,7 @@ const PROTO: &str = "/test/saturate/1";
 async fn a_saturated_healthy_connection_is_never_taken_for_dead() {
     let a = host(Config::default()).await;
     let b = host(Config::default()).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
     let received = Arc::new(AtomicUsize::new(0));
     {
@@ -36,7 +36,7 @@ async fn a_saturated_healthy_connection_is_never_taken_for_dead() {
     }
     let dropped = Arc::new(AtomicBool::new(false));
     for host in [&a, &b] {
-        let mut events = host.events();
+        let mut events = host.control().events();
         let dropped = Arc::clone(&dropped);
         tokio::spawn(async move {
             while let Some(e) = events.recv().await {
@@ -53,7 +53,7 @@ async fn a_saturated_healthy_connection_is_never_taken_for_dead() {
     let until = Instant::now() + Duration::from_secs(30);
     let senders: Vec<_> = (0..8)
         .map(|_| {
-            let control = b.control();
+            let control = b.control().clone();
             tokio::spawn(async move {
                 let payload = vec![9u8; 1 << 20];
                 let mut sent = 0usize;
@@ -80,7 +80,7 @@ async fn a_saturated_healthy_connection_is_never_taken_for_dead() {
         !dropped.load(Ordering::Relaxed),
         "a healthy, saturated connection was dropped"
     );
-    assert_eq!(a.connected_peers(), vec![b.local_peer_id()]);
+    assert_eq!(a.control().connected_peers(), vec![b.local_peer_id()]);
     println!("saturation: {sent} MiB in 30 s");
     a.shutdown().await;
     b.shutdown().await;
@@ -99,8 +99,8 @@ async fn a_peer_whose_pings_time_out_stays_connected_while_its_messages_arrive()
     };
     let limit = config.ping_interval + config.ping_timeout;
     let host = host(config).await;
-    let mut inbox = host.register_protocol(PROTO).expect("register");
-    let mut events = host.events();
+    let mut inbox = host.control().register_protocol(PROTO).expect("register");
+    let mut events = host.control().events();
     // The peer takes the host's ping streams and never answers them.
     let (peer, mut control, mut incoming) = plain_swarm_accepting(
         host.listen_addrs()[0].clone(),
@@ -151,7 +151,7 @@ async fn a_peer_whose_pings_time_out_stays_connected_while_its_messages_arrive()
         pings_taken.load(Ordering::Relaxed) >= 2,
         "the host pinged and got no answer"
     );
-    assert!(host.connected_peers().contains(&peer));
+    assert!(host.control().connected_peers().contains(&peer));
     while let Some(e) = events.try_recv() {
         assert!(
             !matches!(&e, Event::ConnectionClosed { peer: p, .. } if *p == peer),
@@ -188,7 +188,10 @@ async fn a_peer_can_be_dialled_by_id_from_addresses_learned_earlier() {
     for peer in [b_id, c_id] {
         a.disconnect(peer).await.expect("disconnect");
     }
-    wait_until(Duration::from_secs(5), || a.connected_peers().is_empty()).await;
+    wait_until(Duration::from_secs(5), || {
+        a.control().connected_peers().is_empty()
+    })
+    .await;
     assert_eq!(
         a.dial_peer(b_id).await.expect("b from the dialled address"),
         b_id

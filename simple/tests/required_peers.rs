@@ -55,7 +55,7 @@ async fn an_absent_required_peer_is_retried_on_schedule_and_connected_once_it_st
         .build()
         .await
         .expect("a");
-    let mut events = a.events();
+    let mut events = a.control().events();
     a.add_required_peer(address(port, b_id))
         .await
         .expect("required");
@@ -94,7 +94,7 @@ async fn an_absent_required_peer_is_retried_on_schedule_and_connected_once_it_st
         started.elapsed() <= CAP + Duration::from_millis(500),
         "connected in the next retry slot"
     );
-    assert_eq!(a.connected_peers(), vec![b_id]);
+    assert_eq!(a.control().connected_peers(), vec![b_id]);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -108,7 +108,7 @@ async fn a_required_peer_that_disconnects_is_redialled_at_once() {
         .build()
         .await
         .expect("a");
-    let mut events = a.events();
+    let mut events = a.control().events();
     a.add_required_peer(b.listen_addrs()[0].clone())
         .await
         .expect("required");
@@ -155,7 +155,7 @@ async fn a_required_peer_that_dials_us_while_we_wait_to_redial_it_counts_as_conn
     let b_key = Keypair::generate_ed25519();
     let b_id = b_key.public().to_peer_id();
     let a = host(fast_schedule()).await;
-    let mut events = a.events();
+    let mut events = a.control().events();
     a.add_required_peer(address(free_port(), b_id))
         .await
         .expect("required");
@@ -191,13 +191,13 @@ async fn a_required_peer_refused_by_a_full_host_backs_off_and_is_told_why() {
     .await;
     let occupant = host(Config::default()).await;
     connect(&occupant, &full).await;
-    let mut full_events = full.events();
+    let mut full_events = full.control().events();
     let dialler = Host::builder()
         .config(fast_schedule())
         .build()
         .await
         .expect("dialler");
-    let mut events = dialler.events();
+    let mut events = dialler.control().events();
     let start = Instant::now();
     dialler
         .add_required_peer(full.listen_addrs()[0].clone())
@@ -241,7 +241,11 @@ async fn a_required_peer_refused_by_a_full_host_backs_off_and_is_told_why() {
         }
     }
     assert!(reported >= 4, "{reported} refusals reported");
-    assert!(full.connected_peers().contains(&occupant.local_peer_id()));
+    assert!(
+        full.control()
+            .connected_peers()
+            .contains(&occupant.local_peer_id())
+    );
     assert!(refused_events <= reported);
     for h in [dialler, full, occupant] {
         h.shutdown().await;
@@ -256,7 +260,7 @@ async fn removing_a_required_peer_cancels_its_redial() {
         .build()
         .await
         .expect("a");
-    let mut events = a.events();
+    let mut events = a.control().events();
     a.add_required_peer(address(free_port(), b_id))
         .await
         .expect("required");
@@ -297,7 +301,7 @@ async fn a_required_address_that_answers_with_another_peer_id_counts_as_a_failur
         .build()
         .await
         .expect("a");
-    let mut events = a.events();
+    let mut events = a.control().events();
     a.add_required_peer(address(impostor_port, expected))
         .await
         .expect("required");
@@ -310,9 +314,9 @@ async fn a_required_address_that_answers_with_another_peer_id_counts_as_a_failur
         matches!(e, Event::RedialScheduled { attempt: 2, .. })
     })
     .await;
-    assert!(!a.connected_peers().contains(&expected));
+    assert!(!a.control().connected_peers().contains(&expected));
     assert!(
-        a.pool_stats(&b.local_peer_id()).is_empty(),
+        a.control().pool_stats(&b.local_peer_id()).is_empty(),
         "the connection to the wrong peer was closed"
     );
     a.shutdown().await;

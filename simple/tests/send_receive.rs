@@ -45,12 +45,12 @@ async fn sixteen_tasks_sending_ten_thousand_mixed_messages_deliver_each_exactly_
     const PER_TASK: usize = 625; // 10,000 in all
     let a = host(Config::default()).await;
     let b = host(Config::default()).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
 
     let senders: Vec<_> = (0..TASKS)
         .map(|task| {
-            let control = b.control();
+            let control = b.control().clone();
             tokio::spawn(async move {
                 for seq in 0..PER_TASK {
                     control
@@ -109,13 +109,16 @@ async fn sixteen_tasks_sending_ten_thousand_mixed_messages_deliver_each_exactly_
 async fn messages_written_through_one_exclusive_borrow_arrive_in_order() {
     let a = host(Config::default()).await;
     let b = host(Config::default()).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
-    let mut noise_inbox = a.register_protocol("/test/noise/1").expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let mut noise_inbox = a
+        .control()
+        .register_protocol("/test/noise/1")
+        .expect("register");
     tokio::spawn(async move { while noise_inbox.recv().await.is_some() {} });
     let a_id = connect(&b, &a).await;
     // Other traffic at the same time, on other streams.
     let noise = {
-        let control = b.control();
+        let control = b.control().clone();
         tokio::spawn(async move {
             for i in 0..500u32 {
                 control
@@ -137,7 +140,7 @@ async fn messages_written_through_one_exclusive_borrow_arrive_in_order() {
             );
         }
     });
-    let mut stream = b.borrow_stream(a_id).await.expect("borrow");
+    let mut stream = b.control().borrow_stream(a_id).await.expect("borrow");
     for i in 0..2_000u32 {
         let body = vec![(i % 251) as u8; (i as usize * 37) % 3000];
         let mut msg = i.to_le_bytes().to_vec();
@@ -164,7 +167,7 @@ async fn under_64_concurrent_senders_a_pool_grows_to_its_max_and_never_past_it()
     };
     let a = host(config.clone()).await;
     let b = host(config).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
     let received = Arc::new(AtomicUsize::new(0));
     let reader = {
@@ -177,7 +180,7 @@ async fn under_64_concurrent_senders_a_pool_grows_to_its_max_and_never_past_it()
     };
     let senders: Vec<_> = (0..64)
         .map(|_| {
-            let control = b.control();
+            let control = b.control().clone();
             tokio::spawn(async move {
                 for _ in 0..100 {
                     control
@@ -191,7 +194,7 @@ async fn under_64_concurrent_senders_a_pool_grows_to_its_max_and_never_past_it()
     let mut peak = 0;
     let mut reached_max = false;
     while !senders.iter().all(|s| s.is_finished()) {
-        for s in b.pool_stats(&a_id) {
+        for s in b.control().pool_stats(&a_id) {
             peak = peak.max(s.current + s.opening);
             reached_max |= s.current == s.max;
             assert!(s.current + s.opening <= s.max, "cap exceeded: {s:?}");
@@ -220,16 +223,19 @@ async fn with_two_connections_to_one_peer_load_spreads_over_both_pools() {
     };
     let a = host(config.clone()).await;
     let b = host(config).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
     b.dial(a.listen_addrs()[0].clone())
         .await
         .expect("second dial");
-    wait_until(Duration::from_secs(5), || b.pool_stats(&a_id).len() == 2).await;
+    wait_until(Duration::from_secs(5), || {
+        b.control().pool_stats(&a_id).len() == 2
+    })
+    .await;
 
     let senders: Vec<_> = (0..32)
         .map(|_| {
-            let control = b.control();
+            let control = b.control().clone();
             tokio::spawn(async move {
                 for _ in 0..50 {
                     control
@@ -274,19 +280,19 @@ async fn closing_a_connection_closes_its_pool_and_receive_streams_and_others_go_
     };
     let a = host(config.clone()).await;
     let b = host(config).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
     b.dial(a.listen_addrs()[0].clone())
         .await
         .expect("second dial");
     wait_until(Duration::from_secs(5), || {
-        let s = b.pool_stats(&a_id);
+        let s = b.control().pool_stats(&a_id);
         s.len() == 2 && s.iter().all(|p| p.idle == 1)
     })
     .await;
     // Both streams used once, so the receiver tracks one inbound stream per connection.
-    let mut first = b.borrow_stream(a_id).await.expect("borrow 1");
-    let mut second = b.borrow_stream(a_id).await.expect("borrow 2");
+    let mut first = b.control().borrow_stream(a_id).await.expect("borrow 1");
+    let mut second = b.control().borrow_stream(a_id).await.expect("borrow 2");
     assert_ne!(first.connection(), second.connection());
     first.send(PROTO, b"one").await.expect("send on first");
     second.send(PROTO, b"two").await.expect("send on second");
@@ -294,11 +300,12 @@ async fn closing_a_connection_closes_its_pool_and_receive_streams_and_others_go_
         inbox.recv().await.expect("delivered");
     }
     wait_until(Duration::from_secs(5), || {
-        a.receive_counts(&b.local_peer_id()).streams == 2
+        a.control().receive_counts(&b.local_peer_id()).streams == 2
     })
     .await;
     // The receiver's own ids of the two connections.
     let tracked_before: Vec<_> = a
+        .control()
         .receive_counts(&b.local_peer_id())
         .per_connection
         .into_iter()
@@ -307,16 +314,21 @@ async fn closing_a_connection_closes_its_pool_and_receive_streams_and_others_go_
 
     // A sender waits: both streams are lent out.
     let waiting = {
-        let control = b.control();
+        let control = b.control().clone();
         tokio::spawn(async move { control.send(a_id, PROTO, b"after close").await })
     };
     wait_until(Duration::from_secs(5), || {
-        b.pool_stats(&a_id).iter().map(|s| s.waiters).sum::<usize>() == 1
+        b.control()
+            .pool_stats(&a_id)
+            .iter()
+            .map(|s| s.waiters)
+            .sum::<usize>()
+            == 1
     })
     .await;
     let closing = first.connection();
     let survivor = second.connection();
-    let mut events = b.events();
+    let mut events = b.control().events();
     b.close_connection(closing).await.expect("close");
     wait_for(&mut events, Duration::from_secs(5), |e| {
         matches!(e, Event::ConnectionClosed { connection, remaining: 1, .. } if *connection == closing)
@@ -333,12 +345,15 @@ async fn closing_a_connection_closes_its_pool_and_receive_streams_and_others_go_
         "{err}"
     );
     // (A busy pool may already have dialled a replacement connection.)
-    let pools = b.pool_stats(&a_id);
+    let pools = b.control().pool_stats(&a_id);
     assert!(pools.iter().all(|s| s.connection != closing), "{pools:?}");
     assert!(pools.iter().any(|s| s.connection == survivor), "{pools:?}");
     // The receiver forgot the closed connection's stream and kept the other.
     wait_until(Duration::from_secs(5), || {
-        let now = a.receive_counts(&b.local_peer_id()).per_connection;
+        let now = a
+            .control()
+            .receive_counts(&b.local_peer_id())
+            .per_connection;
         let kept: Vec<_> = now
             .iter()
             .filter(|(c, _)| tracked_before.contains(c))
@@ -367,8 +382,8 @@ async fn a_smaller_inbound_cap_refuses_excess_streams_and_loses_no_acknowledged_
     };
     let a = host(receiver_config).await;
     let b = host(Config::default()).await; // opens 10 streams at once
-    let mut inbox = a.register_protocol(PROTO).expect("register");
-    let mut events = a.events();
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let mut events = a.control().events();
     let a_id = connect(&b, &a).await;
     let refused = wait_for(&mut events, Duration::from_secs(5), |e| {
         matches!(e, Event::StreamRefused { .. })
@@ -384,15 +399,15 @@ async fn a_smaller_inbound_cap_refuses_excess_streams_and_loses_no_acknowledged_
         other => panic!("unexpected {other:?}"),
     }
     wait_until(Duration::from_secs(5), || {
-        a.receive_counts(&b.local_peer_id()).refused >= 6
+        a.control().receive_counts(&b.local_peer_id()).refused >= 6
     })
     .await;
-    assert_eq!(a.receive_counts(&b.local_peer_id()).streams, 4);
+    assert_eq!(a.control().receive_counts(&b.local_peer_id()).streams, 4);
 
     let mut ok = 0;
     let mut failed = 0;
     for i in 0..300u32 {
-        match b.send(a_id, PROTO, i.to_le_bytes()).await {
+        match b.control().send(a_id, PROTO, i.to_le_bytes()).await {
             Ok(()) => ok += 1,
             Err(e) => {
                 assert!(
@@ -415,7 +430,7 @@ async fn a_smaller_inbound_cap_refuses_excess_streams_and_loses_no_acknowledged_
             .expect("open");
         got += 1;
     }
-    assert!(a.receive_counts(&b.local_peer_id()).streams <= 4);
+    assert!(a.control().receive_counts(&b.local_peer_id()).streams <= 4);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -430,32 +445,32 @@ async fn bad_sends_fail_locally_with_typed_errors() {
     let b = host(config).await;
     let stranger = liquid_p2p::PeerId::random();
     assert!(matches!(
-        b.send(stranger, PROTO, b"x").await,
+        b.control().send(stranger, PROTO, b"x").await,
         Err(Error::NotConnected { peer }) if peer == stranger
     ));
     let a_id = connect(&b, &a).await;
-    let before = b.pool_stats(&a_id);
+    let before = b.control().pool_stats(&a_id);
     assert!(matches!(
-        b.send(a_id, PROTO, vec![0u8; 1025]).await,
+        b.control().send(a_id, PROTO, vec![0u8; 1025]).await,
         Err(Error::FrameTooLarge {
             size: 1025,
             max: 1024
         })
     ));
     assert!(matches!(
-        b.send(a_id, &"p".repeat(257), b"x").await,
+        b.control().send(a_id, &"p".repeat(257), b"x").await,
         Err(Error::InvalidProtocol { len: 257 })
     ));
     assert!(matches!(
-        b.send(a_id, "", b"x").await,
+        b.control().send(a_id, "", b"x").await,
         Err(Error::InvalidProtocol { len: 0 })
     ));
     // a registered nothing, and b knows it from the exchange: fail fast.
     assert!(matches!(
-        b.send(a_id, PROTO, b"x").await,
+        b.control().send(a_id, PROTO, b"x").await,
         Err(Error::ProtocolUnsupported { peer, ref protocol }) if peer == a_id && protocol == PROTO
     ));
-    let after = b.pool_stats(&a_id);
+    let after = b.control().pool_stats(&a_id);
     assert_eq!(before[0].borrowed, after[0].borrowed);
     assert_eq!(after[0].borrowed, 0, "no stream was borrowed");
     a.shutdown().await;
@@ -472,16 +487,21 @@ async fn frames_for_an_unregistered_protocol_are_counted_and_skipped() {
     })
     .await;
     let b = host(Config::default()).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
-    let _gone = a.register_protocol("/nobody/1").expect("register");
-    let mut events = a.events();
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let _gone = a
+        .control()
+        .register_protocol("/nobody/1")
+        .expect("register");
+    let mut events = a.control().events();
     let a_id = connect(&b, &a).await;
     wait_until(Duration::from_secs(5), || {
-        b.is_supported(&a_id, "/nobody/1")
+        b.control().is_supported(&a_id, "/nobody/1")
     })
     .await;
-    a.unregister_protocol("/nobody/1").expect("unregister");
-    let mut stream = b.borrow_stream(a_id).await.expect("borrow");
+    a.control()
+        .unregister_protocol("/nobody/1")
+        .expect("unregister");
+    let mut stream = b.control().borrow_stream(a_id).await.expect("borrow");
     stream.send("/nobody/1", b"lost").await.expect("send");
     stream.send(PROTO, b"kept").await.expect("send");
     drop(stream);
@@ -509,7 +529,7 @@ async fn peer_events_follow_first_and_last_connection_and_shutdown_is_final() {
     };
     let a = host(config.clone()).await;
     let b = host(config).await;
-    let mut a_events = a.events();
+    let mut a_events = a.control().events();
     let a_id = connect(&b, &a).await;
     wait_for(
         &mut a_events,
@@ -524,10 +544,13 @@ async fn peer_events_follow_first_and_last_connection_and_shutdown_is_final() {
         matches!(e, Event::ConnectionEstablished { connections: 2, .. })
     })
     .await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
     // The new protocol reaches b by a push before b may send to it.
-    wait_until(Duration::from_secs(2), || b.is_supported(&a_id, PROTO)).await;
-    b.send(a_id, PROTO, b"bye").await.expect("send");
+    wait_until(Duration::from_secs(2), || {
+        b.control().is_supported(&a_id, PROTO)
+    })
+    .await;
+    b.control().send(a_id, PROTO, b"bye").await.expect("send");
     inbox.recv().await.expect("delivered");
 
     b.shutdown().await;
@@ -544,16 +567,19 @@ async fn peer_events_follow_first_and_last_connection_and_shutdown_is_final() {
             peer: b.local_peer_id()
         }
     );
-    assert!(a.connected_peers().is_empty());
+    assert!(a.control().connected_peers().is_empty());
     assert!(matches!(
-        b.send(a_id, PROTO, b"x").await,
+        b.control().send(a_id, PROTO, b"x").await,
         Err(Error::ShutDown)
     ));
     assert!(matches!(
         b.dial(a.listen_addrs()[0].clone()).await,
         Err(Error::ShutDown)
     ));
-    assert!(matches!(b.register_protocol("/x/1"), Err(Error::ShutDown)));
+    assert!(matches!(
+        b.control().register_protocol("/x/1"),
+        Err(Error::ShutDown)
+    ));
     b.shutdown().await; // idempotent
     a.shutdown().await;
 }
@@ -572,12 +598,12 @@ async fn a_busy_pool_makes_the_host_dial_one_more_connection_up_to_the_maximum()
     };
     let a = host(config.clone()).await;
     let b = host(config).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
-    assert_eq!(b.pool_stats(&a_id).len(), 1);
+    assert_eq!(b.control().pool_stats(&a_id).len(), 1);
     let senders: Vec<_> = (0..16)
         .map(|_| {
-            let control = b.control();
+            let control = b.control().clone();
             tokio::spawn(async move {
                 for _ in 0..200 {
                     control
@@ -591,7 +617,7 @@ async fn a_busy_pool_makes_the_host_dial_one_more_connection_up_to_the_maximum()
     let drain = tokio::spawn(async move { while inbox.recv().await.is_some() {} });
     let mut most = 0;
     while !senders.iter().all(|s| s.is_finished()) {
-        most = most.max(b.pool_stats(&a_id).len());
+        most = most.max(b.control().pool_stats(&a_id).len());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for s in senders {
@@ -613,9 +639,9 @@ async fn messages_waiting_for_a_full_inbox_when_the_connection_closes_are_still_
     };
     let a = host(receiver_config).await;
     let b = host(Config::default()).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
-    let mut stream = b.borrow_stream(a_id).await.expect("borrow");
+    let mut stream = b.control().borrow_stream(a_id).await.expect("borrow");
     for i in 0u8..5 {
         stream.send(PROTO, [i]).await.expect("send");
     }
@@ -623,7 +649,10 @@ async fn messages_waiting_for_a_full_inbox_when_the_connection_closes_are_still_
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(stream);
     b.disconnect(a_id).await.expect("disconnect");
-    wait_until(Duration::from_secs(5), || a.connected_peers().is_empty()).await;
+    wait_until(Duration::from_secs(5), || {
+        a.control().connected_peers().is_empty()
+    })
+    .await;
     let mut got = Vec::new();
     while got.len() < 5 {
         match tokio::time::timeout(Duration::from_secs(1), inbox.recv()).await {

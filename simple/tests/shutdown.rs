@@ -27,19 +27,19 @@ const PROTO: &str = "/test/shutdown/1";
 async fn shutdown_lets_a_frame_being_written_finish_and_then_refuses_everything() {
     let a = host(Config::default()).await;
     let b = host(Config::default()).await;
-    let mut inbox = a.register_protocol(PROTO).expect("register");
-    let mut a_events = a.events();
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let mut a_events = a.control().events();
     let a_id = connect(&b, &a).await;
 
     let big = vec![0xabu8; 8 << 20];
     let sending = {
-        let control = b.control();
+        let control = b.control().clone();
         let big = big.clone();
         tokio::spawn(async move { control.send(a_id, PROTO, big).await })
     };
     // Shut down while the 8 MiB frame is on its way.
     wait_until(Duration::from_secs(5), || {
-        b.pool_stats(&a_id).iter().any(|s| s.borrowed > 0)
+        b.control().pool_stats(&a_id).iter().any(|s| s.borrowed > 0)
     })
     .await;
     b.shutdown().await;
@@ -61,12 +61,21 @@ async fn shutdown_lets_a_frame_being_written_finish_and_then_refuses_everything(
 
     // Every later call is refused with a typed error.
     assert!(matches!(
-        b.send(a_id, PROTO, b"x").await,
+        b.control().send(a_id, PROTO, b"x").await,
         Err(Error::ShutDown)
     ));
-    assert!(matches!(b.borrow_stream(a_id).await, Err(Error::ShutDown)));
-    assert!(matches!(b.register_protocol("/x/1"), Err(Error::ShutDown)));
-    assert!(matches!(b.unregister_protocol(PROTO), Err(Error::ShutDown)));
+    assert!(matches!(
+        b.control().borrow_stream(a_id).await,
+        Err(Error::ShutDown)
+    ));
+    assert!(matches!(
+        b.control().register_protocol("/x/1"),
+        Err(Error::ShutDown)
+    ));
+    assert!(matches!(
+        b.control().unregister_protocol(PROTO),
+        Err(Error::ShutDown)
+    ));
     assert!(matches!(
         b.dial(a.listen_addrs()[0].clone()).await,
         Err(Error::ShutDown)
@@ -77,12 +86,13 @@ async fn shutdown_lets_a_frame_being_written_finish_and_then_refuses_everything(
         Err(Error::ShutDown)
     ));
     assert!(matches!(
-        b.blacklist_add(a_id.to_string().parse().expect("entry"))
+        b.control()
+            .blacklist_add(a_id.to_string().parse().expect("entry"))
             .await,
         Err(Error::ShutDown)
     ));
-    assert!(b.pool_stats(&a_id).is_empty(), "pools closed");
-    assert!(b.connected_peers().is_empty());
+    assert!(b.control().pool_stats(&a_id).is_empty(), "pools closed");
+    assert!(b.control().connected_peers().is_empty());
     b.shutdown().await; // again: nothing happens
     a.shutdown().await;
 }
@@ -93,11 +103,14 @@ async fn shutdown_lets_a_frame_being_written_finish_and_then_refuses_everything(
 async fn shutdown_returns_after_every_task_of_the_host_has_ended() {
     let a = host(Config::default()).await;
     let peers = [host(Config::default()).await, host(Config::default()).await];
-    let mut inbox = a.register_protocol(PROTO).expect("register");
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
     for peer in &peers {
         let a_id = connect(peer, &a).await;
         for i in 0..20u32 {
-            peer.send(a_id, PROTO, i.to_le_bytes()).await.expect("sent");
+            peer.control()
+                .send(a_id, PROTO, i.to_le_bytes())
+                .await
+                .expect("sent");
         }
     }
     for _ in 0..40 {

@@ -43,7 +43,7 @@ fn load_config() -> Config {
 
 /// Counts deliveries, sleeping 1 ms per message like a slow application.
 fn slow_reader(host: &Host, delivered: Arc<AtomicUsize>) {
-    let mut inbox = host.register_protocol(PROTO).expect("register");
+    let mut inbox = host.control().register_protocol(PROTO).expect("register");
     tokio::spawn(async move {
         while inbox.recv().await.is_some() {
             delivered.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +82,7 @@ async fn two_way_load(transport: &str, run_for: Duration) -> LoadReport {
 
     let stalls = Arc::new(AtomicU64::new(0));
     for host in [&a, &b] {
-        let mut events = host.events();
+        let mut events = host.control().events();
         let stalls = Arc::clone(&stalls);
         tokio::spawn(async move {
             while let Some(e) = events.recv().await {
@@ -94,8 +94,8 @@ async fn two_way_load(transport: &str, run_for: Duration) -> LoadReport {
     }
 
     let until = Instant::now() + run_for;
-    let mut tasks = senders(a.control(), b_id, until);
-    tasks.extend(senders(b.control(), a_id, until));
+    let mut tasks = senders(a.control().clone(), b_id, until);
+    tasks.extend(senders(b.control().clone(), a_id, until));
 
     // Watch progress; B redials whenever the connection is gone.
     let mut last = [0usize; 2];
@@ -113,7 +113,9 @@ async fn two_way_load(transport: &str, run_for: Duration) -> LoadReport {
             }
             longest_gap[side] = longest_gap[side].max(now - last_change[side]);
         }
-        if b.pool_stats(&a_id).is_empty() && b.dial(a.listen_addrs()[0].clone()).await.is_ok() {
+        if b.control().pool_stats(&a_id).is_empty()
+            && b.dial(a.listen_addrs()[0].clone()).await.is_ok()
+        {
             reconnects += 1;
         }
     }
@@ -188,14 +190,14 @@ async fn a_connection_whose_writes_make_no_progress_is_closed_as_stalled() {
     };
     let a = host(config.clone()).await;
     let b = host(config).await;
-    let _inbox = a.register_protocol(PROTO).expect("register");
+    let _inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
     // a's pool streams to b are b's inbound streams on the connection.
     wait_until(Duration::from_secs(5), || b.inbound_stream_count() > 0).await;
-    let mut events = b.events();
+    let mut events = b.control().events();
     let started = Instant::now();
     let stuck = {
-        let control = b.control();
+        let control = b.control().clone();
         tokio::spawn(async move {
             let payload = vec![1u8; 1 << 20];
             loop {

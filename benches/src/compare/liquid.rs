@@ -50,7 +50,10 @@ impl LiquidPair {
             .build()
             .await
             .ctx("receiver host")?;
-        let inbox = receiver.register_protocol(PROTOCOL).ctx("register")?;
+        let inbox = receiver
+            .control()
+            .register_protocol(PROTOCOL)
+            .ctx("register")?;
         let sender = Host::builder()
             .config(config)
             .build()
@@ -58,13 +61,16 @@ impl LiquidPair {
             .ctx("sender host")?;
         let replies = if echo {
             Some(Mutex::new(
-                sender.register_protocol(REPLY_PROTOCOL).ctx("register")?,
+                sender
+                    .control()
+                    .register_protocol(REPLY_PROTOCOL)
+                    .ctx("register")?,
             ))
         } else {
             None
         };
-        let mut sender_events = sender.events();
-        let mut receiver_events = receiver.events();
+        let mut sender_events = sender.control().events();
+        let mut receiver_events = receiver.control().events();
         let address = receiver
             .listen_addrs()
             .into_iter()
@@ -78,11 +84,11 @@ impl LiquidPair {
             sender.dial(address.clone()).await.ctx("extra dial")?;
         }
         let deadline = tokio::time::Instant::now() + limit;
-        while sender.pool_stats(&target).len() < connections {
+        while sender.control().pool_stats(&target).len() < connections {
             if tokio::time::Instant::now() > deadline {
                 return Err(BenchError::new(format!(
                     "{} of {connections} connections up within {limit:?}",
-                    sender.pool_stats(&target).len()
+                    sender.control().pool_stats(&target).len()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -91,7 +97,7 @@ impl LiquidPair {
         tasks.push(tokio::spawn(receive(
             inbox,
             ledger,
-            echo.then(|| receiver.control()),
+            echo.then(|| receiver.control().clone()),
         )));
         Ok(Self {
             sender,
@@ -137,6 +143,7 @@ impl Pair for LiquidPair {
     fn send<'a>(&'a self, _: usize, payload: &'a [u8]) -> BoxFuture<'a, Result<(), BenchError>> {
         async move {
             self.sender
+                .control()
                 .send(self.target, PROTOCOL, payload)
                 .await
                 .ctx("send")
@@ -153,6 +160,7 @@ impl Pair for LiquidPair {
             let replies = self.replies.as_ref().ctx("pair set up without replies")?;
             let mut replies = replies.lock().await;
             self.sender
+                .control()
                 .send(self.target, PROTOCOL, payload)
                 .await
                 .ctx("send")?;

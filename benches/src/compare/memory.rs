@@ -231,16 +231,16 @@ async fn liquid_idle(n: usize, limit: Duration) -> Result<(Idle, (Host, Host)), 
             let deadline = tokio::time::Instant::now() + limit;
             loop {
                 let ready = |host: &Host, peer: &PeerId| {
-                    let pools = host.pool_stats(peer);
+                    let pools = host.control().pool_stats(peer);
                     pools.len() >= total
                         && pools.iter().all(|p| p.current >= init)
-                        && host.receive_counts(peer).streams >= total * init
+                        && host.control().receive_counts(peer).streams >= total * init
                 };
                 if ready(a, &b_id) && ready(b, &a_id) {
                     return Ok(());
                 }
                 if tokio::time::Instant::now() > deadline {
-                    let pools = b.pool_stats(&a_id);
+                    let pools = b.control().pool_stats(&a_id);
                     return Err(BenchError::new(format!(
                         "{} of {total} connections with full pools within {limit:?}",
                         pools.iter().filter(|p| p.current >= init).count()

@@ -89,7 +89,7 @@ async fn mesh(
             .build()
             .await
             .ctx("host")?;
-        inboxes.push(host.register_protocol(PROTOCOL).ctx("register")?);
+        inboxes.push(host.control().register_protocol(PROTOCOL).ctx("register")?);
         hosts.push(host);
     }
     let addresses = hosts
@@ -99,7 +99,7 @@ async fn mesh(
     // Every host counts its distinct connected peers.
     let mut waiters = Vec::new();
     for host in hosts.iter() {
-        let mut events = host.events();
+        let mut events = host.control().events();
         waiters.push(tokio::spawn(async move {
             let mut peers = std::collections::HashSet::new();
             while peers.len() < n - 1 {
@@ -182,7 +182,7 @@ async fn traffic(
         for w in 0..WORKERS_PER_HOST {
             let sender = i * WORKERS_PER_HOST + w;
             let (control, peers, ledger, failures, stop) = (
-                host.control(),
+                host.control().clone(),
                 peers.clone(),
                 ledger.clone(),
                 failures.clone(),

@@ -60,6 +60,7 @@ pub async fn burst_and_shrink(
         .await
         .ctx("receiver host")?;
     let mut inbox = receiver
+        .control()
         .register_protocol(liquid::PROTOCOL)
         .ctx("register")?;
     let drain = tokio::spawn(async move { while inbox.recv().await.is_some() {} });
@@ -68,7 +69,7 @@ pub async fn burst_and_shrink(
         .build()
         .await
         .ctx("sender host")?;
-    let mut events = sender.events();
+    let mut events = sender.control().events();
     let address = receiver
         .listen_addrs()
         .into_iter()
@@ -99,6 +100,7 @@ pub async fn burst_and_shrink(
                     // Errors (a borrow timing out under the burst) only end the burst
                     // early for this task; the samples say what the pool did.
                     if sender
+                        .control()
                         .send(target, liquid::PROTOCOL, &payload[..])
                         .await
                         .is_err()
@@ -132,7 +134,12 @@ pub async fn burst_and_shrink(
 
 /// Streams in the sender's pools to `target`.
 fn pool_streams(sender: &Host, target: liquid_p2p::PeerId) -> usize {
-    sender.pool_stats(&target).iter().map(|p| p.current).sum()
+    sender
+        .control()
+        .pool_stats(&target)
+        .iter()
+        .map(|p| p.current)
+        .sum()
 }
 
 async fn wait_for_pool(

@@ -205,6 +205,7 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     });
     for protocol in &protocols {
         let inbox = host
+            .control()
             .register_protocol(protocol.as_str())
             .map_err(|e| format!("cannot register protocol `{protocol}`: {e}"))?;
         spawn_inbox(&node, inbox);
@@ -213,7 +214,7 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     // Subscribe before reading the addresses: an address not yet in the snapshot
     // is then reported by an event. The events of the addresses bound during
     // `build` happened before any subscription could exist.
-    let events = host.events();
+    let events = host.control().events();
     let announced: HashSet<String> = host.listen_addrs().iter().map(|a| a.to_string()).collect();
     let mut in_order: Vec<&String> = announced.iter().collect();
     in_order.sort();
@@ -315,7 +316,7 @@ async fn execute(node: &Node, command: Command) {
             text,
         } => {
             let peers = match target {
-                Target::All => host.connected_peers(),
+                Target::All => host.control().connected_peers(),
                 Target::Peer(peer) => vec![peer],
             };
             if peers.is_empty() {
@@ -325,7 +326,7 @@ async fn execute(node: &Node, command: Command) {
             let results = join_all(
                 peers
                     .iter()
-                    .map(|peer| host.send(*peer, &protocol, text.as_bytes())),
+                    .map(|peer| host.control().send(*peer, &protocol, text.as_bytes())),
             )
             .await;
             for (peer, result) in peers.iter().zip(results) {
@@ -338,20 +339,21 @@ async fn execute(node: &Node, command: Command) {
                 });
             }
         }
-        Command::Register(protocol) => match host.register_protocol(protocol.as_str()) {
+        Command::Register(protocol) => match host.control().register_protocol(protocol.as_str()) {
             Ok(inbox) => {
                 spawn_inbox(node, inbox);
                 printer.print(&Output::Registered { protocol });
             }
             Err(e) => printer.print(&Output::error(format!("register {protocol}: {e}"))),
         },
-        Command::Unregister(protocol) => match host.unregister_protocol(&protocol) {
+        Command::Unregister(protocol) => match host.control().unregister_protocol(&protocol) {
             Ok(()) => printer.print(&Output::Unregistered { protocol }),
             Err(e) => printer.print(&Output::error(format!("unregister {protocol}: {e}"))),
         },
         Command::Dial(address) => dial(host, address, printer).await,
         Command::Peers => {
             let mut peers: Vec<String> = host
+                .control()
                 .connected_peers()
                 .iter()
                 .map(|p| p.to_string())
@@ -361,9 +363,16 @@ async fn execute(node: &Node, command: Command) {
         }
         Command::Stats => {
             let peers = host
+                .control()
                 .connected_peers()
                 .into_iter()
-                .map(|peer| (peer, host.pool_stats(&peer), host.receive_counts(&peer)))
+                .map(|peer| {
+                    (
+                        peer,
+                        host.control().pool_stats(&peer),
+                        host.control().receive_counts(&peer),
+                    )
+                })
                 .collect();
             let tasks = tokio::runtime::Handle::current()
                 .metrics()
@@ -383,7 +392,7 @@ async fn execute(node: &Node, command: Command) {
             size,
         } => {
             let peers = match target {
-                Target::All => host.connected_peers(),
+                Target::All => host.control().connected_peers(),
                 Target::Peer(peer) => vec![peer],
             };
             if peers.is_empty() {
@@ -420,6 +429,7 @@ async fn flood(
             let protocol = protocol.as_str();
             async move {
                 let result = host
+                    .control()
                     .send(peer, protocol, flood_payload(number, seq, size))
                     .await;
                 (seq, result)

@@ -100,6 +100,7 @@ async fn run(args: Args) -> Result<(), String> {
             .await
             .map_err(|e| format!("starting a host: {e}"))?;
         let mut inbox = host
+            .control()
             .register_protocol(PROTOCOL)
             .map_err(|e| format!("registering {PROTOCOL}: {e}"))?;
         let count = Arc::new(Counters::default());
@@ -188,7 +189,13 @@ async fn connect_mesh(hosts: &[Host]) -> Result<(), String> {
         result?;
     }
     let everyone = hosts.len() - 1;
-    if !wait_until(|| hosts.iter().all(|h| h.connected_peers().len() == everyone)).await {
+    if !wait_until(|| {
+        hosts
+            .iter()
+            .all(|h| h.control().connected_peers().len() == everyone)
+    })
+    .await
+    {
         return Err("the mesh did not form in time".into());
     }
     Ok(())
@@ -208,9 +215,10 @@ async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
 
 fn all_pools(hosts: &[Host]) -> impl Iterator<Item = PoolStats> + '_ {
     hosts.iter().flat_map(|h| {
-        h.connected_peers()
+        h.control()
+            .connected_peers()
             .into_iter()
-            .flat_map(move |p| h.pool_stats(&p))
+            .flat_map(move |p| h.control().pool_stats(&p))
     })
 }
 
@@ -230,7 +238,7 @@ async fn send_traffic(
         let targets: Vec<PeerId> = ids.iter().copied().filter(|p| *p != ids[h]).collect();
         for task in 0..SENDERS_PER_HOST {
             senders.push(tokio::spawn(sender(
-                host.control(),
+                host.control().clone(),
                 targets.clone(),
                 Arc::clone(&counters[h]),
                 Arc::clone(&payload),
@@ -244,9 +252,9 @@ async fn send_traffic(
     let mut peaks: HashMap<(usize, PeerId), Peak> = HashMap::new();
     while Instant::now() < deadline {
         for (h, host) in hosts.iter().enumerate() {
-            for peer in host.connected_peers() {
+            for peer in host.control().connected_peers() {
                 let peak = peaks.entry((h, peer)).or_default();
-                for s in host.pool_stats(&peer) {
+                for s in host.control().pool_stats(&peer) {
                     peak.current = peak.current.max(s.current);
                     peak.borrowed = peak.borrowed.max(s.borrowed);
                     peak.waiters = peak.waiters.max(s.waiters);
@@ -361,14 +369,14 @@ fn report(
     let (mut pools, mut grown_pools, mut most, mut peak_borrowed, mut peak_waiters) =
         (0, 0, 0, 0, 0);
     for (i, host) in hosts.iter().enumerate() {
-        let mut peers = host.connected_peers();
+        let mut peers = host.control().connected_peers();
         peers.sort_by_key(|p| index.get(p).copied().unwrap_or(usize::MAX));
         for peer in peers {
             let to = index
                 .get(&peer)
                 .map_or_else(|| peer.to_string(), |j| j.to_string());
             let peak = peaks.get(&(i, peer)).copied().unwrap_or_default();
-            for s in host.pool_stats(&peer) {
+            for s in host.control().pool_stats(&peer) {
                 pools += 1;
                 let grown = s.current as i64 - init_size as i64;
                 if s.current > init_size {

@@ -48,10 +48,10 @@ pub async fn connect(from: &Host, to: &Host) -> PeerId {
     assert_eq!(peer, to.local_peer_id());
     let back = from.local_peer_id();
     wait_until(Duration::from_secs(5), || {
-        !from.pool_stats(&peer).is_empty()
-            && !to.pool_stats(&back).is_empty()
-            && from.peer_protocols(&peer).is_some()
-            && to.peer_protocols(&back).is_some()
+        !from.control().pool_stats(&peer).is_empty()
+            && !to.control().pool_stats(&back).is_empty()
+            && from.control().peer_protocols(&peer).is_some()
+            && to.control().peer_protocols(&back).is_some()
     })
     .await;
     peer

@@ -195,7 +195,7 @@ async fn run(config: NodeConfig, stop_on_stdin_eof: bool) -> Result<(), String> 
         .await
         .map_err(|e| format!("cannot start: {e}"))?;
     // Subscribe before anything else: a required peer may already be connecting.
-    let events = host.events();
+    let events = host.control().events();
     let taken = |protocol: &str| {
         host.take_inbox(protocol)
             .ok_or_else(|| format!("no inbox for {protocol}"))
@@ -205,7 +205,7 @@ async fn run(config: NodeConfig, stop_on_stdin_eof: bool) -> Result<(), String> 
 
     let node = Arc::new(Node {
         name: config.name.clone(),
-        control: host.control(),
+        control: host.control().clone(),
         protocols,
         chain: Mutex::new(Chain::new(&config.chain_id)),
         sync: Mutex::new(SyncState::default()),
@@ -232,7 +232,7 @@ async fn run(config: NodeConfig, stop_on_stdin_eof: bool) -> Result<(), String> 
         tokio::spawn(Arc::clone(&node).events_task(events)),
     ];
     // Peers that connected before the subscription: their event is gone.
-    for peer in host.connected_peers() {
+    for peer in host.control().connected_peers() {
         node.request_sync(peer, SyncReason::Connected);
     }
     if config.leader {
