@@ -67,11 +67,20 @@ pub use control::{Control, ExclusiveStream};
 pub use events::Events;
 pub use host::{Host, HostBuilder, IDENTIFY_PROTOCOL_VERSION};
 pub use libp2p;
+
+/// The building blocks the host is made of: the frame codec, the send-stream pool
+/// and its manager, the connection manager, the supervisor's schedule, the
+/// protocol-list exchange format. For benchmarks, fuzzing and tools that speak the
+/// wire format by hand; a node needs none of it to use [`Host`] or [`Behaviour`].
+/// These items may change in any release, unlike the rest of this crate's API.
+pub mod low_level {
+    pub use liquid_p2p_core::*;
+}
 pub use liquid_p2p_core::{
-    self as core, AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch,
-    Config, ConnectionId, DialFailure, Error, Event, EvictionReason, EvictionStrategy, FrameError,
-    Message, PeerId, PeerLimit, PeerScope, PolicyScope, PoolConfig, PoolStats, ReceiveCounts,
-    RefusalReason, RemoteRefusal, StreamOpenFailure, StreamScope, SupervisorConfig, codec,
+    AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch, Config,
+    ConnectionId, DialFailure, Error, Event, EvictionReason, EvictionStrategy, FrameError, Message,
+    PeerId, PeerLimit, PeerScope, PolicyScope, PoolConfig, PoolStats, ReceiveCounts, RefusalReason,
+    RemoteRefusal, StreamOpenFailure, StreamScope, SupervisorConfig,
 };
 pub use muxer::{YamuxConfig, YamuxMuxer};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};

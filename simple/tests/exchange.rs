@@ -9,9 +9,9 @@ use common::*;
 use futures::{AsyncWriteExt, StreamExt};
 use liquid_p2p::{
     Config, EXCHANGE_PROTOCOL, Error, Event, Host, PROTOCOL,
-    codec::encode_frame,
-    core::exchange::{read_protocol_list, write_protocol_list},
     libp2p::{Multiaddr, identity::Keypair},
+    low_level::codec::encode_frame,
+    low_level::exchange::{read_protocol_list, write_protocol_list},
 };
 
 /// The scenario of the Go original's host test, on real TCP.

@@ -10,7 +10,7 @@ use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use liquid_p2p::{
     Config, Event, FrameError, PROTOCOL,
-    codec::{encode_frame, encode_header},
+    low_level::codec::{encode_frame, encode_header},
 };
 
 const PROTO: &str = "/test/plain/1";

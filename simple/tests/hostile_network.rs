@@ -305,7 +305,7 @@ async fn a_peer_pushing_protocol_lists_without_pause_costs_a_bounded_number_of_e
                 victim.control().connected_peers()
             ),
         };
-        let frame = liquid_p2p::core::exchange::encode_protocol_list(&list);
+        let frame = liquid_p2p::low_level::exchange::encode_protocol_list(&list);
         let _ = tokio::time::timeout(step, stream.write_all(&frame)).await;
         let _ = tokio::time::timeout(step, stream.close()).await;
         pushes += 1;

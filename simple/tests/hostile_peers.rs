@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::*;
 use futures::{AsyncWriteExt, StreamExt};
 use liquid_p2p::{
-    Config, EXCHANGE_PROTOCOL, Event, FrameError, Host, PROTOCOL, PoolConfig, codec::encode_header,
-    core::Error,
+    Config, EXCHANGE_PROTOCOL, Error, Event, FrameError, Host, PROTOCOL, PoolConfig,
+    low_level::codec::encode_header,
 };
 
 const PROTO: &str = "/test/hostile/1";

@@ -14,7 +14,7 @@ use std::{
 
 use common::*;
 use futures::{AsyncWriteExt, StreamExt};
-use liquid_p2p::{Config, Event, PROTOCOL, codec::encode_header, libp2p};
+use liquid_p2p::{Config, Event, PROTOCOL, libp2p, low_level::codec::encode_header};
 use tokio::time::Instant;
 
 const PROTO: &str = "/test/saturate/1";

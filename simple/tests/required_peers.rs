@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use liquid_p2p::{
-    Config, DialFailure, Event, Host, PeerId, RemoteRefusal,
-    core::{SupervisorConfig, fibonacci_backoff},
-    libp2p::identity::Keypair,
+    Config, DialFailure, Event, Host, PeerId, RemoteRefusal, SupervisorConfig,
+    libp2p::identity::Keypair, low_level::fibonacci_backoff,
 };
 use tokio::time::Instant;
 
