@@ -44,6 +44,7 @@ const MAX_ECHOED_CHARS: usize = 64;
 /// # Ok::<(), liquid_p2p_core::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum BlacklistEntry {
     /// Every connection of this peer, whatever its address.
     Peer(PeerId),

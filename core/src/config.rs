@@ -18,8 +18,30 @@ pub const RESERVED_STREAMS: usize = 16;
 /// Longest application protocol id a frame may carry, in bytes.
 pub const MAX_PROTOCOL_LEN: usize = 256;
 
+/// Builder-style setters for a config's public fields: `with_<field>(value)` for
+/// each listed field, so a config can be written as one expression
+/// (`Config::default().with_max_peers(50)`) while the structs stay
+/// `#[non_exhaustive]` and may gain fields in any release. (Setting a field of a
+/// `mut` binding works as well.)
+macro_rules! setters {
+    ($config:ident { $($setter:ident => $field:ident: $ty:ty),* $(,)? }) => {
+        impl $config {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+                #[must_use]
+                pub fn $setter(mut self, $field: $ty) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
+}
+pub(crate) use setters;
+
 /// Settings of one [`SendStreamPool`](crate::SendStreamPool).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// Streams opened as soon as the connection is established. Default: 10.
     pub init_size: usize,
@@ -73,6 +95,7 @@ impl PoolConfig {
 /// reported as `Event::Refused`, aggregated per address and reason over
 /// `report_window`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AdmissionConfig {
     /// Inbound connections in their handshake at once, in all. Default: 128.
     pub max_pending: usize,
@@ -125,6 +148,7 @@ impl Default for AdmissionConfig {
 
 /// Settings of a host: pools, inbound caps, frame limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Send-stream pool of each connection.
     pub pool: PoolConfig,
@@ -194,6 +218,56 @@ pub struct Config {
     /// [`PolicyScope::AllConnections`].
     pub policy_scope: PolicyScope,
 }
+
+setters!(PoolConfig {
+    with_init_size => init_size: usize,
+    with_max_size => max_size: usize,
+    with_grow_threshold_percent => grow_threshold_percent: u8,
+    with_grow_batch => grow_batch: Option<usize>,
+    with_borrow_timeout => borrow_timeout: Duration,
+    with_max_waiters => max_waiters: usize,
+    with_shrink_after => shrink_after: Duration,
+});
+
+setters!(AdmissionConfig {
+    with_max_pending => max_pending: usize,
+    with_reserved_pending => reserved_pending: usize,
+    with_max_pending_per_ip => max_pending_per_ip: usize,
+    with_max_pending_per_subnet => max_pending_per_subnet: usize,
+    with_max_connections_per_ip => max_connections_per_ip: Option<usize>,
+    with_max_connections_per_subnet => max_connections_per_subnet: Option<usize>,
+    with_limit_loopback => limit_loopback: bool,
+    with_handshake_timeout => handshake_timeout: Duration,
+    with_handshake_max_bytes => handshake_max_bytes: usize,
+    with_report_window => report_window: Duration,
+});
+
+setters!(Config {
+    with_pool => pool: PoolConfig,
+    with_max_connections_per_peer => max_connections_per_peer: usize,
+    with_max_peers => max_peers: usize,
+    with_max_inbound_streams_per_peer => max_inbound_streams_per_peer: Option<usize>,
+    with_max_inbound_streams_per_connection => max_inbound_streams_per_connection: Option<usize>,
+    with_max_frame_size => max_frame_size: usize,
+    with_handler_queue_len => handler_queue_len: usize,
+    with_event_queue_len => event_queue_len: usize,
+    with_stream_open_timeout => stream_open_timeout: Duration,
+    with_dial_timeout => dial_timeout: Duration,
+    with_stall_timeout => stall_timeout: Duration,
+    with_frame_read_timeout => frame_read_timeout: Duration,
+    with_compress_min_size => compress_min_size: Option<usize>,
+    with_ping_interval => ping_interval: Duration,
+    with_ping_timeout => ping_timeout: Duration,
+    with_supervisor => supervisor: SupervisorConfig,
+    with_exchange_timeout => exchange_timeout: Duration,
+    with_protocol_push_delay => protocol_push_delay: Duration,
+    with_max_protocols_per_peer => max_protocols_per_peer: usize,
+    with_eviction => eviction: EvictionStrategy,
+    with_max_blacklist_entries => max_blacklist_entries: usize,
+    with_admission => admission: AdmissionConfig,
+    with_peer_scope => peer_scope: PeerScope,
+    with_policy_scope => policy_scope: PolicyScope,
+});
 
 /// Which connections of the swarm are liquid peers: get a pool of send streams,
 /// the protocol exchange, liveness checks and connection events.

@@ -43,6 +43,7 @@ pub enum Priority {
 /// already connected. The same strategy picks the low-priority peer that makes room
 /// for a new high-priority one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum EvictionStrategy {
     /// Last in, first refused: the newcomer is refused and established peers keep
     /// their place. A required newcomer evicts the *newest* low-priority peer, which
@@ -58,6 +59,7 @@ pub enum EvictionStrategy {
 
 /// Which peer limit refuses a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum PeerLimit {
     /// The peer already has `limit` connections.
     #[error("max connections per peer ({limit}) reached")]

@@ -13,6 +13,7 @@ use crate::{
 
 /// A message received for a registered protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// The sender, as authenticated by the connection.
     pub peer: PeerId,
@@ -23,6 +24,19 @@ pub struct Message {
     pub protocol: Arc<str>,
     /// The payload.
     pub payload: Bytes,
+}
+
+impl Message {
+    /// A message as the receiver delivers it; also for testing code that handles
+    /// messages without a network.
+    pub fn new(peer: PeerId, connection: ConnectionId, protocol: Arc<str>, payload: Bytes) -> Self {
+        Self {
+            peer,
+            connection,
+            protocol,
+            payload,
+        }
+    }
 }
 
 /// Something that happened on the host.

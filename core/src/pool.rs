@@ -58,6 +58,7 @@ pub trait StreamOpener: Send + Sync + 'static {
 
 /// A snapshot of one pool's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// The peer.
     pub peer: PeerId,
@@ -77,6 +78,24 @@ pub struct PoolStats {
     pub max: usize,
     /// Opens that failed since the pool was created.
     pub open_failures: u64,
+}
+
+impl PoolStats {
+    /// The counters of an empty pool with a cap of `max` streams; for code that
+    /// renders or aggregates stats and is tested without a network.
+    pub fn empty(peer: PeerId, connection: ConnectionId, max: usize) -> Self {
+        Self {
+            peer,
+            connection,
+            current: 0,
+            idle: 0,
+            borrowed: 0,
+            waiters: 0,
+            opening: 0,
+            max,
+            open_failures: 0,
+        }
+    }
 }
 
 /// How busy a pool is, for choosing among the connections of a peer.

@@ -39,6 +39,7 @@ struct Inner {
 
 /// Inbound stream counts of one peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReceiveCounts {
     /// Streams tracked across all the peer's connections.
     pub streams: usize,

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 /// Settings of the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SupervisorConfig {
     /// How often the host sweeps for due redials even when nothing happened. Default: 5 s.
     pub check_interval: Duration,
@@ -44,6 +45,15 @@ pub struct SupervisorConfig {
     /// dial: the schedule goes on instead of redialling at once. Default: 5 s.
     pub min_connection_lifetime: Duration,
 }
+
+crate::config::setters!(SupervisorConfig {
+    with_check_interval => check_interval: Duration,
+    with_backoff_unit => backoff_unit: Duration,
+    with_max_backoff => max_backoff: Duration,
+    with_jitter_percent => jitter_percent: u8,
+    with_max_attempts => max_attempts: Option<u32>,
+    with_min_connection_lifetime => min_connection_lifetime: Duration,
+});
 
 impl Default for SupervisorConfig {
     fn default() -> Self {

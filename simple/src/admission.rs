@@ -757,13 +757,8 @@ mod tests {
 
     #[test]
     fn established_connections_per_address_are_capped_except_loopback_and_required_peers() {
-        let config = Config {
-            admission: AdmissionConfig {
-                max_connections_per_ip: Some(2),
-                ..AdmissionConfig::default()
-            },
-            ..Config::default()
-        };
+        let config = Config::default()
+            .with_admission(AdmissionConfig::default().with_max_connections_per_ip(Some(2)));
         let mut gate = Gate::new(&config, Arc::default());
         gate.set_local_peer(PeerId::random());
         let admit = |gate: &mut Gate, id: usize, ip: &str| {

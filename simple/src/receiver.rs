@@ -293,12 +293,7 @@ impl StreamReader {
                 return Step::Next;
             }
         };
-        let message = Message {
-            peer,
-            connection,
-            protocol: Arc::clone(&route.name),
-            payload,
-        };
+        let message = Message::new(peer, connection, Arc::clone(&route.name), payload);
         match route.queue.try_send(message) {
             Ok(()) => Step::Next,
             Err(mpsc::error::TrySendError::Full(message)) => Step::Full(Box::new((route, message))),

@@ -49,19 +49,17 @@ struct Extra {
 
 /// Fast redials and dead-peer detection, policy scoped to liquid peers.
 fn scoped_config() -> Config {
-    Config {
-        ping_interval: Duration::from_millis(200),
-        ping_timeout: Duration::from_millis(300),
-        supervisor: SupervisorConfig {
-            check_interval: Duration::from_millis(100),
-            backoff_unit: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(400),
-            min_connection_lifetime: Duration::from_millis(100),
-            ..SupervisorConfig::default()
-        },
-        ..Config::default()
-    }
-    .scoped_to_liquid_peers()
+    Config::default()
+        .with_ping_interval(Duration::from_millis(200))
+        .with_ping_timeout(Duration::from_millis(300))
+        .with_supervisor(
+            SupervisorConfig::default()
+                .with_check_interval(Duration::from_millis(100))
+                .with_backoff_unit(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_millis(400))
+                .with_min_connection_lifetime(Duration::from_millis(100)),
+        )
+        .scoped_to_liquid_peers()
 }
 
 fn gossipsub_for(key: &Keypair) -> gossipsub::Behaviour {
@@ -474,10 +472,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kademlia_only_peers_are_not_counted_pooled_or_exchanged_with_when_scoped() {
     init_tracing();
-    let config = Config {
-        max_peers: 3,
-        ..scoped_config()
-    };
+    let config = scoped_config().with_max_peers(3);
     let (mut a, a_control) = node(Keypair::generate_ed25519(), config, TCP).await;
     let (b, _b_control) = node(Keypair::generate_ed25519(), scoped_config(), TCP).await;
     dial(&b, a.address.clone()).await;
@@ -553,10 +548,7 @@ async fn kademlia_only_peers_are_not_counted_pooled_or_exchanged_with_when_scope
 async fn unscoped_limits_refuse_kademlia_only_peers() {
     // The default scope (one policy for the whole node) is what a swarm of
     // liquid peers alone wants; with other protocols it refuses their peers.
-    let config = Config {
-        max_peers: 3,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_peers(3);
     let (mut a, _a_control) = node(Keypair::generate_ed25519(), config, TCP).await;
     let mut crowd = Vec::new();
     for _ in 0..6 {
@@ -736,10 +728,7 @@ async fn a_host_runs_the_nodes_gossipsub_and_kademlia_next_to_liquid() {
 async fn a_scoped_host_lets_kademlia_only_peers_in_beyond_max_peers() {
     let node = host_with_extra(
         Keypair::generate_ed25519(),
-        Config {
-            max_peers: 2,
-            ..scoped_config()
-        },
+        scoped_config().with_max_peers(2),
         TCP,
     )
     .await;

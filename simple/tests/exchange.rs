@@ -175,11 +175,7 @@ async fn a_burst_of_ten_changes_makes_at_most_two_pushes_and_ends_right() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_exchanges_is_kept_with_an_unknown_list_and_reported() {
-    let host = host(Config {
-        exchange_timeout: Duration::from_secs(1),
-        ..Config::default()
-    })
-    .await;
+    let host = host(Config::default().with_exchange_timeout(Duration::from_secs(1))).await;
     let mut events = host.control().events();
     let (plain, mut control) = plain_swarm(host.listen_addrs()[0].clone()).await;
     let e = wait_for(&mut events, Duration::from_secs(5), |e| {

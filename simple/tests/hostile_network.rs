@@ -203,13 +203,10 @@ fn victim_report_window() -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_socket_is_dropped_at_the_handshake_deadline_and_reported() {
     let deadline = Duration::from_millis(800);
-    let victim = host(Config {
-        admission: AdmissionConfig {
-            handshake_timeout: deadline,
-            ..AdmissionConfig::default()
-        },
-        ..Config::default()
-    })
+    let victim = host(
+        Config::default()
+            .with_admission(AdmissionConfig::default().with_handshake_timeout(deadline)),
+    )
     .await;
     let mut events = victim.control().events();
     // Taken before connecting: the victim's deadline runs from its accept, which

@@ -63,11 +63,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_frame_followed_by_silence_is_reset_after_the_read_timeout() {
-    let host = host(Config {
-        frame_read_timeout: Duration::from_secs(1),
-        ..Config::default()
-    })
-    .await;
+    let host = host(Config::default().with_frame_read_timeout(Duration::from_secs(1))).await;
     let mut inbox = host.control().register_protocol(PROTO).expect("register");
     let witness = Witness::new(&host).await;
     let mut events = host.control().events();
@@ -155,15 +151,12 @@ fn reset_by_the_peer(e: &Error) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_gets_timeouts_and_others_are_unaffected() {
-    let config = Config {
-        pool: PoolConfig {
-            init_size: 2,
-            max_size: 4,
-            borrow_timeout: Duration::from_secs(1),
-            ..PoolConfig::default()
-        },
-        ..Config::default()
-    };
+    let config = Config::default().with_pool(
+        PoolConfig::default()
+            .with_init_size(2)
+            .with_max_size(4)
+            .with_borrow_timeout(Duration::from_secs(1)),
+    );
     let host = host(config).await;
     let mut inbox = host.control().register_protocol(PROTO).expect("register");
     let witness = Witness::new(&host).await;
@@ -252,11 +245,7 @@ async fn oversized_protocol_lists_are_rejected_with_a_typed_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_of_peer_ids_beyond_max_peers_is_refused_and_the_witness_stays() {
-    let host = host(Config {
-        max_peers: 20,
-        ..Config::default()
-    })
-    .await;
+    let host = host(Config::default().with_max_peers(20)).await;
     let mut inbox = host.control().register_protocol(PROTO).expect("register");
     let witness = Witness::new(&host).await;
     let mut events = host.control().events();

@@ -12,11 +12,9 @@ use liquid_p2p::{
 };
 
 fn limited(max_peers: usize, eviction: EvictionStrategy) -> Config {
-    Config {
-        max_peers,
-        eviction,
-        ..Config::default()
-    }
+    Config::default()
+        .with_max_peers(max_peers)
+        .with_eviction(eviction)
 }
 
 /// Connects `from` to `to` and waits until `to` counts it.
@@ -515,6 +513,7 @@ async fn twenty_five_peers_against_max_twenty_with_two_required_under_every_stra
                 // Any low-priority peer may go, newcomers included; the last one is in.
                 assert!(peers.contains(&low_ids[24]), "the last newcomer got in");
             }
+            other => panic!("no expectation written for {other:?}"),
         }
         a.shutdown().await;
         for h in required.into_iter().chain(lows) {

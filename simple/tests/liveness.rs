@@ -92,11 +92,9 @@ async fn a_saturated_healthy_connection_is_never_taken_for_dead() {
 /// stay up while its messages arrive, and close once they stop too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_whose_pings_time_out_stays_connected_while_its_messages_arrive() {
-    let config = Config {
-        ping_interval: Duration::from_millis(200),
-        ping_timeout: Duration::from_millis(300),
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_ping_interval(Duration::from_millis(200))
+        .with_ping_timeout(Duration::from_millis(300));
     let limit = config.ping_interval + config.ping_timeout;
     let host = host(config).await;
     let mut inbox = host.control().register_protocol(PROTO).expect("register");

@@ -19,15 +19,12 @@ const CAP: Duration = Duration::from_millis(1200);
 const MIN_LIFETIME: Duration = Duration::from_millis(200);
 
 fn fast_schedule() -> Config {
-    Config {
-        supervisor: SupervisorConfig {
-            backoff_unit: UNIT,
-            max_backoff: CAP,
-            min_connection_lifetime: MIN_LIFETIME,
-            ..SupervisorConfig::default()
-        },
-        ..Config::default()
-    }
+    Config::default().with_supervisor(
+        SupervisorConfig::default()
+            .with_backoff_unit(UNIT)
+            .with_max_backoff(CAP)
+            .with_min_connection_lifetime(MIN_LIFETIME),
+    )
 }
 
 async fn host_with_key(key: Keypair, port: u16) -> Host {
@@ -183,11 +180,7 @@ async fn a_required_peer_that_dials_us_while_we_wait_to_redial_it_counts_as_conn
 /// application never hears of a peer that came and went.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_required_peer_refused_by_a_full_host_backs_off_and_is_told_why() {
-    let full = host(Config {
-        max_peers: 1,
-        ..Config::default()
-    })
-    .await;
+    let full = host(Config::default().with_max_peers(1)).await;
     let occupant = host(Config::default()).await;
     connect(&occupant, &full).await;
     let mut full_events = full.control().events();

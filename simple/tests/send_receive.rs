@@ -156,15 +156,8 @@ async fn messages_written_through_one_exclusive_borrow_arrive_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_64_concurrent_senders_a_pool_grows_to_its_max_and_never_past_it() {
-    let pool = PoolConfig {
-        init_size: 2,
-        max_size: 8,
-        ..PoolConfig::default()
-    };
-    let config = Config {
-        pool,
-        ..Config::default()
-    };
+    let pool = PoolConfig::default().with_init_size(2).with_max_size(8);
+    let config = Config::default().with_pool(pool);
     let a = host(config.clone()).await;
     let b = host(config).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
@@ -217,10 +210,7 @@ async fn under_64_concurrent_senders_a_pool_grows_to_its_max_and_never_past_it()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_connections_to_one_peer_load_spreads_over_both_pools() {
-    let config = Config {
-        max_connections_per_peer: 2,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_connections_per_peer(2);
     let a = host(config.clone()).await;
     let b = host(config).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
@@ -268,16 +258,10 @@ async fn with_two_connections_to_one_peer_load_spreads_over_both_pools() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_connection_closes_its_pool_and_receive_streams_and_others_go_on() {
-    let pool = PoolConfig {
-        init_size: 1,
-        max_size: 1,
-        ..PoolConfig::default()
-    };
-    let config = Config {
-        pool,
-        max_connections_per_peer: 2,
-        ..Config::default()
-    };
+    let pool = PoolConfig::default().with_init_size(1).with_max_size(1);
+    let config = Config::default()
+        .with_pool(pool)
+        .with_max_connections_per_peer(2);
     let a = host(config.clone()).await;
     let b = host(config).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
@@ -376,10 +360,7 @@ async fn closing_a_connection_closes_its_pool_and_receive_streams_and_others_go_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_smaller_inbound_cap_refuses_excess_streams_and_loses_no_acknowledged_message() {
-    let receiver_config = Config {
-        max_inbound_streams_per_peer: Some(4),
-        ..Config::default()
-    };
+    let receiver_config = Config::default().with_max_inbound_streams_per_peer(Some(4));
     let a = host(receiver_config).await;
     let b = host(Config::default()).await; // opens 10 streams at once
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
@@ -437,10 +418,7 @@ async fn a_smaller_inbound_cap_refuses_excess_streams_and_loses_no_acknowledged_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sends_fail_locally_with_typed_errors() {
-    let config = Config {
-        max_frame_size: 1024,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_frame_size(1024);
     let a = host(config.clone()).await;
     let b = host(config).await;
     let stranger = liquid_p2p::PeerId::random();
@@ -481,11 +459,7 @@ async fn bad_sends_fail_locally_with_typed_errors() {
 async fn frames_for_an_unregistered_protocol_are_counted_and_skipped() {
     // `a` unregisters a protocol but (push delayed) `b` still believes it is there,
     // so `b` sends to it: the frame reaches a host with no handler for it.
-    let a = host(Config {
-        protocol_push_delay: Duration::from_secs(30),
-        ..Config::default()
-    })
-    .await;
+    let a = host(Config::default().with_protocol_push_delay(Duration::from_secs(30))).await;
     let b = host(Config::default()).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let _gone = a
@@ -523,10 +497,7 @@ async fn frames_for_an_unregistered_protocol_are_counted_and_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_events_follow_first_and_last_connection_and_shutdown_is_final() {
-    let config = Config {
-        max_connections_per_peer: 2,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_connections_per_peer(2);
     let a = host(config.clone()).await;
     let b = host(config).await;
     let mut a_events = a.control().events();
@@ -586,16 +557,10 @@ async fn peer_events_follow_first_and_last_connection_and_shutdown_is_final() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_pool_makes_the_host_dial_one_more_connection_up_to_the_maximum() {
-    let pool = PoolConfig {
-        init_size: 2,
-        max_size: 4,
-        ..PoolConfig::default()
-    };
-    let config = Config {
-        pool,
-        max_connections_per_peer: 2,
-        ..Config::default()
-    };
+    let pool = PoolConfig::default().with_init_size(2).with_max_size(4);
+    let config = Config::default()
+        .with_pool(pool)
+        .with_max_connections_per_peer(2);
     let a = host(config.clone()).await;
     let b = host(config).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
@@ -633,10 +598,7 @@ async fn a_busy_pool_makes_the_host_dial_one_more_connection_up_to_the_maximum()
 async fn messages_waiting_for_a_full_inbox_when_the_connection_closes_are_still_delivered() {
     // An inbox of 2 that nobody reads yet: the reader holds the third message,
     // waiting for room, when the sender closes the connection.
-    let receiver_config = Config {
-        handler_queue_len: 2,
-        ..Config::default()
-    };
+    let receiver_config = Config::default().with_handler_queue_len(2);
     let a = host(receiver_config).await;
     let b = host(Config::default()).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");

@@ -35,10 +35,7 @@ struct LoadReport {
 }
 
 fn load_config() -> Config {
-    Config {
-        stall_timeout: STALL,
-        ..Config::default()
-    }
+    Config::default().with_stall_timeout(STALL)
 }
 
 /// Counts deliveries, sleeping 1 ms per message like a slow application.
@@ -184,10 +181,7 @@ async fn heavy_two_way_load_long_runs() {
 async fn a_connection_whose_writes_make_no_progress_is_closed_as_stalled() {
     // The receiver never reads its inbox: its queue fills, its streams stop being
     // read, flow control blocks the sender's writes, and nothing moves.
-    let config = Config {
-        handler_queue_len: 1,
-        ..load_config()
-    };
+    let config = load_config().with_handler_queue_len(1);
     let a = host(config.clone()).await;
     let b = host(config).await;
     let _inbox = a.control().register_protocol(PROTO).expect("register");

@@ -40,10 +40,7 @@ impl LiquidPair {
         ledger: Arc<Ledger>,
         limit: Duration,
     ) -> Result<Self, BenchError> {
-        let config = Config {
-            max_connections_per_peer: connections,
-            ..Config::default()
-        };
+        let config = Config::default().with_max_connections_per_peer(connections);
         let receiver = Host::builder()
             .config(config.clone())
             .listen_on(transport.listen_addr()?)

@@ -192,10 +192,7 @@ where
 }
 
 async fn liquid_idle(n: usize, limit: Duration) -> Result<(Idle, (Host, Host)), BenchError> {
-    let config = Config {
-        max_connections_per_peer: WARM_CONNECTIONS + n,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_connections_per_peer(WARM_CONNECTIONS + n);
     let a = Host::builder()
         .config(config.clone())
         .listen_on(Transport::Tcp.listen_addr()?)

@@ -77,10 +77,7 @@ async fn mesh(
     if n < 2 {
         return Err(BenchError::new("a mesh needs at least two hosts"));
     }
-    let config = Config {
-        max_peers: n,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_peers(n);
     let mut inboxes: Vec<Inbox> = Vec::new();
     for _ in 0..n {
         let host = Host::builder()

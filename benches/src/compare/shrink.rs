@@ -46,13 +46,7 @@ pub async fn burst_and_shrink(
     burst: Duration,
     limit: Duration,
 ) -> Result<Shrink, BenchError> {
-    let config = Config {
-        pool: PoolConfig {
-            shrink_after,
-            ..PoolConfig::default()
-        },
-        ..Config::default()
-    };
+    let config = Config::default().with_pool(PoolConfig::default().with_shrink_after(shrink_after));
     let receiver = Host::builder()
         .config(config.clone())
         .listen_on(Transport::Tcp.listen_addr()?)

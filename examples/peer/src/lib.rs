@@ -1337,22 +1337,17 @@ mod tests {
     fn renders_stats_and_flood_results() {
         let a = PeerId::random();
         let b = PeerId::random();
-        let pool = |n: usize, current| PoolStats {
-            peer: a,
-            connection: ConnectionId::new_unchecked(n),
-            current,
-            idle: current - 1,
-            borrowed: 1,
-            waiters: 2,
-            opening: 0,
-            max: 100,
-            open_failures: 0,
+        let pool = |n: usize, current| {
+            let mut stats = PoolStats::empty(a, ConnectionId::new_unchecked(n), 100);
+            stats.current = current;
+            stats.idle = current - 1;
+            stats.borrowed = 1;
+            stats.waiters = 2;
+            stats
         };
-        let counts = ReceiveCounts {
-            streams: 4,
-            refused: 1,
-            per_connection: vec![],
-        };
+        let mut counts = ReceiveCounts::default();
+        counts.streams = 4;
+        counts.refused = 1;
         let stats = Stats::new(
             vec![
                 (a, vec![pool(1, 10), pool(2, 12)], counts.clone()),
