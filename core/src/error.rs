@@ -3,12 +3,16 @@
 //! Every variant says what happened and to whom: the peer, the connection, the
 //! protocol or the limit that was hit, so a caller can act on it without parsing text.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{io, path::PathBuf, sync::Arc, time::Duration};
 
 use libp2p_identity::PeerId;
 use libp2p_swarm::ConnectionId;
+use multiaddr::Multiaddr;
 
-use crate::{codec::FrameError, refusal::RefusalReason};
+use crate::{
+    codec::FrameError,
+    refusal::{DialFailure, RefusalReason},
+};
 
 /// Errors returned by liquid-p2p.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -129,26 +133,33 @@ pub enum Error {
         source: FrameError,
     },
     /// A dial failed.
-    #[error("dial failed: {reason}")]
+    #[error("dial failed ({cause}): {reason}")]
     Dial {
         /// What went wrong.
+        cause: DialFailure,
+        /// What went wrong, in words (the transport's own message where it gave one).
         reason: String,
     },
     /// Listening on an address failed.
-    #[error("cannot listen on {address}: {reason}")]
+    #[error("cannot listen on {address}: {source}")]
     Listen {
         /// The address.
-        address: String,
-        /// What went wrong.
-        reason: String,
+        address: Multiaddr,
+        /// What went wrong: `Unsupported` for an address no transport of the host
+        /// takes, `TimedOut` when no address was bound within `dial_timeout`,
+        /// otherwise the operating system's error (`AddrInUse`, ...).
+        #[source]
+        source: Arc<io::Error>,
     },
     /// A key file could not be read, parsed or written.
-    #[error("key file {path}: {reason}")]
+    #[error("key file {}: {source}", path.display())]
     KeyFile {
         /// The path.
-        path: String,
-        /// What went wrong.
-        reason: String,
+        path: PathBuf,
+        /// What went wrong: the file system's error, or `InvalidData` when the
+        /// file is not a protobuf-encoded libp2p key.
+        #[source]
+        source: Arc<io::Error>,
     },
     /// A connection was refused by the admission rules (limits or blacklist).
     #[error("connection refused: {reason}")]
@@ -156,13 +167,12 @@ pub enum Error {
         /// Why.
         reason: RefusalReason,
     },
-    /// An address cannot be used as given.
-    #[error("address {address}: {reason}")]
-    InvalidAddress {
+    /// An address that must name its peer (a required peer's) does not end in
+    /// `/p2p/<peer id>`.
+    #[error("address {address} does not end in /p2p/<peer id>")]
+    MissingPeerId {
         /// The address.
-        address: String,
-        /// What is wrong with it.
-        reason: String,
+        address: Multiaddr,
     },
     /// The configuration is inconsistent.
     #[error("invalid configuration: {reason}")]

@@ -209,12 +209,39 @@ pub enum DialFailure {
         /// How long it lasted after it was confirmed.
         lived: Duration,
     },
+    /// Another behaviour of the swarm (a connection limit of the node's, for
+    /// example) denied the connection.
+    #[error("denied by another behaviour")]
+    Denied,
+    /// No address is known for the peer.
+    #[error("no address known")]
+    NoAddresses,
+    /// The address named this host's own peer id.
+    #[error("dialled itself")]
+    SelfDial,
+    /// The dial was cancelled (its connection closed by the node before it was
+    /// established, or the swarm shut down).
+    #[error("aborted")]
+    Aborted,
+    /// No connection within `dial_timeout`.
+    #[error("no connection within {after:?}")]
+    TimedOut {
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// Too many dials of the host's were waiting for their outcome.
+    #[error("{limit} dials already in flight")]
+    TooManyDials {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl DialFailure {
     /// A short snake_case name of the kind (`transport`, `wrong_peer`,
     /// `refused_locally`, `refused_by_remote`, `closed_before_exchange`,
-    /// `closed_early`).
+    /// `closed_early`, `denied`, `no_addresses`, `self_dial`, `aborted`,
+    /// `timed_out`, `too_many_dials`).
     pub fn kind(&self) -> &'static str {
         match self {
             DialFailure::Transport => "transport",
@@ -223,6 +250,12 @@ impl DialFailure {
             DialFailure::RefusedByRemote(_) => "refused_by_remote",
             DialFailure::ClosedBeforeExchange => "closed_before_exchange",
             DialFailure::ClosedEarly { .. } => "closed_early",
+            DialFailure::Denied => "denied",
+            DialFailure::NoAddresses => "no_addresses",
+            DialFailure::SelfDial => "self_dial",
+            DialFailure::Aborted => "aborted",
+            DialFailure::TimedOut { .. } => "timed_out",
+            DialFailure::TooManyDials { .. } => "too_many_dials",
         }
     }
 }

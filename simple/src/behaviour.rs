@@ -87,15 +87,14 @@ fn with_peer_suffix(address: &Multiaddr, peer: PeerId) -> Multiaddr {
 pub(crate) fn required_peer_id(address: &Multiaddr) -> Result<PeerId, Error> {
     match address.iter().last() {
         Some(Protocol::P2p(peer)) => Ok(peer),
-        _ => Err(Error::InvalidAddress {
-            address: address.to_string(),
-            reason: "a required peer's address must end in /p2p/<peer id>".into(),
+        _ => Err(Error::MissingPeerId {
+            address: address.clone(),
         }),
     }
 }
 
 /// What kind of failure a libp2p dial error is.
-fn dial_failure(error: &DialError) -> DialFailure {
+pub(crate) fn dial_failure(error: &DialError) -> DialFailure {
     match error {
         DialError::WrongPeerId { .. } => DialFailure::WrongPeer,
         DialError::Denied { cause } => cause
@@ -104,8 +103,13 @@ fn dial_failure(error: &DialError) -> DialFailure {
                 Error::ConnectionRefused { reason } => Some(*reason),
                 _ => None,
             })
-            .map_or(DialFailure::Transport, DialFailure::RefusedLocally),
-        _ => DialFailure::Transport,
+            .map_or(DialFailure::Denied, DialFailure::RefusedLocally),
+        DialError::NoAddresses => DialFailure::NoAddresses,
+        DialError::LocalPeerId { .. } => DialFailure::SelfDial,
+        DialError::Aborted => DialFailure::Aborted,
+        DialError::Transport(_) => DialFailure::Transport,
+        // Another dial to the peer was under way, so this one was not made.
+        DialError::DialPeerConditionFalse(_) => DialFailure::Aborted,
     }
 }
 

@@ -10,6 +10,7 @@
 
 use std::{
     collections::HashMap,
+    io,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -18,18 +19,21 @@ use std::{
     time::Duration,
 };
 
+use either::Either;
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, identify,
+    Multiaddr, PeerId, Swarm,
+    core::transport::ListenerId,
+    identify,
     identity::Keypair,
     multiaddr::Protocol,
     swarm::{
-        ConnectionId, NetworkBehaviour, SwarmEvent,
+        ConnectionId, DialError, NetworkBehaviour, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
         dummy,
     },
 };
-use liquid_p2p_core::{Config, Error};
+use liquid_p2p_core::{Config, DialFailure, Error};
 use parking_lot::{Mutex, RwLock};
 use tokio::{
     sync::{mpsc, oneshot},
@@ -37,7 +41,7 @@ use tokio::{
 };
 
 use crate::{
-    behaviour::{Behaviour, required_peer_id},
+    behaviour::{Behaviour, dial_failure, required_peer_id},
     boxed::BoxedHandlers,
     control::Control,
     receiver::Inbox,
@@ -246,11 +250,11 @@ where
         let listen_addrs = Arc::new(RwLock::new(Vec::new()));
         // Listen before the task starts so errors surface from `build`.
         let mut listeners = Vec::new();
-        for address in &self.listen {
+        for address in self.listen {
             let id = swarm
                 .listen_on(address.clone())
-                .map_err(|e| listen_error(address, e))?;
-            listeners.push(id);
+                .map_err(|e| listen_error(&address, e))?;
+            listeners.push((id, address));
         }
         let (events_tx, events_rx) = mpsc::channel(config.event_queue_len);
         let events_taken = Arc::new(AtomicBool::new(false));
@@ -265,24 +269,20 @@ where
             node_events_taken: Arc::clone(&events_taken),
         };
         let mut waiting = Vec::new();
-        for id in listeners {
+        for (id, address) in listeners {
             let (reply, rx) = oneshot::channel();
-            task.pending_listens.insert(id, reply);
-            waiting.push(rx);
+            task.pending_listens.insert(id, (address.clone(), reply));
+            waiting.push((address, rx));
         }
         let span = tracing::info_span!("host", peer = %local_peer_id);
         let handle = tokio::spawn(tracing::Instrument::instrument(task.run(), span));
-        for rx in waiting {
+        for (address, rx) in waiting {
             match tokio::time::timeout(config.dial_timeout, rx).await {
                 Ok(Ok(result)) => {
                     result?;
                 }
-                _ => {
-                    return Err(Error::Listen {
-                        address: "requested address".into(),
-                        reason: "no listen address reported in time".into(),
-                    });
-                }
+                Ok(Err(_)) => return Err(Error::ShutDown),
+                Err(_) => return Err(listen_timed_out(address)),
             }
         }
         Ok(Host {
@@ -334,33 +334,96 @@ fn build_swarm<B: NetworkBehaviour>(
     Ok(swarm)
 }
 
-fn listen_error(address: &Multiaddr, e: libp2p::TransportError<std::io::Error>) -> Error {
-    // Some transport errors display as an empty string; their debug form names the cause.
-    let shown = e.to_string();
+fn listen_error(address: &Multiaddr, e: libp2p::TransportError<io::Error>) -> Error {
+    let source = match e {
+        libp2p::TransportError::MultiaddrNotSupported(_) => io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no transport of the host takes this address",
+        ),
+        libp2p::TransportError::Other(e) => os_error(e),
+    };
     Error::Listen {
-        address: address.to_string(),
-        reason: if shown.trim().is_empty() {
-            format!("{e:?}")
+        address: address.clone(),
+        source: Arc::new(source),
+    }
+}
+
+/// The operating system's error inside the layers libp2p wraps it in (boxed
+/// transports wrap with `io::Error::other`, the swarm builder's transport adds an
+/// `Either` and its dial timeout a `TransportTimeoutError`), so its kind
+/// (`AddrInUse`, ...) can be matched; `e` itself if none is found. Tested in
+/// tests/errors.rs, which notices if libp2p layers it differently.
+fn os_error(e: io::Error) -> io::Error {
+    type Layered =
+        libp2p::core::transport::timeout::TransportTimeoutError<Either<io::Error, io::Error>>;
+    let mut current: Option<&(dyn std::error::Error + 'static)> =
+        e.get_ref().map(|inner| inner as _);
+    while let Some(layer) = current {
+        current = if let Some(io) = layer.downcast_ref::<io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return io::Error::from_raw_os_error(code);
+            }
+            io.get_ref().map(|inner| inner as _)
+        } else if let Some(Layered::Other(either)) = layer.downcast_ref::<Layered>() {
+            Some(either.as_ref().into_inner() as _)
         } else {
-            shown
-        },
+            layer
+                .downcast_ref::<Either<io::Error, io::Error>>()
+                .map(|either| either.as_ref().into_inner() as _)
+        };
+    }
+    e
+}
+
+fn listen_timed_out(address: Multiaddr) -> Error {
+    Error::Listen {
+        address,
+        source: Arc::new(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no listen address reported in time",
+        )),
+    }
+}
+
+/// A dial that failed before or without a libp2p `DialError`.
+fn dial_error(cause: DialFailure) -> Error {
+    Error::Dial {
+        cause,
+        reason: cause.to_string(),
+    }
+}
+
+fn swarm_dial_error(error: &DialError) -> Error {
+    Error::Dial {
+        cause: dial_failure(error),
+        reason: error.to_string(),
+    }
+}
+
+/// The peer id an address ends with, if any.
+fn address_peer(address: &Multiaddr) -> Option<PeerId> {
+    match address.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
+        _ => None,
     }
 }
 
 fn load_or_create_key(path: &Path) -> Result<Keypair, Error> {
-    let err = |reason: String| Error::KeyFile {
-        path: path.display().to_string(),
-        reason,
+    let err = |source: io::Error| Error::KeyFile {
+        path: path.to_path_buf(),
+        source: Arc::new(source),
     };
+    let invalid =
+        |e: libp2p::identity::DecodingError| io::Error::new(io::ErrorKind::InvalidData, e);
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(invalid(e))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| err(e.to_string()))?;
-            write_private(path, &bytes).map_err(|e| err(e.to_string()))?;
+            let bytes = key.to_protobuf_encoding().map_err(|e| err(invalid(e)))?;
+            write_private(path, &bytes).map_err(err)?;
             Ok(key)
         }
-        Err(e) => Err(err(e.to_string())),
+        Err(e) => Err(err(e)),
     }
 }
 
@@ -471,14 +534,12 @@ where
     /// Starts listening on one more address and returns the first address bound.
     pub async fn listen_on(&self, address: Multiaddr) -> Result<Multiaddr, Error> {
         let (reply, rx) = oneshot::channel();
+        let requested = address.clone();
         self.command(Command::Listen { address, reply }).await?;
         match tokio::time::timeout(self.config.dial_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::ShutDown),
-            Err(_) => Err(Error::Listen {
-                address: "requested address".into(),
-                reason: "no listen address reported in time".into(),
-            }),
+            Err(_) => Err(listen_timed_out(requested)),
         }
     }
 
@@ -489,7 +550,7 @@ where
     /// [`PeerScope`](crate::PeerScope).
     pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, Error> {
         self.control.shared().check_open()?;
-        if let Some(Protocol::P2p(peer)) = address.iter().last()
+        if let Some(peer) = address_peer(&address)
             && self.control().pool_stats(&peer).len() >= self.config.max_connections_per_peer
         {
             return Ok(peer);
@@ -506,9 +567,9 @@ where
         match tokio::time::timeout(self.config.dial_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::ShutDown),
-            Err(_) => Err(Error::Dial {
-                reason: format!("no connection within {:?}", self.config.dial_timeout),
-            }),
+            Err(_) => Err(dial_error(DialFailure::TimedOut {
+                after: self.config.dial_timeout,
+            })),
         }
     }
 
@@ -605,8 +666,8 @@ struct SwarmTask<B: NetworkBehaviour> {
     control: Control,
     commands: mpsc::Receiver<Command<B>>,
     listen_addrs: Arc<RwLock<Vec<Multiaddr>>>,
-    pending_listens:
-        HashMap<libp2p::core::transport::ListenerId, oneshot::Sender<Result<Multiaddr, Error>>>,
+    /// Listeners waiting for their first address, with the address asked for.
+    pending_listens: HashMap<ListenerId, (Multiaddr, oneshot::Sender<Result<Multiaddr, Error>>)>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, Error>>>,
     /// Where the node's behaviour's events go; `None` once the receiver is gone.
     node_events: Option<mpsc::Sender<B::ToSwarm>>,
@@ -648,16 +709,16 @@ where
         match command {
             Command::Listen { address, reply } => match self.swarm.listen_on(address.clone()) {
                 Ok(id) => {
-                    self.pending_listens.insert(id, reply);
+                    self.pending_listens.insert(id, (address, reply));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(listen_error(&address, e)));
                 }
             },
             Command::Dial { reply, .. } if self.pending_dials.len() >= MAX_PENDING_DIALS => {
-                let _ = reply.send(Err(Error::Dial {
-                    reason: format!("{MAX_PENDING_DIALS} dials already in flight"),
-                }));
+                let _ = reply.send(Err(dial_error(DialFailure::TooManyDials {
+                    limit: MAX_PENDING_DIALS,
+                })));
             }
             Command::Dial { address, reply } => {
                 let opts = match address.iter().last() {
@@ -705,9 +766,7 @@ where
                 self.pending_dials.insert(id, reply);
             }
             Err(e) => {
-                let _ = reply.send(Err(Error::Dial {
-                    reason: e.to_string(),
-                }));
+                let _ = reply.send(Err(swarm_dial_error(&e)));
             }
         }
     }
@@ -722,7 +781,7 @@ where
                     .with_p2p(*self.swarm.local_peer_id())
                     .unwrap_or_else(|a| a);
                 self.listen_addrs.write().push(full.clone());
-                if let Some(reply) = self.pending_listens.remove(&listener_id) {
+                if let Some((_, reply)) = self.pending_listens.remove(&listener_id) {
                     let _ = reply.send(Ok(full));
                 }
             }
@@ -738,10 +797,13 @@ where
                 reason,
                 ..
             } => {
-                if let Some(reply) = self.pending_listens.remove(&listener_id) {
+                if let Some((address, reply)) = self.pending_listens.remove(&listener_id) {
+                    let source = reason
+                        .err()
+                        .map_or_else(|| io::Error::other("the listener closed"), os_error);
                     let _ = reply.send(Err(Error::Listen {
-                        address: String::new(),
-                        reason: format!("{reason:?}"),
+                        address,
+                        source: Arc::new(source),
                     }));
                 }
             }
@@ -761,9 +823,7 @@ where
             } => {
                 // The behaviour reports the failure as an event (`DialFailed`).
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
-                    let _ = reply.send(Err(Error::Dial {
-                        reason: error.to_string(),
-                    }));
+                    let _ = reply.send(Err(swarm_dial_error(&error)));
                 }
             }
             SwarmEvent::Behaviour(HostBehaviourEvent::Node(event)) => self.node_event(event).await,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use liquid_p2p::{
-    AdmissionStage, BlacklistEntry, BlacklistMatch, Config, Error, Event, EvictionStrategy, Host,
-    PeerId, PeerLimit, RefusalReason,
+    AdmissionStage, BlacklistEntry, BlacklistMatch, Config, DialFailure, Error, Event,
+    EvictionStrategy, Host, PeerId, PeerLimit, RefusalReason,
 };
 
 fn limited(max_peers: usize, eviction: EvictionStrategy) -> Config {
@@ -220,7 +220,10 @@ async fn blacklisting_a_peer_disconnects_it_and_keeps_it_out() {
     );
     assert!(matches!(
         a.dial(b.listen_addrs()[0].clone()).await,
-        Err(Error::Dial { .. })
+        Err(Error::Dial {
+            cause: DialFailure::RefusedLocally(RefusalReason::Blacklisted(_)),
+            ..
+        })
     ));
     assert!(a.control().connected_peers().is_empty());
     // Removing the entry lets it back in.
