@@ -254,7 +254,7 @@ impl Behaviour {
             liveness,
             liveness_check: None,
         };
-        shared.spawn(
+        shared.lifecycle.spawn(
             tracing::debug_span!("protocol_push_loop"),
             exchange::push_loop(
                 Arc::downgrade(&shared),
@@ -482,7 +482,7 @@ impl Behaviour {
         dialer_is_local: bool,
         remote: &Multiaddr,
     ) -> Result<Handler, ConnectionDenied> {
-        if self.shared.check_open().is_err() {
+        if self.shared.lifecycle.check_open().is_err() {
             self.gate.closed(Some(peer), connection);
             return Err(ConnectionDenied::new(Error::ShutDown));
         }
@@ -565,7 +565,7 @@ impl Behaviour {
         let Some(conn) = self.connections.get(&connection) else {
             return;
         };
-        if conn.state != ConnState::Dormant || self.shared.check_open().is_err() {
+        if conn.state != ConnState::Dormant || self.shared.lifecycle.check_open().is_err() {
             return;
         }
         let (dialer_is_local, remote, admitted) =
@@ -622,7 +622,7 @@ impl Behaviour {
     ) {
         self.liveness.closed(connection);
         let record = self.connections.remove(&connection);
-        let refused_by_remote = self.shared.remote_refusals.lock().remove(&connection);
+        let refused_by_remote = self.shared.connections.take_refusal(connection);
         match record.map(|c| (c.state, c.admitted)) {
             Some((ConnState::Liquid, _)) => {
                 self.gate.closed(Some(peer), connection);

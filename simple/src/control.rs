@@ -90,7 +90,7 @@ impl Control {
 
     /// Registers a local protocol; its messages arrive in the returned [`Inbox`].
     pub fn register_protocol(&self, protocol: impl Into<String>) -> Result<Inbox, Error> {
-        self.shared.check_open()?;
+        self.shared.lifecycle.check_open()?;
         let inbox = self.shared.registry.register(protocol.into())?;
         self.shared.protocols_changed.notify_one();
         Ok(inbox)
@@ -98,7 +98,7 @@ impl Control {
 
     /// Unregisters a local protocol; later frames for it are counted as unknown.
     pub fn unregister_protocol(&self, protocol: &str) -> Result<(), Error> {
-        self.shared.check_open()?;
+        self.shared.lifecycle.check_open()?;
         self.shared.registry.unregister(protocol)?;
         self.shared.protocols_changed.notify_one();
         Ok(())
@@ -108,7 +108,7 @@ impl Control {
     /// protocol exchanges, stream opens, refusal reports. For monitoring; 0 once
     /// a host has shut down.
     pub fn running_tasks(&self) -> usize {
-        self.shared.running_tasks()
+        self.shared.lifecycle.running_tasks()
     }
 
     /// Local protocols, sorted.
@@ -164,7 +164,7 @@ impl Control {
     /// Live connections that match are closed; later ones are refused. Returns
     /// whether the entry is new.
     pub async fn blacklist_add(&self, entry: BlacklistEntry) -> Result<bool, Error> {
-        self.shared.check_open()?;
+        self.shared.lifecycle.check_open()?;
         let added = self.shared.blacklist.write().add(entry)?;
         if added {
             self.shared
@@ -187,7 +187,7 @@ impl Control {
     }
 
     async fn borrow_pooled(&self, peer: PeerId) -> Result<PooledStream<SwarmOpener>, Error> {
-        self.shared.check_open()?;
+        self.shared.lifecycle.check_open()?;
         let best = self
             .shared
             .pools
@@ -218,7 +218,7 @@ fn is_retryable(e: &Error) -> bool {
 impl Shared {
     /// Rejects a message that may not be sent, before anything touches the network.
     fn check_message(&self, peer: PeerId, protocol: &str, payload: &[u8]) -> Result<(), Error> {
-        self.check_open()?;
+        self.lifecycle.check_open()?;
         validate_protocol(protocol)?;
         let max = self.config.max_frame_size;
         if payload.len() > max {
@@ -248,7 +248,7 @@ impl Shared {
         let io = write.stream();
         let meter = Arc::clone(io.meter());
         let _pending = meter.write_started();
-        let _in_flight = self.write_started();
+        let _in_flight = self.lifecycle.write_started();
         let compress = self.config.compress_min_size;
         // The write first: it usually completes at once, and the close watch is
         // then never polled (polling it registers with a lock all writers of the

@@ -188,7 +188,7 @@ pub(crate) async fn push_loop(shared: Weak<Shared>, changed: Arc<Notify>) {
     loop {
         changed.notified().await;
         let Some(s) = shared.upgrade() else { return };
-        if s.check_open().is_err() {
+        if s.lifecycle.check_open().is_err() {
             return;
         }
         // Changes during this pause are absorbed into this push (one stored wake-up
@@ -197,7 +197,7 @@ pub(crate) async fn push_loop(shared: Weak<Shared>, changed: Arc<Notify>) {
         for peer in s.announced_peers() {
             let task = Arc::clone(&s);
             let span = tracing::debug_span!("protocol_push", %peer);
-            s.spawn(span, async move {
+            s.lifecycle.spawn(span, async move {
                 let s = task;
                 match request_with_retry(&s, peer).await {
                     Ok(list) => s.protocols_received(peer, list),

@@ -184,7 +184,7 @@ impl Handler {
         let (peer, connection) = (self.peer, self.connection);
         let shared = Arc::clone(&self.shared);
         let span = tracing::debug_span!("refusal_out", %peer, %connection);
-        self.shared.spawn(span, async move {
+        self.shared.lifecycle.spawn(span, async move {
             if let Ok(Ok(stream)) = stream.await {
                 refusal::tell(stream, refusal).await;
             }
@@ -301,7 +301,7 @@ impl ConnectionHandler for Handler {
                     let (peer, connection) = (self.peer, self.connection);
                     let shared = Arc::clone(&self.shared);
                     let span = tracing::debug_span!("refusal_in", %peer, %connection);
-                    self.shared.spawn(span, async move {
+                    self.shared.lifecycle.spawn(span, async move {
                         if let Some(refusal) = refusal::read(stream).await {
                             shared.refused_by_remote(peer, connection, refusal);
                         }

@@ -549,7 +549,7 @@ where
     /// connections, returns at once. The peer is a liquid peer whatever the
     /// [`PeerScope`](crate::PeerScope).
     pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, Error> {
-        self.control.shared().check_open()?;
+        self.control.shared().lifecycle.check_open()?;
         if let Some(peer) = address_peer(&address)
             && self.control().pool_stats(&peer).len() >= self.config.max_connections_per_peer
         {
@@ -576,7 +576,7 @@ where
     /// Dials `peer` at the addresses the host knows for it (from earlier dials,
     /// identify and required-peer addresses).
     pub async fn dial_peer(&self, peer: PeerId) -> Result<PeerId, Error> {
-        self.control.shared().check_open()?;
+        self.control.shared().lifecycle.check_open()?;
         if self.control().pool_stats(&peer).len() >= self.config.max_connections_per_peer {
             return Ok(peer);
         }
@@ -631,7 +631,7 @@ where
         shared.shut_down();
         // Frames already being written finish (they were accepted before the
         // shutdown); new sends fail with `ShutDown`.
-        shared.writes_finished(SHUTDOWN_GRACE).await;
+        shared.lifecycle.writes_finished(SHUTDOWN_GRACE).await;
         let (reply, rx) = oneshot::channel();
         if self
             .commands
@@ -646,14 +646,14 @@ where
             let _ = task.await;
         }
         // Readers, exchanges and stream opens end as their connections close.
-        let running = shared.tasks_finished(SHUTDOWN_GRACE).await;
+        let running = shared.lifecycle.tasks_finished(SHUTDOWN_GRACE).await;
         if running > 0 {
             tracing::warn!(running, "tasks still running after the shutdown grace");
         }
     }
 
     async fn command(&self, command: Command<B>) -> Result<(), Error> {
-        self.control.shared().check_open()?;
+        self.control.shared().lifecycle.check_open()?;
         self.commands
             .send(command)
             .await
@@ -847,7 +847,7 @@ where
                         break true;
                     }
                     Ok(Err(_)) => break false,
-                    Err(_) if shared.check_open().is_err() => break true,
+                    Err(_) if shared.lifecycle.check_open().is_err() => break true,
                     Err(_) => {}
                 }
             }

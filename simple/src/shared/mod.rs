@@ -1,22 +1,35 @@
 //! State shared by the behaviour, its connection handlers, the reader and
-//! exchange tasks and [`Control`](crate::Control): the pools, the receive-stream
-//! manager, the protocol registry and book, the event bus and the connection
-//! meters.
+//! exchange tasks and [`Control`](crate::Control), by responsibility:
+//! - sending: the pools of every connection (`pools`);
+//! - receiving: the inbound-stream caps (`receive`) and the registered
+//!   protocols' inboxes (`registry`);
+//! - peers' protocols: the protocol book, who was announced, the lists waiting
+//!   to be applied and the exchanges being served (this module);
+//! - the connections' meters and remote refusals ([`connections`]);
+//! - the behaviour's life: shutdown, spawned tasks, writes in flight
+//!   ([`lifecycle`]);
+//! - reporting: the event bus (`events`), and requests to the behaviour
+//!   (`requests`).
+//!
+//! Which connections exist, and in what state, is the behaviour's own record
+//! (behaviour.rs, `Conn`); these tables follow it through `connection_opened`,
+//! `connection_established` and `connection_gone`.
 //!
 //! Locks: short `parking_lot` locks, never held across an `.await`. Two are held
 //! while another is taken: `book` (write) then the pool manager's, in
 //! `protocols_received`; `announced` then the pool manager's and the event
-//! queue's, in `announce`. The pool manager and the event queue call nothing
-//! while locked, so nothing takes these the other way round.
+//! queue's, in `announce`. The pool manager, the event queue and the connection
+//! table call nothing while locked, so nothing takes these the other way round.
+
+mod connections;
+mod lifecycle;
 
 use std::{
     collections::{HashMap, HashSet},
-    future::Future,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use futures::future::BoxFuture;
@@ -28,8 +41,6 @@ use liquid_p2p_core::{
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::{
     events::EventBus,
@@ -39,6 +50,9 @@ use crate::{
     receiver::{self, ProtocolRegistry},
     watchdog::{ConnectionMeter, MeteredStream},
 };
+
+pub(crate) use connections::ConnectionTable;
+pub(crate) use lifecycle::Lifecycle;
 
 /// A received protocol list that changes more protocols than this is reported by
 /// `PeerProtocols` alone (its `added` / `removed`), without one event per protocol.
@@ -84,8 +98,6 @@ pub(crate) struct Shared {
     announced: Mutex<HashSet<PeerId>>,
     /// Set when a peer is announced; the behaviour's supervisor takes it.
     pub(crate) announced_changed: AtomicBool,
-    /// Why remotes refused live connections of ours (see refusal.rs).
-    pub(crate) remote_refusals: Mutex<HashMap<ConnectionId, RemoteRefusal>>,
     /// Lists received from each peer, applied at most once per
     /// `protocol_push_delay` (the latest waiting one wins).
     inbound_lists: Mutex<HashMap<PeerId, ListThrottle>>,
@@ -93,31 +105,17 @@ pub(crate) struct Shared {
     exchanges_in: Mutex<HashMap<PeerId, usize>>,
     /// Wakes the push task when local protocols change.
     pub(crate) protocols_changed: Arc<Notify>,
-    meters: Mutex<HashMap<ConnectionId, Arc<ConnectionMeter>>>,
-    shut_down: AtomicBool,
+    /// Meters and remote refusals of the liquid connections.
+    pub(crate) connections: ConnectionTable,
+    /// Shutdown, spawned tasks, writes in flight.
+    pub(crate) lifecycle: Lifecycle,
     unknown_protocol_frames: AtomicU64,
-    /// Frames being written right now, across all connections.
-    writes_in_flight: AtomicUsize,
-    writes_done: Notify,
-    /// Every task the library spawns for this behaviour; shutdown waits for them.
-    tasks: TaskTracker,
 }
 
 /// The protocol lists of one peer waiting to be applied.
 struct ListThrottle {
     last_applied: tokio::time::Instant,
     waiting: Option<Vec<String>>,
-}
-
-/// A frame being written; shutdown waits for these.
-pub(crate) struct WriteInFlight<'a>(&'a Shared);
-
-impl Drop for WriteInFlight<'_> {
-    fn drop(&mut self) {
-        if self.0.writes_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.writes_done.notify_waiters();
-        }
-    }
 }
 
 impl Shared {
@@ -139,69 +137,14 @@ impl Shared {
             book: RwLock::new(ProtocolBook::new()),
             announced: Mutex::new(HashSet::new()),
             announced_changed: AtomicBool::new(false),
-            remote_refusals: Mutex::new(HashMap::new()),
             inbound_lists: Mutex::new(HashMap::new()),
             exchanges_in: Mutex::new(HashMap::new()),
             protocols_changed: Arc::new(Notify::new()),
-            meters: Mutex::new(HashMap::new()),
-            shut_down: AtomicBool::new(false),
+            connections: ConnectionTable::default(),
+            lifecycle: Lifecycle::new(),
             unknown_protocol_frames: AtomicU64::new(0),
-            writes_in_flight: AtomicUsize::new(0),
-            writes_done: Notify::new(),
-            tasks: TaskTracker::new(),
             config,
         })
-    }
-
-    /// Runs `task` on the runtime, tracked (see [`tasks_finished`]) and inside
-    /// `span` (which names the peer and connection), so its logs carry them.
-    ///
-    /// [`tasks_finished`]: Self::tasks_finished
-    pub(crate) fn spawn<F>(&self, span: tracing::Span, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.tasks.spawn(task.instrument(span));
-    }
-
-    /// Tasks running now.
-    pub(crate) fn running_tasks(&self) -> usize {
-        self.tasks.len()
-    }
-
-    /// Waits until every spawned task has ended, or `grace` has passed; returns
-    /// how many are still running. No task is spawned after the shutdown began
-    /// that does not end on its own: their streams and connections are closing.
-    pub(crate) async fn tasks_finished(&self, grace: Duration) -> usize {
-        self.tasks.close();
-        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
-        self.tasks.len()
-    }
-
-    pub(crate) fn check_open(&self) -> Result<(), Error> {
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(Error::ShutDown);
-        }
-        Ok(())
-    }
-
-    pub(crate) fn write_started(&self) -> WriteInFlight<'_> {
-        self.writes_in_flight.fetch_add(1, Ordering::AcqRel);
-        WriteInFlight(self)
-    }
-
-    /// Waits until no frame is being written, or `grace` has passed.
-    pub(crate) async fn writes_finished(&self, grace: Duration) {
-        let wait = async {
-            loop {
-                let done = self.writes_done.notified();
-                if self.writes_in_flight.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                done.await;
-            }
-        };
-        let _ = tokio::time::timeout(grace, wait).await;
     }
 
     pub(crate) fn count_unknown_protocol(&self) -> u64 {
@@ -211,7 +154,7 @@ impl Shared {
     /// Stops the send and receive paths: later calls fail with `ShutDown`, pools close
     /// (their waiters fail), handlers' queues close once drained.
     pub(crate) fn shut_down(&self) {
-        self.shut_down.store(true, Ordering::Release);
+        self.lifecycle.begin_shutdown();
         self.pools.close_all();
         self.registry.clear();
         // Lets the push task see the shutdown and end.
@@ -316,7 +259,7 @@ impl Shared {
             Some((due, false)) => {
                 let shared = Arc::clone(self);
                 let span = tracing::debug_span!("protocol_list", %peer);
-                self.spawn(span, async move {
+                self.lifecycle.spawn(span, async move {
                     tokio::time::sleep_until(due).await;
                     let list = {
                         let mut lists = shared.inbound_lists.lock();
@@ -354,11 +297,9 @@ impl Shared {
         connection: ConnectionId,
         refusal: RemoteRefusal,
     ) {
-        if !self.meters.lock().contains_key(&connection) {
-            return; // closed already
+        if self.connections.record_refusal(connection, refusal) {
+            tracing::info!(%peer, %connection, %refusal, "remote refuses the connection");
         }
-        tracing::info!(%peer, %connection, %refusal, "remote refuses the connection");
-        self.remote_refusals.lock().insert(connection, refusal);
     }
 
     /// Asks the behaviour to close one connection.
@@ -409,7 +350,7 @@ impl Shared {
         }
         let shared = Arc::clone(self);
         let span = tracing::debug_span!("exchange_in", %peer, %connection);
-        self.spawn(span, async move {
+        self.lifecycle.spawn(span, async move {
             exchange::respond(&shared, peer, stream).await;
             let mut serving = shared.exchanges_in.lock();
             if let Some(n) = serving.get_mut(&peer) {
@@ -432,7 +373,7 @@ impl Shared {
             Ok(ticket) => {
                 let stream = MeteredStream::new(stream, meter);
                 let span = tracing::debug_span!("inbound_stream", %peer, %connection);
-                self.spawn(
+                self.lifecycle.spawn(
                     span,
                     receiver::read_stream(Arc::clone(self), stream, ticket),
                 );
@@ -458,8 +399,9 @@ impl Shared {
         peer: PeerId,
         connection: ConnectionId,
     ) -> Arc<ConnectionMeter> {
-        let meter = ConnectionMeter::new(peer, connection, self.config.stall_timeout);
-        self.meters.lock().insert(connection, Arc::clone(&meter));
+        let meter = self
+            .connections
+            .open(peer, connection, self.config.stall_timeout);
         self.receive.open_connection(peer, connection);
         meter
     }
@@ -471,7 +413,7 @@ impl Shared {
         others: usize,
         address: &Multiaddr,
     ) {
-        let Some(meter) = self.meters.lock().get(&connection).cloned() else {
+        let Some(meter) = self.connections.meter(connection) else {
             return;
         };
         let opener = SwarmOpener {
@@ -481,7 +423,7 @@ impl Shared {
             meter,
         };
         let pool = SendStreamPool::new(peer, connection, opener, self.config.pool.clone());
-        if !self.shut_down.load(Ordering::Acquire) {
+        if !self.lifecycle.is_shut_down() {
             pool.init();
             self.pools.add(pool);
         }
@@ -494,15 +436,13 @@ impl Shared {
         if others == 0 {
             // `PeerConnected` follows the exchange, so the peer's protocols are known.
             let span = tracing::debug_span!("exchange", %peer);
-            self.spawn(span, exchange::exchange_with(Arc::clone(self), peer));
+            self.lifecycle
+                .spawn(span, exchange::exchange_with(Arc::clone(self), peer));
         }
     }
 
     pub(crate) fn connection_gone(&self, peer: Option<PeerId>, connection: ConnectionId) {
-        if let Some(meter) = self.meters.lock().remove(&connection) {
-            meter.mark_closed();
-        }
-        self.remote_refusals.lock().remove(&connection);
+        self.connections.close(connection);
         if let Some(peer) = peer {
             self.pools.remove(&peer, connection);
             self.receive.close_connection(&peer, connection);
@@ -512,30 +452,18 @@ impl Shared {
     /// Connections whose message streams moved bytes since the last call. The
     /// host's liveness check counts this like an answered ping (see `liveness.rs`).
     pub(crate) fn connections_with_traffic(&self) -> Vec<ConnectionId> {
-        self.meters
-            .lock()
-            .iter()
-            .filter(|(_, meter)| meter.take_traffic())
-            .map(|(connection, _)| *connection)
-            .collect()
+        self.connections.with_traffic()
     }
 
     /// Declares stalled every connection with writes pending and no progress for
     /// `stall_timeout`; returns them so the swarm closes them.
     pub(crate) fn check_stalls(&self) -> Vec<(PeerId, ConnectionId)> {
-        let stalled: Vec<_> = self
-            .meters
-            .lock()
-            .values()
-            .filter(|m| !m.is_stalled())
-            .filter_map(|m| m.stalled_for().map(|idle| (Arc::clone(m), idle)))
-            .collect();
-        stalled
+        self.connections
+            .newly_stalled()
             .into_iter()
             .map(|(meter, idle_for)| {
                 let (peer, connection) = (meter.peer(), meter.connection());
                 tracing::warn!(%peer, %connection, ?idle_for, "connection stalled; closing it");
-                meter.mark_stalled();
                 if let Some(pool) = self.pools.remove(&peer, connection) {
                     pool.close_with(|| meter.close_error());
                 }
@@ -586,7 +514,7 @@ impl StreamOpener for SwarmOpener {
         match self.shared.upgrade() {
             Some(shared) => {
                 let span = tracing::debug_span!("stream_open", %peer, %connection);
-                shared.spawn(span, task);
+                shared.lifecycle.spawn(span, task);
             }
             // The behaviour is gone: the open fails at once (ShutDown).
             None => {

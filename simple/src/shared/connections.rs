@@ -1,0 +1,105 @@
+//! The connections whose bytes the watchdog and liveness check watch: one meter
+//! per liquid connection, and why a remote refuses a connection of ours if it
+//! said so. Pools and inbound streams are per connection too, but live in their
+//! own managers ([`Shared`](super::Shared) keeps them in step).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use libp2p::{PeerId, swarm::ConnectionId};
+use liquid_p2p_core::RemoteRefusal;
+use parking_lot::Mutex;
+
+use crate::watchdog::ConnectionMeter;
+
+/// One lock over both maps: an entry in `refusals` exists only for a connection
+/// with a meter, which `close` removes together.
+#[derive(Default)]
+pub(crate) struct ConnectionTable {
+    inner: Mutex<Tables>,
+}
+
+#[derive(Default)]
+struct Tables {
+    meters: HashMap<ConnectionId, Arc<ConnectionMeter>>,
+    /// Why remotes refused live connections of ours (see refusal.rs).
+    refusals: HashMap<ConnectionId, RemoteRefusal>,
+}
+
+impl ConnectionTable {
+    /// A liquid connection starts: its meter.
+    pub(crate) fn open(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+        stall_timeout: Duration,
+    ) -> Arc<ConnectionMeter> {
+        let meter = ConnectionMeter::new(peer, connection, stall_timeout);
+        self.inner
+            .lock()
+            .meters
+            .insert(connection, Arc::clone(&meter));
+        meter
+    }
+
+    pub(crate) fn meter(&self, connection: ConnectionId) -> Option<Arc<ConnectionMeter>> {
+        self.inner.lock().meters.get(&connection).cloned()
+    }
+
+    /// The connection is gone: its meter is marked closed and forgotten, and so is
+    /// any refusal it carried.
+    pub(crate) fn close(&self, connection: ConnectionId) {
+        let meter = {
+            let mut tables = self.inner.lock();
+            tables.refusals.remove(&connection);
+            tables.meters.remove(&connection)
+        };
+        if let Some(meter) = meter {
+            meter.mark_closed();
+        }
+    }
+
+    /// Records why the remote refuses `connection`, if it is still open; whether
+    /// it was.
+    pub(crate) fn record_refusal(&self, connection: ConnectionId, refusal: RemoteRefusal) -> bool {
+        let mut tables = self.inner.lock();
+        if !tables.meters.contains_key(&connection) {
+            return false;
+        }
+        tables.refusals.insert(connection, refusal);
+        true
+    }
+
+    /// The refusal the remote told for `connection`, taken out.
+    pub(crate) fn take_refusal(&self, connection: ConnectionId) -> Option<RemoteRefusal> {
+        self.inner.lock().refusals.remove(&connection)
+    }
+
+    /// Connections whose message streams moved bytes since the last call.
+    pub(crate) fn with_traffic(&self) -> Vec<ConnectionId> {
+        self.inner
+            .lock()
+            .meters
+            .iter()
+            .filter(|(_, meter)| meter.take_traffic())
+            .map(|(connection, _)| *connection)
+            .collect()
+    }
+
+    /// Connections with writes pending and no progress for their stall timeout
+    /// that were not declared stalled before, each with how long it has been
+    /// idle; they are marked stalled, so each is returned once.
+    pub(crate) fn newly_stalled(&self) -> Vec<(Arc<ConnectionMeter>, Duration)> {
+        let stalled: Vec<_> = self
+            .inner
+            .lock()
+            .meters
+            .values()
+            .filter(|m| !m.is_stalled())
+            .filter_map(|m| m.stalled_for().map(|idle| (Arc::clone(m), idle)))
+            .collect();
+        for (meter, _) in &stalled {
+            meter.mark_stalled();
+        }
+        stalled
+    }
+}
