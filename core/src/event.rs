@@ -5,9 +5,11 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use libp2p_identity::PeerId;
 use libp2p_swarm::ConnectionId;
+use multiaddr::Multiaddr;
 
 use crate::{
     codec::FrameError,
+    exchange::ExchangeFailure,
     refusal::{AdmissionStage, DialFailure, RefusalReason},
 };
 
@@ -46,7 +48,7 @@ pub enum Event {
     /// The host listens on a new address.
     Listening {
         /// The address, ending in `/p2p/<local peer id>`.
-        address: String,
+        address: Multiaddr,
     },
     /// A peer's first connection is up.
     PeerConnected {
@@ -67,7 +69,7 @@ pub enum Event {
         /// Connections now open to the peer.
         connections: usize,
         /// The remote address of the connection.
-        address: String,
+        address: Multiaddr,
     },
     /// A connection closed; its pool and receive streams are gone.
     ConnectionClosed {
@@ -157,7 +159,7 @@ pub enum Event {
         /// The peer, if known when it was refused.
         peer: Option<PeerId>,
         /// The remote address (of the latest refusal reported), if known.
-        address: Option<String>,
+        address: Option<Multiaddr>,
         /// Why.
         reason: RefusalReason,
         /// Where in the connection's life.
@@ -205,7 +207,7 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
         /// What went wrong.
-        reason: String,
+        reason: ExchangeFailure,
     },
     /// The event subscriber fell behind and missed this many events.
     EventsDropped {

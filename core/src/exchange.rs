@@ -15,7 +15,7 @@
 //! response. Limits are checked before anything they announce is read, so a list
 //! never costs more than `max_protocols × 256` bytes.
 
-use std::io;
+use std::{io, time::Duration};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -45,14 +45,49 @@ pub enum ExchangeError {
     /// A varint was malformed.
     #[error("malformed varint")]
     BadVarint,
-    /// The stream failed or ended early.
+    /// The stream failed or ended early (`UnexpectedEof`, `ConnectionReset`, ...).
     #[error("i/o: {0}")]
-    Io(String),
+    Io(io::ErrorKind),
+}
+
+/// Why a protocol exchange with a peer gave no list (reported with
+/// `ProtocolExchangeFailed`; the peer is kept with its list unknown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeFailure {
+    /// The peer does not speak the exchange protocol (a stock libp2p node).
+    #[error("the peer does not speak the exchange protocol")]
+    NotSpoken,
+    /// The exchange did not complete within `exchange_timeout`.
+    #[error("no complete exchange within {after:?}")]
+    TimedOut {
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The exchange stream could not be opened.
+    #[error("opening the exchange stream failed: {0}")]
+    Open(crate::StreamOpenFailure),
+    /// The peer's list broke the format or its limits, or the stream failed.
+    #[error("{0}")]
+    List(ExchangeError),
+}
+
+impl ExchangeFailure {
+    /// A short snake_case name of the kind (`not_spoken`, `timed_out`, `open`,
+    /// `list`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExchangeFailure::NotSpoken => "not_spoken",
+            ExchangeFailure::TimedOut { .. } => "timed_out",
+            ExchangeFailure::Open(_) => "open",
+            ExchangeFailure::List(_) => "list",
+        }
+    }
 }
 
 impl From<io::Error> for ExchangeError {
     fn from(e: io::Error) -> Self {
-        ExchangeError::Io(e.to_string())
+        ExchangeError::Io(e.kind())
     }
 }
 
@@ -169,7 +204,7 @@ mod tests {
         );
         assert!(matches!(
             decode(&[2, 1, b'a'], 4).await,
-            Err(ExchangeError::Io(_))
+            Err(ExchangeError::Io(std::io::ErrorKind::UnexpectedEof))
         ));
     }
 

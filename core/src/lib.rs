@@ -68,7 +68,7 @@ pub use config::{
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Priority};
 pub use error::{Error, StreamOpenFailure};
 pub use event::{Event, EvictionReason, Message, StreamScope};
-pub use exchange::ExchangeError;
+pub use exchange::{ExchangeError, ExchangeFailure};
 pub use pool::{PoolStats, PooledStream, SendStreamPool, StreamOpener, WriteGuard};
 pub use pool_manager::{BestPool, SendStreamPoolManager};
 pub use protocol_book::{ProtocolBook, ProtocolChange};

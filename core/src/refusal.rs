@@ -14,6 +14,7 @@
 use std::{collections::HashMap, fmt, net::IpAddr, time::Duration};
 
 use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
 use tokio::time::Instant;
 
 use crate::conn_manager::PeerLimit;
@@ -272,7 +273,7 @@ pub struct Refusal {
     /// The remote IP address, if known.
     pub ip: Option<IpAddr>,
     /// The remote address as a multiaddr, if known.
-    pub address: Option<String>,
+    pub address: Option<Multiaddr>,
 }
 
 /// What the application is told: a refusal, or several of one kind from one
@@ -286,7 +287,7 @@ pub struct RefusalReport {
     /// The remote peer, if known (and the same for all).
     pub peer: Option<PeerId>,
     /// The remote address of the latest one, if known.
-    pub address: Option<String>,
+    pub address: Option<Multiaddr>,
     /// How many refusals this report stands for (at least 1).
     pub count: u64,
 }
@@ -304,7 +305,7 @@ struct Window {
     ends: Instant,
     /// Refusals after the first, not reported yet.
     more: u64,
-    address: Option<String>,
+    address: Option<Multiaddr>,
 }
 
 /// Windows open at once; beyond this, refusals are counted without their peer and
@@ -415,7 +416,7 @@ mod tests {
             },
             peer: None,
             ip: Some(ip.parse().expect("ip")),
-            address: Some(format!("/ip4/{ip}/tcp/1")),
+            address: Some(format!("/ip4/{ip}/tcp/1").parse().expect("address")),
         }
     }
 

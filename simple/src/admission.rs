@@ -184,7 +184,7 @@ fn refuse(
         reason,
         peer,
         ip: address.and_then(ip_of),
-        address: address.map(|a| a.to_string()),
+        address: address.cloned(),
     })
 }
 

@@ -422,7 +422,7 @@ impl Behaviour {
                 kinds = reports.len(),
                 stage = %first.stage,
                 reason = %first.reason,
-                address = first.address.as_deref().unwrap_or("-"),
+                address = ?first.address,
                 "connections refused"
             );
         } else {
@@ -1056,7 +1056,7 @@ impl NetworkBehaviour for Behaviour {
                         reason,
                         peer: None,
                         ip: admission::ip_of(e.send_back_addr),
-                        address: Some(e.send_back_addr.to_string()),
+                        address: Some(e.send_back_addr.clone()),
                     });
                 }
             }
@@ -1067,9 +1067,7 @@ impl NetworkBehaviour for Behaviour {
                     .clone()
                     .with_p2p(self.local_peer)
                     .unwrap_or_else(|a| a);
-                self.shared.events.emit(Event::Listening {
-                    address: full.to_string(),
-                });
+                self.shared.events.emit(Event::Listening { address: full });
             }
             _ => {}
         }

@@ -31,7 +31,7 @@ use std::sync::{Arc, Weak};
 use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream};
 use liquid_p2p_core::{
-    Error, Event, StreamOpenFailure,
+    Error, Event, ExchangeFailure, StreamOpenFailure,
     exchange::{ExchangeError, read_protocol_list, write_protocol_list},
 };
 use tokio::sync::Notify;
@@ -51,11 +51,14 @@ enum Failure {
     Wire(ExchangeError),
 }
 
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Failure {
+    /// What the application is told if this ends the exchange.
+    fn reported(self) -> ExchangeFailure {
         match self {
-            Failure::Open(e) => write!(f, "{e}"),
-            Failure::Wire(e) => write!(f, "{e}"),
+            Failure::Open(Error::StreamOpen { reason, .. }) => ExchangeFailure::Open(reason),
+            // Pool closed, not connected, shut down: the connection went away.
+            Failure::Open(_) => ExchangeFailure::Open(StreamOpenFailure::ConnectionClosed),
+            Failure::Wire(e) => ExchangeFailure::List(e),
         }
     }
 }
@@ -85,38 +88,35 @@ enum Outcome {
     Disconnected,
     /// The peer does not speak the exchange, or did not answer in time: a stock
     /// peer, kept with its list unknown.
-    NotSpoken(String),
+    NotSpoken(ExchangeFailure),
     /// The stream broke (reset, I/O error): the connection may be closing.
-    Broken(String),
+    Broken(ExchangeFailure),
 }
 
 /// Up to [`ATTEMPTS`] requests within `exchange_timeout`.
 async fn request_with_retry(shared: &Shared, peer: PeerId) -> Result<Vec<String>, Outcome> {
     let attempts = async {
-        let mut last = Outcome::Broken(String::new());
+        let mut last = Outcome::Disconnected;
         for _ in 0..ATTEMPTS {
             match request(shared, peer).await {
                 Ok(list) => return Ok(list),
                 Err(Failure::Open(Error::NotConnected { .. })) => {
                     return Err(Outcome::Disconnected);
                 }
-                Err(
-                    e @ Failure::Open(Error::StreamOpen {
-                        reason: StreamOpenFailure::Unsupported,
-                        ..
-                    }),
-                ) => return Err(Outcome::NotSpoken(e.to_string())),
-                Err(e) => last = Outcome::Broken(e.to_string()),
+                Err(Failure::Open(Error::StreamOpen {
+                    reason: StreamOpenFailure::Unsupported,
+                    ..
+                })) => return Err(Outcome::NotSpoken(ExchangeFailure::NotSpoken)),
+                Err(e) => last = Outcome::Broken(e.reported()),
             }
         }
         Err(last)
     };
     match tokio::time::timeout(shared.config.exchange_timeout, attempts).await {
         Ok(result) => result,
-        Err(_) => Err(Outcome::NotSpoken(format!(
-            "no answer within {:?}",
-            shared.config.exchange_timeout
-        ))),
+        Err(_) => Err(Outcome::NotSpoken(ExchangeFailure::TimedOut {
+            after: shared.config.exchange_timeout,
+        })),
     }
 }
 
@@ -173,8 +173,10 @@ pub(crate) async fn respond(shared: &Arc<Shared>, peer: PeerId, mut stream: Stre
     };
     let reason = match tokio::time::timeout(shared.config.exchange_timeout, exchange).await {
         Ok(Ok(())) => return,
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("incomplete after {:?}", shared.config.exchange_timeout),
+        Ok(Err(e)) => ExchangeFailure::List(e),
+        Err(_) => ExchangeFailure::TimedOut {
+            after: shared.config.exchange_timeout,
+        },
     };
     // Dropping the stream resets it; the connection and the peer's list stay.
     tracing::debug!(%peer, %reason, "inbound protocol exchange failed");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use futures::{AsyncWriteExt, StreamExt};
 use liquid_p2p::{
-    Config, EXCHANGE_PROTOCOL, Error, Event, Host, PROTOCOL,
+    Config, EXCHANGE_PROTOCOL, Error, Event, ExchangeFailure, Host, PROTOCOL,
     libp2p::{Multiaddr, identity::Keypair},
     low_level::codec::encode_frame,
     low_level::exchange::{read_protocol_list, write_protocol_list},
@@ -185,7 +185,8 @@ async fn a_peer_that_never_exchanges_is_kept_with_an_unknown_list_and_reported()
     match e {
         Event::ProtocolExchangeFailed { peer, reason } => {
             assert_eq!(peer, plain);
-            assert!(!reason.is_empty());
+            // It refuses the exchange protocol in its negotiation.
+            assert_eq!(reason, ExchangeFailure::NotSpoken);
         }
         _ => unreachable!(),
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::*;
 use futures::{AsyncWriteExt, StreamExt};
 use liquid_p2p::{
-    Config, EXCHANGE_PROTOCOL, Error, Event, FrameError, Host, PROTOCOL, PoolConfig,
-    low_level::codec::encode_header,
+    Config, EXCHANGE_PROTOCOL, Error, Event, ExchangeError, ExchangeFailure, FrameError, Host,
+    PROTOCOL, PoolConfig, low_level::codec::encode_header,
 };
 
 const PROTO: &str = "/test/hostile/1";
@@ -230,7 +230,7 @@ async fn oversized_protocol_lists_are_rejected_with_a_typed_report() {
         let _ = s.write_all(&bytes).await;
         let _ = s.flush().await;
         let e = wait_for(&mut events, Duration::from_secs(5), |e| {
-            matches!(e, Event::ProtocolExchangeFailed { peer, reason } if *peer == plain && (reason.contains("exceeds") || reason.contains("1..=256")))
+            matches!(e, Event::ProtocolExchangeFailed { peer, reason: ExchangeFailure::List(ExchangeError::TooManyProtocols { .. } | ExchangeError::BadProtocolLength { .. }) } if *peer == plain)
         })
         .await;
         println!("{e:?}");

@@ -502,8 +502,10 @@ pub enum Output {
     ProtocolExchangeFailed {
         /// The peer.
         peer: String,
-        /// Why.
+        /// Why, in words.
         reason: String,
+        /// Why: `not_spoken`, `timed_out`, `open` or `list`.
+        cause: &'static str,
     },
     /// The event subscriber fell behind and missed events.
     EventsDropped {
@@ -636,7 +638,7 @@ impl Output {
     pub fn from_event(event: &Event) -> Self {
         match event {
             Event::Listening { address } => Self::Listening {
-                address: address.clone(),
+                address: address.to_string(),
             },
             Event::PeerConnected { peer } => Self::Connected {
                 peer: peer.to_string(),
@@ -653,7 +655,7 @@ impl Output {
                 peer: peer.to_string(),
                 connection: (*connection).into(),
                 connections: *connections,
-                address: address.clone(),
+                address: address.to_string(),
             },
             Event::ConnectionClosed {
                 peer,
@@ -738,7 +740,7 @@ impl Output {
                 count,
             } => Self::Refused {
                 peer: peer.map(|p| p.to_string()),
-                address: address.clone(),
+                address: address.as_ref().map(ToString::to_string),
                 reason: reason.to_string(),
                 stage: stage.as_str(),
                 count: *count,
@@ -768,7 +770,8 @@ impl Output {
             },
             Event::ProtocolExchangeFailed { peer, reason } => Self::ProtocolExchangeFailed {
                 peer: peer.to_string(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
+                cause: reason.kind(),
             },
             other => Self::OtherEvent {
                 debug: format!("{other:?}"),
@@ -937,7 +940,7 @@ impl Output {
             Self::ProtocolUnsupported { peer, protocol } => {
                 format!("{peer} no longer supports {protocol}")
             }
-            Self::ProtocolExchangeFailed { peer, reason } => {
+            Self::ProtocolExchangeFailed { peer, reason, .. } => {
                 format!("protocol exchange with {peer} failed: {reason}")
             }
             Self::OtherEvent { debug } => format!("event: {debug}"),
@@ -959,7 +962,8 @@ mod tests {
     use std::time::Duration;
 
     use liquid_p2p::{
-        AdmissionStage, BlacklistMatch, DialFailure, FrameError, RefusalReason, RemoteRefusal,
+        AdmissionStage, BlacklistMatch, DialFailure, ExchangeFailure, FrameError, RefusalReason,
+        RemoteRefusal,
     };
     use serde_json::{Value, json};
 
@@ -1124,7 +1128,7 @@ mod tests {
         let p = peer.to_string();
         assert_eq!(
             json_of(&Output::from_event(&Event::Listening {
-                address: "/ip4/127.0.0.1/tcp/1".into()
+                address: "/ip4/127.0.0.1/tcp/1".parse().expect("address")
             })),
             json!({"event": "listening", "address": "/ip4/127.0.0.1/tcp/1"})
         );
@@ -1186,7 +1190,7 @@ mod tests {
                     peer,
                     connection,
                     connections: 2,
-                    address: "/ip4/127.0.0.1/tcp/4001".into(),
+                    address: "/ip4/127.0.0.1/tcp/4001".parse().expect("address"),
                 },
                 json!({"event": "connection_established", "peer": p, "connection": 7, "connections": 2,
                        "address": "/ip4/127.0.0.1/tcp/4001"}),
@@ -1210,7 +1214,7 @@ mod tests {
             (
                 Event::Refused {
                     peer: None,
-                    address: Some("/ip4/10.0.0.1/tcp/9".into()),
+                    address: Some("/ip4/10.0.0.1/tcp/9".parse().expect("address")),
                     reason: RefusalReason::Blacklisted(BlacklistMatch::Address),
                     stage: AdmissionStage::Pending,
                     count: 3,
@@ -1252,9 +1256,12 @@ mod tests {
             (
                 Event::ProtocolExchangeFailed {
                     peer,
-                    reason: "timeout".into(),
+                    reason: ExchangeFailure::TimedOut {
+                        after: Duration::from_secs(10),
+                    },
                 },
-                json!({"event": "protocol_exchange_failed", "peer": p, "reason": "timeout"}),
+                json!({"event": "protocol_exchange_failed", "peer": p,
+                       "reason": "no complete exchange within 10s", "cause": "timed_out"}),
             ),
             (
                 Event::ConnectionClosed {

@@ -289,7 +289,7 @@ async fn print_events(
 ) {
     while let Some(event) = events.recv().await {
         if let Event::Listening { address } = &event
-            && announced.remove(address)
+            && announced.remove(&address.to_string())
         {
             continue;
         }

@@ -431,7 +431,7 @@ impl Shared {
             peer,
             connection,
             connections: others + 1,
-            address: address.to_string(),
+            address: address.clone(),
         });
         if others == 0 {
             // `PeerConnected` follows the exchange, so the peer's protocols are known.
