@@ -342,6 +342,13 @@ fn listen_error(address: &Multiaddr, e: libp2p::TransportError<io::Error>) -> Er
         ),
         libp2p::TransportError::Other(e) => os_error(e),
     };
+    // Some transport errors display as an empty string; their debug form names
+    // the cause.
+    let source = if source.to_string().trim().is_empty() {
+        io::Error::new(source.kind(), format!("{source:?}"))
+    } else {
+        source
+    };
     Error::Listen {
         address: address.clone(),
         source: Arc::new(source),
