@@ -18,16 +18,22 @@ fn tcp_address(port: u16) -> Multiaddr {
         .expect("address")
 }
 
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
+/// A loopback port held by a socket that never listens: a connection to it is
+/// refused, and no other test can take the port while the socket lives.
+fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let port = socket.local_addr().expect("address").port();
+    (socket, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dial_to_a_closed_port_fails_with_a_transport_cause_and_the_os_words() {
     let a = host(Config::default()).await;
-    match a.dial(tcp_address(closed_port())).await {
+    let (_held, port) = refusing_port();
+    match a.dial(tcp_address(port)).await {
         Err(Error::Dial {
             cause: DialFailure::Transport,
             reason,
@@ -114,7 +120,7 @@ async fn a_key_file_that_is_not_a_key_is_invalid_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_required_peer_address_without_a_peer_id_is_refused_with_the_address() {
     let a = host(Config::default()).await;
-    let address = tcp_address(closed_port());
+    let address = tcp_address(9);
     match a.add_required_peer(address.clone()).await {
         Err(Error::MissingPeerId { address: named }) => assert_eq!(named, address),
         other => panic!("expected MissingPeerId, got {other:?}"),
