@@ -12,7 +12,7 @@ use std::{
 };
 
 use futures::future::join_all;
-use liquid_p2p::{Config, Event, Host, Inbox, PeerId};
+use liquid_p2p::{AdmissionConfig, Config, Event, Host, Inbox, PeerId};
 
 use super::{
     BenchError, Context, Transport,
@@ -77,7 +77,14 @@ async fn mesh(
     if n < 2 {
         return Err(BenchError::new("a mesh needs at least two hosts"));
     }
-    let config = Config::default().with_max_peers(n);
+    // Every host dials from 127.0.0.1, so one host takes up to n - 1 handshakes
+    // from a single IP at once: the per-IP and per-subnet handshake limits, meant
+    // for peers on many machines (16 and 32), are raised to the mesh's size.
+    let config = Config::default().with_max_peers(n).with_admission(
+        AdmissionConfig::default()
+            .with_max_pending_per_ip(n)
+            .with_max_pending_per_subnet(n),
+    );
     let mut inboxes: Vec<Inbox> = Vec::new();
     for _ in 0..n {
         let host = Host::builder()
