@@ -133,7 +133,7 @@ pub enum Error {
         source: FrameError,
     },
     /// A dial failed.
-    #[error("dial failed ({cause}): {reason}")]
+    #[error("dial failed: {reason}")]
     Dial {
         /// What went wrong.
         cause: DialFailure,
