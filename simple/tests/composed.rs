@@ -726,12 +726,14 @@ async fn a_host_runs_the_nodes_gossipsub_and_kademlia_next_to_liquid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scoped_host_lets_kademlia_only_peers_in_beyond_max_peers() {
-    let node = host_with_extra(
-        Keypair::generate_ed25519(),
-        scoped_config().with_max_peers(2),
-        TCP,
-    )
-    .await;
+    // The default ping timings: the host closes connections no behaviour keeps
+    // alive after 4 × ping_timeout, which with scoped_config's 300 ms could end a
+    // quiet Kademlia connection before the crowd is counted.
+    let config = scoped_config()
+        .with_ping_interval(Config::default().ping_interval)
+        .with_ping_timeout(Config::default().ping_timeout)
+        .with_max_peers(2);
+    let node = host_with_extra(Keypair::generate_ed25519(), config, TCP).await;
     let mut events = node.control().events();
     // Each of them reaches the host: its own swarm counts the connection.
     let crowd = kad_only_crowd(node.listen_addrs()[0].clone()).await;
