@@ -72,7 +72,7 @@ const REQUEST_QUEUE_LEN: usize = 1024;
 
 /// `address` without a trailing `/p2p/<peer id>`.
 fn without_peer_suffix(mut address: Multiaddr) -> Multiaddr {
-    if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
+    if address_peer(&address).is_some() {
         address.pop();
     }
     address
@@ -83,14 +83,19 @@ fn with_peer_suffix(address: &Multiaddr, peer: PeerId) -> Multiaddr {
     without_peer_suffix(address.clone()).with(Protocol::P2p(peer))
 }
 
+/// The peer id an address ends with, if any.
+pub(crate) fn address_peer(address: &Multiaddr) -> Option<PeerId> {
+    match address.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
 /// The peer id at the end of a required peer's address.
 pub(crate) fn required_peer_id(address: &Multiaddr) -> Result<PeerId, Error> {
-    match address.iter().last() {
-        Some(Protocol::P2p(peer)) => Ok(peer),
-        _ => Err(Error::MissingPeerId {
-            address: address.clone(),
-        }),
-    }
+    address_peer(address).ok_or_else(|| Error::MissingPeerId {
+        address: address.clone(),
+    })
 }
 
 /// What kind of failure a libp2p dial error is.
@@ -788,7 +793,7 @@ impl Behaviour {
     /// for `ping_interval + ping_timeout`.
     fn close_silent_connections(&mut self) {
         let now = Instant::now();
-        for connection in self.shared.connections_with_traffic() {
+        for connection in self.shared.connections.with_traffic() {
             self.liveness.answered(connection, now);
         }
         for (peer, connection, silent_for) in self.liveness.expired(now) {

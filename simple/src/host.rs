@@ -26,7 +26,6 @@ use libp2p::{
     core::transport::ListenerId,
     identify,
     identity::Keypair,
-    multiaddr::Protocol,
     swarm::{
         ConnectionId, DialError, NetworkBehaviour, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
@@ -41,7 +40,7 @@ use tokio::{
 };
 
 use crate::{
-    behaviour::{Behaviour, dial_failure, required_peer_id},
+    behaviour::{Behaviour, address_peer, dial_failure, required_peer_id},
     boxed::BoxedHandlers,
     control::Control,
     receiver::Inbox,
@@ -407,14 +406,6 @@ fn swarm_dial_error(error: &DialError) -> Error {
     }
 }
 
-/// The peer id an address ends with, if any.
-fn address_peer(address: &Multiaddr) -> Option<PeerId> {
-    match address.iter().last() {
-        Some(Protocol::P2p(peer)) => Some(peer),
-        _ => None,
-    }
-}
-
 fn load_or_create_key(path: &Path) -> Result<Keypair, Error> {
     let err = |source: io::Error| Error::KeyFile {
         path: path.to_path_buf(),
@@ -728,12 +719,12 @@ where
                 })));
             }
             Command::Dial { address, reply } => {
-                let opts = match address.iter().last() {
-                    Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
+                let opts = match address_peer(&address) {
+                    Some(peer) => DialOpts::peer_id(peer)
                         .addresses(vec![address])
                         .condition(PeerCondition::Always)
                         .build(),
-                    _ => DialOpts::unknown_peer_id().address(address).build(),
+                    None => DialOpts::unknown_peer_id().address(address).build(),
                 };
                 self.start_dial(opts, reply);
             }

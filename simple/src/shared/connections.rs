@@ -74,7 +74,9 @@ impl ConnectionTable {
         self.inner.lock().refusals.remove(&connection)
     }
 
-    /// Connections whose message streams moved bytes since the last call.
+    /// Connections whose message streams moved bytes since the last call. The
+    /// behaviour's liveness check counts this like an answered ping (see
+    /// `liveness.rs`).
     pub(crate) fn with_traffic(&self) -> Vec<ConnectionId> {
         self.inner
             .lock()

@@ -449,12 +449,6 @@ impl Shared {
         }
     }
 
-    /// Connections whose message streams moved bytes since the last call. The
-    /// host's liveness check counts this like an answered ping (see `liveness.rs`).
-    pub(crate) fn connections_with_traffic(&self) -> Vec<ConnectionId> {
-        self.connections.with_traffic()
-    }
-
     /// Declares stalled every connection with writes pending and no progress for
     /// `stall_timeout`; returns them so the swarm closes them.
     pub(crate) fn check_stalls(&self) -> Vec<(PeerId, ConnectionId)> {
