@@ -12,12 +12,6 @@ use liquid_p2p::{
     libp2p::{Multiaddr, multiaddr::Protocol},
 };
 
-fn tcp_address(port: u16) -> Multiaddr {
-    format!("/ip4/127.0.0.1/tcp/{port}")
-        .parse()
-        .expect("address")
-}
-
 /// A loopback port held by a socket that never listens: a connection to it is
 /// refused, and no other test can take the port while the socket lives.
 fn refusing_port() -> (tokio::net::TcpSocket, u16) {

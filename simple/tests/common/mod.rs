@@ -95,11 +95,16 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// `/ip4/127.0.0.1/tcp/<port>/p2p/<peer>`.
-pub fn address(port: u16, peer: PeerId) -> Multiaddr {
-    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
+/// `/ip4/127.0.0.1/tcp/<port>`.
+pub fn tcp_address(port: u16) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{port}")
         .parse()
         .expect("address")
+}
+
+/// `/ip4/127.0.0.1/tcp/<port>/p2p/<peer>`.
+pub fn address(port: u16, peer: PeerId) -> Multiaddr {
+    tcp_address(port).with_p2p(peer).expect("no peer id yet")
 }
 
 /// A stock rust-libp2p swarm with identity `key` and the given behaviour: TCP +
