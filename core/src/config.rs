@@ -45,7 +45,8 @@ pub(crate) use setters;
 pub struct PoolConfig {
     /// Streams opened as soon as the connection is established. Default: 10.
     pub init_size: usize,
-    /// The pool never holds more streams than this. Default: 100.
+    /// Streams of one connection in all: its main pool and the lanes of its
+    /// protocols together. Default: 100.
     pub max_size: usize,
     /// The pool grows in the background when its idle streams are at most this
     /// percentage of its current streams. Default: 20.
@@ -62,6 +63,16 @@ pub struct PoolConfig {
     /// streams down to `init_size`, or to the streams in use if more. Checked
     /// every quarter of this. Default: 60 s.
     pub shrink_after: Duration,
+    /// A write to a pooled stream that moves no byte for this long fails with
+    /// [`Error::Backpressure`](crate::Error::Backpressure) and resets its stream:
+    /// the receiver is not reading that protocol. The connection and other
+    /// protocols are not affected. Default: 5 s.
+    pub send_timeout: Duration,
+    /// Streams the lane of one protocol may hold (see the pool manager): a protocol
+    /// whose receiver stops reading ties up at most this many, and the rest of
+    /// `max_size` stays for the others. Default: `None`, meaning three quarters of
+    /// `max_size` (at least 1): 75.
+    pub max_streams_per_protocol: Option<usize>,
 }
 
 impl Default for PoolConfig {
@@ -74,6 +85,8 @@ impl Default for PoolConfig {
             borrow_timeout: Duration::from_secs(5),
             max_waiters: 1024,
             shrink_after: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(5),
+            max_streams_per_protocol: None,
         }
     }
 }
@@ -82,6 +95,28 @@ impl PoolConfig {
     /// Streams added by one growth step.
     pub fn effective_grow_batch(&self) -> usize {
         self.grow_batch.unwrap_or(self.init_size / 2).max(1)
+    }
+
+    /// Streams one protocol's lane may hold.
+    pub fn effective_max_per_protocol(&self) -> usize {
+        self.max_streams_per_protocol
+            .unwrap_or(self.max_size * 3 / 4)
+            .clamp(1, self.max_size.max(1))
+    }
+
+    /// The settings of one lane (a protocol's, or the connection's shared one):
+    /// one stream when the lane is made (taken from the connection's reserve if it
+    /// has one), grown on demand by `grow_batch` up to
+    /// [`effective_max_per_protocol`](Self::effective_max_per_protocol), shrunk
+    /// back to one after low use.
+    pub fn lane(&self) -> PoolConfig {
+        let max_size = self.effective_max_per_protocol();
+        PoolConfig {
+            init_size: 1,
+            max_size,
+            grow_batch: Some(self.effective_grow_batch()),
+            ..self.clone()
+        }
     }
 }
 
@@ -227,6 +262,8 @@ setters!(PoolConfig {
     with_borrow_timeout => borrow_timeout: Duration,
     with_max_waiters => max_waiters: usize,
     with_shrink_after => shrink_after: Duration,
+    with_send_timeout => send_timeout: Duration,
+    with_max_streams_per_protocol => max_streams_per_protocol: Option<usize>,
 });
 
 setters!(AdmissionConfig {
@@ -448,6 +485,7 @@ impl Config {
         }
         let timeouts = [
             ("pool.borrow_timeout", p.borrow_timeout),
+            ("pool.send_timeout", p.send_timeout),
             ("pool.shrink_after", p.shrink_after),
             ("stream_open_timeout", self.stream_open_timeout),
             ("dial_timeout", self.dial_timeout),

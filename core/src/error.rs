@@ -40,6 +40,22 @@ pub enum Error {
         /// The borrow timeout that elapsed.
         after: Duration,
     },
+    /// The peer took no byte of a message of `protocol` for `after` (the pool's
+    /// `send_timeout`): its receiver is not reading that protocol, usually because
+    /// the application does not take messages from its inbox. The message was not
+    /// delivered; the stream it was written to is reset, and messages of other
+    /// protocols are not held up.
+    #[error(
+        "{peer} took nothing of a {protocol} message for {after:?}: its receiver is not reading"
+    )]
+    Backpressure {
+        /// The peer.
+        peer: PeerId,
+        /// The protocol of the message.
+        protocol: String,
+        /// How long the write waited without progress.
+        after: Duration,
+    },
     /// The pool is at its cap and its waiter queue is full.
     #[error(
         "stream pool of connection {connection} to {peer} exhausted: {waiters} borrowers already waiting"

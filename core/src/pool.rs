@@ -54,6 +54,35 @@ pub trait StreamOpener: Send + Sync + 'static {
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         tokio::spawn(task);
     }
+
+    /// Whether another pool of the same connection waits for a place in the
+    /// connection's stream budget. A stream coming back from a write that no
+    /// borrower of its own pool waits for is then closed, making room. Default:
+    /// never.
+    fn budget_wanted(&self) -> bool {
+        false
+    }
+
+    /// The pool closed (its connection is gone, or the host shuts down): opens
+    /// still waiting may give up. Default: nothing.
+    fn pool_closed(&self) {}
+}
+
+/// Which of a connection's send pools a [`PoolStats`] describes (see the pool
+/// manager: each connection has a reserve, a shared lane and one lane per protocol
+/// sent).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Lane {
+    /// All pools of the connection together.
+    #[default]
+    All,
+    /// Streams opened in advance and not yet taken by a lane.
+    Reserve,
+    /// The lane of ordered bursts and of protocols beyond the lane limit.
+    Shared,
+    /// The lane of one protocol: its streams carry only that protocol's frames.
+    Protocol(Arc<str>),
 }
 
 /// A snapshot of one pool's counters.
@@ -78,6 +107,8 @@ pub struct PoolStats {
     pub max: usize,
     /// Opens that failed since the pool was created.
     pub open_failures: u64,
+    /// Which of the connection's pools these counters are of.
+    pub lane: Lane,
 }
 
 impl PoolStats {
@@ -94,6 +125,7 @@ impl PoolStats {
             opening: 0,
             max,
             open_failures: 0,
+            lane: Lane::All,
         }
     }
 }
@@ -158,6 +190,9 @@ pub struct SendStreamPool<O: StreamOpener> {
     config: PoolConfig,
     state: Mutex<State<O::Stream>>,
     next_waiter: AtomicU64,
+    /// Where this pool takes idle streams from before opening new ones (see
+    /// [`lane`](Self::lane)).
+    reservoir: Option<Arc<SendStreamPool<O>>>,
 }
 
 impl<O: StreamOpener> fmt::Debug for SendStreamPool<O> {
@@ -171,6 +206,16 @@ impl<O: StreamOpener> fmt::Debug for SendStreamPool<O> {
 impl<O: StreamOpener> SendStreamPool<O> {
     /// A pool for `connection` to `peer`. Nothing is opened until [`init`](Self::init).
     pub fn new(peer: PeerId, connection: ConnectionId, opener: O, config: PoolConfig) -> Arc<Self> {
+        Self::build(peer, connection, opener, config, None)
+    }
+
+    fn build(
+        peer: PeerId,
+        connection: ConnectionId,
+        opener: O,
+        config: PoolConfig,
+        reservoir: Option<Arc<Self>>,
+    ) -> Arc<Self> {
         let init_size = config.init_size;
         Arc::new(Self {
             peer,
@@ -192,7 +237,25 @@ impl<O: StreamOpener> SendStreamPool<O> {
                 trusted: 0,
             }),
             next_waiter: AtomicU64::new(0),
+            reservoir,
         })
+    }
+
+    /// A pool of the same connection that, whenever it needs a stream, first takes
+    /// an idle one from `reservoir` (a pool nobody borrows from, holding streams
+    /// opened in advance and never written) and opens a new one only when the
+    /// reservoir is empty.
+    pub fn lane(reservoir: &Arc<Self>, config: PoolConfig) -> Arc<Self>
+    where
+        O: Clone,
+    {
+        Self::build(
+            reservoir.peer,
+            reservoir.connection,
+            reservoir.opener.clone(),
+            config,
+            Some(Arc::clone(reservoir)),
+        )
     }
 
     /// The peer this pool sends to.
@@ -306,6 +369,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             st.current -= idle.len();
             (idle, std::mem::take(&mut st.waiters))
         };
+        self.opener.pool_closed();
         drop(idle);
         for w in waiters {
             let _ = w.tx.send(Err(reason()));
@@ -349,6 +413,25 @@ impl<O: StreamOpener> SendStreamPool<O> {
         n
     }
 
+    /// Closes the idle stream idle longest, if any; whether one was closed. The
+    /// connection's other pools use this to take back a place in its stream
+    /// budget.
+    pub fn close_one_idle(&self) -> bool {
+        let closed = self.take_idle();
+        closed.is_some()
+    }
+
+    /// Takes the idle stream idle longest out of the pool, if any.
+    pub fn take_idle(&self) -> Option<O::Stream> {
+        let mut st = self.state.lock();
+        if st.idle.is_empty() {
+            return None;
+        }
+        st.current -= 1;
+        st.trusted = st.trusted.min(st.idle.len() - 1);
+        Some(st.idle.remove(0))
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed
@@ -367,6 +450,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             opening: st.opening,
             max: self.config.max_size,
             open_failures: st.open_failures,
+            lane: Lane::All,
         }
     }
 
@@ -453,6 +537,10 @@ impl<O: StreamOpener> SendStreamPool<O> {
 
     fn spawn_opens(self: &Arc<Self>, n: usize) {
         for _ in 0..n {
+            if let Some(stream) = self.reservoir.as_ref().and_then(|r| r.take_idle()) {
+                self.opened(Ok(stream));
+                continue;
+            }
             let pool = Arc::clone(self);
             let open = self.opener.open();
             self.opener.spawn(Box::pin(async move {
@@ -511,7 +599,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
     fn give_back(self: &Arc<Self>, stream: O::Stream) {
         let mut st = self.state.lock();
         st.borrowed -= 1;
-        if st.closed {
+        if st.closed || (st.waiters.is_empty() && self.opener.budget_wanted()) {
             st.current -= 1;
             drop(st);
             drop(stream);
@@ -633,6 +721,8 @@ pub(crate) mod tests {
         pub reset_before: Arc<AtomicUsize>,
         /// Usability probes made.
         pub probes: Arc<AtomicUsize>,
+        /// Another pool of the connection waits for a place in its budget.
+        pub budget_wanted: Arc<AtomicBool>,
         pub delay: Duration,
     }
 
@@ -676,6 +766,10 @@ pub(crate) mod tests {
         fn is_usable(&self, stream: &mut FakeStream) -> bool {
             self.probes.fetch_add(1, Ordering::SeqCst);
             stream.usable && stream.serial >= self.reset_before.load(Ordering::SeqCst)
+        }
+
+        fn budget_wanted(&self) -> bool {
+            self.budget_wanted.load(Ordering::SeqCst)
         }
     }
 
@@ -834,6 +928,35 @@ pub(crate) mod tests {
         drop(s);
         assert_eq!(pool.stats().idle, 10);
         assert_eq!(pool.stats().current, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_back_while_another_pool_wants_the_budget_is_closed_unless_a_waiter_takes_it()
+    {
+        let opener = FakeOpener::default();
+        let pool = pool_with(opener.clone(), 2, 2);
+        pool.init();
+        settle().await;
+        let first = pool.borrow().await.expect("borrow");
+        let second = pool.borrow().await.expect("borrow");
+        let waiter = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.borrow().await }
+        });
+        settle().await;
+        opener.budget_wanted.store(true, Ordering::SeqCst);
+        // This pool's own waiter comes first.
+        drop(first);
+        let third = waiter
+            .await
+            .expect("task")
+            .expect("the waiter got the stream");
+        // With no waiter left, the stream is closed to make room elsewhere.
+        drop(second);
+        let stats = pool.stats();
+        assert_eq!((stats.current, stats.borrowed, stats.idle), (1, 1, 0));
+        assert_eq!(opener.live.load(Ordering::SeqCst), 1);
+        drop(third);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,10 +1,30 @@
 //! `SendStreamPoolManager`: every pool of every connection, and the choice of the
 //! connection a message goes out on.
 //!
-//! A peer may have several connections; each has its own pool. A sender takes the
-//! least-loaded pool (fewest borrowed streams plus waiters; ties go to the most idle),
-//! and when even that pool is busy (past half its cap, under half idle) the manager
-//! says so, so the host can dial one more connection, up to the per-peer maximum.
+//! A peer may have several connections. Each has a *reserve* (`init_size` streams
+//! opened when the connection comes up and never written), a *shared lane* for
+//! ordered bursts, and one *lane* per protocol sent on it: a pool whose streams
+//! carry only that protocol's frames. A receiver that stops reading one protocol
+//! (its inbox full) stops reading that protocol's streams; flow control then holds
+//! up the writers of that lane alone, never a frame of another protocol queued
+//! behind one it will not read. A lane is made with one stream when its protocol
+//! is first sent and grows on demand up to `max_streams_per_protocol`, so a stuck
+//! protocol ties up a bounded share of the connection. Lanes take the reserve's
+//! streams before opening new ones, so the first messages of a connection find
+//! streams ready. The wire format does not change: every frame still names its
+//! protocol, and a stream is bound to one by the sender alone.
+//!
+//! The shared lane serves ordered bursts (a borrowed stream may carry several
+//! protocols) and protocols beyond [`MAX_LANES`] per connection. All pools of a
+//! connection together hold at most `max_size` streams; that budget is kept by
+//! the opener (see [`StreamOpener::budget_wanted`]).
+//!
+//! A sender takes the least-loaded connection's lane (fewest borrowed streams plus
+//! waiters; ties go to the most idle), and when even that is busy (past half its
+//! cap, under half idle) the manager says so, so the host can dial one more
+//! connection, up to the per-peer maximum.
+//!
+//! [`StreamOpener::budget_wanted`]: crate::StreamOpener::budget_wanted
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -14,7 +34,14 @@ use parking_lot::RwLock;
 
 use tokio::time::Instant;
 
-use crate::pool::{Load, PoolStats, SendStreamPool, StreamOpener};
+use crate::{
+    config::PoolConfig,
+    pool::{Lane, Load, PoolStats, SendStreamPool, StreamOpener},
+};
+
+/// Protocol lanes one connection holds at most; further protocols share the
+/// connection's shared lane (and lose their isolation from each other).
+pub const MAX_LANES: usize = 64;
 
 /// The pool chosen for a send.
 #[derive(Debug)]
@@ -26,69 +53,107 @@ pub struct BestPool<O: StreamOpener> {
     pub wants_connection: bool,
 }
 
+/// The pools of one connection.
+#[derive(Debug)]
+struct Connection<O: StreamOpener> {
+    reserve: Arc<SendStreamPool<O>>,
+    shared: Arc<SendStreamPool<O>>,
+    lanes: HashMap<Arc<str>, Arc<SendStreamPool<O>>>,
+}
+
+impl<O: StreamOpener> Connection<O> {
+    fn id(&self) -> ConnectionId {
+        self.reserve.connection()
+    }
+
+    /// Every pool, each with its role.
+    fn pools(&self) -> impl Iterator<Item = (Lane, &Arc<SendStreamPool<O>>)> {
+        [(Lane::Reserve, &self.reserve), (Lane::Shared, &self.shared)]
+            .into_iter()
+            .chain(
+                self.lanes
+                    .iter()
+                    .map(|(p, pool)| (Lane::Protocol(Arc::clone(p)), pool)),
+            )
+    }
+
+    /// The lane `protocol` uses: its own, else the shared one.
+    fn lane_of(&self, protocol: &str) -> &Arc<SendStreamPool<O>> {
+        self.lanes.get(protocol).unwrap_or(&self.shared)
+    }
+}
+
 /// All send pools, keyed by peer then connection. See the module documentation.
 #[derive(Debug)]
 pub struct SendStreamPoolManager<O: StreamOpener> {
-    pools: RwLock<HashMap<PeerId, Vec<Arc<SendStreamPool<O>>>>>,
+    pools: RwLock<HashMap<PeerId, Vec<Connection<O>>>>,
     max_connections_per_peer: usize,
+    lane_config: PoolConfig,
 }
 
 impl<O: StreamOpener> SendStreamPoolManager<O> {
-    /// An empty manager.
-    pub fn new(max_connections_per_peer: usize) -> Self {
+    /// An empty manager; lanes are made with `pool.lane()`.
+    pub fn new(max_connections_per_peer: usize, pool: &PoolConfig) -> Self {
         Self {
             pools: RwLock::new(HashMap::new()),
             max_connections_per_peer,
+            lane_config: pool.lane(),
         }
     }
 
-    /// Adds the pool of a newly established connection.
-    pub fn add(&self, pool: Arc<SendStreamPool<O>>) {
-        self.pools
-            .write()
-            .entry(pool.peer())
-            .or_default()
-            .push(pool);
-    }
-
-    /// Removes and closes the pool of a closed connection. Returns it, if it existed.
+    /// Removes and closes the pools of a closed connection. Returns its reserve,
+    /// if it existed.
     pub fn remove(
         &self,
         peer: &PeerId,
         connection: ConnectionId,
     ) -> Option<Arc<SendStreamPool<O>>> {
+        self.remove_with(peer, connection, |pool| crate::Error::PoolClosed {
+            peer: pool.peer(),
+            connection: pool.connection(),
+        })
+    }
+
+    /// [`remove`](Self::remove), failing the pools' waiters with the error
+    /// `reason` makes.
+    pub fn remove_with(
+        &self,
+        peer: &PeerId,
+        connection: ConnectionId,
+        reason: impl Fn(&SendStreamPool<O>) -> crate::Error,
+    ) -> Option<Arc<SendStreamPool<O>>> {
         let removed = {
             let mut pools = self.pools.write();
             let list = pools.get_mut(peer)?;
-            let pos = list.iter().position(|p| p.connection() == connection)?;
-            let pool = list.swap_remove(pos);
+            let pos = list.iter().position(|c| c.id() == connection)?;
+            let removed = list.swap_remove(pos);
             if list.is_empty() {
                 pools.remove(peer);
             }
-            pool
+            removed
         };
-        removed.close();
-        Some(removed)
+        for (_, pool) in removed.pools() {
+            pool.close_with(|| reason(pool));
+        }
+        Some(removed.reserve)
     }
 
-    /// The pool of one connection.
-    pub fn get(&self, peer: &PeerId, connection: ConnectionId) -> Option<Arc<SendStreamPool<O>>> {
-        self.pools
-            .read()
-            .get(peer)?
-            .iter()
-            .find(|p| p.connection() == connection)
-            .cloned()
-    }
-
-    /// The least-loaded open pool of `peer`, or `None` if it has none.
+    /// The least-loaded shared lane of `peer`, or `None` if it has no open
+    /// connection: for ordered bursts, and to name a connection of the peer.
     pub fn best_pool(&self, peer: &PeerId) -> Option<BestPool<O>> {
         let pools = self.pools.read();
         let list = pools.get(peer)?;
-        // One lock per pool: with a single connection, one lock in all.
+        self.least_loaded(list.iter().map(|c| &c.shared))
+    }
+
+    /// One lock per pool: with a single connection, one lock in all.
+    fn least_loaded<'a>(
+        &self,
+        candidates: impl Iterator<Item = &'a Arc<SendStreamPool<O>>>,
+    ) -> Option<BestPool<O>> {
         let mut open = 0;
         let mut best: Option<(&Arc<SendStreamPool<O>>, Load)> = None;
-        for pool in list {
+        for pool in candidates {
             let Some(load) = pool.load() else { continue };
             open += 1;
             let better = best.is_none_or(|(_, b)| {
@@ -105,20 +170,86 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
         })
     }
 
+    /// Every pool of every connection.
+    fn all_pools(&self) -> Vec<Arc<SendStreamPool<O>>> {
+        let pools = self.pools.read();
+        pools
+            .values()
+            .flatten()
+            .flat_map(|c| c.pools().map(|(_, pool)| Arc::clone(pool)))
+            .collect()
+    }
+
     /// Lets every pool give back streams after low use (see
     /// [`SendStreamPool::shrink`]); returns how many streams were closed.
     pub fn shrink_idle(&self, now: Instant) -> usize {
-        let all: Vec<_> = self.pools.read().values().flatten().cloned().collect();
-        all.iter().map(|pool| pool.shrink(now)).sum()
+        self.all_pools().iter().map(|pool| pool.shrink(now)).sum()
     }
 
-    /// Counters of every pool of `peer`.
+    /// Counters of every pool of `peer`: for each connection its reserve, its
+    /// shared lane, then the lane of each protocol sent on it.
     pub fn stats(&self, peer: &PeerId) -> Vec<PoolStats> {
-        self.pools
-            .read()
-            .get(peer)
-            .map(|list| list.iter().map(|p| p.stats()).collect())
-            .unwrap_or_default()
+        let pools = self.pools.read();
+        let Some(list) = pools.get(peer) else {
+            return Vec::new();
+        };
+        list.iter()
+            .flat_map(|c| c.pools())
+            .map(|(lane, pool)| {
+                let mut stats = pool.stats();
+                stats.lane = lane;
+                stats
+            })
+            .collect()
+    }
+
+    /// Counters of each connection of `peer`, all its pools summed; `max` is the
+    /// connection's stream budget (the reserve's cap, `max_size`).
+    pub fn connection_stats(&self, peer: &PeerId) -> Vec<PoolStats> {
+        let pools = self.pools.read();
+        let Some(list) = pools.get(peer) else {
+            return Vec::new();
+        };
+        list.iter()
+            .map(|connection| {
+                let mut total = connection.reserve.stats();
+                for (_, pool) in connection.pools().skip(1) {
+                    let lane = pool.stats();
+                    total.current += lane.current;
+                    total.idle += lane.idle;
+                    total.borrowed += lane.borrowed;
+                    total.waiters += lane.waiters;
+                    total.opening += lane.opening;
+                    total.open_failures += lane.open_failures;
+                }
+                total
+            })
+            .collect()
+    }
+
+    /// Closes one idle stream of `connection` (from whichever of its pools holds
+    /// the most idle ones), giving its place in the connection's stream budget
+    /// back; whether there was one.
+    pub fn reclaim_idle(&self, peer: &PeerId, connection: ConnectionId) -> bool {
+        let pools: Vec<_> = {
+            let all = self.pools.read();
+            let Some(found) = all
+                .get(peer)
+                .and_then(|list| list.iter().find(|c| c.id() == connection))
+            else {
+                return false;
+            };
+            found.pools().map(|(_, pool)| Arc::clone(pool)).collect()
+        };
+        let fullest = pools.iter().max_by_key(|pool| pool.stats().idle);
+        fullest.is_some_and(|pool| pool.close_one_idle())
+    }
+
+    /// Connections of `peer` with open pools.
+    pub fn connection_count(&self, peer: &PeerId) -> usize {
+        self.pools.read().get(peer).map_or(0, |list| {
+            list.iter().filter(|c| !c.reserve.is_closed()).count()
+        })
     }
 
     /// Peers with at least one pool.
@@ -129,9 +260,78 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
     /// Removes and closes every pool (host shutdown).
     pub fn close_all(&self) {
         let all: Vec<_> = self.pools.write().drain().flat_map(|(_, l)| l).collect();
-        for pool in all {
-            pool.close();
+        for connection in all {
+            for (_, pool) in connection.pools() {
+                pool.close();
+            }
         }
+    }
+}
+
+impl<O: StreamOpener + Clone> SendStreamPoolManager<O> {
+    /// Adds a newly established connection, given its reserve (a pool opening
+    /// `init_size` streams, which nobody borrows from directly).
+    pub fn add(&self, reserve: Arc<SendStreamPool<O>>) {
+        let shared = SendStreamPool::lane(&reserve, self.shared_config());
+        self.pools
+            .write()
+            .entry(reserve.peer())
+            .or_default()
+            .push(Connection {
+                reserve,
+                shared,
+                lanes: HashMap::new(),
+            });
+    }
+
+    /// The shared lane opens nothing until used.
+    fn shared_config(&self) -> PoolConfig {
+        PoolConfig {
+            init_size: 0,
+            ..self.lane_config.clone()
+        }
+    }
+
+    /// The pool a message of `protocol` goes out on: that protocol's lane on the
+    /// least-loaded connection of `peer` (made, with its first stream, when the
+    /// protocol is first sent there), or the shared lane once the connection has
+    /// [`MAX_LANES`] lanes. `None` if the peer has no open connection.
+    pub fn lane(&self, peer: &PeerId, protocol: &str) -> Option<BestPool<O>> {
+        {
+            let pools = self.pools.read();
+            let list = pools.get(peer)?;
+            if list
+                .iter()
+                .all(|c| c.lanes.contains_key(protocol) || c.lanes.len() >= MAX_LANES)
+            {
+                return self.least_loaded(list.iter().map(|c| c.lane_of(protocol)));
+            }
+        }
+        let made = {
+            let mut pools = self.pools.write();
+            let list = pools.get_mut(peer)?;
+            let mut made = Vec::new();
+            for connection in list.iter_mut() {
+                if connection.reserve.is_closed()
+                    || connection.lanes.len() >= MAX_LANES
+                    || connection.lanes.contains_key(protocol)
+                {
+                    continue;
+                }
+                let lane = SendStreamPool::lane(&connection.reserve, self.lane_config.clone());
+                connection
+                    .lanes
+                    .insert(Arc::from(protocol), Arc::clone(&lane));
+                made.push(lane);
+            }
+            made
+        };
+        for lane in made {
+            lane.init();
+        }
+        let pools = self.pools.read();
+        let list = pools.get(peer)?;
+        self.least_loaded(list.iter().map(|c| c.lane_of(protocol)))
     }
 }
 
@@ -149,24 +349,28 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn best_pool_is_the_least_loaded_connection() {
-        let peer = PeerId::random();
-        let mgr = SendStreamPoolManager::new(2);
-        let config = PoolConfig {
+    fn small_pools() -> PoolConfig {
+        PoolConfig {
             init_size: 4,
             max_size: 8,
             ..PoolConfig::default()
-        };
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn best_pool_is_the_least_loaded_connection() {
+        let peer = PeerId::random();
+        let config = small_pools();
+        let mgr = SendStreamPoolManager::new(2, &config);
         for id in [1, 2] {
-            let pool = SendStreamPool::new(
+            let reserve = SendStreamPool::new(
                 peer,
                 ConnectionId::new_unchecked(id),
                 FakeOpener::default(),
                 config.clone(),
             );
-            pool.init();
-            mgr.add(pool);
+            reserve.init();
+            mgr.add(reserve);
         }
         settle().await;
         let mut held = Vec::new();
@@ -175,41 +379,173 @@ mod tests {
             held.push(best.pool.borrow().await.expect("borrow"));
         }
         let stats = mgr.stats(&peer);
-        assert_eq!(stats.len(), 2);
-        assert!(stats.iter().all(|s| s.borrowed == 3), "{stats:?}");
+        assert_eq!(stats.len(), 4, "a reserve and a shared lane per connection");
+        let shared: Vec<_> = stats.iter().filter(|s| s.lane == Lane::Shared).collect();
+        assert_eq!(shared.len(), 2);
+        assert!(shared.iter().all(|s| s.borrowed == 3), "{stats:?}");
         assert!(mgr.best_pool(&PeerId::random()).is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_pool_asks_for_one_more_connection_up_to_the_maximum() {
-        let pool = pool_with(FakeOpener::default(), 4, 8);
-        let peer = pool.peer();
-        pool.init();
-        let mgr = SendStreamPoolManager::new(2);
-        mgr.add(Arc::clone(&pool));
+        let reserve = pool_with(FakeOpener::default(), 4, 8);
+        let peer = reserve.peer();
+        reserve.init();
+        let mgr = SendStreamPoolManager::new(2, &small_pools());
+        mgr.add(Arc::clone(&reserve));
         settle().await;
-        assert!(!mgr.best_pool(&peer).expect("pool").wants_connection);
+        let best = mgr.best_pool(&peer).expect("pool");
+        assert!(!best.wants_connection);
         let mut held = Vec::new();
         for _ in 0..6 {
-            held.push(pool.borrow().await.expect("borrow"));
+            held.push(best.pool.borrow().await.expect("borrow"));
         }
         settle().await;
-        // 6 of 6+ borrowed, past half of the cap of 8: one more connection helps.
+        // 6 of 6 borrowed, past half of the lane's cap of 6: one more connection helps.
         assert!(mgr.best_pool(&peer).expect("pool").wants_connection);
-        let one_conn = SendStreamPoolManager::new(1);
-        one_conn.add(Arc::clone(&pool));
+        let one_conn = SendStreamPoolManager::new(1, &small_pools());
+        one_conn.add(Arc::clone(&reserve));
+        let lane = one_conn.best_pool(&peer).expect("pool");
+        for _ in 0..6 {
+            held.push(lane.pool.borrow().await.expect("borrow"));
+        }
         assert!(!one_conn.best_pool(&peer).expect("pool").wants_connection);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn removing_a_connection_closes_its_pool_and_forgets_the_peer() {
-        let pool = pool_with(FakeOpener::default(), 1, 1);
-        let (peer, conn) = (pool.peer(), pool.connection());
-        let mgr = SendStreamPoolManager::new(1);
-        mgr.add(Arc::clone(&pool));
+    async fn removing_a_connection_closes_its_pools_and_forgets_the_peer() {
+        let reserve = pool_with(FakeOpener::default(), 1, 1);
+        let (peer, conn) = (reserve.peer(), reserve.connection());
+        let mgr = SendStreamPoolManager::new(1, &PoolConfig::default());
+        mgr.add(Arc::clone(&reserve));
+        let shared = mgr.best_pool(&peer).expect("connected").pool;
         assert!(mgr.remove(&peer, conn).is_some());
-        assert!(pool.is_closed());
+        assert!(reserve.is_closed() && shared.is_closed());
         assert!(mgr.best_pool(&peer).is_none());
         assert!(mgr.peers().is_empty());
+    }
+
+    /// A manager with one connection whose reserve holds 2 streams, lanes of at
+    /// most `per_protocol` streams and a borrow timeout of 1 s.
+    async fn one_connection(
+        opener: FakeOpener,
+        per_protocol: usize,
+    ) -> (PeerId, SendStreamPoolManager<FakeOpener>) {
+        let config = PoolConfig {
+            init_size: 2,
+            max_size: 16,
+            max_streams_per_protocol: Some(per_protocol),
+            borrow_timeout: Duration::from_secs(1),
+            ..PoolConfig::default()
+        };
+        let peer = PeerId::random();
+        let reserve =
+            SendStreamPool::new(peer, ConnectionId::new_unchecked(1), opener, config.clone());
+        reserve.init();
+        let mgr = SendStreamPoolManager::new(1, &config);
+        mgr.add(reserve);
+        settle().await;
+        (peer, mgr)
+    }
+
+    fn stats_of(mgr: &SendStreamPoolManager<FakeOpener>, peer: &PeerId, lane: Lane) -> PoolStats {
+        mgr.stats(peer)
+            .into_iter()
+            .find(|s| s.lane == lane)
+            .expect("stats of the lane")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_protocol_gets_its_own_lane_and_a_stuck_one_holds_only_its_own() {
+        let opener = FakeOpener::default();
+        let (peer, mgr) = one_connection(opener.clone(), 3).await;
+        let a = mgr.lane(&peer, "/a").expect("connected").pool;
+        let b = mgr.lane(&peer, "/b").expect("connected").pool;
+        assert!(!Arc::ptr_eq(&a, &b), "one lane per protocol");
+        assert!(Arc::ptr_eq(&a, &mgr.lane(&peer, "/a").expect("lane").pool));
+        // Protocol /a is stuck: every stream of its lane is out (its writes do
+        // not finish), and one more sender of /a waits and then times out.
+        let mut stuck = Vec::new();
+        for _ in 0..3 {
+            stuck.push(a.borrow().await.expect("a stream of /a"));
+        }
+        let waiting = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move { a.borrow().await.map(|_| ()) }
+        });
+        // /b is not held up by it: its lane lends at once.
+        let b_stream = tokio::time::timeout(Duration::from_millis(10), b.borrow())
+            .await
+            .expect("/b does not wait for /a")
+            .expect("a stream of /b");
+        assert!(matches!(
+            waiting.await.expect("task"),
+            Err(crate::Error::Timeout { .. })
+        ));
+        let lane_a = stats_of(&mgr, &peer, Lane::Protocol("/a".into()));
+        assert_eq!((lane_a.borrowed, lane_a.max), (3, 3));
+        assert_eq!(
+            mgr.stats(&peer).len(),
+            4,
+            "reserve, shared lane and two lanes"
+        );
+        let total = &mgr.connection_stats(&peer)[0];
+        assert_eq!((total.borrowed, total.max), (4, 16), "{total:?}");
+        drop(b_stream);
+        drop(stuck);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn protocols_beyond_the_lane_limit_share_the_shared_lane() {
+        let (peer, mgr) = one_connection(FakeOpener::default(), 1).await;
+        for n in 0..MAX_LANES {
+            mgr.lane(&peer, &format!("/p/{n}")).expect("lane");
+        }
+        let shared = mgr.best_pool(&peer).expect("shared").pool;
+        let overflow = mgr.lane(&peer, "/one-too-many").expect("pool").pool;
+        assert!(Arc::ptr_eq(&shared, &overflow));
+        assert_eq!(mgr.stats(&peer).len(), MAX_LANES + 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lanes_take_the_reserved_streams_before_opening_new_ones() {
+        let opener = FakeOpener::default();
+        let (peer, mgr) = one_connection(opener.clone(), 4).await;
+        let opened = || opener.opened.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(opened(), 2, "the reserve opened init_size streams");
+        mgr.lane(&peer, "/a").expect("lane");
+        mgr.lane(&peer, "/b").expect("lane");
+        settle().await;
+        assert_eq!(
+            opened(),
+            2,
+            "each lane's first stream came from the reserve"
+        );
+        assert_eq!(stats_of(&mgr, &peer, Lane::Reserve).current, 0);
+        assert_eq!(
+            stats_of(&mgr, &peer, Lane::Protocol("/a".into())).current,
+            1
+        );
+        mgr.lane(&peer, "/c").expect("lane");
+        settle().await;
+        assert_eq!(
+            opened(),
+            3,
+            "an empty reserve: the third lane opens its stream"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removing_a_connection_closes_its_lanes() {
+        let opener = FakeOpener::default();
+        let (peer, mgr) = one_connection(opener.clone(), 2).await;
+        let lane = mgr.lane(&peer, "/a").expect("lane").pool;
+        settle().await;
+        assert_eq!(lane.stats().current, 1, "a lane starts with one stream");
+        mgr.remove(&peer, ConnectionId::new_unchecked(1))
+            .expect("removed");
+        assert!(lane.is_closed());
+        assert!(mgr.lane(&peer, "/a").is_none());
+        assert_eq!(opener.live.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

@@ -15,6 +15,7 @@ use crate::{
     events::Events,
     receiver::{Inbox, validate_protocol},
     shared::{Request, Shared, SwarmOpener},
+    watchdog::NoProgress,
 };
 
 /// Handle for sending, registering protocols and observing the behaviour. Cheap to
@@ -61,7 +62,7 @@ impl Control {
         loop {
             attempt += 1;
             let result = async {
-                let mut stream = self.borrow_pooled(peer).await?;
+                let mut stream = self.borrow_pooled(peer, Some(protocol)).await?;
                 self.shared
                     .write_message(&mut stream, peer, protocol, payload)
                     .await
@@ -79,7 +80,7 @@ impl Control {
     /// Borrows one stream to `peer` for exclusive use: messages written through it
     /// arrive in the order written. Dropping it returns the stream to its pool.
     pub async fn borrow_stream(&self, peer: PeerId) -> Result<ExclusiveStream, Error> {
-        let stream = self.borrow_pooled(peer).await?;
+        let stream = self.borrow_pooled(peer, None).await?;
         Ok(ExclusiveStream {
             stream,
             shared: Arc::clone(&self.shared),
@@ -131,8 +132,16 @@ impl Control {
         self.shared.book.read().peers_supporting(protocols)
     }
 
-    /// Counters of every connection's pool to `peer` (empty if not connected).
+    /// Counters of each connection to `peer`, one entry per connection (empty if
+    /// not connected): its main pool and its protocol lanes summed; `max` is the
+    /// connection's stream budget (`pool.max_size`).
     pub fn pool_stats(&self, peer: &PeerId) -> Vec<PoolStats> {
+        self.shared.pools.connection_stats(peer)
+    }
+
+    /// Counters of every pool to `peer`: each connection's main pool (`protocol`
+    /// `None`), then the lane of each protocol sent on it.
+    pub fn lane_stats(&self, peer: &PeerId) -> Vec<PoolStats> {
         self.shared.pools.stats(peer)
     }
 
@@ -186,13 +195,20 @@ impl Control {
         self.shared.blacklist.read().entries()
     }
 
-    async fn borrow_pooled(&self, peer: PeerId) -> Result<PooledStream<SwarmOpener>, Error> {
+    /// A stream of `protocol`'s lane, or of the main pool for an ordered burst
+    /// (`None`).
+    async fn borrow_pooled(
+        &self,
+        peer: PeerId,
+        protocol: Option<&str>,
+    ) -> Result<PooledStream<SwarmOpener>, Error> {
         self.shared.lifecycle.check_open()?;
-        let best = self
-            .shared
-            .pools
-            .best_pool(&peer)
-            .ok_or(Error::NotConnected { peer })?;
+        let pools = &self.shared.pools;
+        let best = match protocol {
+            Some(protocol) => pools.lane(&peer, protocol),
+            None => pools.best_pool(&peer),
+        }
+        .ok_or(Error::NotConnected { peer })?;
         if best.wants_connection {
             // Full queue: a request is already on its way.
             let _ = self
@@ -262,6 +278,13 @@ impl Shared {
                     // closed", whichever of the two the select saw first.
                     if meter.closed().is_cancelled() {
                         return Err(meter.close_error());
+                    }
+                    if let Some(NoProgress { after }) = NoProgress::of(&e) {
+                        return Err(Error::Backpressure {
+                            peer,
+                            protocol: protocol.to_owned(),
+                            after,
+                        });
                     }
                     return Err(Error::write(peer, e));
                 }

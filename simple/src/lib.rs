@@ -79,9 +79,9 @@ pub mod low_level {
 pub use liquid_p2p_core::{
     AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch, Config,
     ConnectionId, DialFailure, Error, Event, EvictionReason, EvictionStrategy, ExchangeError,
-    ExchangeFailure, FrameError, Message, PeerId, PeerLimit, PeerScope, PolicyScope, PoolConfig,
-    PoolStats, ReceiveCounts, RefusalReason, RemoteRefusal, StreamOpenFailure, StreamScope,
-    SupervisorConfig,
+    ExchangeFailure, FrameError, Lane, MAX_LANES, Message, PeerId, PeerLimit, PeerScope,
+    PolicyScope, PoolConfig, PoolStats, ReceiveCounts, RefusalReason, RemoteRefusal,
+    StreamOpenFailure, StreamScope, SupervisorConfig,
 };
 pub use muxer::{YamuxConfig, YamuxMuxer};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};

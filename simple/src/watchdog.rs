@@ -24,9 +24,9 @@ use std::{
     time::Duration,
 };
 
-use futures::{AsyncRead, AsyncWrite};
+use futures::{AsyncRead, AsyncWrite, Future};
 use liquid_p2p_core::{ConnectionId, Error, PeerId};
-use tokio::time::Instant;
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Progress and liveness of one connection.
@@ -180,11 +180,84 @@ impl Drop for PendingWrite {
 pub(crate) struct MeteredStream {
     inner: libp2p::Stream,
     meter: Arc<ConnectionMeter>,
+    /// A send stream's place in its connection's stream budget, given back when
+    /// the stream is dropped; `None` for inbound streams.
+    _budget: Option<OwnedSemaphorePermit>,
+    /// A send stream's limit on a write that moves no byte (`send_timeout`).
+    send_timeout: Option<Duration>,
+    /// Armed when a write or flush finds no room, disarmed when bytes move.
+    no_progress: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error of a write that moved no byte for `after` (see `send_timeout`):
+/// carried inside the `io::Error` a write returns, and recognised with
+/// [`NoProgress::of`].
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no byte taken for {after:?}")]
+pub(crate) struct NoProgress {
+    pub(crate) after: Duration,
+}
+
+impl NoProgress {
+    /// The `NoProgress` inside `error`, if that is what it is.
+    pub(crate) fn of(error: &io::Error) -> Option<NoProgress> {
+        error.get_ref()?.downcast_ref::<NoProgress>().copied()
+    }
 }
 
 impl MeteredStream {
     pub(crate) fn new(inner: libp2p::Stream, meter: Arc<ConnectionMeter>) -> Self {
-        Self { inner, meter }
+        Self {
+            inner,
+            meter,
+            _budget: None,
+            send_timeout: None,
+            no_progress: None,
+        }
+    }
+
+    /// A send stream holding one place of its connection's stream budget, whose
+    /// writes fail with [`NoProgress`] once they move no byte for `send_timeout`.
+    pub(crate) fn budgeted(
+        inner: libp2p::Stream,
+        meter: Arc<ConnectionMeter>,
+        budget: OwnedSemaphorePermit,
+        send_timeout: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            meter,
+            _budget: Some(budget),
+            send_timeout: Some(send_timeout),
+            no_progress: None,
+        }
+    }
+
+    /// Follows a write or flush: bytes moved disarm the no-progress timer; no room
+    /// arms it, and once it has run out the write fails.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.no_progress = None;
+            return poll;
+        }
+        let Some(limit) = self.send_timeout else {
+            return poll;
+        };
+        let timer = self
+            .no_progress
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return poll;
+        }
+        self.no_progress = None;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            NoProgress { after: limit },
+        )))
     }
 
     pub(crate) fn meter(&self) -> &Arc<ConnectionMeter> {
@@ -233,11 +306,14 @@ impl AsyncWrite for MeteredStream {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        track(&this.meter, poll)
+        let poll = track(&this.meter, poll);
+        this.deadline(cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.deadline(cx, poll)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

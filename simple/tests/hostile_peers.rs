@@ -195,6 +195,7 @@ async fn a_peer_that_never_reads_gets_timeouts_and_others_are_unaffected() {
             matches!(
                 e,
                 Error::Timeout { .. }
+                    | Error::Backpressure { .. }
                     | Error::PoolExhausted { .. }
                     | Error::ConnectionStalled { .. }
                     | Error::PoolClosed { .. }

@@ -28,8 +28,9 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use futures::future::BoxFuture;
@@ -40,7 +41,8 @@ use liquid_p2p_core::{
     StreamScope,
 };
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     events::EventBus,
@@ -125,7 +127,7 @@ impl Shared {
         blacklist: Arc<RwLock<Blacklist>>,
     ) -> Arc<Self> {
         Arc::new(Shared {
-            pools: SendStreamPoolManager::new(config.max_connections_per_peer),
+            pools: SendStreamPoolManager::new(config.max_connections_per_peer, &config.pool),
             receive: ReceiveStreamManager::new(
                 config.inbound_streams_per_peer(),
                 config.inbound_streams_per_connection(),
@@ -421,6 +423,10 @@ impl Shared {
             connection,
             shared: Arc::downgrade(self),
             meter,
+            budget: Arc::new(StreamBudget::new(
+                self.config.pool.max_size,
+                self.config.pool.borrow_timeout,
+            )),
         };
         let pool = SendStreamPool::new(peer, connection, opener, self.config.pool.clone());
         if !self.lifecycle.is_shut_down() {
@@ -458,9 +464,8 @@ impl Shared {
             .map(|(meter, idle_for)| {
                 let (peer, connection) = (meter.peer(), meter.connection());
                 tracing::warn!(%peer, %connection, ?idle_for, "connection stalled; closing it");
-                if let Some(pool) = self.pools.remove(&peer, connection) {
-                    pool.close_with(|| meter.close_error());
-                }
+                self.pools
+                    .remove_with(&peer, connection, |_| meter.close_error());
                 // Gone for the receive path now, not when the swarm finishes closing
                 // it: a connection that moves no bytes may take long to close, and
                 // its inbound streams must not stay counted meanwhile.
@@ -476,13 +481,75 @@ impl Shared {
     }
 }
 
+/// The send streams one connection may hold, all its pools together
+/// (`pool.max_size`): each open stream holds a permit until it is dropped.
+struct StreamBudget {
+    permits: Arc<Semaphore>,
+    /// Opens waiting for a permit. While there are any, a stream coming back to
+    /// a pool that no borrower of its own waits for is closed
+    /// ([`StreamOpener::budget_wanted`]).
+    waiting: AtomicUsize,
+    /// How long an open waits for a permit: the borrow timeout, after which its
+    /// borrower has given up anyway.
+    wait: Duration,
+    /// Cancelled when the connection's pools close: waiting opens give up.
+    closed: CancellationToken,
+}
+
+impl StreamBudget {
+    fn new(max_streams: usize, wait: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_streams)),
+            waiting: AtomicUsize::new(0),
+            wait,
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// A permit for one more stream of `connection`: at once if the budget has
+    /// room, else by closing an idle stream of another pool of the connection,
+    /// else the first one a returning stream gives back.
+    async fn acquire(
+        &self,
+        shared: &Shared,
+        peer: PeerId,
+        connection: ConnectionId,
+    ) -> Result<OwnedSemaphorePermit, Error> {
+        let exhausted = || Error::StreamOpen {
+            peer,
+            reason: StreamOpenFailure::Exhausted,
+        };
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        if shared.pools.reclaim_idle(&peer, connection)
+            && let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned()
+        {
+            return Ok(permit);
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let acquired = tokio::select! {
+            acquired = tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_owned()) => {
+                acquired.ok().and_then(Result::ok).ok_or_else(exhausted)
+            }
+            _ = self.closed.cancelled() => Err(Error::PoolClosed { peer, connection }),
+        };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        acquired
+    }
+}
+
 /// Opens streams of one connection by asking the behaviour (see the module docs).
+/// The connection's reserve and lanes hold clones; together they open at most
+/// `pool.max_size` streams (`budget`).
+#[derive(Clone)]
 pub(crate) struct SwarmOpener {
     peer: PeerId,
     connection: ConnectionId,
     // Weak: pools live inside `Shared`; a strong reference would be a cycle.
     shared: std::sync::Weak<Shared>,
     meter: Arc<ConnectionMeter>,
+    budget: Arc<StreamBudget>,
 }
 
 impl StreamOpener for SwarmOpener {
@@ -492,11 +559,22 @@ impl StreamOpener for SwarmOpener {
         let (peer, connection) = (self.peer, self.connection);
         let meter = Arc::clone(&self.meter);
         let shared = self.shared.clone();
+        let budget = Arc::clone(&self.budget);
         Box::pin(async move {
             let shared = shared.upgrade().ok_or(Error::ShutDown)?;
+            let permit = budget.acquire(&shared, peer, connection).await?;
             let stream = shared.open_stream(peer, connection, PROTOCOL).await?;
-            Ok(MeteredStream::new(stream, meter))
+            let send_timeout = shared.config.pool.send_timeout;
+            Ok(MeteredStream::budgeted(stream, meter, permit, send_timeout))
         })
+    }
+
+    fn budget_wanted(&self) -> bool {
+        self.budget.waiting.load(Ordering::Acquire) > 0
+    }
+
+    fn pool_closed(&self) {
+        self.budget.closed.cancel();
     }
 
     fn is_usable(&self, stream: &mut MeteredStream) -> bool {
