@@ -59,6 +59,7 @@ use crate::{
     exchange,
     handler::{Activation, Handler, HandlerEvent, HandlerIn},
     liveness::Liveness,
+    muxer::TransportStalled,
     shared::{Request, Shared},
     transport::HandshakeError,
 };
@@ -185,7 +186,6 @@ pub struct Behaviour {
     /// Woken when a method called outside `poll` queued work.
     waker: Option<Waker>,
     ping: ping::Behaviour,
-    watchdog: Option<tokio::time::Interval>,
     /// Periodic check that lets pools give back streams after a burst.
     shrink_check: Option<tokio::time::Interval>,
     /// One record per connection this behaviour gave a handler.
@@ -242,7 +242,6 @@ impl Behaviour {
             actions: VecDeque::new(),
             waker: None,
             ping,
-            watchdog: None,
             shrink_check: None,
             connections: HashMap::new(),
             liquid_dials: HashSet::new(),
@@ -624,12 +623,16 @@ impl Behaviour {
         connection: ConnectionId,
         dialer_is_local: bool,
         remaining_established: usize,
+        stalled: Option<TransportStalled>,
     ) {
         self.liveness.closed(connection);
         let record = self.connections.remove(&connection);
         let refused_by_remote = self.shared.connections.take_refusal(connection);
         match record.map(|c| (c.state, c.admitted)) {
             Some((ConnState::Liquid, _)) => {
+                if let Some(TransportStalled { after }) = stalled {
+                    self.shared.connection_stalled(peer, connection, after);
+                }
                 self.gate.closed(Some(peer), connection);
                 self.shared.connection_gone(Some(peer), connection);
                 let remaining = self.liquid_connections(&peer, connection);
@@ -862,19 +865,6 @@ impl Behaviour {
 
     /// The periodic checks: stalls, pool shrinking, refusal reports, liveness.
     fn poll_timers(&mut self, cx: &mut Context<'_>) {
-        // Progress is sampled by this check, so a stall is declared between
-        // `stall_timeout` and `stall_timeout` + two periods after the last byte.
-        let period = (self.shared.config.stall_timeout / 8)
-            .clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let watchdog = self.watchdog.get_or_insert_with(|| interval(period));
-        while watchdog.poll_tick(cx).is_ready() {
-            for (peer, connection) in self.shared.check_stalls() {
-                self.actions.push_back(ToSwarm::CloseConnection {
-                    peer_id: peer,
-                    connection: libp2p::swarm::CloseConnection::One(connection),
-                });
-            }
-        }
         let shrink_after = self.shared.config.pool.shrink_after;
         let shrink_check = self.shrink_check.get_or_insert_with(|| {
             interval((shrink_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)))
@@ -1033,12 +1023,18 @@ impl NetworkBehaviour for Behaviour {
                     self.liquid_established(e.peer_id, e.connection_id);
                 }
             }
-            FromSwarm::ConnectionClosed(e) => self.on_connection_closed(
-                e.peer_id,
-                e.connection_id,
-                e.endpoint.is_dialer(),
-                e.remaining_established,
-            ),
+            FromSwarm::ConnectionClosed(e) => {
+                let stalled = e.cause.and_then(|cause| {
+                    TransportStalled::find(cause as &(dyn std::error::Error + 'static))
+                });
+                self.on_connection_closed(
+                    e.peer_id,
+                    e.connection_id,
+                    e.endpoint.is_dialer(),
+                    e.remaining_established,
+                    stalled,
+                )
+            }
             FromSwarm::DialFailure(e) => self.on_dial_failure(e.peer_id, e.connection_id, e.error),
             FromSwarm::ListenFailure(e) => {
                 // A handler of ours whose connection another behaviour denied.
@@ -1123,27 +1119,28 @@ impl NetworkBehaviour for Behaviour {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_stalled_connection_releases_its_inbound_streams_at_once() {
-        let (behaviour, _control) =
-            Behaviour::new(PeerId::random(), Config::default()).expect("behaviour");
-        let shared = &behaviour.shared;
-        let (peer, connection) = (PeerId::random(), ConnectionId::new_unchecked(1));
-        let meter = shared.connection_opened(peer, connection);
-        let ticket = shared
-            .receive
-            .accept(peer, connection)
-            .expect("inbound stream accepted");
-        let _write = meter.write_started();
-        assert!(shared.check_stalls().is_empty());
-        tokio::time::advance(shared.config.stall_timeout).await;
-        assert_eq!(shared.check_stalls(), vec![(peer, connection)]);
-        // The swarm has not reported the connection closed (and, if it moves no
-        // bytes, may take long to): its streams are released already.
-        assert_eq!(shared.receive.total(), 0);
-        assert!(ticket.cancelled().is_cancelled());
-        assert!(shared.check_stalls().is_empty(), "declared once");
+    #[test]
+    fn a_stall_is_found_inside_the_error_a_connection_closes_with() {
+        // As the swarm reports it: the muxer's error boxed in an `io::Error` by
+        // `StreamMuxerBox`, inside the connection error.
+        let muxer = yamux::ConnectionError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            TransportStalled {
+                after: Duration::from_secs(3),
+            },
+        ));
+        let closed = libp2p::swarm::ConnectionError::IO(io::Error::other(muxer));
+        assert_eq!(
+            TransportStalled::find(&closed),
+            Some(TransportStalled {
+                after: Duration::from_secs(3)
+            })
+        );
+        let other = libp2p::swarm::ConnectionError::IO(io::ErrorKind::TimedOut.into());
+        assert_eq!(TransportStalled::find(&other), None);
     }
 }

@@ -263,7 +263,6 @@ impl Shared {
         let mut write = stream.begin_write();
         let io = write.stream();
         let meter = Arc::clone(io.meter());
-        let _pending = meter.write_started();
         let _in_flight = self.lifecycle.write_started();
         let compress = self.config.compress_min_size;
         // The write first: it usually completes at once, and the close watch is

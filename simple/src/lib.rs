@@ -83,7 +83,7 @@ pub use liquid_p2p_core::{
     PolicyScope, PoolConfig, PoolStats, ReceiveCounts, RefusalReason, RemoteRefusal,
     StreamOpenFailure, StreamScope, SupervisorConfig,
 };
-pub use muxer::{YamuxConfig, YamuxMuxer};
+pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};
 pub use receiver::Inbox;
 pub use shared::MAX_PROTOCOL_CHANGE_EVENTS;

@@ -15,8 +15,16 @@
 //!
 //! [`YamuxConfig`] and [`YamuxMuxer`] are the connection upgrade and `StreamMuxer`
 //! around it: same wire protocol (`/yamux/1.0.0`) and same settings as
-//! `libp2p-yamux`'s defaults, so stock libp2p peers interoperate. The stall watchdog
-//! stays as a safety net for what this does not cover (a peer that never reads).
+//! `libp2p-yamux`'s defaults, so stock libp2p peers interoperate.
+//!
+//! The muxer is also the connection's stall watchdog, because it is the one place
+//! that sees the transport itself move: when bytes wait for the socket and the
+//! socket takes none of them for `stall_timeout` (default 10 s), the peer is not
+//! reading its socket at all (its process or its yamux is stuck, or the path is
+//! gone), and the connection fails with a [`TransportStalled`] error, which the
+//! behaviour reports as `ConnectionStalled`. An application that does not read its
+//! inbox is not a stall: the peer's yamux still reads the socket and only the
+//! unread streams' windows close, so our socket drains and nothing waits for it.
 //!
 //! Closing is bounded too. yamux closes by writing what its streams queued, then
 //! GoAway, and reads nothing meanwhile; libp2p reports the connection closed only
@@ -35,7 +43,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
     time::Duration,
@@ -76,6 +84,36 @@ const _: () = assert!(OWED_LIMIT - CONTROL_LIMIT >= 2 * (HEADER_LEN + MAX_DATA_B
 
 /// Default of [`YamuxConfig::with_close_timeout`].
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`YamuxConfig::with_stall_timeout`].
+const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The error a connection fails with when its socket took no byte of what waited
+/// for it for `after` (see the module docs), inside the connection's `io::Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the transport took no byte for {after:?} while data waited")]
+pub struct TransportStalled {
+    /// The stall timeout.
+    pub after: Duration,
+}
+
+impl TransportStalled {
+    /// The `TransportStalled` inside a connection's error, if that is why it
+    /// closed.
+    pub fn find(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if let Some(stalled) = e.downcast_ref::<TransportStalled>() {
+                return Some(*stalled);
+            }
+            // `io::Error::source` skips the error it wraps; look inside it.
+            current = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => e.source(),
+            };
+        }
+        None
+    }
+}
 
 /// How many inbound streams found while driving the connection wait for
 /// `poll_inbound` before new ones are dropped (reset); yamux's own backlog of
@@ -90,9 +128,17 @@ const MAX_QUEUED_INBOUND: usize = 256;
 pub struct YamuxConfig {
     yamux: yamux::Config,
     close_timeout: Duration,
+    stall_timeout: Duration,
 }
 
 impl YamuxConfig {
+    /// A connection whose socket takes no byte of what waits for it for this long
+    /// fails with [`TransportStalled`] (see the module docs). Default: 10 s.
+    pub fn with_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+
     /// A close that moves no byte for this long is given up (see the module docs).
     /// Default: 10 s. Closing needs a tokio runtime (its timer).
     pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
@@ -103,7 +149,8 @@ impl YamuxConfig {
 
 impl Default for YamuxConfig {
     /// yamux's defaults, which are `libp2p-yamux`'s: 512 streams, 1 GiB connection
-    /// receive window, read after close, 16 KiB data frames; close timeout 10 s.
+    /// receive window, read after close, 16 KiB data frames; close and stall
+    /// timeouts 10 s.
     fn default() -> Self {
         let mut yamux = yamux::Config::default();
         // Pinned because the reserve of `ReplyReserve` is sized for it.
@@ -111,6 +158,7 @@ impl Default for YamuxConfig {
         Self {
             yamux,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -157,18 +205,55 @@ pub struct YamuxMuxer<C> {
     /// asked for them with `poll_inbound`.
     inbound: VecDeque<yamux::Stream>,
     inbound_waker: Option<Waker>,
-    /// Bytes the socket has taken from yamux so far (counted by `ReplyReserve`).
-    sent: Arc<AtomicU64>,
+    /// Bytes the socket has taken from yamux so far, and bytes waiting for it
+    /// (kept by `ReplyReserve`).
+    socket: Arc<SocketProgress>,
     close_timeout: Duration,
     /// Set by the first `poll_close` that has to wait.
     closing: Option<CloseWatch>,
+    stall_timeout: Duration,
+    /// Armed while bytes wait for the socket.
+    stall: Option<CloseWatch>,
 }
 
-/// How far a close has got: the byte count last seen and the time after which
-/// the close is given up unless the count moves.
+/// What `ReplyReserve` tells the muxer about the socket.
+#[derive(Debug, Default)]
+struct SocketProgress {
+    /// Bytes the socket has taken.
+    sent: AtomicU64,
+    /// Whether bytes wait in the reserve for the socket to take them.
+    waiting: AtomicBool,
+}
+
+/// How far a close (or a wait for the socket) has got: the byte count last seen
+/// and the time after which it is given up unless the count moves.
 struct CloseWatch {
     sent: u64,
     give_up: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl CloseWatch {
+    /// Follows `watch` (armed at the first call) with the socket's byte count now;
+    /// whether `timeout` has passed without the count moving.
+    fn expired(
+        watch: &mut Option<CloseWatch>,
+        sent: u64,
+        timeout: Duration,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let watch = watch.get_or_insert_with(|| CloseWatch {
+            sent,
+            give_up: Box::pin(tokio::time::sleep(timeout)),
+        });
+        if watch.sent != sent {
+            watch.sent = sent;
+            watch
+                .give_up
+                .as_mut()
+                .reset(tokio::time::Instant::now() + timeout);
+        }
+        watch.give_up.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl<C> fmt::Debug for YamuxMuxer<C> {
@@ -184,16 +269,37 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     fn new(socket: C, config: YamuxConfig, mode: yamux::Mode) -> Self {
-        let sent = Arc::new(AtomicU64::new(0));
-        let socket = ReplyReserve::new(socket, Arc::clone(&sent));
+        let progress = Arc::new(SocketProgress::default());
+        let socket = ReplyReserve::new(socket, Arc::clone(&progress));
         Self {
             connection: yamux::Connection::new(socket, config.yamux, mode),
             inbound: VecDeque::new(),
             inbound_waker: None,
-            sent,
+            socket: progress,
             close_timeout: config.close_timeout,
             closing: None,
+            stall_timeout: config.stall_timeout,
+            stall: None,
         }
+    }
+
+    /// Fails the connection once bytes have waited for the socket for
+    /// `stall_timeout` without it taking any (see the module docs).
+    fn check_stall(&mut self, cx: &mut Context<'_>) -> Result<(), yamux::ConnectionError> {
+        if !self.socket.waiting.load(Ordering::Relaxed) {
+            self.stall = None;
+            return Ok(());
+        }
+        let sent = self.socket.sent.load(Ordering::Relaxed);
+        let after = self.stall_timeout;
+        if !CloseWatch::expired(&mut self.stall, sent, after, cx) {
+            return Ok(());
+        }
+        tracing::debug!(?after, "the socket took no byte; the connection stalled");
+        Err(yamux::ConnectionError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            TransportStalled { after },
+        )))
     }
 
     /// Drives the connection (reads, writes) until the peer opens a stream.
@@ -243,20 +349,9 @@ where
             return Poll::Ready(result);
         }
         // Still writing: give up once no byte has left for `close_timeout`.
-        let sent = this.sent.load(Ordering::Relaxed);
+        let sent = this.socket.sent.load(Ordering::Relaxed);
         let timeout = this.close_timeout;
-        let watch = this.closing.get_or_insert_with(|| CloseWatch {
-            sent,
-            give_up: Box::pin(tokio::time::sleep(timeout)),
-        });
-        if watch.sent != sent {
-            watch.sent = sent;
-            watch
-                .give_up
-                .as_mut()
-                .reset(tokio::time::Instant::now() + timeout);
-        }
-        if watch.give_up.as_mut().poll(cx).is_ready() {
+        if CloseWatch::expired(&mut this.closing, sent, timeout, cx) {
             tracing::debug!(?timeout, "close moved no byte; giving it up");
             return Poll::Ready(Err(yamux::ConnectionError::Io(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -271,7 +366,13 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
         let this = self.get_mut();
-        let stream = ready!(this.poll_connection(cx))?;
+        let stream = match this.poll_connection(cx) {
+            Poll::Ready(result) => result?,
+            Poll::Pending => {
+                this.check_stall(cx)?;
+                return Poll::Pending;
+            }
+        };
         if this.inbound.len() >= MAX_QUEUED_INBOUND {
             // Dropping an unanswered stream makes yamux reset it.
             tracing::debug!(stream = %stream.id(), "inbound stream queue full, stream reset");
@@ -381,24 +482,33 @@ struct ReplyReserve<C> {
     read: FrameCursor,
     /// Ping requests read whose reply has not been written yet.
     owed_replies: usize,
-    /// Bytes `inner` has taken, shared with the muxer (progress of a close).
-    sent: Arc<AtomicU64>,
+    /// Bytes `inner` has taken and whether `out` holds any, shared with the muxer
+    /// (progress of a close, stalls).
+    progress: Arc<SocketProgress>,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> ReplyReserve<C> {
-    fn new(inner: C, sent: Arc<AtomicU64>) -> Self {
+    fn new(inner: C, progress: Arc<SocketProgress>) -> Self {
         Self {
             inner,
             out: BytesMut::new(),
             written: FrameCursor::default(),
             read: FrameCursor::default(),
             owed_replies: 0,
-            sent,
+            progress,
         }
     }
 
     fn count_sent(&self, n: usize) {
-        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        self.progress.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Tells the muxer whether bytes wait for `inner`.
+    fn note_waiting(&self) {
+        let waiting = !self.out.is_empty();
+        if self.progress.waiting.load(Ordering::Relaxed) != waiting {
+            self.progress.waiting.store(waiting, Ordering::Relaxed);
+        }
     }
 
     /// Hands buffered bytes to `inner` until it is empty (`Ready`) or `inner` is
@@ -525,7 +635,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ReplyReserve<C> {
         // returning `Pending` below correct: a frame is refused only when the
         // buffer is not empty, that is when `inner` is full.
         let _ = this.poll_drain(cx)?;
-        match this.accept(cx, buf)? {
+        let taken = this.accept(cx, buf);
+        this.note_waiting();
+        match taken? {
             0 => Poll::Pending,
             // What `inner` did not take waits for the next write or flush.
             taken => Poll::Ready(Ok(taken)),
@@ -534,7 +646,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ReplyReserve<C> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
+        let drained = this.poll_drain(cx);
+        this.note_waiting();
+        ready!(drained)?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 

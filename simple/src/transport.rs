@@ -140,7 +140,9 @@ pub fn build(keypair: &Keypair, config: &Config) -> Result<Boxed<(PeerId, Stream
     })?;
     // A close that moves no byte is given up after the same time as a stalled
     // connection (see muxer.rs).
-    let yamux = YamuxConfig::default().with_close_timeout(config.stall_timeout);
+    let yamux = YamuxConfig::default()
+        .with_close_timeout(config.stall_timeout)
+        .with_stall_timeout(config.stall_timeout);
     let guards = Guards {
         handshake_timeout: config.admission.handshake_timeout,
         max_bytes: config.admission.handshake_max_bytes,

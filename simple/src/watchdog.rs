@@ -1,24 +1,26 @@
-//! The per-connection stall watchdog.
+//! Per-connection meters and the metered message streams.
 //!
-//! Under heavy two-way traffic yamux can stop reading its socket while a control
-//! frame waits for room in a full send buffer; the connection then moves no bytes
-//! and reports no error, forever. Every message stream of a connection is wrapped in
-//! a [`MeteredStream`] that stamps the connection's [`ConnectionMeter`] whenever bytes
-//! move. The behaviour checks the meters periodically: a connection with writes
-//! pending and no progress for `stall_timeout` is declared stalled, which fails its
-//! pending writes and waiters with `ConnectionStalled` and closes it.
+//! A frozen transport is detected by the muxer, which alone sees whether the
+//! socket takes bytes (see `muxer.rs`; on QUIC, by the transport's own idle
+//! timeout). What remains here is per connection: whether its streams moved
+//! bytes since the last liveness check, a token cancelled when it closes, and
+//! whether it closed because it stalled, so that writes cut short say so.
 //!
-//! The same meter tells the host's liveness check that the peer is alive: bytes
-//! moving on a message stream prove it as well as an answered ping does, and on a
-//! slow, busy link they are the only proof, because the pings wait in the same
-//! queues as the data (see `liveness.rs`).
+//! Bytes moving on a message stream tell the host's liveness check that the peer
+//! is alive, as well as an answered ping does; on a slow, busy link they are the
+//! only proof, because the pings wait in the same queues as the data (see
+//! `liveness.rs`).
+//!
+//! Send streams also bound a write that moves no byte (`pool.send_timeout`): the
+//! receiver is not reading that protocol, and the write fails with
+//! [`NoProgress`] instead of waiting for ever.
 
 use std::{
     io,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -26,27 +28,19 @@ use std::{
 
 use futures::{AsyncRead, AsyncWrite, Future};
 use liquid_p2p_core::{ConnectionId, Error, PeerId};
-use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-/// Progress and liveness of one connection.
+/// Liveness and state of one connection.
 ///
 /// The hot path only sets a flag when bytes move (no clock read, and no write at
-/// all while the flag is already set); the watchdog's periodic check turns the
-/// flag into a time, so a stall is measured to within one check period.
+/// all while the flag is already set); the liveness check reads and clears it.
 #[derive(Debug)]
 pub(crate) struct ConnectionMeter {
     peer: PeerId,
     connection: ConnectionId,
-    base: Instant,
-    /// Set whenever bytes move; cleared by each check.
-    moved: AtomicBool,
     /// Set whenever bytes move; cleared by each liveness check (`take_traffic`).
     traffic: AtomicBool,
-    /// Milliseconds since `base` when a check last saw progress (or no pending
-    /// writes).
-    last_progress: AtomicU64,
-    pending_writes: AtomicUsize,
     stalled: AtomicBool,
     stall_timeout: Duration,
     /// Cancelled when the connection closes or stalls.
@@ -62,34 +56,18 @@ impl ConnectionMeter {
         Arc::new(Self {
             peer,
             connection,
-            base: Instant::now(),
-            moved: AtomicBool::new(false),
             traffic: AtomicBool::new(false),
-            last_progress: AtomicU64::new(0),
-            pending_writes: AtomicUsize::new(0),
             stalled: AtomicBool::new(false),
             stall_timeout,
             closed: CancellationToken::new(),
         })
     }
 
-    fn now_ms(&self) -> u64 {
-        self.base.elapsed().as_millis() as u64
-    }
-
-    /// Bytes moved.
-    pub(crate) fn progress(&self) {
+    /// Bytes moved on one of the connection's streams: a sign of life of the
+    /// peer for the liveness check.
+    fn bytes_moved(&self) {
         // A load first: while the flag is set, streams on other cores do not keep
         // taking the cache line from each other.
-        if !self.moved.load(Ordering::Relaxed) {
-            self.moved.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Bytes moved on one of the connection's streams: progress for the watchdog
-    /// and a sign of life of the peer for the liveness check.
-    fn bytes_moved(&self) {
-        self.progress();
         if !self.traffic.load(Ordering::Relaxed) {
             self.traffic.store(true, Ordering::Relaxed);
         }
@@ -99,41 +77,6 @@ impl ConnectionMeter {
     /// check, which counts it like an answered ping.
     pub(crate) fn take_traffic(&self) -> bool {
         self.traffic.swap(false, Ordering::Relaxed)
-    }
-
-    /// Counts a write as pending until the guard is dropped.
-    pub(crate) fn write_started(self: &Arc<Self>) -> PendingWrite {
-        if self.pending_writes.fetch_add(1, Ordering::AcqRel) == 0 {
-            // Idle time before the first pending write is not a stall.
-            self.progress();
-        }
-        PendingWrite(Arc::clone(self))
-    }
-
-    /// Called by the periodic check: how long the connection has had writes
-    /// pending without progress, if that is `stall_timeout` or more.
-    pub(crate) fn stalled_for(&self) -> Option<Duration> {
-        let now = self.now_ms();
-        let moved = self.moved.swap(false, Ordering::Relaxed);
-        if moved || self.pending_writes.load(Ordering::Acquire) == 0 {
-            self.last_progress.store(now, Ordering::Relaxed);
-            return None;
-        }
-        let idle = now.saturating_sub(self.last_progress.load(Ordering::Relaxed));
-        let idle = Duration::from_millis(idle);
-        (idle >= self.stall_timeout).then_some(idle)
-    }
-
-    pub(crate) fn peer(&self) -> PeerId {
-        self.peer
-    }
-
-    pub(crate) fn connection(&self) -> ConnectionId {
-        self.connection
-    }
-
-    pub(crate) fn is_stalled(&self) -> bool {
-        self.stalled.load(Ordering::Acquire)
     }
 
     pub(crate) fn mark_stalled(&self) {
@@ -163,15 +106,6 @@ impl ConnectionMeter {
                 connection: self.connection,
             }
         }
-    }
-}
-
-/// A write in progress on a connection.
-pub(crate) struct PendingWrite(Arc<ConnectionMeter>);
-
-impl Drop for PendingWrite {
-    fn drop(&mut self) {
-        self.0.pending_writes.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -337,10 +271,6 @@ mod tests {
     fn traffic_is_reported_once_and_only_when_bytes_move() {
         let meter = meter();
         assert!(!meter.take_traffic(), "a new connection has had no traffic");
-        // Starting a write is progress for the watchdog, but the peer has proved
-        // nothing yet.
-        let write = meter.write_started();
-        assert!(!meter.take_traffic());
         let _ = track(&meter, Poll::Ready(Ok(0)));
         let _ = track(&meter, Poll::Pending);
         let _ = track(&meter, Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())));
@@ -348,6 +278,5 @@ mod tests {
         let _ = track(&meter, Poll::Ready(Ok(5)));
         assert!(meter.take_traffic());
         assert!(!meter.take_traffic(), "reported once");
-        drop(write);
     }
 }

@@ -86,22 +86,4 @@ impl ConnectionTable {
             .map(|(connection, _)| *connection)
             .collect()
     }
-
-    /// Connections with writes pending and no progress for their stall timeout
-    /// that were not declared stalled before, each with how long it has been
-    /// idle; they are marked stalled, so each is returned once.
-    pub(crate) fn newly_stalled(&self) -> Vec<(Arc<ConnectionMeter>, Duration)> {
-        let stalled: Vec<_> = self
-            .inner
-            .lock()
-            .meters
-            .values()
-            .filter(|m| !m.is_stalled())
-            .filter_map(|m| m.stalled_for().map(|idle| (Arc::clone(m), idle)))
-            .collect();
-        for (meter, _) in &stalled {
-            meter.mark_stalled();
-        }
-        stalled
-    }
 }

@@ -455,29 +455,27 @@ impl Shared {
         }
     }
 
-    /// Declares stalled every connection with writes pending and no progress for
-    /// `stall_timeout`; returns them so the swarm closes them.
-    pub(crate) fn check_stalls(&self) -> Vec<(PeerId, ConnectionId)> {
-        self.connections
-            .newly_stalled()
-            .into_iter()
-            .map(|(meter, idle_for)| {
-                let (peer, connection) = (meter.peer(), meter.connection());
-                tracing::warn!(%peer, %connection, ?idle_for, "connection stalled; closing it");
-                self.pools
-                    .remove_with(&peer, connection, |_| meter.close_error());
-                // Gone for the receive path now, not when the swarm finishes closing
-                // it: a connection that moves no bytes may take long to close, and
-                // its inbound streams must not stay counted meanwhile.
-                self.connection_gone(Some(peer), connection);
-                self.events.emit(Event::ConnectionStalled {
-                    peer,
-                    connection,
-                    idle_for,
-                });
-                (peer, connection)
-            })
-            .collect()
+    /// The muxer failed `connection` because its transport stopped taking bytes
+    /// (see `muxer.rs`): writes cut short and waiting borrowers fail with
+    /// `ConnectionStalled`, and it is reported. Called before `connection_gone`.
+    pub(crate) fn connection_stalled(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+        idle_for: Duration,
+    ) {
+        let Some(meter) = self.connections.meter(connection) else {
+            return;
+        };
+        tracing::warn!(%peer, %connection, ?idle_for, "connection stalled; closed");
+        meter.mark_stalled();
+        self.pools
+            .remove_with(&peer, connection, |_| meter.close_error());
+        self.events.emit(Event::ConnectionStalled {
+            peer,
+            connection,
+            idle_for,
+        });
     }
 }
 
