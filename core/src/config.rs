@@ -213,8 +213,11 @@ pub struct Config {
     pub stream_open_timeout: Duration,
     /// Time allowed for a dial to produce a connection. Default: 10 s.
     pub dial_timeout: Duration,
-    /// A connection with writes pending and no bytes moved for this long is closed
-    /// and reported as stalled. Default: 10 s.
+    /// A TCP connection whose socket takes no byte of what waits for it for this
+    /// long is closed and reported as stalled (by the host's muxer: see
+    /// `YamuxConfig::with_stall_timeout`); also how long a close that moves no
+    /// byte may take. An application that does not read its inbox never stalls a
+    /// connection. Default: 10 s.
     pub stall_timeout: Duration,
     /// Once the first byte of a frame has arrived, the stream is reset if no further
     /// byte of it arrives for this long (the frame as a whole may take longer while

@@ -119,8 +119,11 @@ pub(crate) struct MeteredStream {
     _budget: Option<OwnedSemaphorePermit>,
     /// A send stream's limit on a write that moves no byte (`send_timeout`).
     send_timeout: Option<Duration>,
-    /// Armed when a write or flush finds no room, disarmed when bytes move.
+    /// Armed when a write or flush first finds no room; moved on when it finds
+    /// none again after bytes moved.
     no_progress: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether a write or flush completed since the timer was last moved on.
+    moved: bool,
 }
 
 /// The error of a write that moved no byte for `after` (see `send_timeout`):
@@ -147,6 +150,7 @@ impl MeteredStream {
             _budget: None,
             send_timeout: None,
             no_progress: None,
+            moved: false,
         }
     }
 
@@ -164,30 +168,40 @@ impl MeteredStream {
             _budget: Some(budget),
             send_timeout: Some(send_timeout),
             no_progress: None,
+            moved: false,
         }
     }
 
-    /// Follows a write or flush: bytes moved disarm the no-progress timer; no room
-    /// arms it, and once it has run out the write fails.
+    /// Follows a write or flush: a write that finds no room arms the
+    /// no-progress timer (once per stream; later it is only moved on), bytes
+    /// moving mark it to be moved on, and once it runs out the write fails.
     fn deadline<T>(
         &mut self,
         cx: &mut Context<'_>,
         poll: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if poll.is_ready() {
-            self.no_progress = None;
+            self.moved = true;
             return poll;
         }
         let Some(limit) = self.send_timeout else {
             return poll;
         };
-        let timer = self
-            .no_progress
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        let timer = match &mut self.no_progress {
+            Some(timer) => {
+                if std::mem::take(&mut self.moved) {
+                    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+                }
+                timer
+            }
+            None => {
+                self.moved = false;
+                self.no_progress.insert(Box::pin(tokio::time::sleep(limit)))
+            }
+        };
         if timer.as_mut().poll(cx).is_pending() {
             return poll;
         }
-        self.no_progress = None;
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             NoProgress { after: limit },

@@ -1,0 +1,220 @@
+//! What the stall watchdog (in our muxer) closes and what it leaves alone: an
+//! application that does not read its inbox is backpressure, never a stall; a
+//! transport whose socket takes no byte for `stall_timeout` is closed as stalled.
+//! Apart from the heavy-load tests of `watchdog.rs`, so that a busy machine does
+//! not starve the relay of the frozen-transport test.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::*;
+use liquid_p2p::{Config, Error, Event, PoolConfig};
+use tokio::time::Instant;
+
+const PROTO: &str = "/test/stall/1";
+const SENDERS: usize = 32;
+const STALL: Duration = Duration::from_secs(2);
+/// The frozen-transport test's stall timeout: longer, so that a machine busy with
+/// other tests does not keep a host from reading its socket for that long while
+/// the relay still works.
+const FROZEN_STALL: Duration = Duration::from_secs(5);
+
+fn load_config() -> Config {
+    Config::default().with_stall_timeout(STALL)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_nobody_reads_is_backpressure_not_a_stall() {
+    // The receiver does not read its inbox: its queue fills, its streams stop
+    // being read and flow control blocks the sender's writes. The transport
+    // still moves (the receiver's yamux reads its socket), so this is a slow
+    // application: its sender gets `Backpressure`, the connection stays.
+    let config = load_config()
+        .with_handler_queue_len(1)
+        .with_pool(PoolConfig::default().with_send_timeout(STALL / 2));
+    let a = host(config.clone()).await;
+    let b = host(config).await;
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let a_id = connect(&b, &a).await;
+    let mut events = b.control().events();
+    let mut a_events = a.control().events();
+    let stuck = {
+        let control = b.control().clone();
+        tokio::spawn(async move {
+            let payload = vec![1u8; 1 << 20];
+            let mut sent = 0;
+            loop {
+                match control.send(a_id, PROTO, &payload).await {
+                    Ok(()) => sent += 1,
+                    Err(e) => return (sent, e),
+                }
+            }
+        })
+    };
+    let (sent, err) = tokio::time::timeout(STALL * 3, stuck)
+        .await
+        .expect("the sender hears of it")
+        .expect("task");
+    assert!(
+        matches!(&err, Error::Backpressure { protocol, .. } if protocol == PROTO),
+        "{err}"
+    );
+    // Three stall timeouts without a close.
+    tokio::time::sleep(STALL * 3).await;
+    for events in [&mut events, &mut a_events] {
+        while let Some(e) = events.try_recv() {
+            assert!(
+                !matches!(
+                    e,
+                    Event::ConnectionStalled { .. } | Event::ConnectionClosed { .. }
+                ),
+                "{e:?}"
+            );
+        }
+    }
+    assert_eq!(b.control().connected_peers(), vec![a_id]);
+    // Every acknowledged message is there once the application reads.
+    for _ in 0..sent {
+        tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .expect("acknowledged message delivered")
+            .expect("inbox open");
+    }
+    b.control()
+        .send(a_id, PROTO, b"after")
+        .await
+        .expect("the connection still carries messages");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A TCP relay between a dialer and `target` that can be frozen: it then stops
+/// reading both sockets (and writing), as a peer whose process is stopped would.
+async fn freezable_relay(target: std::net::SocketAddr, frozen: Arc<AtomicBool>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A small receive buffer, so that what the frozen relay holds is small
+    // (accepted sockets inherit it).
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("buffer size");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("relay binds");
+    let listener = socket.listen(16).expect("relay listens");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            for (mut from, mut to) in [(ri, wo), (ro, wi)] {
+                let frozen = Arc::clone(&frozen);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        while frozen.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if to.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_that_stops_moving_bytes_is_closed_as_stalled() {
+    // Long pings and send timeout: the stall, not a dead-peer check or a
+    // backpressure error, is what this test waits for.
+    let config = Config::default()
+        .with_stall_timeout(FROZEN_STALL)
+        .with_ping_interval(Duration::from_secs(60))
+        .with_pool(PoolConfig::default().with_send_timeout(Duration::from_secs(60)));
+    let a = host(config.clone()).await;
+    let b = host(config).await;
+    let _inbox = a.control().register_protocol(PROTO).expect("register");
+    let a_port = a.listen_addrs()[0]
+        .iter()
+        .find_map(|p| match p {
+            liquid_p2p::libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("tcp port");
+    let frozen = Arc::new(AtomicBool::new(false));
+    let relay = freezable_relay(([127, 0, 0, 1], a_port).into(), Arc::clone(&frozen)).await;
+    let a_id = a.local_peer_id();
+    b.dial(address(relay, a_id))
+        .await
+        .expect("dial through the relay");
+    wait_until(Duration::from_secs(5), || {
+        b.control().peer_protocols(&a_id).is_some()
+    })
+    .await;
+    let mut events = b.control().events();
+    // Enough senders that what they may write when the relay freezes (a stream
+    // window, 256 KiB, each) is more than the kernel buffers take: bytes then
+    // wait for the socket. The streams are opened while the relay still works.
+    let stuck: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let control = b.control().clone();
+            tokio::spawn(async move {
+                let payload = vec![1u8; 1 << 20];
+                loop {
+                    if let Err(e) = control.send(a_id, PROTO, &payload).await {
+                        return e;
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(10), || {
+        b.control()
+            .pool_stats(&a_id)
+            .iter()
+            .any(|s| s.borrowed >= SENDERS)
+    })
+    .await;
+    frozen.store(true, Ordering::Relaxed);
+    let frozen_at = Instant::now();
+    let e = wait_for(&mut events, FROZEN_STALL * 3, |e| {
+        matches!(e, Event::ConnectionStalled { .. })
+    })
+    .await;
+    assert!(matches!(e, Event::ConnectionStalled { peer, .. } if peer == a_id));
+    assert!(frozen_at.elapsed() >= FROZEN_STALL);
+    for sender in stuck {
+        let err = tokio::time::timeout(Duration::from_secs(5), sender)
+            .await
+            .expect("blocked sender released")
+            .expect("task");
+        // A write under way when the muxer fails the connection may see the
+        // closed stream before the behaviour has heard why.
+        assert!(
+            matches!(
+                err,
+                Error::ConnectionStalled { .. } | Error::NotConnected { .. } | Error::Write { .. }
+            ),
+            "{err}"
+        );
+    }
+    assert_eq!(b.inbound_stream_count(), 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
