@@ -524,6 +524,19 @@ impl<O: StreamOpener> SendStreamPool<O> {
         n
     }
 
+    /// A usable stream from the reservoir, if it has one: they may have sat idle
+    /// for long, and one may go straight to a waiter, so each is probed here.
+    fn take_reserved(&self) -> Option<O::Stream> {
+        let reservoir = self.reservoir.as_ref()?;
+        while let Some(mut stream) = reservoir.take_idle() {
+            if self.opener.is_usable(&mut stream) {
+                return Some(stream);
+            }
+            tracing::debug!(peer = %self.peer, connection = %self.connection, "discarded a reserved stream the remote closed");
+        }
+        None
+    }
+
     /// Streams to open so that every waiter has an open on its way, within the cap.
     fn opens_for_waiters(&self, st: &mut State<O::Stream>) -> usize {
         if st.closed {
@@ -537,7 +550,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
 
     fn spawn_opens(self: &Arc<Self>, n: usize) {
         for _ in 0..n {
-            if let Some(stream) = self.reservoir.as_ref().and_then(|r| r.take_idle()) {
+            if let Some(stream) = self.take_reserved() {
                 self.opened(Ok(stream));
                 continue;
             }
@@ -729,7 +742,7 @@ pub(crate) mod tests {
     pub(crate) struct FakeStream {
         live: Arc<AtomicUsize>,
         usable: bool,
-        serial: usize,
+        pub(crate) serial: usize,
     }
 
     impl Drop for FakeStream {

@@ -536,6 +536,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn reserved_streams_the_remote_closed_are_discarded_not_given_to_a_lane() {
+        let opener = FakeOpener::default();
+        let (peer, mgr) = one_connection(opener.clone(), 4).await;
+        // The remote reset both reserved streams while they sat idle.
+        opener
+            .reset_before
+            .store(2, std::sync::atomic::Ordering::SeqCst);
+        let lane = mgr.lane(&peer, "/a").expect("lane").pool;
+        let stream = lane.borrow().await.expect("a stream");
+        assert!(stream.get().serial >= 2, "a fresh stream, not a reset one");
+        assert_eq!(stats_of(&mgr, &peer, Lane::Reserve).current, 0);
+        assert_eq!(opener.opened.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn removing_a_connection_closes_its_lanes() {
         let opener = FakeOpener::default();
         let (peer, mgr) = one_connection(opener.clone(), 2).await;

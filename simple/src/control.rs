@@ -13,7 +13,7 @@ use liquid_p2p_core::{BlacklistEntry, Error, PoolStats, PooledStream, ReceiveCou
 
 use crate::{
     events::Events,
-    receiver::{Inbox, validate_protocol},
+    receiver::{Inbox, InboxStats, validate_protocol},
     shared::{Request, Shared, SwarmOpener},
     watchdog::NoProgress,
 };
@@ -137,6 +137,12 @@ impl Control {
     /// connection's stream budget (`pool.max_size`).
     pub fn pool_stats(&self, peer: &PeerId) -> Vec<PoolStats> {
         self.shared.pools.connection_stats(peer)
+    }
+
+    /// Counters of every registered protocol's inbox, sorted by protocol: messages
+    /// and bytes received, and those waiting for the application.
+    pub fn inbox_stats(&self) -> Vec<InboxStats> {
+        self.shared.registry.stats()
     }
 
     /// Counters of every pool to `peer`: each connection's main pool (`protocol`

@@ -85,5 +85,5 @@ pub use liquid_p2p_core::{
 };
 pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};
-pub use receiver::Inbox;
+pub use receiver::{Inbox, InboxStats};
 pub use shared::MAX_PROTOCOL_CHANGE_EVENTS;

@@ -7,12 +7,19 @@
 //! room. A frame for an unregistered protocol is counted, reported and skipped. A
 //! frame that breaks the wire format resets its stream only.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures::AsyncWriteExt;
 use liquid_p2p_core::{
-    Error, Event, FrameReader, MAX_PROTOCOL_LEN, Message, ReadError, ReceiveTicket,
+    Error, Event, FrameError, FrameReader, MAX_PROTOCOL_LEN, Message, ReadError, ReceiveTicket,
 };
 use parking_lot::RwLock;
 use tokio::{sync::mpsc, time::Instant};
@@ -40,11 +47,68 @@ pub(crate) struct ProtocolRegistry {
     queue_len: usize,
 }
 
-/// Where the messages of one protocol go: its shared name and its queue.
+/// Where the messages of one protocol go: its shared name, its queue and the
+/// queue's counters.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     name: Arc<str>,
     queue: mpsc::Sender<Message>,
+    meter: Arc<InboxMeter>,
+}
+
+/// Counters of one registered protocol's inbox; see [`InboxStats`].
+#[derive(Debug, Default)]
+pub(crate) struct InboxMeter {
+    received_messages: AtomicU64,
+    received_bytes: AtomicU64,
+    queued_messages: AtomicUsize,
+    queued_bytes: AtomicUsize,
+}
+
+impl InboxMeter {
+    /// A decoded message is on its way into the inbox (queued, or held by a
+    /// reader waiting for room).
+    fn arrived(&self, bytes: usize) {
+        self.received_messages.fetch_add(1, Ordering::Relaxed);
+        self.received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.queued_messages.fetch_add(1, Ordering::Relaxed);
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The application took a message, or one was dropped unread.
+    fn left(&self, bytes: usize) {
+        self.queued_messages.fetch_sub(1, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn stats(&self, protocol: &str) -> InboxStats {
+        InboxStats {
+            protocol: protocol.to_owned(),
+            received_messages: self.received_messages.load(Ordering::Relaxed),
+            received_bytes: self.received_bytes.load(Ordering::Relaxed),
+            queued_messages: self.queued_messages.load(Ordering::Relaxed),
+            queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counters of one registered protocol's [`Inbox`], from
+/// [`Control::inbox_stats`](crate::Control::inbox_stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InboxStats {
+    /// The protocol.
+    pub protocol: String,
+    /// Messages that arrived for it since it was registered.
+    pub received_messages: u64,
+    /// Their payload bytes.
+    pub received_bytes: u64,
+    /// Messages waiting for the application: in the inbox, or decoded and held by
+    /// a stream reader until the inbox has room.
+    pub queued_messages: usize,
+    /// Their payload bytes.
+    pub queued_bytes: usize,
 }
 
 impl ProtocolRegistry {
@@ -62,12 +126,18 @@ impl ProtocolRegistry {
             return Err(Error::ProtocolAlreadyRegistered { protocol });
         }
         let (tx, rx) = mpsc::channel(self.queue_len);
+        let meter = Arc::new(InboxMeter::default());
         let route = Route {
             name: Arc::from(protocol.as_str()),
             queue: tx,
+            meter: Arc::clone(&meter),
         };
         handlers.insert(protocol.clone(), route);
-        Ok(Inbox { protocol, rx })
+        Ok(Inbox {
+            protocol,
+            rx,
+            meter,
+        })
     }
 
     pub(crate) fn unregister(&self, protocol: &str) -> Result<(), Error> {
@@ -82,6 +152,18 @@ impl ProtocolRegistry {
 
     pub(crate) fn route(&self, protocol: &str) -> Option<Route> {
         self.handlers.read().get(protocol).cloned()
+    }
+
+    /// The counters of every registered protocol, sorted by protocol.
+    pub(crate) fn stats(&self) -> Vec<InboxStats> {
+        let mut list: Vec<_> = self
+            .handlers
+            .read()
+            .iter()
+            .map(|(protocol, route)| route.meter.stats(protocol))
+            .collect();
+        list.sort_by(|a, b| a.protocol.cmp(&b.protocol));
+        list
     }
 
     pub(crate) fn protocols(&self) -> Vec<String> {
@@ -105,17 +187,22 @@ impl ProtocolRegistry {
 pub struct Inbox {
     protocol: String,
     rx: mpsc::Receiver<Message>,
+    meter: Arc<InboxMeter>,
 }
 
 impl Inbox {
     /// The next message; `None` after the protocol is unregistered and the queue drained.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await
+        let message = self.rx.recv().await?;
+        self.meter.left(message.payload.len());
+        Some(message)
     }
 
     /// A message if one is queued.
     pub fn try_recv(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok()
+        let message = self.rx.try_recv().ok()?;
+        self.meter.left(message.payload.len());
+        Some(message)
     }
 
     /// The protocol this inbox receives.
@@ -215,11 +302,18 @@ impl StreamReader {
     /// Waits for room in a full inbox; `false` if the connection closed meanwhile
     /// (what was left has then been drained).
     async fn wait_for_room(&mut self, route: Route, message: Message) -> bool {
+        // Counted as queued while held; uncounted if the wait is cut short (the
+        // grace period ends, or the reader is dropped).
+        let held = LeftOnDrop {
+            meter: &route.meter,
+            len: message.payload.len(),
+        };
         let send = route.queue.send(message);
         tokio::pin!(send);
         tokio::select! {
             sent = &mut send => {
-                unqueued(&self.shared, sent);
+                std::mem::forget(held);
+                unqueued(&self.shared, &route, sent);
                 return true;
             }
             _ = self.ticket.cancelled().cancelled() => {}
@@ -228,7 +322,8 @@ impl StreamReader {
         // grace period as the rest of the stream.
         let deadline = Instant::now() + DRAIN_AFTER_CLOSE;
         if let Ok(sent) = tokio::time::timeout_at(deadline, send).await {
-            unqueued(&self.shared, sent);
+            std::mem::forget(held);
+            unqueued(&self.shared, &route, sent);
             self.drain_until(deadline).await;
         }
         false
@@ -251,7 +346,13 @@ impl StreamReader {
                     Step::Next => {}
                     Step::Full(full) => {
                         let (route, message) = *full;
-                        unqueued(&self.shared, route.queue.send(message).await);
+                        let held = LeftOnDrop {
+                            meter: &route.meter,
+                            len: message.payload.len(),
+                        };
+                        let result = route.queue.send(message).await;
+                        std::mem::forget(held);
+                        unqueued(&self.shared, &route, result);
                     }
                     Step::End { close } => {
                         if close {
@@ -271,6 +372,13 @@ impl StreamReader {
         let (route, payload) = match next {
             Ok(Some(frame)) => frame,
             Ok(None) => return Step::End { close: true },
+            // The sender ended or reset the stream inside a frame: it gave that
+            // message up (a write that found no room for `send_timeout`, or a
+            // cancelled one). Not a breach of the wire format.
+            Err(ReadError::Frame(FrameError::Truncated)) => {
+                tracing::debug!(%peer, %connection, "stream ended inside a frame; the frame is dropped");
+                return Step::End { close: false };
+            }
             Err(ReadError::Frame(error)) => {
                 tracing::debug!(%peer, %connection, %error, "malformed frame; resetting stream");
                 self.shared.events.emit(Event::ProtocolError {
@@ -294,11 +402,12 @@ impl StreamReader {
             }
         };
         let message = Message::new(peer, connection, Arc::clone(&route.name), payload);
+        route.meter.arrived(message.payload.len());
         match route.queue.try_send(message) {
             Ok(()) => Step::Next,
             Err(mpsc::error::TrySendError::Full(message)) => Step::Full(Box::new((route, message))),
             Err(mpsc::error::TrySendError::Closed(message)) => {
-                unqueued(&self.shared, Err(mpsc::error::SendError(message)));
+                unqueued(&self.shared, &route, Err(mpsc::error::SendError(message)));
                 Step::Next
             }
         }
@@ -306,9 +415,23 @@ impl StreamReader {
 }
 
 /// A message whose protocol was unregistered while it waited: nobody will read it.
-fn unqueued(shared: &Shared, sent: Result<(), mpsc::error::SendError<Message>>) {
+fn unqueued(shared: &Shared, route: &Route, sent: Result<(), mpsc::error::SendError<Message>>) {
     if let Err(mpsc::error::SendError(message)) = sent {
+        route.meter.left(message.payload.len());
         report_unknown(shared, message.peer, message.protocol.to_string());
+    }
+}
+
+/// Takes a held message out of its inbox's counters if the wait to queue it is
+/// cut short (the drain's deadline): forgotten once the send has finished.
+struct LeftOnDrop<'a> {
+    meter: &'a InboxMeter,
+    len: usize,
+}
+
+impl Drop for LeftOnDrop<'_> {
+    fn drop(&mut self) {
+        self.meter.left(self.len);
     }
 }
 
@@ -318,24 +441,29 @@ fn unqueued(shared: &Shared, sent: Result<(), mpsc::error::SendError<Message>>) 
 /// unregistered protocol's inbox still ends when its queue drains.
 #[derive(Default)]
 struct RouteCache {
-    last: Option<(Arc<str>, mpsc::WeakSender<Message>)>,
+    last: Option<(Arc<str>, mpsc::WeakSender<Message>, Arc<InboxMeter>)>,
 }
 
 impl RouteCache {
     /// The route for `protocol`, or the protocol's name if it is not registered.
     fn route(&mut self, registry: &ProtocolRegistry, protocol: &str) -> Result<Route, String> {
-        if let Some((name, queue)) = &self.last
+        if let Some((name, queue, meter)) = &self.last
             && **name == *protocol
             && let Some(queue) = queue.upgrade()
         {
             return Ok(Route {
                 name: Arc::clone(name),
                 queue,
+                meter: Arc::clone(meter),
             });
         }
         match registry.route(protocol) {
             Some(route) => {
-                self.last = Some((Arc::clone(&route.name), route.queue.downgrade()));
+                self.last = Some((
+                    Arc::clone(&route.name),
+                    route.queue.downgrade(),
+                    Arc::clone(&route.meter),
+                ));
                 Ok(route)
             }
             None => Err(protocol.to_owned()),

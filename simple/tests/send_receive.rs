@@ -643,3 +643,53 @@ async fn messages_waiting_for_a_full_inbox_when_the_connection_closes_are_still_
         "every message that arrived before the close"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_stats_count_what_arrived_and_what_waits_for_the_application() {
+    let a = host(Config::default()).await;
+    let b = host(Config::default()).await;
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let _other = a
+        .control()
+        .register_protocol("/test/other")
+        .expect("register");
+    let a_id = connect(&b, &a).await;
+    for i in 0..5u8 {
+        b.control()
+            .send(a_id, PROTO, vec![i; 100])
+            .await
+            .expect("send");
+    }
+    let stats_of = || {
+        a.control()
+            .inbox_stats()
+            .into_iter()
+            .find(|s| s.protocol == PROTO)
+            .expect("registered")
+    };
+    wait_until(Duration::from_secs(5), || stats_of().received_messages == 5).await;
+    let stats = stats_of();
+    assert_eq!(
+        (
+            stats.received_bytes,
+            stats.queued_messages,
+            stats.queued_bytes
+        ),
+        (500, 5, 500)
+    );
+    for _ in 0..2 {
+        inbox.recv().await.expect("message");
+    }
+    inbox.try_recv().expect("a third");
+    let stats = stats_of();
+    assert_eq!((stats.queued_messages, stats.queued_bytes), (2, 200));
+    assert_eq!(stats.received_messages, 5, "received counts arrivals");
+    let all = a.control().inbox_stats();
+    assert_eq!(
+        all.iter().map(|s| s.protocol.as_str()).collect::<Vec<_>>(),
+        vec![PROTO, "/test/other"],
+        "every registered protocol, sorted"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
