@@ -10,7 +10,9 @@
 
 use std::{fmt, str::FromStr};
 
-use liquid_p2p::{ConnectionId, Event, PeerId, PoolStats, ReceiveCounts, libp2p::Multiaddr};
+use liquid_p2p::{
+    ConnectionId, Event, InboxStats, PeerId, PoolStats, ReceiveCounts, libp2p::Multiaddr,
+};
 use serde::Serialize;
 
 /// The protocol a `peer` registers when no `--protocol` is given.
@@ -42,6 +44,11 @@ pub enum Command {
     Register(String),
     /// `unregister <protocol>`.
     Unregister(String),
+    /// `pause <protocol>`: stop taking messages from that protocol's inbox (they
+    /// queue, then its senders get backpressure), to play a slow consumer.
+    Pause(String),
+    /// `resume <protocol>`: take its messages again.
+    Resume(String),
     /// `dial <multiaddr>`.
     Dial(Multiaddr),
     /// `peers`.
@@ -79,7 +86,8 @@ impl std::error::Error for CommandError {}
 
 /// The commands and their arguments, for error messages and `--help`.
 pub const COMMAND_USAGE: &str = "send <peer-id|*> <protocol> <text...> | register <protocol> | \
-     unregister <protocol> | dial <multiaddr> | peers | stats | \
+     unregister <protocol> | pause <protocol> | resume <protocol> | dial <multiaddr> | peers | \
+     stats | \
      flood <peer-id|*> <protocol> <count> <size> | quit";
 
 /// Most messages one `flood` may send to each recipient.
@@ -181,6 +189,12 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
             single_argument(name, "protocol", rest)?.to_owned(),
         ))),
         "unregister" => Ok(Some(Command::Unregister(
+            single_argument(name, "protocol", rest)?.to_owned(),
+        ))),
+        "pause" => Ok(Some(Command::Pause(
+            single_argument(name, "protocol", rest)?.to_owned(),
+        ))),
+        "resume" => Ok(Some(Command::Resume(
             single_argument(name, "protocol", rest)?.to_owned(),
         ))),
         "dial" => {
@@ -330,6 +344,27 @@ pub enum Output {
     Unregistered {
         /// The protocol.
         protocol: String,
+    },
+    /// Reply to `pause`.
+    Paused {
+        /// The protocol.
+        protocol: String,
+    },
+    /// Reply to `resume`.
+    Resumed {
+        /// The protocol.
+        protocol: String,
+    },
+    /// A send (of `send` or `flood`) failed for lack of room at the receiver:
+    /// the peer took no byte of it for `after_ms` (it is not reading that
+    /// protocol). Printed after the send's `error` line, or once per flood.
+    Backpressure {
+        /// The recipient.
+        peer: String,
+        /// The protocol.
+        protocol: String,
+        /// How long the write waited without progress, in milliseconds.
+        after_ms: u64,
     },
     /// Reply to a successful dial (`dial`, `--dial`, `--required`).
     Dialed {
@@ -548,6 +583,8 @@ pub struct Stats {
     pub received_bytes: u64,
     /// One entry per connected peer, sorted by peer id.
     pub per_peer: Vec<PeerStats>,
+    /// One entry per registered protocol, sorted by protocol.
+    pub per_protocol: Vec<ProtocolLine>,
 }
 
 /// One connected peer in a `stats` line.
@@ -561,6 +598,37 @@ pub struct PeerStats {
     pub inbound_refused: u64,
     /// One pool per connection.
     pub pools: Vec<PoolLine>,
+}
+
+/// One registered protocol in a `stats` line (the fields of `InboxStats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProtocolLine {
+    /// The protocol.
+    pub protocol: String,
+    /// Messages that arrived for it since it was registered.
+    pub received_messages: u64,
+    /// Their payload bytes.
+    pub received_bytes: u64,
+    /// Messages waiting to be taken (queued, or held by a stream reader).
+    pub queued_messages: usize,
+    /// Their payload bytes.
+    pub queued_bytes: usize,
+    /// Whether `pause` stopped taking its messages.
+    pub paused: bool,
+}
+
+impl ProtocolLine {
+    /// The line of one protocol's counters.
+    pub fn new(stats: InboxStats, paused: bool) -> Self {
+        Self {
+            protocol: stats.protocol,
+            received_messages: stats.received_messages,
+            received_bytes: stats.received_bytes,
+            queued_messages: stats.queued_messages,
+            queued_bytes: stats.queued_bytes,
+            paused,
+        }
+    }
 }
 
 /// One connection's send pool in a `stats` line (the fields of `PoolStats`).
@@ -629,7 +697,14 @@ impl Stats {
             received_messages,
             received_bytes,
             per_peer,
+            per_protocol: Vec::new(),
         }
+    }
+
+    /// Adds the registered protocols' counters.
+    pub fn with_protocols(mut self, per_protocol: Vec<ProtocolLine>) -> Self {
+        self.per_protocol = per_protocol;
+        self
     }
 }
 
@@ -823,6 +898,13 @@ impl Output {
             Self::Sent { peer, protocol } => format!("sent to {peer} on {protocol}"),
             Self::Registered { protocol } => format!("registered {protocol}"),
             Self::Unregistered { protocol } => format!("unregistered {protocol}"),
+            Self::Paused { protocol } => format!("paused {protocol}"),
+            Self::Resumed { protocol } => format!("resumed {protocol}"),
+            Self::Backpressure {
+                peer,
+                protocol,
+                after_ms,
+            } => format!("backpressure: {peer} took nothing on {protocol} for {after_ms} ms"),
             Self::Dialed { peer } => format!("dialed {peer}"),
             Self::Stats(s) => format!(
                 "stats: {} peers, {} connections, pool streams {} ({} idle, {} borrowed, {} \
@@ -1025,6 +1107,10 @@ mod tests {
             Command::Dial("/ip4/127.0.0.1/tcp/4001".parse().expect("multiaddr"))
         );
         assert_eq!(parse("peers"), Command::Peers);
+        assert_eq!(parse("pause /a/1"), Command::Pause("/a/1".into()));
+        assert_eq!(parse("resume /a/1\n"), Command::Resume("/a/1".into()));
+        assert!(parse_command("pause").is_err());
+        assert!(parse_command("resume /a /b").is_err());
         assert_eq!(parse("stats"), Command::Stats);
         assert_eq!(parse("quit\n"), Command::Quit);
     }
@@ -1126,6 +1212,26 @@ mod tests {
     fn renders_the_documented_lines() {
         let peer = PeerId::random();
         let p = peer.to_string();
+        assert_eq!(
+            json_of(&Output::Paused {
+                protocol: "/a/1".into()
+            }),
+            json!({"event": "paused", "protocol": "/a/1"})
+        );
+        assert_eq!(
+            json_of(&Output::Resumed {
+                protocol: "/a/1".into()
+            }),
+            json!({"event": "resumed", "protocol": "/a/1"})
+        );
+        assert_eq!(
+            json_of(&Output::Backpressure {
+                peer: p.clone(),
+                protocol: "/a/1".into(),
+                after_ms: 5000
+            }),
+            json!({"event": "backpressure", "peer": p, "protocol": "/a/1", "after_ms": 5000})
+        );
         assert_eq!(
             json_of(&Output::from_event(&Event::Listening {
                 address: "/ip4/127.0.0.1/tcp/1".parse().expect("address")

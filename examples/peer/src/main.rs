@@ -12,7 +12,7 @@
 //! ```
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     io::{BufRead, Write},
     path::PathBuf,
     process::ExitCode,
@@ -25,12 +25,13 @@ use std::{
 
 use clap::Parser;
 use futures::{StreamExt, future::join_all};
-use liquid_p2p::{Config, Event, Host, Inbox, PeerId, libp2p::Multiaddr};
+use liquid_p2p::{Config, Error, Event, Host, Inbox, PeerId, libp2p::Multiaddr};
 use liquid_p2p_examples::shutdown_signal;
 use liquid_p2p_peer::{
-    Command, DEFAULT_PROTOCOL, Output, Stats, Target, flood_payload, parse_command, to_ranges,
+    Command, DEFAULT_PROTOCOL, Output, ProtocolLine, Stats, Target, flood_payload, parse_command,
+    to_ranges,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Sends of one `flood` in flight at once, per recipient.
 const FLOOD_IN_FLIGHT: usize = 16;
@@ -108,6 +109,17 @@ struct Args {
     /// For heavy traffic.
     #[arg(long = "quiet-messages")]
     quiet_messages: bool,
+
+    /// Messages each protocol's inbox holds (handler_queue_len; at least 1).
+    /// Default: 256.
+    #[arg(long = "queue-len", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    queue_len: Option<u64>,
+
+    /// A send whose peer takes no byte of it for this long fails with
+    /// backpressure, in milliseconds (pool.send_timeout; at least 1).
+    /// Default: 5000.
+    #[arg(long = "send-timeout-ms", value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    send_timeout_ms: Option<u64>,
 }
 
 /// Messages received on every registered protocol since start.
@@ -126,6 +138,9 @@ struct Node {
     quiet_messages: bool,
     /// Floods started so far; the next one gets this number + 1.
     floods: AtomicU64,
+    /// Registered protocols, each with the switch its inbox task follows:
+    /// `true` while paused.
+    inboxes: parking_lot::Mutex<HashMap<String, watch::Sender<bool>>>,
 }
 
 /// Writes output lines to stdout, one whole line at a time, flushed.
@@ -165,6 +180,12 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     if let Some(ms) = args.check_interval_ms {
         config.supervisor.check_interval = Duration::from_millis(ms);
     }
+    if let Some(n) = args.queue_len {
+        config.handler_queue_len = usize::try_from(n).map_err(|e| format!("--queue-len: {e}"))?;
+    }
+    if let Some(ms) = args.send_timeout_ms {
+        config.pool.send_timeout = Duration::from_millis(ms);
+    }
     let mut builder = Host::builder().config(config);
     if let Some(path) = &args.key_file {
         builder = builder.key_file(path);
@@ -202,6 +223,7 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
         received: Arc::default(),
         quiet_messages: args.quiet_messages,
         floods: AtomicU64::new(0),
+        inboxes: parking_lot::Mutex::default(),
     });
     for protocol in &protocols {
         let inbox = host
@@ -261,25 +283,97 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
 }
 
 /// Counts, and unless `--quiet-messages` prints, every message of `inbox` until
-/// its protocol is unregistered.
+/// its protocol is unregistered; takes none while the protocol is paused.
 fn spawn_inbox(node: &Node, mut inbox: Inbox) {
     let received = Arc::clone(&node.received);
     let printer = node.printer;
     let quiet = node.quiet_messages;
+    let (switch, mut paused) = watch::channel(false);
+    node.inboxes
+        .lock()
+        .insert(inbox.protocol().to_owned(), switch);
     tokio::spawn(async move {
-        while let Some(message) = inbox.recv().await {
-            received.messages.fetch_add(1, Ordering::Relaxed);
-            let bytes = u64::try_from(message.payload.len()).unwrap_or(u64::MAX);
-            received.bytes.fetch_add(bytes, Ordering::Relaxed);
-            if !quiet {
-                printer.print(&Output::message(
-                    message.peer,
-                    &message.protocol,
-                    &message.payload,
-                ));
+        loop {
+            if *paused.borrow_and_update() {
+                if paused.changed().await.is_err() {
+                    // Unregistered while paused: nothing more will be taken.
+                    return;
+                }
+                continue;
             }
+            // The switch first: a pause that came before a message wins even if
+            // the task wakes for both at once.
+            let message = tokio::select! {
+                biased;
+                changed = paused.changed() => {
+                    if changed.is_err() {
+                        // Unregistered: take what is left, unpaused.
+                        while let Some(message) = inbox.recv().await {
+                            take(&received, printer, quiet, &message);
+                        }
+                        return;
+                    }
+                    continue;
+                }
+                message = inbox.recv() => message,
+            };
+            let Some(message) = message else { return };
+            take(&received, printer, quiet, &message);
         }
     });
+}
+
+/// Counts one message taken from an inbox and prints it unless `quiet`.
+fn take(received: &Received, printer: Printer, quiet: bool, message: &liquid_p2p::Message) {
+    received.messages.fetch_add(1, Ordering::Relaxed);
+    let bytes = u64::try_from(message.payload.len()).unwrap_or(u64::MAX);
+    received.bytes.fetch_add(bytes, Ordering::Relaxed);
+    if !quiet {
+        printer.print(&Output::message(
+            message.peer,
+            &message.protocol,
+            &message.payload,
+        ));
+    }
+}
+
+/// `pause` / `resume`: flips the switch `protocol`'s inbox task follows. The
+/// `paused` line follows the pause, the `resumed` line comes before the first
+/// message taken again, so a script reads them in order.
+fn set_paused(node: &Node, protocol: String, pause: bool) {
+    let inboxes = node.inboxes.lock();
+    let Some(switch) = inboxes.get(&protocol) else {
+        let verb = if pause { "pause" } else { "resume" };
+        node.printer
+            .print(&Output::error(format!("{verb} {protocol}: not registered")));
+        return;
+    };
+    if pause {
+        switch.send_replace(true);
+        node.printer.print(&Output::Paused { protocol });
+    } else {
+        node.printer.print(&Output::Resumed {
+            protocol: protocol.clone(),
+        });
+        switch.send_replace(false);
+    }
+}
+
+/// The `backpressure` line for a send that failed for lack of room at the
+/// receiver.
+fn backpressure(error: &Error) -> Option<Output> {
+    match error {
+        Error::Backpressure {
+            peer,
+            protocol,
+            after,
+        } => Some(Output::Backpressure {
+            peer: peer.to_string(),
+            protocol: protocol.clone(),
+            after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+        }),
+        _ => None,
+    }
 }
 
 async fn print_events(
@@ -330,13 +424,18 @@ async fn execute(node: &Node, command: Command) {
             )
             .await;
             for (peer, result) in peers.iter().zip(results) {
-                printer.print(&match result {
-                    Ok(()) => Output::Sent {
+                match result {
+                    Ok(()) => printer.print(&Output::Sent {
                         peer: peer.to_string(),
                         protocol: protocol.clone(),
-                    },
-                    Err(e) => Output::error(format!("send to {peer}: {e}")),
-                });
+                    }),
+                    Err(e) => {
+                        printer.print(&Output::error(format!("send to {peer}: {e}")));
+                        if let Some(line) = backpressure(&e) {
+                            printer.print(&line);
+                        }
+                    }
+                }
             }
         }
         Command::Register(protocol) => match host.control().register_protocol(protocol.as_str()) {
@@ -347,9 +446,15 @@ async fn execute(node: &Node, command: Command) {
             Err(e) => printer.print(&Output::error(format!("register {protocol}: {e}"))),
         },
         Command::Unregister(protocol) => match host.control().unregister_protocol(&protocol) {
-            Ok(()) => printer.print(&Output::Unregistered { protocol }),
+            Ok(()) => {
+                // Its inbox task takes what is left and ends.
+                node.inboxes.lock().remove(&protocol);
+                printer.print(&Output::Unregistered { protocol });
+            }
             Err(e) => printer.print(&Output::error(format!("unregister {protocol}: {e}"))),
         },
+        Command::Pause(protocol) => set_paused(node, protocol, true),
+        Command::Resume(protocol) => set_paused(node, protocol, false),
         Command::Dial(address) => dial(host, address, printer).await,
         Command::Peers => {
             let mut peers: Vec<String> = host
@@ -377,13 +482,27 @@ async fn execute(node: &Node, command: Command) {
             let tasks = tokio::runtime::Handle::current()
                 .metrics()
                 .num_alive_tasks();
-            printer.print(&Output::Stats(Stats::new(
-                peers,
-                host.inbound_stream_count(),
-                tasks,
-                node.received.messages.load(Ordering::Relaxed),
-                node.received.bytes.load(Ordering::Relaxed),
-            )));
+            let per_protocol = {
+                let inboxes = node.inboxes.lock();
+                host.control()
+                    .inbox_stats()
+                    .into_iter()
+                    .map(|stats| {
+                        let paused = inboxes.get(&stats.protocol).is_some_and(|s| *s.borrow());
+                        ProtocolLine::new(stats, paused)
+                    })
+                    .collect()
+            };
+            printer.print(&Output::Stats(
+                Stats::new(
+                    peers,
+                    host.inbound_stream_count(),
+                    tasks,
+                    node.received.messages.load(Ordering::Relaxed),
+                    node.received.bytes.load(Ordering::Relaxed),
+                )
+                .with_protocols(per_protocol),
+            ));
         }
         Command::Flood {
             target,
@@ -404,7 +523,11 @@ async fn execute(node: &Node, command: Command) {
                 let host = Arc::clone(&node.host);
                 let protocol = protocol.clone();
                 tokio::spawn(async move {
-                    let done = flood(&host, number, peer, protocol, count, size).await;
+                    let (done, backpressure) =
+                        flood(&host, number, peer, protocol, count, size).await;
+                    if let Some(line) = backpressure {
+                        printer.print(&line);
+                    }
                     printer.print(&done);
                 });
             }
@@ -414,7 +537,8 @@ async fn execute(node: &Node, command: Command) {
 }
 
 /// Sends messages `0..count` of flood `number` to `peer`, [`FLOOD_IN_FLIGHT`] at
-/// a time, and reports which sends failed.
+/// a time, and reports which sends failed, with a `backpressure` line for the
+/// first send that failed for lack of room at the receiver.
 async fn flood(
     host: &Host,
     number: u64,
@@ -422,7 +546,7 @@ async fn flood(
     protocol: String,
     count: u64,
     size: usize,
-) -> Output {
+) -> (Output, Option<Output>) {
     let started = Instant::now();
     let mut results = futures::stream::iter(0..count)
         .map(|seq| {
@@ -438,16 +562,20 @@ async fn flood(
         .buffer_unordered(FLOOD_IN_FLIGHT);
     let mut failed = Vec::new();
     let mut first_error = None;
+    let mut first_backpressure = None;
     while let Some((seq, result)) = results.next().await {
         if let Err(e) = result {
             failed.push(seq);
             first_error.get_or_insert_with(|| e.to_string());
+            if first_backpressure.is_none() {
+                first_backpressure = backpressure(&e);
+            }
         }
     }
     drop(results);
     failed.sort_unstable();
     let failed_count = u64::try_from(failed.len()).unwrap_or(u64::MAX);
-    Output::FloodDone {
+    let done = Output::FloodDone {
         flood: number,
         peer: peer.to_string(),
         protocol,
@@ -458,7 +586,8 @@ async fn flood(
         failed_ranges: to_ranges(&failed),
         first_error,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    }
+    };
+    (done, first_backpressure)
 }
 
 /// Lines of stdin, read on a plain thread: a blocking read of tokio's stdin

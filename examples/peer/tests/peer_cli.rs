@@ -251,3 +251,64 @@ fn supervisor_flags_are_checked() {
         assert_eq!(status.code(), Some(2), "{args:?}: {status}");
     }
 }
+
+#[test]
+fn a_paused_protocol_queues_its_messages_and_its_sender_hears_backpressure() {
+    let mut a = Peer::start_json(&["--queue-len", "4"]);
+    let (a_address, a_id) = a.listening();
+    let mut b = Peer::start_json(&["--dial", &a_address, "--send-timeout-ms", "300"]);
+    b.expect("connected to a", |v| {
+        v["event"] == "connected" && v["peer"] == a_id.as_str()
+    });
+    a.command("pause /liquid/chat/1");
+    a.expect_event("paused");
+    a.command("pause /not/registered");
+    assert!(
+        a.expect_event("error")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not registered"))
+    );
+
+    // Three small messages wait in the paused inbox.
+    b.command("flood * /liquid/chat/1 3 100");
+    assert_eq!(b.expect_event("flood_done")["sent_ok"], 3);
+    let deadline = Instant::now() + TIMEOUT;
+    let line = loop {
+        a.command("stats");
+        let stats = a.expect_event("stats");
+        let line = stats["per_protocol"][0].clone();
+        if line["queued_messages"] == 3 {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(line["protocol"], "/liquid/chat/1");
+    assert_eq!(line["queued_bytes"], 300);
+    assert_eq!(line["received_messages"], 3);
+    assert_eq!(line["paused"], true);
+
+    // Messages larger than a stream window fill the rest: the sender's writes
+    // stop moving and fail with backpressure.
+    b.command("flood * /liquid/chat/1 40 600000");
+    let warned = b.expect_event("backpressure");
+    assert_eq!(warned["peer"], a_id.as_str());
+    assert_eq!(warned["protocol"], "/liquid/chat/1");
+    assert_eq!(warned["after_ms"], 300);
+    let done = b.expect_event("flood_done");
+    let sent_ok = done["sent_ok"].as_u64().expect("sent_ok");
+    assert!(done["failed"].as_u64().is_some_and(|f| f > 0), "{done}");
+
+    // Resumed: the first three and every acknowledged large one arrive.
+    a.command("resume /liquid/chat/1");
+    a.expect_event("resumed");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 + sent_ok {
+        let message = a.expect_event("message");
+        let data = message["data"].as_str().expect("data");
+        let id = liquid_p2p_peer::parse_flood_payload(data.as_bytes()).expect("flood payload");
+        assert!(seen.insert(id), "{id:?} twice; flood: {done}");
+    }
+    b.quit();
+    a.quit();
+}
