@@ -206,6 +206,15 @@ pub struct Config {
     /// of cache: with 64 senders to one inbox, 1024 delivered about a fifth fewer
     /// messages per second than 256 (benches/RESULTS.md).
     pub handler_queue_len: usize,
+    /// Payload bytes held for one registered protocol (in its inbox, or decoded
+    /// and waiting for room there) before the readers of that protocol's streams
+    /// stop reading: backpressure by bytes, next to `handler_queue_len` by
+    /// messages. Never below `max_frame_size`, so one frame always fits.
+    /// Default: 64 MiB.
+    pub inbox_byte_budget: usize,
+    /// The same for all registered protocols together. Never below
+    /// `inbox_byte_budget`. Default: 512 MiB.
+    pub host_inbox_byte_budget: usize,
     /// Host events buffered for each subscriber; a subscriber that falls further
     /// behind is told how many it missed. Default: 1024.
     pub event_queue_len: usize,
@@ -290,6 +299,8 @@ setters!(Config {
     with_max_inbound_streams_per_connection => max_inbound_streams_per_connection: Option<usize>,
     with_max_frame_size => max_frame_size: usize,
     with_handler_queue_len => handler_queue_len: usize,
+    with_inbox_byte_budget => inbox_byte_budget: usize,
+    with_host_inbox_byte_budget => host_inbox_byte_budget: usize,
     with_event_queue_len => event_queue_len: usize,
     with_stream_open_timeout => stream_open_timeout: Duration,
     with_dial_timeout => dial_timeout: Duration,
@@ -361,6 +372,8 @@ impl Default for Config {
             max_inbound_streams_per_connection: None,
             max_frame_size: 16 * 1024 * 1024,
             handler_queue_len: 256,
+            inbox_byte_budget: 64 * 1024 * 1024,
+            host_inbox_byte_budget: 512 * 1024 * 1024,
             event_queue_len: 1024,
             stream_open_timeout: Duration::from_secs(10),
             dial_timeout: Duration::from_secs(10),
@@ -400,6 +413,19 @@ impl Config {
                 .max_size
                 .saturating_mul(self.max_connections_per_peer),
         )
+    }
+
+    /// The byte budget of one protocol's inbox: `inbox_byte_budget`, at least
+    /// `max_frame_size`.
+    pub fn effective_inbox_byte_budget(&self) -> usize {
+        self.inbox_byte_budget.max(self.max_frame_size)
+    }
+
+    /// The byte budget of all inboxes together: `host_inbox_byte_budget`, at
+    /// least one protocol's.
+    pub fn effective_host_inbox_byte_budget(&self) -> usize {
+        self.host_inbox_byte_budget
+            .max(self.effective_inbox_byte_budget())
     }
 
     /// Inbound streams accepted on one connection.

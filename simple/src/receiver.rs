@@ -6,12 +6,23 @@
 //! and flow control slows the sender down: messages are never dropped for lack of
 //! room. A frame for an unregistered protocol is counted, reported and skipped. A
 //! frame that breaks the wire format resets its stream only.
+//!
+//! Room is counted in bytes too: a message goes into its inbox only while the
+//! inbox's payloads stay within `inbox_byte_budget` and those of all inboxes within
+//! `host_inbox_byte_budget` (an empty inbox takes any message, which is never
+//! larger than `max_frame_size`, itself within the budget); a reader whose message
+//! does not fit waits like one facing a full queue. Each reader holds at most one
+//! decoded message beyond the budget (the one it waits with, or one that slipped in
+//! beside another reader's), so the bytes held for a protocol are at most its
+//! budget plus one frame per stream carrying it. Only messages in an inbox count
+//! against the host-wide budget, so readers waiting on one protocol cannot use up
+//! the room of the others.
 
 use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -22,7 +33,10 @@ use liquid_p2p_core::{
     Error, Event, FrameError, FrameReader, MAX_PROTOCOL_LEN, Message, ReadError, ReceiveTicket,
 };
 use parking_lot::RwLock;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{Notify, mpsc},
+    time::Instant,
+};
 
 use crate::{shared::Shared, watchdog::MeteredStream};
 
@@ -45,6 +59,56 @@ pub(crate) fn validate_protocol(protocol: &str) -> Result<(), Error> {
 pub(crate) struct ProtocolRegistry {
     handlers: RwLock<HashMap<String, Route>>,
     queue_len: usize,
+    /// Bytes one protocol may hold.
+    byte_budget: usize,
+    /// Bytes in all inboxes, and their limit.
+    host: Arc<Room>,
+}
+
+/// A byte count with a limit, and the readers waiting for it to fall.
+#[derive(Debug)]
+struct Room {
+    limit: usize,
+    /// May be negative for a moment: a message can be taken before its reader
+    /// has counted it in.
+    bytes: AtomicIsize,
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+impl Room {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            bytes: AtomicIsize::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    fn add(&self, bytes: usize) {
+        self.bytes.fetch_add(as_isize(bytes), Ordering::SeqCst);
+    }
+
+    /// Sequentially consistent with `room_for`'s count of waiters and check, so
+    /// a waiter either sees the room or is woken.
+    fn remove(&self, bytes: usize) {
+        self.bytes.fetch_sub(as_isize(bytes), Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Whether `more` bytes fit beside what is counted now (anything fits an
+    /// empty room).
+    fn fits(&self, more: usize) -> bool {
+        let now = self.bytes.load(Ordering::SeqCst);
+        now <= 0 || now.saturating_add(as_isize(more)) <= as_isize(self.limit)
+    }
+}
+
+fn as_isize(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
 }
 
 /// Where the messages of one protocol go: its shared name, its queue and the
@@ -56,30 +120,93 @@ pub(crate) struct Route {
     meter: Arc<InboxMeter>,
 }
 
-/// Counters of one registered protocol's inbox; see [`InboxStats`].
-#[derive(Debug, Default)]
+/// Counters and byte budget of one registered protocol's inbox; see
+/// [`InboxStats`] and the module docs.
+#[derive(Debug)]
 pub(crate) struct InboxMeter {
     received_messages: AtomicU64,
     received_bytes: AtomicU64,
+    /// Messages held for the protocol: in the inbox, or decoded and waiting.
     queued_messages: AtomicUsize,
-    queued_bytes: AtomicUsize,
+    /// Their bytes.
+    held_bytes: AtomicUsize,
+    /// Bytes in the inbox, within the protocol's budget.
+    inbox: Room,
+    /// Bytes in all inboxes.
+    host: Arc<Room>,
 }
 
 impl InboxMeter {
-    /// A decoded message is on its way into the inbox (queued, or held by a
-    /// reader waiting for room).
+    fn new(byte_budget: usize, host: Arc<Room>) -> Self {
+        Self {
+            received_messages: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
+            queued_messages: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
+            inbox: Room::new(byte_budget),
+            host,
+        }
+    }
+
+    /// A decoded message is on its way into the inbox: held from now on.
     fn arrived(&self, bytes: usize) {
         self.received_messages.fetch_add(1, Ordering::Relaxed);
         self.received_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
         self.queued_messages.fetch_add(1, Ordering::Relaxed);
-        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// The application took a message, or one was dropped unread.
-    fn left(&self, bytes: usize) {
+    /// Whether a message of `bytes` may go into the inbox now: with it, the
+    /// inbox stays within the protocol's budget and all inboxes within the
+    /// host's (an empty inbox takes any message, so waiting readers can never
+    /// hold each other up).
+    fn fits(&self, bytes: usize) -> bool {
+        self.inbox.fits(bytes) && self.host.fits(bytes)
+    }
+
+    /// The message went into the inbox.
+    fn queued(&self, bytes: usize) {
+        self.inbox.add(bytes);
+        self.host.add(bytes);
+    }
+
+    /// The application took a message from the inbox.
+    fn taken(&self, bytes: usize) {
+        self.inbox.remove(bytes);
+        self.host.remove(bytes);
+        self.dropped(bytes);
+    }
+
+    /// A held message is no longer held: taken (see `taken`), or dropped before
+    /// it reached the inbox.
+    fn dropped(&self, bytes: usize) {
         self.queued_messages.fetch_sub(1, Ordering::Relaxed);
-        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Waits until a message of `bytes` that has arrived fits (see `fits`).
+    async fn room_for(&self, bytes: usize) {
+        loop {
+            let (mine, all) = (self.inbox.freed.notified(), self.host.freed.notified());
+            tokio::pin!(mine, all);
+            mine.as_mut().enable();
+            all.as_mut().enable();
+            self.inbox.waiting.fetch_add(1, Ordering::SeqCst);
+            self.host.waiting.fetch_add(1, Ordering::SeqCst);
+            let fits = self.fits(bytes);
+            if !fits {
+                tokio::select! {
+                    _ = &mut mine => {}
+                    _ = &mut all => {}
+                }
+            }
+            self.inbox.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.host.waiting.fetch_sub(1, Ordering::SeqCst);
+            if fits {
+                return;
+            }
+        }
     }
 
     fn stats(&self, protocol: &str) -> InboxStats {
@@ -88,7 +215,7 @@ impl InboxMeter {
             received_messages: self.received_messages.load(Ordering::Relaxed),
             received_bytes: self.received_bytes.load(Ordering::Relaxed),
             queued_messages: self.queued_messages.load(Ordering::Relaxed),
-            queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
+            queued_bytes: self.held_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -112,10 +239,12 @@ pub struct InboxStats {
 }
 
 impl ProtocolRegistry {
-    pub(crate) fn new(queue_len: usize) -> Self {
+    pub(crate) fn new(queue_len: usize, byte_budget: usize, host_byte_budget: usize) -> Self {
         Self {
             handlers: RwLock::new(HashMap::new()),
             queue_len,
+            byte_budget,
+            host: Arc::new(Room::new(host_byte_budget)),
         }
     }
 
@@ -126,7 +255,7 @@ impl ProtocolRegistry {
             return Err(Error::ProtocolAlreadyRegistered { protocol });
         }
         let (tx, rx) = mpsc::channel(self.queue_len);
-        let meter = Arc::new(InboxMeter::default());
+        let meter = Arc::new(InboxMeter::new(self.byte_budget, Arc::clone(&self.host)));
         let route = Route {
             name: Arc::from(protocol.as_str()),
             queue: tx,
@@ -194,14 +323,14 @@ impl Inbox {
     /// The next message; `None` after the protocol is unregistered and the queue drained.
     pub async fn recv(&mut self) -> Option<Message> {
         let message = self.rx.recv().await?;
-        self.meter.left(message.payload.len());
+        self.meter.taken(message.payload.len());
         Some(message)
     }
 
     /// A message if one is queued.
     pub fn try_recv(&mut self) -> Option<Message> {
         let message = self.rx.try_recv().ok()?;
-        self.meter.left(message.payload.len());
+        self.meter.taken(message.payload.len());
         Some(message)
     }
 
@@ -299,21 +428,22 @@ impl StreamReader {
         }
     }
 
-    /// Waits for room in a full inbox; `false` if the connection closed meanwhile
-    /// (what was left has then been drained).
+    /// Waits for room in a full inbox (messages and bytes); `false` if the
+    /// connection closed meanwhile (what was left has then been drained).
     async fn wait_for_room(&mut self, route: Route, message: Message) -> bool {
-        // Counted as queued while held; uncounted if the wait is cut short (the
+        // Counted as held while waiting; uncounted if the wait is cut short (the
         // grace period ends, or the reader is dropped).
-        let held = LeftOnDrop {
+        let len = message.payload.len();
+        let held = Held {
             meter: &route.meter,
-            len: message.payload.len(),
+            len,
         };
-        let send = route.queue.send(message);
-        tokio::pin!(send);
+        let queue = queue_when_room(&route, message);
+        tokio::pin!(queue);
         tokio::select! {
-            sent = &mut send => {
+            sent = &mut queue => {
                 std::mem::forget(held);
-                unqueued(&self.shared, &route, sent);
+                delivered(&self.shared, &route, len, sent);
                 return true;
             }
             _ = self.ticket.cancelled().cancelled() => {}
@@ -321,9 +451,9 @@ impl StreamReader {
         // The message arrived before the close: it still goes in, within the same
         // grace period as the rest of the stream.
         let deadline = Instant::now() + DRAIN_AFTER_CLOSE;
-        if let Ok(sent) = tokio::time::timeout_at(deadline, send).await {
+        if let Ok(sent) = tokio::time::timeout_at(deadline, queue).await {
             std::mem::forget(held);
-            unqueued(&self.shared, &route, sent);
+            delivered(&self.shared, &route, len, sent);
             self.drain_until(deadline).await;
         }
         false
@@ -346,13 +476,14 @@ impl StreamReader {
                     Step::Next => {}
                     Step::Full(full) => {
                         let (route, message) = *full;
-                        let held = LeftOnDrop {
+                        let len = message.payload.len();
+                        let held = Held {
                             meter: &route.meter,
-                            len: message.payload.len(),
+                            len,
                         };
-                        let result = route.queue.send(message).await;
+                        let sent = queue_when_room(&route, message).await;
                         std::mem::forget(held);
-                        unqueued(&self.shared, &route, result);
+                        delivered(&self.shared, &route, len, sent);
                     }
                     Step::End { close } => {
                         if close {
@@ -402,36 +533,69 @@ impl StreamReader {
             }
         };
         let message = Message::new(peer, connection, Arc::clone(&route.name), payload);
-        route.meter.arrived(message.payload.len());
+        let len = message.payload.len();
+        route.meter.arrived(len);
+        if !route.meter.fits(len) {
+            return Step::Full(Box::new((route, message)));
+        }
         match route.queue.try_send(message) {
-            Ok(()) => Step::Next,
+            Ok(()) => {
+                route.meter.queued(len);
+                Step::Next
+            }
             Err(mpsc::error::TrySendError::Full(message)) => Step::Full(Box::new((route, message))),
             Err(mpsc::error::TrySendError::Closed(message)) => {
-                unqueued(&self.shared, &route, Err(mpsc::error::SendError(message)));
+                delivered(
+                    &self.shared,
+                    &route,
+                    len,
+                    Err(mpsc::error::SendError(message)),
+                );
                 Step::Next
             }
         }
     }
 }
 
-/// A message whose protocol was unregistered while it waited: nobody will read it.
-fn unqueued(shared: &Shared, route: &Route, sent: Result<(), mpsc::error::SendError<Message>>) {
-    if let Err(mpsc::error::SendError(message)) = sent {
-        route.meter.left(message.payload.len());
-        report_unknown(shared, message.peer, message.protocol.to_string());
+/// Waits until `message` fits its inbox's byte budgets, then for a place in the
+/// queue.
+async fn queue_when_room(
+    route: &Route,
+    message: Message,
+) -> Result<(), mpsc::error::SendError<Message>> {
+    route.meter.room_for(message.payload.len()).await;
+    route.queue.send(message).await
+}
+
+/// Counts a held message of `len` bytes into its inbox, or, when its protocol was
+/// unregistered while it waited (nobody will read it), out of the counters, and
+/// reports it.
+fn delivered(
+    shared: &Shared,
+    route: &Route,
+    len: usize,
+    sent: Result<(), mpsc::error::SendError<Message>>,
+) {
+    match sent {
+        Ok(()) => route.meter.queued(len),
+        Err(mpsc::error::SendError(message)) => {
+            route.meter.dropped(len);
+            report_unknown(shared, message.peer, message.protocol.to_string());
+        }
     }
 }
 
 /// Takes a held message out of its inbox's counters if the wait to queue it is
-/// cut short (the drain's deadline): forgotten once the send has finished.
-struct LeftOnDrop<'a> {
+/// cut short (the grace period ends, or the reader is dropped): forgotten once
+/// the wait has finished.
+struct Held<'a> {
     meter: &'a InboxMeter,
     len: usize,
 }
 
-impl Drop for LeftOnDrop<'_> {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.meter.left(self.len);
+        self.meter.dropped(self.len);
     }
 }
 

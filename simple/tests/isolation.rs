@@ -217,3 +217,86 @@ async fn over_tcp_a_paused_protocol_holds_up_neither_another_protocol_nor_the_co
 async fn over_quic_a_paused_protocol_holds_up_neither_another_protocol_nor_the_connection() {
     a_stalled_consumer_holds_up_nothing_else(QUIC).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_protocol_holds_at_most_its_byte_budget_and_the_others_flow() {
+    const FRAME: usize = 60 * 1024;
+    const BUDGET: usize = 256 * 1024;
+    let receiver_config = Config::default()
+        .with_max_frame_size(64 * 1024)
+        .with_inbox_byte_budget(BUDGET);
+    let receiver = host(receiver_config).await;
+    let sender = host(
+        Config::default().with_pool(
+            liquid_p2p::PoolConfig::default()
+                .with_send_timeout(Duration::from_millis(500))
+                .with_max_streams_per_protocol(Some(8)),
+        ),
+    )
+    .await;
+    let mut inbox_a = receiver.control().register_protocol(A).expect("register A");
+    let mut inbox_b = receiver.control().register_protocol(B).expect("register B");
+    let to = connect(&sender, &receiver).await;
+
+    // 8 tasks send A (nobody reads it) until each has had a send refused.
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|task| {
+            let control = sender.control().clone();
+            tokio::spawn(async move {
+                let mut ok = Vec::new();
+                for seq in 0.. {
+                    let mut payload = message(task, seq);
+                    payload.resize(FRAME, 0);
+                    match control.send(to, A, payload).await {
+                        Ok(()) => ok.push(seq),
+                        Err(e) => return (ok, e),
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    let mut sent_ok = HashSet::new();
+    for (task, handle) in senders.into_iter().enumerate() {
+        let (ok, e) = handle.await.expect("sender");
+        assert!(
+            matches!(&e, Error::Backpressure { protocol, .. } if protocol == A)
+                || matches!(e, Error::Timeout { .. }),
+            "{e}"
+        );
+        sent_ok.extend(ok.into_iter().map(|seq| (task as u64, seq)));
+    }
+    let held = receiver
+        .control()
+        .inbox_stats()
+        .into_iter()
+        .find(|s| s.protocol == A)
+        .expect("A");
+    // At most the budget plus one frame per stream of A's lane (8).
+    assert!(
+        held.queued_bytes <= BUDGET + 8 * FRAME,
+        "{} bytes held for A: {held:?}",
+        held.queued_bytes
+    );
+    assert!(
+        held.queued_bytes >= BUDGET / 2,
+        "A's budget filled: {held:?}"
+    );
+    // B is not held up by A's budget.
+    sender.control().send(to, B, b"b").await.expect("B flows");
+    tokio::time::timeout(Duration::from_secs(5), inbox_b.recv())
+        .await
+        .expect("B delivered")
+        .expect("open");
+    // Every acknowledged A message arrives once A is read.
+    let mut seen = HashSet::new();
+    while !sent_ok.is_subset(&seen) {
+        let message = tokio::time::timeout(Duration::from_secs(10), inbox_a.recv())
+            .await
+            .expect("acknowledged A message delivered")
+            .expect("open");
+        assert!(seen.insert(id_of(&message.payload)), "delivered twice");
+    }
+    receiver.shutdown().await;
+    sender.shutdown().await;
+}

@@ -132,7 +132,11 @@ impl Shared {
                 config.inbound_streams_per_peer(),
                 config.inbound_streams_per_connection(),
             ),
-            registry: ProtocolRegistry::new(config.handler_queue_len),
+            registry: ProtocolRegistry::new(
+                config.handler_queue_len,
+                config.effective_inbox_byte_budget(),
+                config.effective_host_inbox_byte_budget(),
+            ),
             events: EventBus::new(config.event_queue_len),
             requests,
             blacklist,
