@@ -100,18 +100,7 @@ impl TransportStalled {
     /// The `TransportStalled` inside a connection's error, if that is why it
     /// closed.
     pub fn find(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
-        let mut current = Some(error);
-        while let Some(e) = current {
-            if let Some(stalled) = e.downcast_ref::<TransportStalled>() {
-                return Some(*stalled);
-            }
-            // `io::Error::source` skips the error it wraps; look inside it.
-            current = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-                None => e.source(),
-            };
-        }
-        None
+        crate::transport::causes(error).find_map(|e| e.downcast_ref::<TransportStalled>().copied())
     }
 }
 

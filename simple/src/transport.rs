@@ -97,21 +97,11 @@ pub enum HandshakeError {
 impl HandshakeError {
     /// The `HandshakeError` somewhere in `error`'s chain of causes, if any.
     pub fn find(error: &(dyn std::error::Error + 'static)) -> Option<HandshakeError> {
-        let mut current = Some(error);
-        while let Some(e) = current {
-            if let Some(h) = e.downcast_ref::<HandshakeError>() {
-                return Some(*h);
-            }
-            if let Some(Carrier(h)) = e.downcast_ref::<Carrier>() {
-                return Some(*h);
-            }
-            // `io::Error::source` skips the error it wraps; look inside it.
-            current = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-                None => e.source(),
-            };
-        }
-        None
+        causes(error).find_map(|e| {
+            e.downcast_ref::<HandshakeError>()
+                .copied()
+                .or_else(|| e.downcast_ref::<Carrier>().map(|Carrier(h)| *h))
+        })
     }
 
     fn into_io(self) -> io::Error {
@@ -121,6 +111,19 @@ impl HandshakeError {
         };
         io::Error::new(kind, Carrier(self))
     }
+}
+
+/// `error` and its causes, looking inside `io::Error`s too: `io::Error::source`
+/// skips the error it wraps.
+pub(crate) fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| {
+        match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        }
+    })
 }
 
 /// Carries a [`HandshakeError`] in an `io::Error` so that plain `source()` chains
