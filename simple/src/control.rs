@@ -47,7 +47,9 @@ impl Control {
     /// [`borrow_stream`](Self::borrow_stream) for ordered bursts.
     ///
     /// Errors: `FrameTooLarge` or `InvalidProtocol` before anything is sent;
-    /// `NotConnected`; `Timeout` / `PoolExhausted` when no stream frees up in time;
+    /// `NotConnected`; `Timeout` / `PoolExhausted` when no stream of the
+    /// protocol's lane frees up in time; `Backpressure` when the peer takes no
+    /// byte of the message for `pool.send_timeout` (not retried);
     /// `Write`, `PoolClosed` or `ConnectionStalled` when the retry failed too;
     /// `ShutDown`.
     pub async fn send(
@@ -133,8 +135,8 @@ impl Control {
     }
 
     /// Counters of each connection to `peer`, one entry per connection (empty if
-    /// not connected): its main pool and its protocol lanes summed; `max` is the
-    /// connection's stream budget (`pool.max_size`).
+    /// not connected): all its pools (reserve, shared lane, protocol lanes)
+    /// summed; `max` is the connection's stream budget (`pool.max_size`).
     pub fn pool_stats(&self, peer: &PeerId) -> Vec<PoolStats> {
         self.shared.pools.connection_stats(peer)
     }
@@ -145,8 +147,10 @@ impl Control {
         self.shared.registry.stats()
     }
 
-    /// Counters of every pool to `peer`: each connection's main pool (`protocol`
-    /// `None`), then the lane of each protocol sent on it.
+    /// Counters of every pool to `peer`: for each connection its reserve, its
+    /// shared lane and the lane of each protocol sent on it (see [`Lane`]).
+    ///
+    /// [`Lane`]: crate::Lane
     pub fn lane_stats(&self, peer: &PeerId) -> Vec<PoolStats> {
         self.shared.pools.stats(peer)
     }
@@ -201,7 +205,7 @@ impl Control {
         self.shared.blacklist.read().entries()
     }
 
-    /// A stream of `protocol`'s lane, or of the main pool for an ordered burst
+    /// A stream of `protocol`'s lane, or of the shared lane for an ordered burst
     /// (`None`).
     async fn borrow_pooled(
         &self,
