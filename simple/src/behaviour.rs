@@ -3,8 +3,9 @@
 //!
 //! It owns, per connection, one record ([`Conn`]): whether the connection is a
 //! liquid peer yet, whether the admission policy counted it, its remote address.
-//! A liquid connection gets a pool of send streams, the protocol exchange, the
-//! stall watchdog and liveness checks; the others get nothing (see
+//! A liquid connection gets its send pools (a reserve and a lane per protocol),
+//! the protocol exchange, liveness checks and, when our muxer reports it stalled,
+//! `ConnectionStalled`; the others get nothing (see
 //! [`PeerScope`]). Around the connections it runs:
 //!
 //! - admission (admission.rs): limits, eviction, blacklist, typed refusals;
@@ -124,7 +125,7 @@ pub(crate) fn dial_failure(error: &DialError) -> DialFailure {
 enum ConnState {
     /// Not (yet) known to speak `/liquid/msg/1.0.0`: no pool, nothing opened.
     Dormant,
-    /// A liquid peer's connection: pool, exchange, watchdog, liveness.
+    /// A liquid peer's connection: pools, exchange, liveness.
     Liquid,
     /// Refused after its handshake: kept only to tell the remote why.
     Refusing,
@@ -863,7 +864,7 @@ impl Behaviour {
         }
     }
 
-    /// The periodic checks: stalls, pool shrinking, refusal reports, liveness.
+    /// The periodic checks: pool shrinking, refusal reports, liveness.
     fn poll_timers(&mut self, cx: &mut Context<'_>) {
         let shrink_after = self.shared.config.pool.shrink_after;
         let shrink_check = self.shrink_check.get_or_insert_with(|| {
