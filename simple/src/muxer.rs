@@ -835,6 +835,65 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn bytes_the_socket_never_takes_fail_the_connection_after_the_stall_timeout() {
+        use futures::AsyncWriteExt;
+        let timeout = Duration::from_secs(10);
+        let config = YamuxConfig::default().with_stall_timeout(timeout);
+        // A socket that never takes a byte: a peer that does not read at all.
+        let mut muxer = YamuxMuxer::new(TestSocket::default(), config, yamux::Mode::Client);
+        let mut stream = future::poll_fn(|cx| Pin::new(&mut muxer).poll_outbound(cx))
+            .await
+            .expect("a stream");
+        let writer = tokio::spawn(async move {
+            let _ = stream.write_all(&[7u8; 64 * 1024]).await;
+            stream
+        });
+        let started = tokio::time::Instant::now();
+        let failed = tokio::time::timeout(
+            timeout * 3,
+            future::poll_fn(|cx| Pin::new(&mut muxer).poll(cx)),
+        )
+        .await
+        .expect("the connection fails");
+        match failed {
+            Err(yamux::ConnectionError::Io(e)) => {
+                assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+                assert_eq!(
+                    TransportStalled::find(&e),
+                    Some(TransportStalled { after: timeout })
+                );
+            }
+            other => panic!("expected a stall, got {other:?}"),
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= timeout && waited < timeout + Duration::from_secs(1),
+            "{waited:?}"
+        );
+        writer.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_is_not_a_stall() {
+        let timeout = Duration::from_secs(10);
+        let config = YamuxConfig::default().with_stall_timeout(timeout);
+        // A socket that takes what is written (yamux's own first ping) and from
+        // which nothing ever comes: a quiet peer, not a stuck one.
+        let socket = TestSocket {
+            room: usize::MAX,
+            ..TestSocket::default()
+        };
+        let mut muxer = YamuxMuxer::new(socket, config, yamux::Mode::Client);
+        // Nothing waits for the socket, however long.
+        let polled = tokio::time::timeout(
+            timeout * 3,
+            future::poll_fn(|cx| Pin::new(&mut muxer).poll(cx)),
+        )
+        .await;
+        assert!(polled.is_err(), "{polled:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_close_that_keeps_moving_bytes_may_take_longer_than_the_timeout() {
         let timeout = Duration::from_secs(10);
         let room = Arc::new(std::sync::atomic::AtomicUsize::new(0));
