@@ -63,10 +63,14 @@ pub struct PoolConfig {
     /// streams down to `init_size`, or to the streams in use if more. Checked
     /// every quarter of this. Default: 60 s.
     pub shrink_after: Duration,
-    /// A write to a pooled stream that moves no byte for this long fails with
+    /// A write to a pooled stream that moves no byte for this long, while no
+    /// other stream of its lane moves one either, fails with
     /// [`Error::Backpressure`](crate::Error::Backpressure) and resets its stream:
     /// the receiver is not reading that protocol. The connection and other
-    /// protocols are not affected. Default: 5 s.
+    /// protocols are not affected. Long by default because a slow link looks the
+    /// same for a while: flow-control credit comes back only once the receiver
+    /// has read half a stream window, which a congested link may take tens of
+    /// seconds to deliver. Default: 60 s.
     pub send_timeout: Duration,
     /// Streams the lane of one protocol may hold (see the pool manager): a protocol
     /// whose receiver stops reading ties up at most this many, and the rest of
@@ -85,7 +89,7 @@ impl Default for PoolConfig {
             borrow_timeout: Duration::from_secs(5),
             max_waiters: 1024,
             shrink_after: Duration::from_secs(60),
-            send_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(60),
             max_streams_per_protocol: None,
         }
     }

@@ -69,7 +69,9 @@ pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Prio
 pub use error::{Error, StreamOpenFailure};
 pub use event::{Event, EvictionReason, Message, StreamScope};
 pub use exchange::{ExchangeError, ExchangeFailure};
-pub use pool::{Lane, PoolStats, PooledStream, SendStreamPool, StreamOpener, WriteGuard};
+pub use pool::{
+    Lane, PoolStats, PooledStream, SendStreamPool, StreamOpener, WriteGuard, WriteProgress,
+};
 pub use pool_manager::{BestPool, MAX_LANES, SendStreamPoolManager};
 pub use protocol_book::{ProtocolBook, ProtocolChange};
 pub use receive::{ReceiveCounts, ReceiveStreamManager, ReceiveTicket};

@@ -68,6 +68,42 @@ pub trait StreamOpener: Send + Sync + 'static {
     fn pool_closed(&self) {}
 }
 
+/// Progress of the writes on one pool's streams, shared by their writers: a
+/// writer that found no room counts itself `waiting`, and while any does, every
+/// write that moves bytes on the pool ticks. A writer can so tell a pool whose
+/// receiver reads nothing (no tick) from a slow link, where the flow-control
+/// credit of one stream may take long to come back while the pool's other
+/// streams keep moving.
+#[derive(Debug, Default)]
+pub struct WriteProgress {
+    ticks: std::sync::atomic::AtomicU64,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl WriteProgress {
+    /// Bytes moved on one of the pool's streams.
+    pub fn moved(&self) {
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The tick count now.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// A writer starts waiting for room.
+    pub fn wait_started(&self) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A writer stopped waiting.
+    pub fn wait_ended(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Which of a connection's send pools a [`PoolStats`] describes (see the pool
 /// manager: each connection has a reserve, a shared lane and one lane per protocol
 /// sent).
@@ -193,6 +229,7 @@ pub struct SendStreamPool<O: StreamOpener> {
     /// Where this pool takes idle streams from before opening new ones (see
     /// [`lane`](Self::lane)).
     reservoir: Option<Arc<SendStreamPool<O>>>,
+    progress: Arc<WriteProgress>,
 }
 
 impl<O: StreamOpener> fmt::Debug for SendStreamPool<O> {
@@ -238,6 +275,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             }),
             next_waiter: AtomicU64::new(0),
             reservoir,
+            progress: Arc::default(),
         })
     }
 
@@ -256,6 +294,11 @@ impl<O: StreamOpener> SendStreamPool<O> {
             config,
             Some(Arc::clone(reservoir)),
         )
+    }
+
+    /// The progress of the writes on this pool's streams (see [`WriteProgress`]).
+    pub fn progress(&self) -> &Arc<WriteProgress> {
+        &self.progress
     }
 
     /// The peer this pool sends to.

@@ -27,6 +27,7 @@ use std::{
 };
 
 use futures::{AsyncRead, AsyncWrite, Future};
+use liquid_p2p_core::WriteProgress;
 use liquid_p2p_core::{ConnectionId, Error, PeerId};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -120,10 +121,14 @@ pub(crate) struct MeteredStream {
     /// A send stream's limit on a write that moves no byte (`send_timeout`).
     send_timeout: Option<Duration>,
     /// Armed when a write or flush first finds no room; moved on when it finds
-    /// none again after bytes moved.
+    /// none again after bytes moved, here or on another stream of the pool.
     no_progress: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether a write or flush completed since the timer was last moved on.
     moved: bool,
+    /// The writes of the pool this stream is lent from, and their tick count
+    /// when the timer was last moved on; `waiting` while counted there.
+    pool: Option<(Arc<WriteProgress>, u64)>,
+    waiting: bool,
 }
 
 /// The error of a write that moved no byte for `after` (see `send_timeout`):
@@ -151,6 +156,8 @@ impl MeteredStream {
             send_timeout: None,
             no_progress: None,
             moved: false,
+            pool: None,
+            waiting: false,
         }
     }
 
@@ -169,12 +176,36 @@ impl MeteredStream {
             send_timeout: Some(send_timeout),
             no_progress: None,
             moved: false,
+            pool: None,
+            waiting: false,
+        }
+    }
+
+    /// Sets the pool whose writes count as progress for this stream's writes
+    /// (the pool it is lent from: its lane).
+    pub(crate) fn follow(&mut self, pool: &Arc<WriteProgress>) {
+        if self
+            .pool
+            .as_ref()
+            .is_none_or(|(current, _)| !Arc::ptr_eq(current, pool))
+        {
+            self.stop_waiting();
+            self.pool = Some((Arc::clone(pool), pool.ticks()));
+        }
+    }
+
+    fn stop_waiting(&mut self) {
+        if std::mem::take(&mut self.waiting)
+            && let Some((pool, _)) = &self.pool
+        {
+            pool.wait_ended();
         }
     }
 
     /// Follows a write or flush: a write that finds no room arms the
-    /// no-progress timer (once per stream; later it is only moved on), bytes
-    /// moving mark it to be moved on, and once it runs out the write fails.
+    /// no-progress timer (once per stream; later it is only moved on); bytes
+    /// moving, on this stream or another of its pool, move it on; once it runs
+    /// out with no byte moved anywhere in the pool, the write fails.
     fn deadline<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -182,26 +213,48 @@ impl MeteredStream {
     ) -> Poll<io::Result<T>> {
         if poll.is_ready() {
             self.moved = true;
+            if let Some((pool, _)) = &self.pool {
+                pool.moved();
+            }
+            self.stop_waiting();
             return poll;
         }
         let Some(limit) = self.send_timeout else {
             return poll;
         };
-        let timer = match &mut self.no_progress {
-            Some(timer) => {
-                if std::mem::take(&mut self.moved) {
-                    timer.as_mut().reset(tokio::time::Instant::now() + limit);
-                }
-                timer
-            }
-            None => {
-                self.moved = false;
-                self.no_progress.insert(Box::pin(tokio::time::sleep(limit)))
-            }
-        };
-        if timer.as_mut().poll(cx).is_pending() {
-            return poll;
+        if !self.waiting
+            && let Some((pool, seen)) = &mut self.pool
+        {
+            pool.wait_started();
+            *seen = pool.ticks();
+            self.waiting = true;
         }
+        loop {
+            let timer = match &mut self.no_progress {
+                Some(timer) => {
+                    if std::mem::take(&mut self.moved) {
+                        timer.as_mut().reset(tokio::time::Instant::now() + limit);
+                    }
+                    timer
+                }
+                None => {
+                    self.moved = false;
+                    self.no_progress.insert(Box::pin(tokio::time::sleep(limit)))
+                }
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return poll;
+            }
+            // Out of time: still in time if the pool's other streams moved.
+            match &mut self.pool {
+                Some((pool, seen)) if pool.ticks() != *seen => {
+                    *seen = pool.ticks();
+                    self.moved = true;
+                }
+                _ => break,
+            }
+        }
+        self.stop_waiting();
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             NoProgress { after: limit },
@@ -243,6 +296,12 @@ impl AsyncRead for MeteredStream {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         track(&this.meter, poll)
+    }
+}
+
+impl Drop for MeteredStream {
+    fn drop(&mut self) {
+        self.stop_waiting();
     }
 }
 

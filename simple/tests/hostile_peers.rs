@@ -155,7 +155,8 @@ async fn a_peer_that_never_reads_gets_timeouts_and_others_are_unaffected() {
         PoolConfig::default()
             .with_init_size(2)
             .with_max_size(4)
-            .with_borrow_timeout(Duration::from_secs(1)),
+            .with_borrow_timeout(Duration::from_secs(1))
+            .with_send_timeout(Duration::from_secs(2)),
     );
     let host = host(config).await;
     let mut inbox = host.control().register_protocol(PROTO).expect("register");

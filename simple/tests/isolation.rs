@@ -104,7 +104,9 @@ fn spawn_a_senders(
 }
 
 async fn a_stalled_consumer_holds_up_nothing_else(listen_on: &str) {
-    let config = Config::default();
+    // A send timeout well inside the pause, so that A's senders hear of it.
+    let config = Config::default()
+        .with_pool(liquid_p2p::PoolConfig::default().with_send_timeout(Duration::from_secs(5)));
     let receiver = host_on(listen_on, config.clone()).await;
     let sender = host_on(listen_on, config).await;
     let mut inbox_a: Inbox = receiver.control().register_protocol(A).expect("register A");

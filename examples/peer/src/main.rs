@@ -117,7 +117,7 @@ struct Args {
 
     /// A send whose peer takes no byte of it for this long fails with
     /// backpressure, in milliseconds (pool.send_timeout; at least 1).
-    /// Default: 5000.
+    /// Default: 60000.
     #[arg(long = "send-timeout-ms", value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     send_timeout_ms: Option<u64>,
 }
