@@ -737,6 +737,15 @@ impl<O: StreamOpener> WriteGuard<'_, O> {
         self.pooled.stream_mut()
     }
 
+    /// The stream to write to, and the pool it is lent from.
+    pub fn stream_and_pool(&mut self) -> (&mut O::Stream, &Arc<SendStreamPool<O>>) {
+        let pooled = &mut *self.pooled;
+        match pooled.stream.as_mut() {
+            Some(stream) => (stream, &pooled.pool),
+            None => unreachable!("the stream is only taken in drop"),
+        }
+    }
+
     /// The write completed: the stream may go back to its pool.
     pub fn finish(self) {
         self.pooled.healthy = true;

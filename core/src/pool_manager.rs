@@ -298,13 +298,22 @@ impl<O: StreamOpener + Clone> SendStreamPoolManager<O> {
     /// [`MAX_LANES`] lanes. `None` if the peer has no open connection.
     pub fn lane(&self, peer: &PeerId, protocol: &str) -> Option<BestPool<O>> {
         {
+            // The usual case, under the read lock: every connection has the lane
+            // (or no room for it). One lookup per connection.
             let pools = self.pools.read();
             let list = pools.get(peer)?;
-            if list
-                .iter()
-                .all(|c| c.lanes.contains_key(protocol) || c.lanes.len() >= MAX_LANES)
-            {
-                return self.least_loaded(list.iter().map(|c| c.lane_of(protocol)));
+            let mut missing = false;
+            let lanes = list.iter().map_while(|c| match c.lanes.get(protocol) {
+                Some(lane) => Some(lane),
+                None if c.lanes.len() >= MAX_LANES => Some(&c.shared),
+                None => {
+                    missing = true;
+                    None
+                }
+            });
+            let best = self.least_loaded(lanes);
+            if !missing {
+                return best;
             }
         }
         let made = {

@@ -270,10 +270,10 @@ impl Shared {
         protocol: &str,
         payload: &[u8],
     ) -> Result<(), Error> {
-        let progress = Arc::clone(stream.pool().progress());
         let mut write = stream.begin_write();
-        let io = write.stream();
-        io.follow(&progress);
+        let (io, pool) = write.stream_and_pool();
+        // Cloned only when the stream writes for another pool than last time.
+        io.follow(pool.progress());
         let meter = Arc::clone(io.meter());
         let _in_flight = self.lifecycle.write_started();
         let compress = self.config.compress_min_size;
