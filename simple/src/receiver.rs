@@ -107,6 +107,22 @@ impl Room {
     }
 }
 
+/// One reader counted among a room's waiters while this lives.
+struct Waiting<'a>(&'a Room);
+
+impl<'a> Waiting<'a> {
+    fn on(room: &'a Room) -> Self {
+        room.waiting.fetch_add(1, Ordering::SeqCst);
+        Self(room)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn as_isize(n: usize) -> isize {
     isize::try_from(n).unwrap_or(isize::MAX)
 }
@@ -192,19 +208,15 @@ impl InboxMeter {
             tokio::pin!(mine, all);
             mine.as_mut().enable();
             all.as_mut().enable();
-            self.inbox.waiting.fetch_add(1, Ordering::SeqCst);
-            self.host.waiting.fetch_add(1, Ordering::SeqCst);
-            let fits = self.fits(bytes);
-            if !fits {
-                tokio::select! {
-                    _ = &mut mine => {}
-                    _ = &mut all => {}
-                }
-            }
-            self.inbox.waiting.fetch_sub(1, Ordering::SeqCst);
-            self.host.waiting.fetch_sub(1, Ordering::SeqCst);
-            if fits {
+            // Counted as waiting until this wait ends, or is dropped (the reader's
+            // grace period ran out).
+            let _waiting = (Waiting::on(&self.inbox), Waiting::on(&self.host));
+            if self.fits(bytes) {
                 return;
+            }
+            tokio::select! {
+                _ = &mut mine => {}
+                _ = &mut all => {}
             }
         }
     }
