@@ -280,13 +280,7 @@ async fn removing_a_required_peer_cancels_its_redial() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_required_address_that_answers_with_another_peer_id_counts_as_a_failure() {
     let b = host(Config::default()).await;
-    let impostor_port = b.listen_addrs()[0]
-        .iter()
-        .find_map(|p| match p {
-            liquid_p2p::libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .expect("tcp port");
+    let impostor_port = tcp_port(&b);
     let expected = PeerId::random();
     let a = Host::builder()
         .config(fast_schedule())

@@ -161,13 +161,7 @@ async fn streaming_through_a_relay() -> Frozen {
     let b = host(config).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
     tokio::spawn(async move { while inbox.recv().await.is_some() {} });
-    let a_port = a.listen_addrs()[0]
-        .iter()
-        .find_map(|p| match p {
-            liquid_p2p::libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .expect("tcp port");
+    let a_port = tcp_port(&a);
     let frozen = Arc::new(AtomicBool::new(false));
     let relay = freezable_relay(([127, 0, 0, 1], a_port).into(), Arc::clone(&frozen)).await;
     let a_id = a.local_peer_id();

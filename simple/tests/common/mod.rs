@@ -102,6 +102,17 @@ pub fn tcp_address(port: u16) -> Multiaddr {
         .expect("address")
 }
 
+/// The TCP port `host` listens on (its first address).
+pub fn tcp_port(host: &Host) -> u16 {
+    host.listen_addrs()[0]
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("tcp port")
+}
+
 /// `/ip4/127.0.0.1/tcp/<port>/p2p/<peer>`.
 pub fn address(port: u16, peer: PeerId) -> Multiaddr {
     tcp_address(port).with_p2p(peer).expect("no peer id yet")
