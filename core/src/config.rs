@@ -43,10 +43,11 @@ pub(crate) use setters;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolConfig {
-    /// Streams opened as soon as the connection is established. Default: 10.
+    /// Streams opened as soon as the connection is established (the connection's
+    /// reserve, which its lanes take first). Default: 10.
     pub init_size: usize,
-    /// Streams of one connection in all: its main pool and the lanes of its
-    /// protocols together. Default: 100.
+    /// Streams of one connection in all: its reserve and all its lanes together
+    /// (see the pool manager). Default: 100.
     pub max_size: usize,
     /// The pool grows in the background when its idle streams are at most this
     /// percentage of its current streams. Default: 20.
