@@ -46,8 +46,11 @@ use crate::{
 /// Answer to an open request.
 pub(crate) type OpenReply = oneshot::Sender<Result<Stream, Error>>;
 
-/// Inbound streams a dormant handler holds while the behaviour decides.
-const MAX_HELD_STREAMS: usize = 8;
+/// Inbound streams a dormant handler holds while the behaviour decides. More than
+/// a liquid peer opens at connect with the default pool (its reserve of 10, then
+/// the first streams of its lanes): a stream reset here may already carry a
+/// message its sender was told was sent.
+const MAX_HELD_STREAMS: usize = 32;
 
 /// Commands from the behaviour.
 #[derive(Debug)]
