@@ -120,14 +120,13 @@ pub(crate) struct MeteredStream {
     _budget: Option<OwnedSemaphorePermit>,
     /// A send stream's limit on a write that moves no byte (`send_timeout`).
     send_timeout: Option<Duration>,
-    /// Armed when a write or flush first finds no room; moved on when it finds
-    /// none again after bytes moved, here or on another stream of the pool.
+    /// Made when a write or flush first finds no room; set anew at each wait,
+    /// and moved on while other streams of the pool move.
     no_progress: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Whether a write or flush completed since the timer was last moved on.
-    moved: bool,
     /// The writes of the pool this stream is lent from, and their tick count
-    /// when the timer was last moved on; `waiting` while counted there.
+    /// when the timer was last set.
     pool: Option<(Arc<WriteProgress>, u64)>,
+    /// A write or flush is waiting for room (counted in the pool's waiters).
     waiting: bool,
 }
 
@@ -155,7 +154,6 @@ impl MeteredStream {
             _budget: None,
             send_timeout: None,
             no_progress: None,
-            moved: false,
             pool: None,
             waiting: false,
         }
@@ -175,7 +173,6 @@ impl MeteredStream {
             _budget: Some(budget),
             send_timeout: Some(send_timeout),
             no_progress: None,
-            moved: false,
             pool: None,
             waiting: false,
         }
@@ -202,17 +199,17 @@ impl MeteredStream {
         }
     }
 
-    /// Follows a write or flush: a write that finds no room arms the
-    /// no-progress timer (once per stream; later it is only moved on); bytes
-    /// moving, on this stream or another of its pool, move it on; once it runs
-    /// out with no byte moved anywhere in the pool, the write fails.
+    /// Follows a write or flush: a write that finds no room starts a wait, with
+    /// the no-progress timer (made once per stream, then only moved on) set to
+    /// `send_timeout` from now; bytes moving on another stream of its pool move it
+    /// on; once it runs out with no byte moved anywhere in the pool, the write
+    /// fails. Bytes moving on this stream end the wait.
     fn deadline<T>(
         &mut self,
         cx: &mut Context<'_>,
         poll: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if poll.is_ready() {
-            self.moved = true;
             if let Some((pool, _)) = &self.pool {
                 pool.moved();
             }
@@ -222,43 +219,43 @@ impl MeteredStream {
         let Some(limit) = self.send_timeout else {
             return poll;
         };
-        if !self.waiting
-            && let Some((pool, seen)) = &mut self.pool
-        {
-            pool.wait_started();
-            *seen = pool.ticks();
+        if !self.waiting {
             self.waiting = true;
-        }
-        loop {
-            let timer = match &mut self.no_progress {
-                Some(timer) => {
-                    if std::mem::take(&mut self.moved) {
-                        timer.as_mut().reset(tokio::time::Instant::now() + limit);
-                    }
-                    timer
-                }
-                None => {
-                    self.moved = false;
-                    self.no_progress.insert(Box::pin(tokio::time::sleep(limit)))
-                }
-            };
-            if timer.as_mut().poll(cx).is_pending() {
-                return poll;
+            if let Some((pool, seen)) = &mut self.pool {
+                pool.wait_started();
+                *seen = pool.ticks();
             }
+            self.restart_timer(limit);
+        }
+        while self
+            .no_progress
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+        {
             // Out of time: still in time if the pool's other streams moved.
             match &mut self.pool {
                 Some((pool, seen)) if pool.ticks() != *seen => {
                     *seen = pool.ticks();
-                    self.moved = true;
+                    self.restart_timer(limit);
                 }
-                _ => break,
+                _ => {
+                    self.stop_waiting();
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        NoProgress { after: limit },
+                    )));
+                }
             }
         }
-        self.stop_waiting();
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            NoProgress { after: limit },
-        )))
+        poll
+    }
+
+    /// Sets the no-progress timer to `limit` from now.
+    fn restart_timer(&mut self, limit: Duration) {
+        match &mut self.no_progress {
+            Some(timer) => timer.as_mut().reset(tokio::time::Instant::now() + limit),
+            None => self.no_progress = Some(Box::pin(tokio::time::sleep(limit))),
+        }
     }
 
     pub(crate) fn meter(&self) -> &Arc<ConnectionMeter> {
