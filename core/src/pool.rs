@@ -456,15 +456,9 @@ impl<O: StreamOpener> SendStreamPool<O> {
         n
     }
 
-    /// Closes the idle stream idle longest, if any; whether one was closed. The
-    /// connection's other pools use this to take back a place in its stream
-    /// budget.
-    pub fn close_one_idle(&self) -> bool {
-        let closed = self.take_idle();
-        closed.is_some()
-    }
-
-    /// Takes the idle stream idle longest out of the pool, if any.
+    /// Takes the idle stream idle longest out of the pool, if any: for a lane to
+    /// use, or to drop, which closes it and gives its place in the connection's
+    /// stream budget back.
     pub fn take_idle(&self) -> Option<O::Stream> {
         let mut st = self.state.lock();
         if st.idle.is_empty() {

@@ -242,7 +242,8 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
             found.pools().map(|(_, pool)| Arc::clone(pool)).collect()
         };
         let fullest = pools.iter().max_by_key(|pool| pool.stats().idle);
-        fullest.is_some_and(|pool| pool.close_one_idle())
+        // Dropped at once: closed.
+        fullest.is_some_and(|pool| pool.take_idle().is_some())
     }
 
     /// Connections of `peer` with open pools.
