@@ -42,24 +42,19 @@ pub(crate) struct ConnectionMeter {
     connection: ConnectionId,
     /// Set whenever bytes move; cleared by each liveness check (`take_traffic`).
     traffic: AtomicBool,
-    stalled: AtomicBool,
-    stall_timeout: Duration,
+    /// Set when the muxer found the connection stalled: after how long.
+    stalled_after: std::sync::OnceLock<Duration>,
     /// Cancelled when the connection closes or stalls.
     closed: CancellationToken,
 }
 
 impl ConnectionMeter {
-    pub(crate) fn new(
-        peer: PeerId,
-        connection: ConnectionId,
-        stall_timeout: Duration,
-    ) -> Arc<Self> {
+    pub(crate) fn new(peer: PeerId, connection: ConnectionId) -> Arc<Self> {
         Arc::new(Self {
             peer,
             connection,
             traffic: AtomicBool::new(false),
-            stalled: AtomicBool::new(false),
-            stall_timeout,
+            stalled_after: std::sync::OnceLock::new(),
             closed: CancellationToken::new(),
         })
     }
@@ -80,8 +75,9 @@ impl ConnectionMeter {
         self.traffic.swap(false, Ordering::Relaxed)
     }
 
-    pub(crate) fn mark_stalled(&self) {
-        self.stalled.store(true, Ordering::Release);
+    /// The muxer found the connection stalled after `after` without progress.
+    pub(crate) fn mark_stalled(&self, after: Duration) {
+        let _ = self.stalled_after.set(after);
         self.closed.cancel();
     }
 
@@ -95,11 +91,11 @@ impl ConnectionMeter {
 
     /// The error for a write cut short because the connection went away.
     pub(crate) fn close_error(&self) -> Error {
-        if self.stalled.load(Ordering::Acquire) {
+        if let Some(after) = self.stalled_after.get() {
             Error::ConnectionStalled {
                 peer: self.peer,
                 connection: self.connection,
-                after: self.stall_timeout,
+                after: *after,
             }
         } else {
             Error::PoolClosed {
@@ -330,11 +326,7 @@ mod tests {
     use super::*;
 
     fn meter() -> Arc<ConnectionMeter> {
-        ConnectionMeter::new(
-            PeerId::random(),
-            ConnectionId::new_unchecked(1),
-            Duration::from_secs(10),
-        )
+        ConnectionMeter::new(PeerId::random(), ConnectionId::new_unchecked(1))
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! said so. Pools and inbound streams are per connection too, but live in their
 //! own managers ([`Shared`](super::Shared) keeps them in step).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use libp2p::{PeerId, swarm::ConnectionId};
 use liquid_p2p_core::RemoteRefusal;
@@ -27,13 +27,8 @@ struct Tables {
 
 impl ConnectionTable {
     /// A liquid connection starts: its meter.
-    pub(crate) fn open(
-        &self,
-        peer: PeerId,
-        connection: ConnectionId,
-        stall_timeout: Duration,
-    ) -> Arc<ConnectionMeter> {
-        let meter = ConnectionMeter::new(peer, connection, stall_timeout);
+    pub(crate) fn open(&self, peer: PeerId, connection: ConnectionId) -> Arc<ConnectionMeter> {
+        let meter = ConnectionMeter::new(peer, connection);
         self.inner
             .lock()
             .meters

@@ -405,9 +405,7 @@ impl Shared {
         peer: PeerId,
         connection: ConnectionId,
     ) -> Arc<ConnectionMeter> {
-        let meter = self
-            .connections
-            .open(peer, connection, self.config.stall_timeout);
+        let meter = self.connections.open(peer, connection);
         self.receive.open_connection(peer, connection);
         meter
     }
@@ -472,7 +470,7 @@ impl Shared {
             return;
         };
         tracing::warn!(%peer, %connection, ?idle_for, "connection stalled; closed");
-        meter.mark_stalled();
+        meter.mark_stalled(idle_for);
         self.pools
             .remove_with(&peer, connection, |_| meter.close_error());
         self.events.emit(Event::ConnectionStalled {
