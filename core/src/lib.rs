@@ -54,6 +54,7 @@ mod event;
 pub mod exchange;
 mod pool;
 mod pool_manager;
+mod priority;
 mod protocol_book;
 mod receive;
 mod refusal;
@@ -73,6 +74,7 @@ pub use pool::{
     Lane, PoolStats, PooledStream, SendStreamPool, StreamOpener, WriteGuard, WriteProgress,
 };
 pub use pool_manager::{BestPool, MAX_LANES, SendStreamPoolManager};
+pub use priority::{ProtocolPriority, UnknownPriority};
 pub use protocol_book::{ProtocolBook, ProtocolChange};
 pub use receive::{ReceiveCounts, ReceiveStreamManager, ReceiveTicket};
 pub use refusal::{

@@ -28,7 +28,7 @@ use libp2p_swarm::ConnectionId;
 use parking_lot::Mutex;
 use tokio::{sync::oneshot, time::Instant};
 
-use crate::{config::PoolConfig, error::Error};
+use crate::{config::PoolConfig, error::Error, priority::ProtocolPriority};
 
 /// Opens new outbound streams on one connection.
 pub trait StreamOpener: Send + Sync + 'static {
@@ -38,6 +38,17 @@ pub trait StreamOpener: Send + Sync + 'static {
     /// Opens and negotiates one stream. The future must finish on its own (the
     /// implementation bounds it with a timeout).
     fn open(&self) -> BoxFuture<'static, Result<Self::Stream, Error>>;
+
+    /// [`open`](Self::open) for a borrower waiting with `priority`: an
+    /// implementation that shares a limit between pools serves the higher
+    /// priorities first. Default: `open`.
+    fn open_with(
+        &self,
+        priority: ProtocolPriority,
+    ) -> BoxFuture<'static, Result<Self::Stream, Error>> {
+        let _ = priority;
+        self.open()
+    }
 
     /// Whether an idle stream can still be lent out, checked without waiting just
     /// before it is. A stream the remote reset or refused while it sat idle is
@@ -179,6 +190,7 @@ pub(crate) struct Load {
 
 struct Waiter<S> {
     id: u64,
+    priority: ProtocolPriority,
     tx: oneshot::Sender<Result<S, Error>>,
 }
 
@@ -329,8 +341,17 @@ impl<O: StreamOpener> SendStreamPool<O> {
     }
 
     /// Borrows a stream: an idle one at once, else the next one returned or opened,
-    /// waiting at most `borrow_timeout`.
+    /// waiting at most `borrow_timeout`. Waits in line with `Normal` priority.
     pub async fn borrow(self: &Arc<Self>) -> Result<PooledStream<O>, Error> {
+        self.borrow_with(ProtocolPriority::Normal).await
+    }
+
+    /// [`borrow`](Self::borrow), waiting in line with `priority`: a stream that
+    /// comes back goes to the highest-priority waiter, the oldest among equals.
+    pub async fn borrow_with(
+        self: &Arc<Self>,
+        priority: ProtocolPriority,
+    ) -> Result<PooledStream<O>, Error> {
         let (id, mut rx, opens) = loop {
             let taken = {
                 let mut st = self.state.lock();
@@ -345,7 +366,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
                         st.note_in_use();
                         Ok((stream, trusted, self.growth(&mut st)))
                     }
-                    None => Err(self.wait_in_line(&mut st)?),
+                    None => Err(self.wait_in_line(&mut st, priority)?),
                 }
             };
             match taken {
@@ -512,8 +533,13 @@ impl<O: StreamOpener> SendStreamPool<O> {
 
     /// Queues a borrower when no stream is idle: its ticket, the channel its
     /// stream will come on, and how many streams to open for the waiters; or
-    /// `PoolExhausted` when `max_waiters` live borrowers already wait.
-    fn wait_in_line(&self, st: &mut State<O::Stream>) -> Result<InLine<O::Stream>, Error> {
+    /// `PoolExhausted` when `max_waiters` live borrowers already wait. The queue
+    /// is kept in priority order, first come first served within a level.
+    fn wait_in_line(
+        &self,
+        st: &mut State<O::Stream>,
+        priority: ProtocolPriority,
+    ) -> Result<InLine<O::Stream>, Error> {
         if st.waiters.len() >= self.config.max_waiters {
             // Borrowers that gave up (their future was dropped) still sit in the
             // queue until served; clear them before refusing a live one.
@@ -528,7 +554,12 @@ impl<O: StreamOpener> SendStreamPool<O> {
         }
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        st.waiters.push_back(Waiter { id, tx });
+        let place = st
+            .waiters
+            .iter()
+            .position(|w| w.priority < priority)
+            .unwrap_or(st.waiters.len());
+        st.waiters.insert(place, Waiter { id, priority, tx });
         st.note_in_use();
         Ok((id, rx, self.opens_for_waiters(st)))
     }
@@ -586,13 +617,24 @@ impl<O: StreamOpener> SendStreamPool<O> {
     }
 
     fn spawn_opens(self: &Arc<Self>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // Opens are for the waiters (or growth, `Normal`): the first waiter's
+        // priority is the highest.
+        let priority = self
+            .state
+            .lock()
+            .waiters
+            .front()
+            .map_or(ProtocolPriority::Normal, |w| w.priority);
         for _ in 0..n {
             if let Some(stream) = self.take_reserved() {
                 self.opened(Ok(stream));
                 continue;
             }
             let pool = Arc::clone(self);
-            let open = self.opener.open();
+            let open = self.opener.open_with(priority);
             self.opener.spawn(Box::pin(async move {
                 let result = open.await;
                 pool.opened(result);
@@ -628,7 +670,8 @@ impl<O: StreamOpener> SendStreamPool<O> {
         }
     }
 
-    /// Gives `stream` to the oldest live waiter, else makes it idle, `trusted` if
+    /// Gives `stream` to the first live waiter (highest priority, then oldest),
+    /// else makes it idle, `trusted` if
     /// it comes back from a healthy write (see `State::trusted`).
     fn hand_over(st: &mut State<O::Stream>, mut stream: O::Stream, trusted: bool) {
         while let Some(w) = st.waiters.pop_front() {
@@ -975,6 +1018,47 @@ pub(crate) mod tests {
             0,
             "a timed-out waiter leaves the queue"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn returned_streams_go_to_the_highest_priority_waiter_then_the_oldest() {
+        use ProtocolPriority::{High, Low, Normal};
+        let pool = pool_with(FakeOpener::default(), 2, 2);
+        pool.init();
+        settle().await;
+        let mut held = vec![
+            pool.borrow().await.expect("borrow"),
+            pool.borrow().await.expect("borrow"),
+        ];
+        let served = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        // They queue in this order; each waits until it is surely in line.
+        for (name, priority) in [
+            ("low 1", Low),
+            ("normal", Normal),
+            ("high 1", High),
+            ("low 2", Low),
+            ("high 2", High),
+        ] {
+            let (pool, served) = (Arc::clone(&pool), Arc::clone(&served));
+            waiters.push(tokio::spawn(async move {
+                let stream = pool.borrow_with(priority).await.expect("served");
+                served.lock().push(name);
+                // Hand it on to the next waiter.
+                drop(stream);
+            }));
+            settle().await;
+        }
+        assert_eq!(pool.stats().waiters, 5);
+        held.pop();
+        for waiter in waiters {
+            waiter.await.expect("waiter");
+        }
+        assert_eq!(
+            *served.lock(),
+            ["high 1", "high 2", "normal", "low 1", "low 2"]
+        );
+        drop(held);
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId, swarm::ConnectionId};
-use liquid_p2p_core::{BlacklistEntry, Error, PoolStats, PooledStream, ReceiveCounts, codec};
+use liquid_p2p_core::{
+    BlacklistEntry, Error, PoolStats, PooledStream, ProtocolPriority, ReceiveCounts, codec,
+};
 
 use crate::{
     events::Events,
@@ -60,11 +62,12 @@ impl Control {
     ) -> Result<(), Error> {
         let payload = payload.as_ref();
         self.shared.check_message(peer, protocol, payload)?;
+        let priority = self.shared.registry.priority(protocol);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = async {
-                let mut stream = self.borrow_pooled(peer, Some(protocol)).await?;
+                let mut stream = self.borrow_pooled(peer, Some(protocol), priority).await?;
                 self.shared
                     .write_message(&mut stream, peer, protocol, payload)
                     .await
@@ -82,7 +85,19 @@ impl Control {
     /// Borrows one stream to `peer` for exclusive use: messages written through it
     /// arrive in the order written. Dropping it returns the stream to its pool.
     pub async fn borrow_stream(&self, peer: PeerId) -> Result<ExclusiveStream, Error> {
-        let stream = self.borrow_pooled(peer, None).await?;
+        self.borrow_stream_with_priority(peer, ProtocolPriority::Normal)
+            .await
+    }
+
+    /// [`borrow_stream`](Self::borrow_stream), waiting in line for a stream
+    /// with `priority` when none is free. The frames written through it go on
+    /// the wire with their own protocol's priority.
+    pub async fn borrow_stream_with_priority(
+        &self,
+        peer: PeerId,
+        priority: ProtocolPriority,
+    ) -> Result<ExclusiveStream, Error> {
+        let stream = self.borrow_pooled(peer, None, priority).await?;
         Ok(ExclusiveStream {
             stream,
             shared: Arc::clone(&self.shared),
@@ -91,12 +106,41 @@ impl Control {
         })
     }
 
-    /// Registers a local protocol; its messages arrive in the returned [`Inbox`].
+    /// Registers a local protocol with `Normal` send priority; its messages
+    /// arrive in the returned [`Inbox`].
     pub fn register_protocol(&self, protocol: impl Into<String>) -> Result<Inbox, Error> {
+        self.register_protocol_with_priority(protocol, ProtocolPriority::Normal)
+    }
+
+    /// Registers a local protocol whose messages this host sends with
+    /// `priority` (see [`ProtocolPriority`]); its messages arrive in the returned
+    /// [`Inbox`].
+    ///
+    /// Errors: `InvalidProtocol`, `ProtocolAlreadyRegistered`, `ShutDown`.
+    pub fn register_protocol_with_priority(
+        &self,
+        protocol: impl Into<String>,
+        priority: ProtocolPriority,
+    ) -> Result<Inbox, Error> {
         self.shared.lifecycle.check_open()?;
-        let inbox = self.shared.registry.register(protocol.into())?;
+        let inbox = self.shared.registry.register(protocol.into(), priority)?;
         self.shared.protocols_changed.notify_one();
         Ok(inbox)
+    }
+
+    /// Changes the send priority of a registered protocol. Sends that start
+    /// afterwards use it; a frame already being written keeps the old one.
+    ///
+    /// Errors: `ProtocolNotRegistered`, `ShutDown`.
+    pub fn set_priority(&self, protocol: &str, priority: ProtocolPriority) -> Result<(), Error> {
+        self.shared.lifecycle.check_open()?;
+        self.shared.registry.set_priority(protocol, priority)
+    }
+
+    /// The send priority of `protocol`: the one it is registered with, `Normal`
+    /// for a protocol not registered here.
+    pub fn priority(&self, protocol: &str) -> ProtocolPriority {
+        self.shared.registry.priority(protocol)
     }
 
     /// Unregisters a local protocol; later frames for it are counted as unknown.
@@ -211,6 +255,7 @@ impl Control {
         &self,
         peer: PeerId,
         protocol: Option<&str>,
+        priority: ProtocolPriority,
     ) -> Result<PooledStream<SwarmOpener>, Error> {
         self.shared.lifecycle.check_open()?;
         let pools = &self.shared.pools;
@@ -226,7 +271,7 @@ impl Control {
                 .requests
                 .try_send(Request::AddConnection { peer });
         }
-        best.pool.borrow().await
+        best.pool.borrow_with(priority).await
     }
 }
 

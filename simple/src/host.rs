@@ -32,7 +32,7 @@ use libp2p::{
         dummy,
     },
 };
-use liquid_p2p_core::{Config, DialFailure, Error};
+use liquid_p2p_core::{Config, DialFailure, Error, ProtocolPriority};
 use parking_lot::{Mutex, RwLock};
 use tokio::{
     sync::{mpsc, oneshot},
@@ -120,7 +120,7 @@ pub struct HostBuilder<B = dummy::Behaviour> {
     key_file: Option<PathBuf>,
     listen: Vec<Multiaddr>,
     required: Vec<Multiaddr>,
-    protocols: Vec<String>,
+    protocols: Vec<(String, ProtocolPriority)>,
     config: Config,
     make_behaviour: MakeBehaviour<B>,
 }
@@ -158,8 +158,18 @@ where
     /// Registers a protocol before the host starts, so that it is in the list sent to
     /// the very first peer and no early frame for it is skipped as unknown
     /// (repeatable). Take its inbox with [`Host::take_inbox`].
-    pub fn register_protocol(mut self, protocol: impl Into<String>) -> Self {
-        self.protocols.push(protocol.into());
+    pub fn register_protocol(self, protocol: impl Into<String>) -> Self {
+        self.register_protocol_with_priority(protocol, ProtocolPriority::Normal)
+    }
+
+    /// [`register_protocol`](Self::register_protocol) with a send priority (see
+    /// [`ProtocolPriority`]); change it later with [`Control::set_priority`].
+    pub fn register_protocol_with_priority(
+        mut self,
+        protocol: impl Into<String>,
+        priority: ProtocolPriority,
+    ) -> Self {
+        self.protocols.push((protocol.into(), priority));
         self
     }
 
@@ -235,8 +245,8 @@ where
         let config = self.config;
         let (mut liquid, control) = Behaviour::new(keypair.public().to_peer_id(), config.clone())?;
         let mut inboxes = HashMap::new();
-        for protocol in self.protocols {
-            let inbox = control.register_protocol(protocol.clone())?;
+        for (protocol, priority) in self.protocols {
+            let inbox = control.register_protocol_with_priority(protocol.clone(), priority)?;
             inboxes.insert(protocol, inbox);
         }
         for address in self.required {

@@ -80,8 +80,8 @@ pub use liquid_p2p_core::{
     AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch, Config,
     ConnectionId, DialFailure, Error, Event, EvictionReason, EvictionStrategy, ExchangeError,
     ExchangeFailure, FrameError, Lane, MAX_LANES, Message, PeerId, PeerLimit, PeerScope,
-    PolicyScope, PoolConfig, PoolStats, ReceiveCounts, RefusalReason, RemoteRefusal,
-    StreamOpenFailure, StreamScope, SupervisorConfig,
+    PolicyScope, PoolConfig, PoolStats, ProtocolPriority, ReceiveCounts, RefusalReason,
+    RemoteRefusal, StreamOpenFailure, StreamScope, SupervisorConfig, UnknownPriority,
 };
 pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};

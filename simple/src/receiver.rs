@@ -22,7 +22,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicIsize, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -30,7 +30,8 @@ use std::{
 use bytes::Bytes;
 use futures::AsyncWriteExt;
 use liquid_p2p_core::{
-    Error, Event, FrameError, FrameReader, MAX_PROTOCOL_LEN, Message, ReadError, ReceiveTicket,
+    Error, Event, FrameError, FrameReader, MAX_PROTOCOL_LEN, Message, ProtocolPriority, ReadError,
+    ReceiveTicket,
 };
 use parking_lot::RwLock;
 use tokio::{
@@ -136,10 +137,12 @@ pub(crate) struct Route {
     meter: Arc<InboxMeter>,
 }
 
-/// Counters and byte budget of one registered protocol's inbox; see
-/// [`InboxStats`] and the module docs.
+/// Counters and byte budget of one registered protocol's inbox (see
+/// [`InboxStats`] and the module docs), and the protocol's send priority.
 #[derive(Debug)]
 pub(crate) struct InboxMeter {
+    /// [`ProtocolPriority::index`] of the protocol's send priority.
+    priority: AtomicU8,
     received_messages: AtomicU64,
     received_bytes: AtomicU64,
     /// Messages held for the protocol: in the inbox, or decoded and waiting.
@@ -153,8 +156,9 @@ pub(crate) struct InboxMeter {
 }
 
 impl InboxMeter {
-    fn new(byte_budget: usize, host: Arc<Room>) -> Self {
+    fn new(byte_budget: usize, host: Arc<Room>, priority: ProtocolPriority) -> Self {
         Self {
+            priority: AtomicU8::new(priority.index() as u8),
             received_messages: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
             queued_messages: AtomicUsize::new(0),
@@ -221,9 +225,20 @@ impl InboxMeter {
         }
     }
 
+    fn priority(&self) -> ProtocolPriority {
+        ProtocolPriority::from_index(usize::from(self.priority.load(Ordering::Relaxed)))
+            .unwrap_or_default()
+    }
+
+    fn set_priority(&self, priority: ProtocolPriority) {
+        self.priority
+            .store(priority.index() as u8, Ordering::Relaxed);
+    }
+
     fn stats(&self, protocol: &str) -> InboxStats {
         InboxStats {
             protocol: protocol.to_owned(),
+            priority: self.priority(),
             received_messages: self.received_messages.load(Ordering::Relaxed),
             received_bytes: self.received_bytes.load(Ordering::Relaxed),
             queued_messages: self.queued_messages.load(Ordering::Relaxed),
@@ -248,6 +263,8 @@ pub struct InboxStats {
     pub queued_messages: usize,
     /// Their payload bytes.
     pub queued_bytes: usize,
+    /// The protocol's send priority.
+    pub priority: ProtocolPriority,
 }
 
 impl ProtocolRegistry {
@@ -260,14 +277,22 @@ impl ProtocolRegistry {
         }
     }
 
-    pub(crate) fn register(&self, protocol: String) -> Result<Inbox, Error> {
+    pub(crate) fn register(
+        &self,
+        protocol: String,
+        priority: ProtocolPriority,
+    ) -> Result<Inbox, Error> {
         validate_protocol(&protocol)?;
         let mut handlers = self.handlers.write();
         if handlers.contains_key(&protocol) {
             return Err(Error::ProtocolAlreadyRegistered { protocol });
         }
         let (tx, rx) = mpsc::channel(self.queue_len);
-        let meter = Arc::new(InboxMeter::new(self.byte_budget, Arc::clone(&self.host)));
+        let meter = Arc::new(InboxMeter::new(
+            self.byte_budget,
+            Arc::clone(&self.host),
+            priority,
+        ));
         let route = Route {
             name: Arc::from(protocol.as_str()),
             queue: tx,
@@ -289,6 +314,31 @@ impl ProtocolRegistry {
             .ok_or_else(|| Error::ProtocolNotRegistered {
                 protocol: protocol.to_owned(),
             })
+    }
+
+    /// Changes a registered protocol's send priority.
+    pub(crate) fn set_priority(
+        &self,
+        protocol: &str,
+        priority: ProtocolPriority,
+    ) -> Result<(), Error> {
+        let handlers = self.handlers.read();
+        let route = handlers
+            .get(protocol)
+            .ok_or_else(|| Error::ProtocolNotRegistered {
+                protocol: protocol.to_owned(),
+            })?;
+        route.meter.set_priority(priority);
+        Ok(())
+    }
+
+    /// The send priority of `protocol`: `Normal` unless it is registered with
+    /// another.
+    pub(crate) fn priority(&self, protocol: &str) -> ProtocolPriority {
+        self.handlers
+            .read()
+            .get(protocol)
+            .map_or(ProtocolPriority::Normal, |route| route.meter.priority())
     }
 
     pub(crate) fn route(&self, protocol: &str) -> Option<Route> {

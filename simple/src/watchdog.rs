@@ -29,8 +29,9 @@ use std::{
 use futures::{AsyncRead, AsyncWrite, Future};
 use liquid_p2p_core::WriteProgress;
 use liquid_p2p_core::{ConnectionId, Error, PeerId};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
+
+use crate::shared::Permit;
 
 /// Liveness and state of one connection.
 ///
@@ -113,7 +114,7 @@ pub(crate) struct MeteredStream {
     meter: Arc<ConnectionMeter>,
     /// A send stream's place in its connection's stream budget, given back when
     /// the stream is dropped; `None` for inbound streams.
-    _budget: Option<OwnedSemaphorePermit>,
+    _budget: Option<Permit>,
     /// A send stream's limit on a write that moves no byte (`send_timeout`).
     send_timeout: Option<Duration>,
     /// Made when a write or flush first finds no room; set anew at each wait,
@@ -160,7 +161,7 @@ impl MeteredStream {
     pub(crate) fn budgeted(
         inner: libp2p::Stream,
         meter: Arc<ConnectionMeter>,
-        budget: OwnedSemaphorePermit,
+        budget: Permit,
         send_timeout: Duration,
     ) -> Self {
         Self {

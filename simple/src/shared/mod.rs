@@ -21,6 +21,7 @@
 //! queue's, in `announce`. The pool manager, the event queue and the connection
 //! table call nothing while locked, so nothing takes these the other way round.
 
+mod budget;
 mod connections;
 mod lifecycle;
 
@@ -28,7 +29,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -36,13 +37,12 @@ use std::{
 use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, swarm::ConnectionId};
 use liquid_p2p_core::{
-    Blacklist, Config, Error, Event, ProtocolBook, ProtocolChange, ReceiveStreamManager,
-    RemoteRefusal, SendStreamPool, SendStreamPoolManager, StreamOpenFailure, StreamOpener,
-    StreamScope,
+    Blacklist, Config, Error, Event, ProtocolBook, ProtocolChange, ProtocolPriority,
+    ReceiveStreamManager, RemoteRefusal, SendStreamPool, SendStreamPoolManager, StreamOpenFailure,
+    StreamOpener, StreamScope,
 };
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
     events::EventBus,
@@ -53,6 +53,8 @@ use crate::{
     watchdog::{ConnectionMeter, MeteredStream},
 };
 
+pub(crate) use budget::Permit;
+use budget::StreamBudget;
 pub(crate) use connections::ConnectionTable;
 pub(crate) use lifecycle::Lifecycle;
 
@@ -481,64 +483,6 @@ impl Shared {
     }
 }
 
-/// The send streams one connection may hold, all its pools together
-/// (`pool.max_size`): each open stream holds a permit until it is dropped.
-struct StreamBudget {
-    permits: Arc<Semaphore>,
-    /// Opens waiting for a permit. While there are any, a stream coming back to
-    /// a pool that no borrower of its own waits for is closed
-    /// ([`StreamOpener::budget_wanted`]).
-    waiting: AtomicUsize,
-    /// How long an open waits for a permit: the borrow timeout, after which its
-    /// borrower has given up anyway.
-    wait: Duration,
-    /// Cancelled when the connection's pools close: waiting opens give up.
-    closed: CancellationToken,
-}
-
-impl StreamBudget {
-    fn new(max_streams: usize, wait: Duration) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(max_streams)),
-            waiting: AtomicUsize::new(0),
-            wait,
-            closed: CancellationToken::new(),
-        }
-    }
-
-    /// A permit for one more stream of `connection`: at once if the budget has
-    /// room, else by closing an idle stream of another pool of the connection,
-    /// else the first one a returning stream gives back.
-    async fn acquire(
-        &self,
-        shared: &Shared,
-        peer: PeerId,
-        connection: ConnectionId,
-    ) -> Result<OwnedSemaphorePermit, Error> {
-        let exhausted = || Error::StreamOpen {
-            peer,
-            reason: StreamOpenFailure::Exhausted,
-        };
-        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
-            return Ok(permit);
-        }
-        if shared.pools.reclaim_idle(&peer, connection)
-            && let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned()
-        {
-            return Ok(permit);
-        }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let acquired = tokio::select! {
-            acquired = tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_owned()) => {
-                acquired.ok().and_then(Result::ok).ok_or_else(exhausted)
-            }
-            _ = self.closed.cancelled() => Err(Error::PoolClosed { peer, connection }),
-        };
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        acquired
-    }
-}
-
 /// Opens streams of one connection by asking the behaviour (see the module docs).
 /// The connection's reserve and lanes hold clones; together they open at most
 /// `pool.max_size` streams (`budget`).
@@ -556,13 +500,20 @@ impl StreamOpener for SwarmOpener {
     type Stream = MeteredStream;
 
     fn open(&self) -> BoxFuture<'static, Result<MeteredStream, Error>> {
+        self.open_with(ProtocolPriority::Normal)
+    }
+
+    fn open_with(
+        &self,
+        priority: ProtocolPriority,
+    ) -> BoxFuture<'static, Result<MeteredStream, Error>> {
         let (peer, connection) = (self.peer, self.connection);
         let meter = Arc::clone(&self.meter);
         let shared = self.shared.clone();
         let budget = Arc::clone(&self.budget);
         Box::pin(async move {
             let shared = shared.upgrade().ok_or(Error::ShutDown)?;
-            let permit = budget.acquire(&shared, peer, connection).await?;
+            let permit = budget.acquire(&shared, peer, connection, priority).await?;
             let stream = shared.open_stream(peer, connection, PROTOCOL).await?;
             let send_timeout = shared.config.pool.send_timeout;
             Ok(MeteredStream::budgeted(stream, meter, permit, send_timeout))
