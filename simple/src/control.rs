@@ -69,7 +69,7 @@ impl Control {
             let result = async {
                 let mut stream = self.borrow_pooled(peer, Some(protocol), priority).await?;
                 self.shared
-                    .write_message(&mut stream, peer, protocol, payload)
+                    .write_message(&mut stream, peer, protocol, priority, payload)
                     .await
             }
             .await;
@@ -313,12 +313,14 @@ impl Shared {
         stream: &mut PooledStream<SwarmOpener>,
         peer: PeerId,
         protocol: &str,
+        priority: ProtocolPriority,
         payload: &[u8],
     ) -> Result<(), Error> {
         let mut write = stream.begin_write();
         let (io, pool) = write.stream_and_pool();
         // Cloned only when the stream writes for another pool than last time.
         io.follow(pool.progress());
+        io.set_priority(priority);
         let meter = Arc::clone(io.meter());
         let _in_flight = self.lifecycle.write_started();
         let compress = self.config.compress_min_size;
@@ -328,6 +330,7 @@ impl Shared {
         tokio::select! {
             biased;
             r = codec::write_frame(io, protocol, payload, compress) => {
+                io.frame_written();
                 if let Err(e) = r {
                     // Cut short by our own close of the connection (the watchdog's,
                     // or its pool's): say that, not the muxer's "connection is
@@ -397,9 +400,10 @@ impl ExclusiveStream {
                 ),
             ));
         }
+        let priority = self.shared.registry.priority(protocol);
         let result = self
             .shared
-            .write_message(&mut self.stream, self.peer, protocol, payload)
+            .write_message(&mut self.stream, self.peer, protocol, priority, payload)
             .await;
         self.broken = result.is_err();
         result

@@ -154,6 +154,7 @@ pub fn build(keypair: &Keypair, config: &Config) -> Result<Boxed<(PeerId, Stream
         tcp::Config::default().nodelay(true),
     ))
     .and_then(move |socket, endpoint| {
+        limit_unsent(&socket);
         upgrade(socket, endpoint, noise.clone(), yamux.clone(), guards)
     })
     .map_err(|e| e.into_inner());
@@ -181,6 +182,27 @@ fn quic_transport(keypair: &Keypair, config: &Config) -> Boxed<(PeerId, StreamMu
     quic::tokio::Transport::new(q)
         .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)))
         .boxed()
+}
+
+/// Bytes of a TCP connection the kernel may hold unsent (`TCP_NOTSENT_LOWAT`).
+///
+/// Without a limit the kernel takes megabytes from the muxer when the receiver
+/// is slower than the sender, and a frame of a high-priority protocol then
+/// waits behind all of them, whatever order the muxer wrote in. With it, the
+/// socket reports room only when fewer bytes than this wait, so bytes queue in
+/// the muxer, where priorities and per-stream fairness apply, and the kernel
+/// keeps just enough to fill the link until the next write.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+
+/// Sets [`NOTSENT_LOWAT`] on `socket` where the platform has it; a failure
+/// only costs priority on the wire, so it is logged, not returned.
+fn limit_unsent(socket: &libp2p::tcp::tokio::TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket2::SockRef::from(&socket.0).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+        tracing::debug!(%error, "TCP_NOTSENT_LOWAT not set");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = socket;
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -14,21 +14,30 @@
 //! Send streams also bound a write that moves no byte (`pool.send_timeout`): the
 //! receiver is not reading that protocol, and the write fails with
 //! [`NoProgress`] instead of waiting for ever.
+//!
+//! And they put the bytes of higher-priority protocols on the wire first
+//! ([`WriteGate`]): a frame is handed to the muxer in slices of at most
+//! [`SLICE`] bytes, and before each slice a writer whose protocol has a lower
+//! priority than one being written on the same connection pauses until that
+//! write is done. A writer waiting for room (its stream's window is shut: its
+//! receiver is not reading) does not count as writing, so a stalled `High`
+//! protocol never holds the others back. Order within a stream is untouched: a
+//! paused writer resumes where it stopped.
 
 use std::{
     io,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use futures::{AsyncRead, AsyncWrite, Future};
-use liquid_p2p_core::WriteProgress;
-use liquid_p2p_core::{ConnectionId, Error, PeerId};
+use liquid_p2p_core::{ConnectionId, Error, PeerId, ProtocolPriority, WriteProgress};
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::shared::Permit;
@@ -47,6 +56,72 @@ pub(crate) struct ConnectionMeter {
     stalled_after: std::sync::OnceLock<Duration>,
     /// Cancelled when the connection closes or stalls.
     closed: CancellationToken,
+    /// Which priorities are writing on the connection.
+    gate: WriteGate,
+}
+
+/// Most bytes a send stream hands its muxer in one write: between two slices, a
+/// lower-priority writer checks the [`WriteGate`]. yamux cuts data frames at 16 KiB
+/// anyway; QUIC would take a whole frame at once.
+pub(crate) const SLICE: usize = 64 * 1024;
+
+/// Which priorities are writing on one connection, so that lower ones pause
+/// between slices (see the module docs).
+///
+/// `Low` writers are not counted: nothing waits for them. The hot path is one
+/// atomic add when a `Normal` or `High` writer starts and one when it stops,
+/// and a load or two before each slice of a lower one.
+#[derive(Debug, Default)]
+pub(crate) struct WriteGate {
+    /// Writers of each priority (by index) writing now: polled, and not waiting
+    /// for room.
+    writing: [AtomicUsize; 3],
+    /// Writers paused for a higher priority, woken when a level stops writing.
+    paused: Mutex<Vec<Waker>>,
+    any_paused: AtomicBool,
+}
+
+impl WriteGate {
+    fn start(&self, priority: ProtocolPriority) {
+        if priority > ProtocolPriority::Low {
+            self.writing[priority.index()].fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn stop(&self, priority: ProtocolPriority) {
+        if priority > ProtocolPriority::Low
+            && self.writing[priority.index()].fetch_sub(1, Ordering::SeqCst) == 1
+            && self.any_paused.load(Ordering::SeqCst)
+        {
+            let paused = {
+                let mut paused = self.paused.lock();
+                self.any_paused.store(false, Ordering::SeqCst);
+                std::mem::take(&mut *paused)
+            };
+            // Each checks again; one still behind a writing level pauses again.
+            paused.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// Whether a writer of `priority` must let a higher one go first.
+    fn must_wait(&self, priority: ProtocolPriority) -> bool {
+        self.writing[priority.index() + 1..]
+            .iter()
+            .any(|n| n.load(Ordering::SeqCst) > 0)
+    }
+
+    /// Pauses a writer of `priority` until a level stops writing; false if it
+    /// need not wait after all (the higher writer stopped meanwhile).
+    fn pause(&self, priority: ProtocolPriority, waker: &Waker) -> bool {
+        {
+            let mut paused = self.paused.lock();
+            if !paused.iter().any(|w| w.will_wake(waker)) {
+                paused.push(waker.clone());
+            }
+            self.any_paused.store(true, Ordering::SeqCst);
+        }
+        self.must_wait(priority)
+    }
 }
 
 impl ConnectionMeter {
@@ -57,6 +132,7 @@ impl ConnectionMeter {
             traffic: AtomicBool::new(false),
             stalled_after: std::sync::OnceLock::new(),
             closed: CancellationToken::new(),
+            gate: WriteGate::default(),
         })
     }
 
@@ -125,6 +201,10 @@ pub(crate) struct MeteredStream {
     pool: Option<(Arc<WriteProgress>, u64)>,
     /// A write or flush is waiting for room (counted in the pool's waiters).
     waiting: bool,
+    /// The priority of the frame being written (a send stream's).
+    priority: ProtocolPriority,
+    /// Counted as writing in the connection's [`WriteGate`].
+    writing: bool,
 }
 
 /// The error of a write that moved no byte for `after` (see `send_timeout`):
@@ -153,6 +233,8 @@ impl MeteredStream {
             no_progress: None,
             pool: None,
             waiting: false,
+            priority: ProtocolPriority::Normal,
+            writing: false,
         }
     }
 
@@ -172,6 +254,8 @@ impl MeteredStream {
             no_progress: None,
             pool: None,
             waiting: false,
+            priority: ProtocolPriority::Normal,
+            writing: false,
         }
     }
 
@@ -186,6 +270,41 @@ impl MeteredStream {
             self.stop_waiting();
             self.pool = Some((Arc::clone(pool), pool.ticks()));
         }
+    }
+
+    /// The frame written next has `priority` on the wire (see [`WriteGate`]).
+    pub(crate) fn set_priority(&mut self, priority: ProtocolPriority) {
+        if self.priority != priority {
+            self.frame_written();
+            self.priority = priority;
+        }
+    }
+
+    /// The frame is written (or given up): the stream no longer counts as
+    /// writing.
+    pub(crate) fn frame_written(&mut self) {
+        if std::mem::take(&mut self.writing) {
+            self.meter.gate.stop(self.priority);
+        }
+    }
+
+    /// Before a slice: pauses while a higher priority writes on the connection,
+    /// else counts the stream as writing.
+    fn wait_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let gate = &self.meter.gate;
+        if self.priority < ProtocolPriority::High && gate.must_wait(self.priority) {
+            if std::mem::take(&mut self.writing) {
+                gate.stop(self.priority);
+            }
+            if gate.pause(self.priority, cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+        if !self.writing {
+            self.writing = true;
+            gate.start(self.priority);
+        }
+        Poll::Ready(())
     }
 
     fn stop_waiting(&mut self) {
@@ -296,6 +415,7 @@ impl AsyncRead for MeteredStream {
 impl Drop for MeteredStream {
     fn drop(&mut self) {
         self.stop_waiting();
+        self.frame_written();
     }
 }
 
@@ -306,7 +426,20 @@ impl AsyncWrite for MeteredStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if this.send_timeout.is_none() {
+            // Not a send stream: no priority, no deadline.
+            let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+            return track(&this.meter, poll);
+        }
+        if this.wait_turn(cx).is_pending() {
+            return this.deadline(cx, Poll::Pending);
+        }
+        let slice = &buf[..buf.len().min(SLICE)];
+        let poll = Pin::new(&mut this.inner).poll_write(cx, slice);
+        if poll.is_pending() {
+            // Waiting for room is not writing: lower priorities may go.
+            this.frame_written();
+        }
         let poll = track(&this.meter, poll);
         this.deadline(cx, poll)
     }
@@ -328,6 +461,55 @@ mod tests {
 
     fn meter() -> Arc<ConnectionMeter> {
         ConnectionMeter::new(PeerId::random(), ConnectionId::new_unchecked(1))
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn lower_priorities_wait_while_a_higher_one_writes_and_are_woken_when_it_stops() {
+        use ProtocolPriority::{High, Low, Normal};
+        let gate = WriteGate::default();
+        assert!(!gate.must_wait(Low) && !gate.must_wait(Normal) && !gate.must_wait(High));
+
+        gate.start(Low);
+        assert!(!gate.must_wait(Normal), "nothing waits for a low writer");
+        gate.start(Normal);
+        assert!(gate.must_wait(Low) && !gate.must_wait(Normal));
+        gate.start(High);
+        assert!(gate.must_wait(Low) && gate.must_wait(Normal) && !gate.must_wait(High));
+
+        let (low, normal) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
+        assert!(gate.pause(Low, &Waker::from(Arc::clone(&low))));
+        assert!(gate.pause(Normal, &Waker::from(Arc::clone(&normal))));
+        assert!(
+            gate.pause(Low, &Waker::from(Arc::clone(&low))),
+            "pausing twice keeps one waker"
+        );
+        assert_eq!(gate.paused.lock().len(), 2);
+
+        // The high writer stops: both are woken; the low one finds the normal
+        // writer still going and pauses again.
+        gate.stop(High);
+        assert_eq!(low.0.load(Ordering::SeqCst), 1);
+        assert_eq!(normal.0.load(Ordering::SeqCst), 1);
+        assert!(!gate.must_wait(Normal));
+        assert!(gate.pause(Low, &Waker::from(Arc::clone(&low))));
+        gate.stop(Normal);
+        assert_eq!(low.0.load(Ordering::SeqCst), 2);
+        assert!(!gate.must_wait(Low));
+        assert!(
+            !gate.pause(Low, &Waker::from(Arc::clone(&low))),
+            "nothing higher writes: no pause"
+        );
+        gate.stop(Low);
     }
 
     #[test]
