@@ -793,7 +793,7 @@ impl Behaviour {
         }
     }
 
-    /// Closes liquid connections with neither an answered ping nor bytes moved
+    /// Closes liquid connections with neither an answered ping nor bytes read
     /// for `ping_interval + ping_timeout`.
     fn close_silent_connections(&mut self) {
         let now = Instant::now();
@@ -817,7 +817,7 @@ impl Behaviour {
             // Not a reason to close by itself: on a slow link a ping waits
             // behind the data queued before it and times out while the peer
             // keeps delivering. The liveness table closes the connection if
-            // neither pings nor bytes come back (`close_silent_connections`).
+            // neither pongs nor bytes come back (`close_silent_connections`).
             Err(error) => {
                 let (peer, connection) = (event.peer, event.connection);
                 tracing::debug!(%peer, %connection, %error, "ping failed");

@@ -8,16 +8,20 @@
 //! This table tracks the last sign of life of each connection instead, and names
 //! the connections without one for `ping_interval + ping_timeout`.
 //!
-//! A sign of life is an answered ping or bytes moved on one of the connection's
+//! A sign of life is an answered ping or bytes read from one of the connection's
 //! message streams (the connection meters of `watchdog.rs`, read at every check).
-//! Pings alone are not enough: they share the connection's queues with the data, so
-//! on a slow link with a deep send queue (5 % loss, 100 ms round trip and TCP reno
-//! give 50–70 KB/s, and a few hundred KB wait in the socket buffer and yamux) a
-//! ping takes longer than its timeout while the peer's data keeps arriving, and
-//! closing that connection lost the messages queued on it. Bytes moving are not
-//! proof that the peer's process runs (its kernel acknowledges what fits its buffers
-//! and flow-control windows), so a peer that stops mid-transfer is found once those
-//! are full and the limit has passed, rather than the limit after its last ping.
+//! Bytes we write are not one: the kernel and the flow-control windows take them
+//! from a peer whose process has stopped, so a host that keeps sending to a dead
+//! peer would otherwise keep it "alive" until its windows fill, which at a
+//! consensus node's few messages a second is never.
+//!
+//! Pings alone are not enough for a peer that sends us data: on a slow link its
+//! pongs wait behind that data in its send queue and time out while the data keeps
+//! arriving; its reads keep it alive. Our own pings wait behind our data too, but
+//! only behind what the muxer's fairness and `TCP_NOTSENT_LOWAT` (transport.rs)
+//! let queue ahead of them: 128 KiB in the kernel and a frame per busy stream, a
+//! few seconds on the slowest link the chaos checks use (5 % loss, 100 ms round
+//! trip, TCP reno), well inside the ping timeout.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -44,7 +48,7 @@ impl Liveness {
         self.last_seen.insert(connection, (peer, now));
     }
 
-    /// A ping on `connection` was answered, or bytes moved on it.
+    /// A ping on `connection` was answered, or bytes were read from it.
     pub(crate) fn answered(&mut self, connection: ConnectionId, now: Instant) {
         if let Some((_, at)) = self.last_seen.get_mut(&connection) {
             *at = now;

@@ -6,10 +6,11 @@
 //! bytes since the last liveness check, a token cancelled when it closes, and
 //! whether it closed because it stalled, so that writes cut short say so.
 //!
-//! Bytes moving on a message stream tell the host's liveness check that the peer
-//! is alive, as well as an answered ping does; on a slow, busy link they are the
-//! only proof, because the pings wait in the same queues as the data (see
-//! `liveness.rs`).
+//! Bytes read from a message stream tell the host's liveness check that the peer
+//! is alive, as well as an answered ping does; on a slow, busy link they may be
+//! the only proof, because the peer's pongs wait behind its data (see
+//! `liveness.rs`). Bytes we write prove nothing: the kernel and the flow-control
+//! windows take them from a peer that has stopped.
 //!
 //! Send streams also bound a write that moves no byte (`pool.send_timeout`): the
 //! receiver is not reading that protocol, and the write fails with
@@ -50,7 +51,7 @@ use crate::shared::Permit;
 pub(crate) struct ConnectionMeter {
     peer: PeerId,
     connection: ConnectionId,
-    /// Set whenever bytes move; cleared by each liveness check (`take_traffic`).
+    /// Set whenever bytes are read; cleared by each liveness check (`take_traffic`).
     traffic: AtomicBool,
     /// Set when the muxer found the connection stalled: after how long.
     stalled_after: std::sync::OnceLock<Duration>,
@@ -136,9 +137,9 @@ impl ConnectionMeter {
         })
     }
 
-    /// Bytes moved on one of the connection's streams: a sign of life of the
+    /// Bytes read from one of the connection's streams: a sign of life of the
     /// peer for the liveness check.
-    fn bytes_moved(&self) {
+    fn bytes_read(&self) {
         // A load first: while the flag is set, streams on other cores do not keep
         // taking the cache line from each other.
         if !self.traffic.load(Ordering::Relaxed) {
@@ -146,7 +147,7 @@ impl ConnectionMeter {
         }
     }
 
-    /// Whether bytes moved since the last call. Called by the host's liveness
+    /// Whether bytes were read since the last call. Called by the host's liveness
     /// check, which counts it like an answered ping.
     pub(crate) fn take_traffic(&self) -> bool {
         self.traffic.swap(false, Ordering::Relaxed)
@@ -183,7 +184,7 @@ impl ConnectionMeter {
     }
 }
 
-/// A libp2p stream that reports moved bytes to its connection's meter.
+/// A libp2p stream that reports bytes read to its connection's meter.
 #[derive(Debug)]
 pub(crate) struct MeteredStream {
     inner: libp2p::Stream,
@@ -395,7 +396,7 @@ fn track(meter: &ConnectionMeter, poll: Poll<io::Result<usize>>) -> Poll<io::Res
     if let Poll::Ready(Ok(n)) = &poll
         && *n > 0
     {
-        meter.bytes_moved();
+        meter.bytes_read();
     }
     poll
 }
@@ -428,8 +429,7 @@ impl AsyncWrite for MeteredStream {
         let this = &mut *self;
         if this.send_timeout.is_none() {
             // Not a send stream: no priority, no deadline.
-            let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-            return track(&this.meter, poll);
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         if this.wait_turn(cx).is_pending() {
             return this.deadline(cx, Poll::Pending);
@@ -440,7 +440,6 @@ impl AsyncWrite for MeteredStream {
             // Waiting for room is not writing: lower priorities may go.
             this.frame_written();
         }
-        let poll = track(&this.meter, poll);
         this.deadline(cx, poll)
     }
 

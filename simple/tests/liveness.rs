@@ -14,7 +14,7 @@ use std::{
 
 use common::*;
 use futures::{AsyncWriteExt, StreamExt};
-use liquid_p2p::{Config, Event, PROTOCOL, libp2p, low_level::codec::encode_header};
+use liquid_p2p::{Config, Event, PROTOCOL, PoolConfig, libp2p, low_level::codec::encode_header};
 use tokio::time::Instant;
 
 const PROTO: &str = "/test/saturate/1";
@@ -171,6 +171,76 @@ async fn a_peer_whose_pings_time_out_stays_connected_while_its_messages_arrive()
     );
     holder.abort();
     host.shutdown().await;
+}
+
+/// A peer that stops (here a relay between the hosts stops moving bytes, as the
+/// socket of a stopped process would) is found dead `ping_interval +
+/// ping_timeout` after its last sign of life, although the host keeps writing small
+/// messages to it all along: bytes written are no sign of life (the kernel and the
+/// stream windows keep taking them for many seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_is_found_while_we_keep_writing_to_it() {
+    let config = Config::default()
+        .with_ping_interval(Duration::from_millis(500))
+        .with_ping_timeout(Duration::from_secs(1))
+        // What closes the connection must be the liveness check.
+        .with_stall_timeout(Duration::from_secs(60))
+        .with_pool(PoolConfig::default().with_send_timeout(Duration::from_secs(60)));
+    let limit = config.ping_interval + config.ping_timeout;
+    let a = host(config.clone()).await;
+    let b = host(config).await;
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    tokio::spawn(async move { while inbox.recv().await.is_some() {} });
+    let frozen = Arc::new(AtomicBool::new(false));
+    let relay = freezable_relay(([127, 0, 0, 1], tcp_port(&a)).into(), Arc::clone(&frozen)).await;
+    let a_id = a.local_peer_id();
+    b.dial(address(relay, a_id))
+        .await
+        .expect("dial through the relay");
+    wait_until(Duration::from_secs(5), || {
+        b.control().peer_protocols(&a_id).is_some()
+    })
+    .await;
+    let mut events = b.control().events();
+    // 50 messages a second, far from filling the windows.
+    let writer = tokio::spawn({
+        let control = b.control().clone();
+        async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(20));
+            let mut written = 0u32;
+            loop {
+                ticks.tick().await;
+                if control.send(a_id, PROTO, [5u8; 300]).await.is_err() {
+                    return written;
+                }
+                written += 1;
+            }
+        }
+    });
+    tokio::time::sleep(limit * 2).await;
+    assert!(
+        events
+            .try_recv()
+            .is_none_or(|e| !matches!(e, Event::ConnectionClosed { .. })),
+        "closed while healthy"
+    );
+    frozen.store(true, Ordering::Relaxed);
+    let frozen_at = Instant::now();
+    wait_for(
+        &mut events,
+        limit + Duration::from_secs(3),
+        |e| matches!(e, Event::ConnectionClosed { peer, .. } if *peer == a_id),
+    )
+    .await;
+    // Not sooner than the limit after the last answered ping, which may have
+    // come up to a ping interval before the freeze: no lower bound here beyond
+    // "not while healthy", checked above.
+    let found_after = frozen_at.elapsed();
+    let writes = writer.await.expect("writer");
+    assert!(writes > 0, "the host wrote to the dead peer meanwhile");
+    println!("dead peer found {found_after:?} after it stopped");
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

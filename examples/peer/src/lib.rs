@@ -11,7 +11,8 @@
 use std::{fmt, str::FromStr};
 
 use liquid_p2p::{
-    ConnectionId, Event, InboxStats, PeerId, PoolStats, ReceiveCounts, libp2p::Multiaddr,
+    ConnectionId, Event, InboxStats, PeerId, PoolStats, ProtocolPriority, ReceiveCounts,
+    libp2p::Multiaddr,
 };
 use serde::Serialize;
 
@@ -49,6 +50,14 @@ pub enum Command {
     Pause(String),
     /// `resume <protocol>`: take its messages again.
     Resume(String),
+    /// `priority <protocol> <high|normal|low>`: the send priority of a
+    /// registered protocol.
+    Priority {
+        /// The protocol.
+        protocol: String,
+        /// Its new priority.
+        priority: ProtocolPriority,
+    },
     /// `dial <multiaddr>`.
     Dial(Multiaddr),
     /// `peers`.
@@ -86,8 +95,8 @@ impl std::error::Error for CommandError {}
 
 /// The commands and their arguments, for error messages and `--help`.
 pub const COMMAND_USAGE: &str = "send <peer-id|*> <protocol> <text...> | register <protocol> | \
-     unregister <protocol> | pause <protocol> | resume <protocol> | dial <multiaddr> | peers | \
-     stats | \
+     unregister <protocol> | pause <protocol> | resume <protocol> | \
+     priority <protocol> <high|normal|low> | dial <multiaddr> | peers | stats | \
      flood <peer-id|*> <protocol> <count> <size> | quit";
 
 /// Most messages one `flood` may send to each recipient.
@@ -197,6 +206,21 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
         "resume" => Ok(Some(Command::Resume(
             single_argument(name, "protocol", rest)?.to_owned(),
         ))),
+        "priority" => {
+            let usage = || CommandError("usage: priority <protocol> <high|normal|low>".into());
+            let mut tokens = rest.split_whitespace();
+            let (Some(protocol), Some(level), None) = (tokens.next(), tokens.next(), tokens.next())
+            else {
+                return Err(usage());
+            };
+            let priority = level
+                .parse()
+                .map_err(|e: liquid_p2p::UnknownPriority| CommandError(e.to_string()))?;
+            Ok(Some(Command::Priority {
+                protocol: protocol.to_owned(),
+                priority,
+            }))
+        }
         "dial" => {
             let address = single_argument(name, "multiaddr", rest)?;
             let address = Multiaddr::from_str(address)
@@ -354,6 +378,13 @@ pub enum Output {
     Resumed {
         /// The protocol.
         protocol: String,
+    },
+    /// Reply to `priority`.
+    Priority {
+        /// The protocol.
+        protocol: String,
+        /// Its send priority now: `high`, `normal` or `low`.
+        priority: String,
     },
     /// A send (of `send` or `flood`) failed for lack of room at the receiver:
     /// the peer took no byte of it for `after_ms` (it is not reading that
@@ -615,6 +646,8 @@ pub struct ProtocolLine {
     pub queued_bytes: usize,
     /// Whether `pause` stopped taking its messages.
     pub paused: bool,
+    /// Its send priority: `high`, `normal` or `low`.
+    pub priority: String,
 }
 
 impl ProtocolLine {
@@ -627,6 +660,7 @@ impl ProtocolLine {
             queued_messages: stats.queued_messages,
             queued_bytes: stats.queued_bytes,
             paused,
+            priority: stats.priority.to_string(),
         }
     }
 }
@@ -900,6 +934,7 @@ impl Output {
             Self::Unregistered { protocol } => format!("unregistered {protocol}"),
             Self::Paused { protocol } => format!("paused {protocol}"),
             Self::Resumed { protocol } => format!("resumed {protocol}"),
+            Self::Priority { protocol, priority } => format!("priority of {protocol}: {priority}"),
             Self::Backpressure {
                 peer,
                 protocol,
@@ -1110,6 +1145,23 @@ mod tests {
         assert_eq!(parse("pause /a/1"), Command::Pause("/a/1".into()));
         assert_eq!(parse("resume /a/1\n"), Command::Resume("/a/1".into()));
         assert!(parse_command("pause").is_err());
+        assert_eq!(
+            parse("priority /a/1 high"),
+            Command::Priority {
+                protocol: "/a/1".into(),
+                priority: ProtocolPriority::High,
+            }
+        );
+        assert_eq!(
+            parse("priority /a/1 Low"),
+            Command::Priority {
+                protocol: "/a/1".into(),
+                priority: ProtocolPriority::Low,
+            }
+        );
+        assert!(parse_command("priority /a/1").is_err());
+        assert!(parse_command("priority /a/1 urgent").is_err());
+        assert!(parse_command("priority /a/1 high extra").is_err());
         assert!(parse_command("resume /a /b").is_err());
         assert_eq!(parse("stats"), Command::Stats);
         assert_eq!(parse("quit\n"), Command::Quit);
@@ -1223,6 +1275,13 @@ mod tests {
                 protocol: "/a/1".into()
             }),
             json!({"event": "resumed", "protocol": "/a/1"})
+        );
+        assert_eq!(
+            json_of(&Output::Priority {
+                protocol: "/a/1".into(),
+                priority: ProtocolPriority::High.to_string(),
+            }),
+            json!({"event": "priority", "protocol": "/a/1", "priority": "high"})
         );
         assert_eq!(
             json_of(&Output::Backpressure {

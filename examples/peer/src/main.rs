@@ -9,6 +9,7 @@
 //! peer [--listen MULTIADDR]... [--key-file PATH] [--dial MULTIADDR]...
 //!      [--required MULTIADDR]... [--protocol ID]... [--json]
 //!      [--max-backoff-ms MS] [--check-interval-ms MS] [--quiet-messages]
+//!      [--queue-len N] [--send-timeout-ms MS] [--priority PROTOCOL=LEVEL]...
 //! ```
 
 use std::{
@@ -25,7 +26,7 @@ use std::{
 
 use clap::Parser;
 use futures::{StreamExt, future::join_all};
-use liquid_p2p::{Config, Error, Event, Host, Inbox, PeerId, libp2p::Multiaddr};
+use liquid_p2p::{Config, Error, Event, Host, Inbox, PeerId, ProtocolPriority, libp2p::Multiaddr};
 use liquid_p2p_examples::shutdown_signal;
 use liquid_p2p_peer::{
     Command, DEFAULT_PROTOCOL, Output, ProtocolLine, Stats, Target, flood_payload, parse_command,
@@ -44,6 +45,9 @@ Commands (stdin, one per line):
   send <peer-id|*> <protocol> <text...>   send the rest of the line; * = every connected peer
   register <protocol>                     start receiving <protocol>
   unregister <protocol>                   stop receiving <protocol>
+  pause <protocol>                        stop taking <protocol>'s messages (a slow consumer)
+  resume <protocol>                       take them again
+  priority <protocol> <high|normal|low>   send priority of a registered <protocol>
   dial <multiaddr>                        connect to a peer
   peers                                   list connected peers
   stats                                   pool, inbound-stream, task and received counts
@@ -58,7 +62,7 @@ gracefully.
 
 Output (--json): one JSON object per line, with an \"event\" field: listening,
 connected, disconnected, message, error, peers, sent, registered, unregistered,
-dialed, stats, flood_done, and every other host event in snake_case (connection_established,
+paused, resumed, priority, backpressure, dialed, stats, flood_done, and every other host event in snake_case (connection_established,
 connection_closed, dial_failed, stream_refused, protocol_error, unknown_protocol,
 connection_stalled, events_dropped).";
 
@@ -120,6 +124,24 @@ struct Args {
     /// Default: 60000.
     #[arg(long = "send-timeout-ms", value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     send_timeout_ms: Option<u64>,
+
+    /// Send priority of a protocol, `high`, `normal` or `low` (repeatable), applied
+    /// whenever PROTOCOL is registered (by --protocol or `register`). Default:
+    /// normal.
+    #[arg(long = "priority", value_name = "PROTOCOL=LEVEL", value_parser = parse_priority)]
+    priority: Vec<(String, ProtocolPriority)>,
+}
+
+/// A `--priority` value: `PROTOCOL=LEVEL`.
+fn parse_priority(value: &str) -> Result<(String, ProtocolPriority), String> {
+    let (protocol, level) = value
+        .rsplit_once('=')
+        .ok_or_else(|| format!("`{value}`: expected PROTOCOL=LEVEL"))?;
+    if protocol.is_empty() {
+        return Err(format!("`{value}`: the protocol is empty"));
+    }
+    let level = level.parse().map_err(|e| format!("`{value}`: {e}"))?;
+    Ok((protocol.to_owned(), level))
 }
 
 /// Messages received on every registered protocol since start.
@@ -141,6 +163,18 @@ struct Node {
     /// Registered protocols, each with the switch its inbox task follows:
     /// `true` while paused.
     inboxes: parking_lot::Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Send priorities from `--priority`, applied when a protocol is registered.
+    priorities: HashMap<String, ProtocolPriority>,
+}
+
+impl Node {
+    /// Registers `protocol` with its `--priority` (normal if none).
+    fn register(&self, protocol: &str) -> Result<Inbox, Error> {
+        let priority = self.priorities.get(protocol).copied().unwrap_or_default();
+        self.host
+            .control()
+            .register_protocol_with_priority(protocol, priority)
+    }
 }
 
 /// Writes output lines to stdout, one whole line at a time, flushed.
@@ -224,11 +258,11 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
         quiet_messages: args.quiet_messages,
         floods: AtomicU64::new(0),
         inboxes: parking_lot::Mutex::default(),
+        priorities: args.priority.into_iter().collect(),
     });
     for protocol in &protocols {
-        let inbox = host
-            .control()
-            .register_protocol(protocol.as_str())
+        let inbox = node
+            .register(protocol)
             .map_err(|e| format!("cannot register protocol `{protocol}`: {e}"))?;
         spawn_inbox(&node, inbox);
     }
@@ -438,7 +472,7 @@ async fn execute(node: &Node, command: Command) {
                 }
             }
         }
-        Command::Register(protocol) => match host.control().register_protocol(protocol.as_str()) {
+        Command::Register(protocol) => match node.register(&protocol) {
             Ok(inbox) => {
                 spawn_inbox(node, inbox);
                 printer.print(&Output::Registered { protocol });
@@ -455,6 +489,15 @@ async fn execute(node: &Node, command: Command) {
         },
         Command::Pause(protocol) => set_paused(node, protocol, true),
         Command::Resume(protocol) => set_paused(node, protocol, false),
+        Command::Priority { protocol, priority } => {
+            match host.control().set_priority(&protocol, priority) {
+                Ok(()) => printer.print(&Output::Priority {
+                    protocol,
+                    priority: priority.to_string(),
+                }),
+                Err(e) => printer.print(&Output::error(format!("priority {protocol}: {e}"))),
+            }
+        }
         Command::Dial(address) => dial(host, address, printer).await,
         Command::Peers => {
             let mut peers: Vec<String> = host

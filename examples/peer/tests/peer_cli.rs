@@ -322,3 +322,58 @@ fn a_paused_protocol_queues_its_messages_and_its_sender_hears_backpressure() {
     b.quit();
     a.quit();
 }
+
+#[test]
+fn priorities_come_from_the_flag_change_at_run_time_and_show_in_stats() {
+    let mut a = Peer::start_json(&[
+        "--protocol",
+        "/votes/1",
+        "--protocol",
+        "/blocks/1",
+        "--priority",
+        "/votes/1=high",
+        "--priority",
+        "/blocks/1=LOW",
+    ]);
+    a.listening();
+    // (protocol, priority) of each `stats.per_protocol` entry, sorted by protocol.
+    let priorities = |a: &mut Peer| -> Vec<(String, String)> {
+        a.command("stats");
+        let stats = a.expect_event("stats");
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        stats["per_protocol"]
+            .as_array()
+            .expect("per_protocol")
+            .iter()
+            .map(|l| (text(&l["protocol"]), text(&l["priority"])))
+            .collect()
+    };
+    let pair = |p: &str, l: &str| (p.to_owned(), l.to_owned());
+    assert_eq!(
+        priorities(&mut a),
+        [pair("/blocks/1", "low"), pair("/votes/1", "high")]
+    );
+    a.command("priority /blocks/1 normal");
+    let line = a.expect_event("priority");
+    assert_eq!(line["protocol"], "/blocks/1");
+    assert_eq!(line["priority"], "normal");
+    assert_eq!(
+        priorities(&mut a),
+        [pair("/blocks/1", "normal"), pair("/votes/1", "high")]
+    );
+    a.command("priority /not/registered high");
+    assert!(
+        a.expect_event("error")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not registered")),
+    );
+    a.command("priority /votes/1 urgent");
+    a.expect_event("error");
+    a.quit();
+
+    for bad in ["/votes/1", "/votes/1=urgent", "=high"] {
+        let mut peer = Peer::start(&["--priority", bad]);
+        let status = peer.wait_exit();
+        assert_eq!(status.code(), Some(2), "--priority {bad}: {status}");
+    }
+}

@@ -191,3 +191,50 @@ pub async fn plain_swarm_accepting(
     });
     (id, control, incoming)
 }
+
+/// A TCP relay between a dialer and `target` that can be frozen: it then stops
+/// reading both sockets (and writing), as a peer whose process is stopped would.
+pub async fn freezable_relay(
+    target: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A small receive buffer, so that what the frozen relay holds is small
+    // (accepted sockets inherit it).
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("buffer size");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("relay binds");
+    let listener = socket.listen(16).expect("relay listens");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            for (mut from, mut to) in [(ri, wo), (ro, wi)] {
+                let frozen = std::sync::Arc::clone(&frozen);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        while frozen.load(std::sync::atomic::Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if to.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
