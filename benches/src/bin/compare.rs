@@ -33,7 +33,8 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these modes in the per-mode scenarios (comma-separated), e.g.
-    /// `liquid,single-stream`.
+    /// `liquid,single-stream`. The priority scenario measures `liquid`, and
+    /// `liquid-quic` only when named here.
     #[arg(long, value_delimiter = ',')]
     modes: Vec<String>,
     /// Run everything this many times; ratios are taken within each run and

@@ -330,7 +330,7 @@ async fn timed(
 }
 
 /// Nearest-rank percentile of sorted samples, in µs.
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
+pub fn percentile(sorted: &[Duration], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1].as_secs_f64() * 1e6
 }

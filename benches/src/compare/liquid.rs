@@ -40,22 +40,11 @@ impl LiquidPair {
         ledger: Arc<Ledger>,
         limit: Duration,
     ) -> Result<Self, BenchError> {
-        let config = Config::default().with_max_connections_per_peer(connections);
-        let receiver = Host::builder()
-            .config(config.clone())
-            .listen_on(transport.listen_addr()?)
-            .build()
-            .await
-            .ctx("receiver host")?;
+        let (sender, receiver) = hosts(transport, connections).await?;
         let inbox = receiver
             .control()
             .register_protocol(PROTOCOL)
             .ctx("register")?;
-        let sender = Host::builder()
-            .config(config)
-            .build()
-            .await
-            .ctx("sender host")?;
         let replies = if echo {
             Some(Mutex::new(
                 sender
@@ -66,30 +55,7 @@ impl LiquidPair {
         } else {
             None
         };
-        let mut sender_events = sender.control().events();
-        let mut receiver_events = receiver.control().events();
-        let address = receiver
-            .listen_addrs()
-            .into_iter()
-            .next()
-            .ctx("receiver has no listen address")?;
-        let target = sender.dial(address.clone()).await.ctx("dial")?;
-        // Both ends have exchanged protocol lists.
-        peer_connected(&mut sender_events, target, limit).await?;
-        peer_connected(&mut receiver_events, sender.local_peer_id(), limit).await?;
-        for _ in 1..connections {
-            sender.dial(address.clone()).await.ctx("extra dial")?;
-        }
-        let deadline = tokio::time::Instant::now() + limit;
-        while sender.control().pool_stats(&target).len() < connections {
-            if tokio::time::Instant::now() > deadline {
-                return Err(BenchError::new(format!(
-                    "{} of {connections} connections up within {limit:?}",
-                    sender.control().pool_stats(&target).len()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let target = connect(&sender, &receiver, connections, limit).await?;
         let mut tasks = Tasks::default();
         tasks.push(tokio::spawn(receive(
             inbox,
@@ -104,6 +70,60 @@ impl LiquidPair {
             _tasks: tasks,
         })
     }
+}
+
+/// A sender and a receiver host over `transport`, allowed `connections`
+/// connections per peer; the receiver listens, they are not connected yet.
+pub async fn hosts(transport: Transport, connections: usize) -> Result<(Host, Host), BenchError> {
+    let config = Config::default().with_max_connections_per_peer(connections);
+    let receiver = Host::builder()
+        .config(config.clone())
+        .listen_on(transport.listen_addr()?)
+        .build()
+        .await
+        .ctx("receiver host")?;
+    let sender = Host::builder()
+        .config(config)
+        .build()
+        .await
+        .ctx("sender host")?;
+    Ok((sender, receiver))
+}
+
+/// Dials `receiver` from `sender` `connections` times; returns once both ends
+/// have exchanged protocol lists (so register protocols before) and the sender
+/// has a pool on every connection.
+pub async fn connect(
+    sender: &Host,
+    receiver: &Host,
+    connections: usize,
+    limit: Duration,
+) -> Result<PeerId, BenchError> {
+    let mut sender_events = sender.control().events();
+    let mut receiver_events = receiver.control().events();
+    let address = receiver
+        .listen_addrs()
+        .into_iter()
+        .next()
+        .ctx("receiver has no listen address")?;
+    let target = sender.dial(address.clone()).await.ctx("dial")?;
+    // Both ends have exchanged protocol lists.
+    peer_connected(&mut sender_events, target, limit).await?;
+    peer_connected(&mut receiver_events, sender.local_peer_id(), limit).await?;
+    for _ in 1..connections {
+        sender.dial(address.clone()).await.ctx("extra dial")?;
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    while sender.control().pool_stats(&target).len() < connections {
+        if tokio::time::Instant::now() > deadline {
+            return Err(BenchError::new(format!(
+                "{} of {connections} connections up within {limit:?}",
+                sender.control().pool_stats(&target).len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(target)
 }
 
 /// Waits for `PeerConnected` of `peer` (emitted once the protocol exchange is done).

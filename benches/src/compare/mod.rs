@@ -11,6 +11,9 @@
 //! - [`ledger`]: sender ids and sequence numbers in the payloads, and the books
 //!   that find lost and duplicated messages;
 //! - [`liquid`]: `Host::send` over pooled streams (TCP or QUIC);
+//! - [`priority`]: small `High` messages paced beside a `Low` bulk load: their
+//!   latency and the bulk's throughput, against each alone and against both
+//!   `Normal`;
 //! - [`streams`]: libp2p-stream modes: a substream per message (acknowledged or
 //!   not), one shared stream, pre-opened streams (TCP or QUIC);
 //! - [`multi_conn`]: pre-opened streams over two connections;
@@ -36,6 +39,7 @@ pub mod liquid;
 pub mod memory;
 pub mod multi_conn;
 pub mod pairing;
+pub mod priority;
 pub mod progress;
 pub mod raw_tcp;
 pub mod report;

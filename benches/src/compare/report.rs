@@ -16,6 +16,7 @@ use super::{
     chart::{self, Bar},
     ledger::Delivery,
     pairing::{self, Spread, per_run_ratios},
+    priority,
     scenarios::{GATE_ATTEMPTS, GATE_SHARE, Plan, SCENARIOS, ScenarioInfo, info},
 };
 
@@ -248,6 +249,38 @@ const TARGETS: &[TargetSpec] = &[
         versus: Some(("rtt256-p99", "single-stream")),
         at_least: false,
         threshold: 1.2,
+    },
+    TargetSpec {
+        label: "Priority: High p99 beside 8 × 1 MiB Low ≤ 3× its p99 on an idle connection",
+        scenario: priority::P99,
+        mode: "liquid low/high",
+        versus: Some((priority::P99, "liquid idle")),
+        at_least: false,
+        threshold: 3.0,
+    },
+    TargetSpec {
+        label: "Priority: 8 × 1 MiB Low beside High at 1,000/s ≥ 0.9× the bulk alone",
+        scenario: priority::BULK,
+        mode: "liquid low/high",
+        versus: Some((priority::BULK, "liquid alone")),
+        at_least: true,
+        threshold: 0.9,
+    },
+    TargetSpec {
+        label: "Priority QUIC: High p99 beside 8 × 1 MiB Low ≤ 3× its p99 on an idle connection",
+        scenario: priority::P99,
+        mode: "liquid-quic low/high",
+        versus: Some((priority::P99, "liquid-quic idle")),
+        at_least: false,
+        threshold: 3.0,
+    },
+    TargetSpec {
+        label: "Priority QUIC: 8 × 1 MiB Low beside High at 1,000/s ≥ 0.9× the bulk alone",
+        scenario: priority::BULK,
+        mode: "liquid-quic low/high",
+        versus: Some((priority::BULK, "liquid-quic alone")),
+        at_least: true,
+        threshold: 0.9,
     },
     TargetSpec {
         label: "Memory: liquid ≤ 48 KiB per idle connection end",
@@ -484,7 +517,7 @@ impl Report {
             let (Some(d), Some(result)) = (s.delivery, &s.delivery_result) else {
                 continue;
             };
-            if s.scenario == "rtt256-p99" {
+            if s.scenario.ends_with("-p99") {
                 continue;
             }
             let scenario = s.scenario.strip_suffix("-p50").unwrap_or(&s.scenario);
@@ -568,6 +601,16 @@ impl Report {
                 format!("{:.2}× ({:.2}–{:.2})", sp.median, sp.lo, sp.hi)
             })
         };
+        if priority::is_scenario(&s.scenario) {
+            // A phase with both kinds of traffic ÷ the same traffic alone.
+            return self
+                .ratios
+                .iter()
+                .filter(|r| r.scenario == s.scenario && r.mode == s.mode)
+                .map(|r| format!("÷ {}: {}", r.versus, shown(r)))
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
         let baseline = info(&s.scenario).and_then(|i| i.baseline);
         if is_liquid(&s.mode) {
             // Only a liquid figure compared with another scenario has its own cell
@@ -693,6 +736,16 @@ queued and flushes once per batch, as yamux does.
 liquid's host sizes QUIC windows itself, the plain swarm uses libp2p's QUIC defaults).
 - Round trips: the receiver sends the 256 B payload back (liquid: with `send` on a protocol \
 registered on the sender), and the sender checks that the reply is its request.
+- Priority: `liquid` (and `liquid-quic`) in four phases, each on a fresh pair of hosts with \
+one connection, in a shuffled order: `idle`, 256 B messages of a protocol registered `High` \
+sent at 1,000/s by one task (tokio interval; a slow send delays the next tick, the rate reached \
+is in the notes); `alone`, 8 tasks sending 1 MiB messages of a protocol registered `Low` back \
+to back; `low/high`, both at once; `normal/normal`, both at once with both protocols `Normal` \
+(the control). Both hosts register both protocols (a send takes the priority of the sender's \
+registration). A High message's latency runs from just before `send` to the receiver taking it \
+out of its `Inbox` (the send time travels in the payload); those sent in the measured window \
+count. Bulk MiB/s are counted by the receiver over the same window. The ratio column divides \
+a phase with both kinds of traffic by the same traffic alone.
 - Memory: RSS growth (`/proc/self/statm`) while N more connections are opened between two \
 peers and left idle, divided by the 2 N connection ends; liquid hosts with default pools \
 (10 streams opened by each end, each read by a task on the other) against two plain \
@@ -756,8 +809,10 @@ fn notes(figures: &[&Figure]) -> String {
         .join(" · ")
 }
 
-/// Sort key of a mode: report order for the compared modes, then first seen.
+/// Sort key of a mode: report order for the compared modes (a priority
+/// phase, `liquid low/high`, by its mode), then first seen.
 fn mode_rank(mode: &str) -> usize {
+    let mode = mode.split(' ').next().unwrap_or(mode);
     Mode::ALL
         .iter()
         .position(|m| m.name() == mode)
@@ -853,6 +908,26 @@ fn ratios(figures: &[Figure], runs: u32) -> Vec<Ratio> {
                 }
             }
         }
+    }
+    // The priority phases with both kinds of traffic ÷ the same traffic alone.
+    for s in &summaries {
+        let Some(base) = priority::baseline_of(&s.scenario, &s.mode) else {
+            continue;
+        };
+        let per_run = per_run_ratios(
+            &counted(figures, runs, &s.scenario, &s.mode),
+            &counted(figures, runs, &s.scenario, &base),
+        );
+        out.push(Ratio {
+            scenario: s.scenario.clone(),
+            mode: s.mode.clone(),
+            versus: base,
+            versus_scenario: s.scenario.clone(),
+            transport: s.transport.clone(),
+            concurrency: s.concurrency,
+            spread: Spread::of(per_run.iter().copied()),
+            per_run,
+        });
     }
     out
 }
@@ -1208,6 +1283,74 @@ mod tests {
         let t = judge(target("Round trip p50"), &figures, 2);
         assert_eq!(t.per_run, [None, Some(100.0 / 88.0)]);
         assert_eq!(t.result, "WITHIN NOISE");
+    }
+
+    #[test]
+    fn priority_phases_are_divided_by_the_same_traffic_alone_run_by_run() {
+        use priority::{BULK, P99};
+        let mut figures = Vec::new();
+        let runs = [
+            (1, [100.0, 250.0, 5000.0], [400.0, 380.0, 390.0]),
+            (2, [120.0, 480.0, 6000.0], [500.0, 400.0, 480.0]),
+        ];
+        for (run, p99, bulk) in runs {
+            for (i, phase) in ["idle", "low/high", "normal/normal"].iter().enumerate() {
+                let mut f = fig(run, P99, &format!("liquid {phase}"), TCP, Some(p99[i]));
+                f.unit = "µs".into();
+                figures.push(f);
+            }
+            for (i, phase) in ["alone", "low/high", "normal/normal"].iter().enumerate() {
+                let mut f = fig(run, BULK, &format!("liquid {phase}"), TCP, Some(bulk[i]));
+                f.unit = "MiB/s".into();
+                figures.push(f);
+            }
+        }
+        let report = Report::new(&plan(2), figures);
+        let ratio = |scenario: &str, mode: &str| {
+            report
+                .ratios
+                .iter()
+                .find(|r| r.scenario == scenario && r.mode == mode)
+                .expect("ratio")
+        };
+        let prioritised = ratio(P99, "liquid low/high");
+        assert_eq!(prioritised.versus, "liquid idle");
+        assert_eq!(prioritised.per_run, [Some(2.5), Some(4.0)]);
+        assert_eq!(
+            ratio(P99, "liquid normal/normal").per_run,
+            [Some(50.0), Some(50.0)]
+        );
+        assert_eq!(ratio(BULK, "liquid low/high").versus, "liquid alone");
+        assert_eq!(
+            ratio(BULK, "liquid low/high").per_run,
+            [Some(0.95), Some(0.8)]
+        );
+        assert_eq!(report.ratios.len(), 4, "{:?}", report.ratios);
+        let target = |label: &str| {
+            report
+                .targets
+                .iter()
+                .find(|t| t.target.starts_with(label))
+                .expect("target")
+                .result
+        };
+        // Medians 3.25 and 0.875 over two runs: both bands straddle the target.
+        assert_eq!(target("Priority: High p99"), "WITHIN NOISE");
+        assert_eq!(target("Priority: 8 × 1 MiB"), "WITHIN NOISE");
+        assert_eq!(target("Priority QUIC: High p99"), "NOT RUN");
+        let md = report.markdown();
+        assert!(md.contains("÷ liquid idle: 3.25× (2.50–4.00)"), "{md}");
+        assert!(md.contains("÷ liquid alone: 0.88× (0.80–0.95)"), "{md}");
+        let modes: Vec<&str> = report
+            .summaries
+            .iter()
+            .filter(|s| s.scenario == P99)
+            .map(|s| s.mode.as_str())
+            .collect();
+        assert_eq!(
+            modes,
+            ["liquid idle", "liquid low/high", "liquid normal/normal"]
+        );
     }
 
     #[test]

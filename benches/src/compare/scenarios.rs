@@ -18,6 +18,7 @@ use super::{
     liquid::LiquidPair,
     memory,
     multi_conn::MultiConnPair,
+    priority,
     progress::{Position, Progress},
     raw_tcp::RawTcpPair,
     report::Figure,
@@ -101,6 +102,27 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         baseline: None,
     },
     ScenarioInfo {
+        id: priority::P50,
+        title: "256 B High messages at 1,000/s: idle, beside 8 senders of 1 MiB Low, beside them both Normal; p50",
+        unit: "µs",
+        higher_is_better: false,
+        baseline: None,
+    },
+    ScenarioInfo {
+        id: priority::P99,
+        title: "256 B High messages at 1,000/s: idle, beside 8 senders of 1 MiB Low, beside them both Normal; p99",
+        unit: "µs",
+        higher_is_better: false,
+        baseline: None,
+    },
+    ScenarioInfo {
+        id: priority::BULK,
+        title: "8 senders of 1 MiB messages: alone, Low beside 256 B High at 1,000/s, both Normal",
+        unit: "MiB/s",
+        higher_is_better: true,
+        baseline: None,
+    },
+    ScenarioInfo {
         id: "memory-idle",
         title: "Memory per idle connection end (RSS growth)",
         unit: "KiB",
@@ -157,6 +179,8 @@ pub struct Plan {
     pub timing: Timing,
     /// Durations and deadlines of each round-trip measurement.
     pub rtt_timing: Timing,
+    /// Durations and deadlines of each phase of the priority scenario.
+    pub priority_timing: Timing,
     /// Idle connections in the memory scenario.
     pub memory_connections: usize,
     /// Hosts in the scale scenario.
@@ -175,6 +199,8 @@ enum Step {
     Memory,
     Shrink,
     Scale,
+    /// Every phase of the priority scenario over one liquid mode.
+    Priority(Mode),
     Mode {
         scenario: &'static str,
         mode: Mode,
@@ -199,6 +225,22 @@ const ONE_WAY: [(&str, usize, usize, usize); 5] = [
     ("mib1-2conn", LARGE, LARGE_CONCURRENCY, 2),
 ];
 
+/// The modes of the priority scenario: `liquid`, and `liquid-quic` when named in
+/// `--modes` (the full run's 20 minutes have no room for its four phases in five
+/// runs).
+const PRIORITY_MODES: [Mode; 2] = [Mode::Liquid, Mode::LiquidQuic];
+
+/// A phase of the priority scenario, quick or full: 2,000 High messages in the
+/// window (the p99 is the 20th slowest); the full run's five runs give the
+/// range.
+fn priority_timing(base: Timing) -> Timing {
+    Timing {
+        warmup: Duration::from_millis(500),
+        measure: Duration::from_secs(2),
+        ..base
+    }
+}
+
 /// The modes of `mib1-2conn`: liquid on two connections per peer, and the stock
 /// reference on as many.
 const TWO_CONNECTION_MODES: [Mode; 2] = [Mode::Liquid, Mode::PreOpened];
@@ -213,7 +255,7 @@ impl Plan {
         runs: Option<u32>,
         seed: u64,
     ) -> Self {
-        let (timing, rtt_timing) = if quick {
+        let (timing, rtt_timing, priority_timing) = if quick {
             let base = Timing {
                 warmup: Duration::from_millis(300),
                 measure: Duration::from_millis(1000),
@@ -227,7 +269,7 @@ impl Plan {
                 measure: Duration::from_millis(700),
                 ..base
             };
-            (base, rtt)
+            (base, rtt, priority_timing(base))
         } else {
             let base = Timing {
                 warmup: Duration::from_secs(1),
@@ -242,7 +284,7 @@ impl Plan {
                 measure: Duration::from_millis(1500),
                 ..base
             };
-            (base, rtt)
+            (base, rtt, priority_timing(base))
         };
         Self {
             quick,
@@ -250,6 +292,7 @@ impl Plan {
             seed,
             timing,
             rtt_timing,
+            priority_timing,
             memory_connections: if quick { 50 } else { 200 },
             scale_hosts: if quick { 16 } else { 64 },
             scale_connect_limit: Duration::from_secs(if quick { 30 } else { 90 }),
@@ -282,6 +325,15 @@ impl Plan {
             self.modes(&TWO_CONNECTION_MODES).collect()
         } else {
             self.modes(&Mode::ALL).collect()
+        }
+    }
+
+    /// The modes of the priority scenario (see [`PRIORITY_MODES`]).
+    fn priority_modes(&self) -> Vec<Mode> {
+        if self.modes.is_empty() {
+            vec![Mode::Liquid]
+        } else {
+            self.modes(&PRIORITY_MODES).collect()
         }
     }
 
@@ -322,6 +374,9 @@ impl Plan {
                 connections: 1,
             }));
         }
+        if priority::SCENARIOS.iter().any(|id| self.wants(id, run)) {
+            steps.extend(self.priority_modes().into_iter().map(Step::Priority));
+        }
         if self.wants("pool-shrink", run) {
             steps.push(Step::Shrink);
         }
@@ -345,6 +400,10 @@ impl Plan {
                     + self.timing.warmup
                     + self.timing.measure
                     + SETUP_GUESS * 2
+            }
+            Step::Priority(_) => {
+                let t = &self.priority_timing;
+                (t.warmup + t.measure + SETUP_GUESS) * priority::Phase::ALL.len() as u32
             }
             Step::Mode { measure, mode, .. } => {
                 let t = match measure {
@@ -384,8 +443,8 @@ impl Plan {
     pub fn summary(&self) -> String {
         format!(
             "{} run: {} run{} (seed {}); one-way {:?} warm-up + {:?} measured per mode, \
-             round trips {:?} + {:?}; memory over {} connections; scale with {} hosts \
-             ({} senders each)",
+             round trips {:?} + {:?}, priority {:?} + {:?} per phase; memory over {} \
+             connections; scale with {} hosts ({} senders each)",
             if self.quick { "quick" } else { "full" },
             self.runs,
             if self.runs == 1 { "" } else { "s" },
@@ -394,6 +453,8 @@ impl Plan {
             self.timing.measure,
             self.rtt_timing.warmup,
             self.rtt_timing.measure,
+            self.priority_timing.warmup,
+            self.priority_timing.measure,
             self.memory_connections,
             self.scale_hosts,
             scale::WORKERS_PER_HOST,
@@ -549,6 +610,7 @@ async fn run_step(
         Step::Memory => ("memory-idle", "all kinds"),
         Step::Shrink => ("pool-shrink", "liquid"),
         Step::Scale => ("scale", "liquid"),
+        Step::Priority(mode) => ("priority", mode.name()),
         Step::Mode { scenario, mode, .. } => (scenario, mode.name()),
     };
     progress.begin(Position {
@@ -561,6 +623,7 @@ async fn run_step(
         Step::Memory => run_memory(plan).await,
         Step::Shrink => run_shrink(plan).await,
         Step::Scale => run_scale(plan, seed).await,
+        Step::Priority(mode) => priority::run(mode, &plan.priority_timing, seed).await,
         Step::Mode {
             scenario,
             mode,
@@ -704,7 +767,8 @@ fn rate(outcome: Outcome) -> Result<Rate, BenchError> {
     }
 }
 
-fn join_notes(a: Option<String>, b: Option<String>) -> Option<String> {
+/// Both notes, `; `-separated, or the one there is.
+pub fn join_notes(a: Option<String>, b: Option<String>) -> Option<String> {
     match (a, b) {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),
         (a, b) => a.or(b),
@@ -1132,11 +1196,39 @@ mod tests {
         let quick = Plan::new(true, Vec::new(), Vec::new(), None, 1);
         assert_eq!(quick.runs, 1);
         // Planned durations are guesses, on the safe side (a quick run took 80 s
-        // of the 97 s planned); the limit leaves room under the 2 minutes.
+        // of the 97 s planned, before the priority scenario added 12 s to
+        // both); the limit leaves room under the 2 minutes.
         assert!(
-            quick.planned_total() < Duration::from_secs(100),
+            quick.planned_total() < Duration::from_secs(115),
             "{:?}",
             quick.planned_total()
+        );
+    }
+
+    #[test]
+    fn the_priority_scenario_runs_liquid_quic_only_when_named() {
+        let steps = |only: &str, modes: &[&str]| -> Vec<String> {
+            let modes = modes.iter().map(|m| m.to_string()).collect();
+            Plan::new(true, vec![only.into()], modes, None, 1)
+                .steps(1)
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect()
+        };
+        assert_eq!(steps("priority", &[]), ["Priority(Liquid)"]);
+        assert_eq!(steps("priority-bulk", &[]), ["Priority(Liquid)"]);
+        assert_eq!(
+            steps("priority", &["liquid", "liquid-quic"]),
+            ["Priority(Liquid)", "Priority(LiquidQuic)"]
+        );
+        assert_eq!(
+            steps("priority", &["liquid-quic", "pre-opened"]),
+            ["Priority(LiquidQuic)"]
+        );
+        assert!(
+            steps("msg256-c1", &[])
+                .iter()
+                .all(|s| !s.contains("Priority"))
         );
     }
 
