@@ -310,9 +310,28 @@ pub struct FrameReader<R> {
     frame_read_timeout: Duration,
 }
 
+/// What [`FrameReader::next_step`] read.
+#[derive(Debug)]
+pub enum FrameStep<T> {
+    /// A whole frame: its routed protocol and its payload.
+    Frame(T, Bytes),
+    /// The header of a frame too large for the reader's buffer, before its payload
+    /// (`len` bytes on the wire) is read: the following calls read it. A receiver
+    /// that bounds its memory makes room for it before calling again; until then
+    /// the payload stays with the sender, held back by the stream's flow control.
+    Large {
+        /// The routed protocol.
+        route: T,
+        /// The payload's length on the wire.
+        len: usize,
+    },
+}
+
 /// The part of a large frame read so far.
 struct LargeFrame {
     flags: u64,
+    /// Whether `next_step` has reported it (`FrameStep::Large`).
+    announced: bool,
     protocol: String,
     /// `payload[..filled]` has been read.
     payload: BytesMut,
@@ -351,6 +370,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &mut self,
         mut route: impl FnMut(&str) -> T,
     ) -> Result<Option<(T, Bytes)>, ReadError> {
+        loop {
+            match self.next_step(&mut route).await? {
+                Some(FrameStep::Frame(routed, payload)) => return Ok(Some((routed, payload))),
+                Some(FrameStep::Large { .. }) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// [`next_routed`](Self::next_routed) that also stops, once, after the header
+    /// of a large frame ([`FrameStep::Large`]), before reading its payload.
+    /// Cancel-safe like `next_routed`.
+    pub async fn next_step<T>(
+        &mut self,
+        mut route: impl FnMut(&str) -> T,
+    ) -> Result<Option<FrameStep<T>>, ReadError> {
         // The timeout bounds each wait for more bytes of a started frame: an idle
         // stream may wait forever for its next frame, and a started frame may take
         // as long as its bytes keep arriving (10 frames of 256 KiB sharing a
@@ -358,8 +393,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         // `frame_read_timeout` is abandoned. A frame that arrives whole reads no
         // clock and sets no timer.
         loop {
-            if let Some(done) = self.take_frame(&mut route)? {
-                return Ok(Some(done));
+            if let Some((routed, payload)) = self.take_frame(&mut route)? {
+                return Ok(Some(FrameStep::Frame(routed, payload)));
+            }
+            if let Some(large) = &mut self.large
+                && !large.announced
+            {
+                large.announced = true;
+                return Ok(Some(FrameStep::Large {
+                    route: route(&large.protocol),
+                    len: large.len,
+                }));
             }
             let n = if !self.frame_started() {
                 self.read_more().await?
@@ -429,6 +473,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             payload.extend_from_slice(got);
             self.large = Some(Box::new(LargeFrame {
                 flags: h.flags,
+                announced: false,
                 protocol: protocol.to_owned(),
                 filled: payload.len(),
                 payload,
@@ -614,6 +659,34 @@ mod tests {
         assert!(out.len() < 10_000);
         let mut r = FrameReader::new(&out[..], 1 << 20, Duration::from_secs(1));
         assert_eq!(r.next_frame().await.unwrap().unwrap().payload.len(), 50_000);
+    }
+
+    #[tokio::test]
+    async fn next_step_stops_once_before_a_large_payload_and_never_for_a_small_one() {
+        let large = vec![3u8; 100_000];
+        let bytes = [
+            encode_frame("/small", b"tiny"),
+            encode_frame("/large", &large),
+            encode_frame("/small", b"again"),
+        ]
+        .concat();
+        let mut r = FrameReader::new(&bytes[..], 1 << 20, Duration::from_secs(1));
+        let mut steps = Vec::new();
+        while let Some(step) = r.next_step(|p: &str| p.to_owned()).await.unwrap() {
+            steps.push(match step {
+                FrameStep::Frame(p, payload) => format!("frame {p} {}", payload.len()),
+                FrameStep::Large { route, len } => format!("large {route} {len}"),
+            });
+        }
+        assert_eq!(
+            steps,
+            [
+                "frame /small 4",
+                "large /large 100000",
+                "frame /large 100000",
+                "frame /small 5"
+            ]
+        );
     }
 
     /// A stream that yields the given pieces one read at a time, then waits

@@ -11,12 +11,15 @@
 //! inbox's payloads stay within `inbox_byte_budget` and those of all inboxes within
 //! `host_inbox_byte_budget` (an empty inbox takes any message, which is never
 //! larger than `max_frame_size`, itself within the budget); a reader whose message
-//! does not fit waits like one facing a full queue. Each reader holds at most one
-//! decoded message beyond the budget (the one it waits with, or one that slipped in
-//! beside another reader's), so the bytes held for a protocol are at most its
-//! budget plus one frame per stream carrying it. Only messages in an inbox count
-//! against the host-wide budget, so readers waiting on one protocol cannot use up
-//! the room of the others.
+//! does not fit waits like one facing a full queue. A large frame (more than the
+//! reader's 4 KiB buffer) claims its room before its payload is read
+//! ([`InboxMeter::reserve`]): until the budgets have room for it, its bytes stay
+//! with the sender, held back by the stream's flow control. So beyond its budget a
+//! protocol holds at most one small frame per stream carrying it (checked when
+//! decoded, so two readers may both take the last room), and frames waiting for a
+//! place in a queue full by count (`handler_queue_len`). Only messages in an inbox,
+//! and room claimed for one, count against the host-wide budget, so readers
+//! waiting on one protocol cannot use up the room of the others.
 
 use std::{
     collections::HashMap,
@@ -30,8 +33,8 @@ use std::{
 use bytes::Bytes;
 use futures::AsyncWriteExt;
 use liquid_p2p_core::{
-    Error, Event, FrameError, FrameReader, MAX_PROTOCOL_LEN, Message, ProtocolPriority, ReadError,
-    ReceiveTicket,
+    Error, Event, FrameError, FrameReader, FrameStep, MAX_PROTOCOL_LEN, Message, ProtocolPriority,
+    ReadError, ReceiveTicket,
 };
 use parking_lot::RwLock;
 use tokio::{
@@ -103,8 +106,30 @@ impl Room {
     /// Whether `more` bytes fit beside what is counted now (anything fits an
     /// empty room).
     fn fits(&self, more: usize) -> bool {
-        let now = self.bytes.load(Ordering::SeqCst);
+        self.fits_beside(self.bytes.load(Ordering::SeqCst), more)
+    }
+
+    fn fits_beside(&self, now: isize, more: usize) -> bool {
         now <= 0 || now.saturating_add(as_isize(more)) <= as_isize(self.limit)
+    }
+
+    /// Counts `more` bytes in if they fit, in one step: two readers cannot both
+    /// take the last room.
+    fn try_claim(&self, more: usize) -> bool {
+        let mut now = self.bytes.load(Ordering::SeqCst);
+        loop {
+            if !self.fits_beside(now, more) {
+                return false;
+            }
+            let claimed = now.saturating_add(as_isize(more));
+            match self
+                .bytes
+                .compare_exchange_weak(now, claimed, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(actual) => now = actual,
+            }
+        }
     }
 }
 
@@ -193,9 +218,14 @@ impl InboxMeter {
 
     /// The application took a message from the inbox.
     fn taken(&self, bytes: usize) {
+        self.uncount(bytes);
+        self.dropped(bytes);
+    }
+
+    /// Bytes counted in the budgets (queued or reserved) are no longer.
+    fn uncount(&self, bytes: usize) {
         self.inbox.remove(bytes);
         self.host.remove(bytes);
-        self.dropped(bytes);
     }
 
     /// A held message is no longer held: taken (see `taken`), or dropped before
@@ -203,6 +233,34 @@ impl InboxMeter {
     fn dropped(&self, bytes: usize) {
         self.queued_messages.fetch_sub(1, Ordering::Relaxed);
         self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Claims room for a large frame of `bytes` before its payload is read: at
+    /// once if both budgets have room for it (an empty inbox has room for any),
+    /// else once they have. The bytes count in both budgets until the
+    /// [`Reservation`] is committed (the message then stays counted in its inbox)
+    /// or dropped.
+    async fn reserve(self: &Arc<Self>, bytes: usize) -> Reservation {
+        loop {
+            let (mine, all) = (self.inbox.freed.notified(), self.host.freed.notified());
+            tokio::pin!(mine, all);
+            mine.as_mut().enable();
+            all.as_mut().enable();
+            let _waiting = (Waiting::on(&self.inbox), Waiting::on(&self.host));
+            if self.inbox.try_claim(bytes) {
+                if self.host.try_claim(bytes) {
+                    return Reservation {
+                        meter: Arc::clone(self),
+                        bytes,
+                    };
+                }
+                self.inbox.remove(bytes);
+            }
+            tokio::select! {
+                _ = &mut mine => {}
+                _ = &mut all => {}
+            }
+        }
     }
 
     /// Waits until a message of `bytes` that has arrived fits (see `fits`).
@@ -458,21 +516,49 @@ impl StreamReader {
         // reader of the connection shares.
         let closed = self.ticket.cancelled().clone().cancelled_owned();
         tokio::pin!(closed);
+        // Room claimed for the large frame being read.
+        let mut reserved = None;
         loop {
             let next = tokio::select! {
                 biased;
                 next = self
                     .reader
-                    .next_routed(|p| self.routes.route(&self.shared.registry, p)) => next,
+                    .next_step(|p| self.routes.route(&self.shared.registry, p)) => next,
                 _ = &mut closed => {
                     // Frames that already arrived (the stream yields them, then
                     // its end) are still delivered; the grace period only bounds a
                     // reader stuck on a full inbox.
+                    drop(reserved.take());
                     Box::pin(self.drain()).await;
                     return;
                 }
             };
-            match self.step(next) {
+            let next = match next {
+                // A large frame's payload is read only once its protocol's
+                // budgets have room for it: until then it stays with the sender
+                // (flow control), and the bytes held per protocol stay within
+                // its budget.
+                Ok(Some(FrameStep::Large {
+                    route: Ok(route),
+                    len,
+                })) => {
+                    tokio::select! {
+                        biased;
+                        claimed = route.meter.reserve(len) => reserved = Some(claimed),
+                        _ = &mut closed => {
+                            Box::pin(self.drain()).await;
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                // Unregistered: read, then skipped and reported.
+                Ok(Some(FrameStep::Large { route: Err(_), .. })) => continue,
+                Ok(Some(FrameStep::Frame(route, payload))) => Ok(Some((route, payload))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match self.step(next, reserved.take()) {
                 Step::Next => {}
                 Step::Full(full) => {
                     let (route, message) = *full;
@@ -534,7 +620,7 @@ impl StreamReader {
                     .reader
                     .next_routed(|p| self.routes.route(&self.shared.registry, p))
                     .await;
-                match self.step(next) {
+                match self.step(next, None) {
                     Step::Next => {}
                     Step::Full(full) => {
                         let (route, message) = *full;
@@ -559,8 +645,9 @@ impl StreamReader {
         let _ = tokio::time::timeout_at(deadline, drained).await;
     }
 
-    /// Queues the message of one read if its inbox has room; reports errors.
-    fn step(&self, next: Next) -> Step {
+    /// Queues the message of one read if its inbox has room (or `reserved` holds
+    /// it); reports errors.
+    fn step(&self, next: Next, reserved: Option<Reservation>) -> Step {
         let (peer, connection) = (self.ticket.peer(), self.ticket.connection());
         let (route, payload) = match next {
             Ok(Some(frame)) => frame,
@@ -597,16 +684,30 @@ impl StreamReader {
         let message = Message::new(peer, connection, Arc::clone(&route.name), payload);
         let len = message.payload.len();
         route.meter.arrived(len);
-        if !route.meter.fits(len) {
+        // Counted already if the room was claimed before the payload was read.
+        let counted = reserved.is_some_and(|r| r.commit(&route.meter, len));
+        if !counted && !route.meter.fits(len) {
             return Step::Full(Box::new((route, message)));
         }
         match route.queue.try_send(message) {
             Ok(()) => {
-                route.meter.queued(len);
+                if !counted {
+                    route.meter.queued(len);
+                }
                 Step::Next
             }
-            Err(mpsc::error::TrySendError::Full(message)) => Step::Full(Box::new((route, message))),
+            // No place in the queue (it holds `handler_queue_len` messages): wait
+            // like any full inbox, counted afresh when it goes in.
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                if counted {
+                    route.meter.uncount(len);
+                }
+                Step::Full(Box::new((route, message)))
+            }
             Err(mpsc::error::TrySendError::Closed(message)) => {
+                if counted {
+                    route.meter.uncount(len);
+                }
                 delivered(
                     &self.shared,
                     &route,
@@ -658,6 +759,34 @@ struct Held<'a> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.meter.dropped(self.len);
+    }
+}
+
+/// Room claimed in a protocol's budgets for a large frame whose payload is being
+/// read ([`InboxMeter::reserve`]); given back when dropped.
+struct Reservation {
+    meter: Arc<InboxMeter>,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// The frame arrived with a payload of `len` bytes for the inbox of `meter`:
+    /// its room becomes the message's (`true`, nothing more to count), unless
+    /// the payload outgrew it (decompressed) or the protocol was registered anew
+    /// meanwhile (`false`, the room is given back).
+    fn commit(self, meter: &Arc<InboxMeter>, len: usize) -> bool {
+        if len > self.bytes || !Arc::ptr_eq(&self.meter, meter) {
+            return false;
+        }
+        self.meter.uncount(self.bytes - len);
+        std::mem::forget(self);
+        true
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.meter.uncount(self.bytes);
     }
 }
 
