@@ -103,6 +103,18 @@ pub enum Error {
         /// The configured limit.
         max: usize,
     },
+    /// A payload exceeds the largest the peer accepts (the `max_frame_size` it
+    /// stated in the protocol exchange); nothing was sent. It would have reset
+    /// the stream at the receiver.
+    #[error("payload of {size} bytes exceeds the frame limit of {max} bytes {peer} accepts")]
+    FrameTooLargeForPeer {
+        /// The peer.
+        peer: PeerId,
+        /// Payload size.
+        size: usize,
+        /// The peer's limit.
+        max: usize,
+    },
     /// An application protocol id is empty or longer than 256 bytes.
     #[error("invalid protocol id ({len} bytes): must be 1..=256 bytes of UTF-8")]
     InvalidProtocol {

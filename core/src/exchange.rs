@@ -14,6 +14,22 @@
 //! One request and one response per stream; the stream is closed after the
 //! response. Limits are checked before anything they announce is read, so a list
 //! never costs more than `max_protocols × 256` bytes.
+//!
+//! The response may go on after the list with the responder's limits, up to the
+//! end of the stream:
+//!
+//! ```text
+//! n × {                  n <= 16
+//!   uvarint key          1 = max_frame_size (the largest payload it accepts)
+//!   uvarint value
+//! }
+//! ```
+//!
+//! Unknown keys are skipped. A requester reads them until the responder closes
+//! the stream; an older responder sends none ([`PeerLimits`] then knows nothing),
+//! and an older requester stops reading after the list and never sees them. The
+//! request carries no limits: each host learns the other's from the response to
+//! its own request.
 
 use std::{io, time::Duration};
 
@@ -45,6 +61,9 @@ pub enum ExchangeError {
     /// A varint was malformed.
     #[error("malformed varint")]
     BadVarint,
+    /// More limit entries than [`MAX_LIMITS`] after the list.
+    #[error("more than {MAX_LIMITS} limits after the list")]
+    TooManyLimits,
     /// The stream failed or ended early (`UnexpectedEof`, `ConnectionReset`, ...).
     #[error("i/o: {0}")]
     Io(io::ErrorKind),
@@ -91,6 +110,63 @@ impl From<io::Error> for ExchangeError {
     }
 }
 
+/// Most limit entries a response may carry after its list.
+pub const MAX_LIMITS: usize = 16;
+
+/// Key of the limit `max_frame_size` in a response.
+const KEY_MAX_FRAME_SIZE: u64 = 1;
+
+/// What a peer said about the frames it accepts, after its protocol list (see
+/// the module docs). Empty for a peer that said nothing (an older version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PeerLimits {
+    /// The largest payload it accepts (its `max_frame_size`).
+    pub max_frame_size: Option<usize>,
+}
+
+impl PeerLimits {
+    /// Limits stating `max_frame_size`.
+    pub fn with_max_frame_size(max_frame_size: usize) -> Self {
+        Self {
+            max_frame_size: Some(max_frame_size),
+        }
+    }
+}
+
+/// Encodes the limits that follow a response's list.
+pub fn encode_limits(limits: &PeerLimits) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut tmp = unsigned_varint::encode::u64_buffer();
+    if let Some(max) = limits.max_frame_size {
+        out.extend_from_slice(unsigned_varint::encode::u64(KEY_MAX_FRAME_SIZE, &mut tmp));
+        out.extend_from_slice(unsigned_varint::encode::u64(max as u64, &mut tmp));
+    }
+    out
+}
+
+/// Reads the limits after a response's list, up to the end of the stream.
+pub async fn read_limits<R: AsyncRead + Unpin>(io: &mut R) -> Result<PeerLimits, ExchangeError> {
+    let mut limits = PeerLimits::default();
+    for _ in 0..MAX_LIMITS {
+        let mut first = [0u8; 1];
+        if io.read(&mut first).await? == 0 {
+            return Ok(limits);
+        }
+        let key = read_varint_after(io, first[0]).await?;
+        let value = read_varint(io).await?;
+        if key == KEY_MAX_FRAME_SIZE {
+            limits.max_frame_size = Some(usize::try_from(value).unwrap_or(usize::MAX));
+        }
+    }
+    let mut more = [0u8; 1];
+    if io.read(&mut more).await? == 0 {
+        Ok(limits)
+    } else {
+        Err(ExchangeError::TooManyLimits)
+    }
+}
+
 /// Encodes a protocol list.
 pub fn encode_protocol_list(protocols: &[String]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + protocols.iter().map(|p| p.len() + 2).sum::<usize>());
@@ -110,9 +186,22 @@ pub fn encode_protocol_list(protocols: &[String]) -> Vec<u8> {
 /// `unsigned_varint::aio::read_u64`: it takes a 10th byte and drops the bits past
 /// 64, so a long varint could pose as a small one (found by fuzzing).
 async fn read_varint<R: AsyncRead + Unpin>(io: &mut R) -> Result<u64, ExchangeError> {
+    let mut first = [0u8; 1];
+    io.read_exact(&mut first).await?;
+    read_varint_after(io, first[0]).await
+}
+
+/// [`read_varint`] whose first byte has been read already.
+async fn read_varint_after<R: AsyncRead + Unpin>(
+    io: &mut R,
+    first: u8,
+) -> Result<u64, ExchangeError> {
     let mut buf = [0u8; MAX_VARINT_LEN];
+    buf[0] = first;
     for i in 0..MAX_VARINT_LEN {
-        io.read_exact(&mut buf[i..=i]).await?;
+        if i > 0 {
+            io.read_exact(&mut buf[i..=i]).await?;
+        }
         if unsigned_varint::decode::is_last(buf[i]) {
             return unsigned_varint::decode::u64(&buf[..=i])
                 .map(|(v, _)| v)
@@ -153,6 +242,18 @@ pub async fn write_protocol_list<W: AsyncWrite + Unpin>(
     protocols: &[String],
 ) -> io::Result<()> {
     io.write_all(&encode_protocol_list(protocols)).await?;
+    io.flush().await
+}
+
+/// Writes a response: the protocol list, then the limits, and flushes it.
+pub async fn write_response<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    protocols: &[String],
+    limits: &PeerLimits,
+) -> io::Result<()> {
+    let mut bytes = encode_protocol_list(protocols);
+    bytes.extend_from_slice(&encode_limits(limits));
+    io.write_all(&bytes).await?;
     io.flush().await
 }
 
@@ -206,6 +307,36 @@ mod tests {
             decode(&[2, 1, b'a'], 4).await,
             Err(ExchangeError::Io(std::io::ErrorKind::UnexpectedEof))
         ));
+    }
+
+    #[tokio::test]
+    async fn limits_follow_the_list_and_an_older_response_has_none() {
+        let list = vec!["/a/1".to_owned()];
+        let mut bytes = encode_protocol_list(&list);
+        let limits = PeerLimits::with_max_frame_size(1 << 20);
+        bytes.extend_from_slice(&encode_limits(&limits));
+        let mut io = &bytes[..];
+        assert_eq!(read_protocol_list(&mut io, 8).await, Ok(list.clone()));
+        assert_eq!(read_limits(&mut io).await, Ok(limits));
+        // An older responder: the list, then the end of the stream.
+        let older = encode_protocol_list(&list);
+        let mut io = &older[..];
+        assert_eq!(read_protocol_list(&mut io, 8).await, Ok(list));
+        assert_eq!(read_limits(&mut io).await, Ok(PeerLimits::default()));
+        // Unknown keys are skipped; a cut entry and too many entries are errors.
+        assert_eq!(
+            read_limits(&mut &[9u8, 5, 1, 100][..]).await,
+            Ok(PeerLimits::with_max_frame_size(100))
+        );
+        assert!(matches!(
+            read_limits(&mut &[1u8][..]).await,
+            Err(ExchangeError::Io(std::io::ErrorKind::UnexpectedEof))
+        ));
+        let many = [9u8, 0].repeat(MAX_LIMITS + 1);
+        assert_eq!(
+            read_limits(&mut &many[..]).await,
+            Err(ExchangeError::TooManyLimits)
+        );
     }
 
     #[tokio::test]

@@ -69,7 +69,7 @@ pub use config::{
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Priority};
 pub use error::{Error, StreamOpenFailure};
 pub use event::{Event, EvictionReason, Message, StreamScope};
-pub use exchange::{ExchangeError, ExchangeFailure};
+pub use exchange::{ExchangeError, ExchangeFailure, PeerLimits};
 pub use pool::{
     Lane, PoolStats, PooledStream, SendStreamPool, StreamOpener, WriteGuard, WriteProgress,
 };

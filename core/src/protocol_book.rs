@@ -1,4 +1,5 @@
-//! `ProtocolBook`: which application protocols each connected peer supports.
+//! `ProtocolBook`: which application protocols each connected peer supports, and
+//! the limits it stated in the exchange.
 //!
 //! Filled by the protocol exchange on a peer's first connection and by its pushes
 //! afterwards; emptied when the peer's last connection closes. A peer whose
@@ -8,6 +9,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use libp2p_identity::PeerId;
+
+use crate::exchange::PeerLimits;
 
 /// A difference between a peer's old and new list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +31,28 @@ enum Entry {
 #[derive(Debug, Default)]
 pub struct ProtocolBook {
     peers: HashMap<PeerId, Entry>,
+    /// Only for peers that stated any.
+    limits: HashMap<PeerId, PeerLimits>,
 }
 
 impl ProtocolBook {
     /// An empty book.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Records the limits `peer` stated (see [`PeerLimits`]).
+    pub fn set_limits(&mut self, peer: PeerId, limits: PeerLimits) {
+        if limits == PeerLimits::default() {
+            self.limits.remove(&peer);
+        } else {
+            self.limits.insert(peer, limits);
+        }
+    }
+
+    /// The limits `peer` stated; empty if it stated none.
+    pub fn limits(&self, peer: &PeerId) -> PeerLimits {
+        self.limits.get(peer).copied().unwrap_or_default()
     }
 
     /// Records `peer`'s full list; returns every difference from the previous one.
@@ -65,6 +84,7 @@ impl ProtocolBook {
 
     /// Forgets `peer` (its last connection closed).
     pub fn remove(&mut self, peer: &PeerId) {
+        self.limits.remove(peer);
         self.peers.remove(peer);
     }
 

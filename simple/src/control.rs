@@ -48,7 +48,9 @@ impl Control {
     /// order is kept between messages sent by separate calls; use
     /// [`borrow_stream`](Self::borrow_stream) for ordered bursts.
     ///
-    /// Errors: `FrameTooLarge` or `InvalidProtocol` before anything is sent;
+    /// Errors: `FrameTooLarge`, `FrameTooLargeForPeer` (beyond the limit the peer
+    /// stated in the protocol exchange) or `InvalidProtocol` before anything is
+    /// sent;
     /// `NotConnected`; `Timeout` / `PoolExhausted` when no stream of the
     /// protocol's lane frees up in time; `Backpressure` when the peer takes no
     /// byte of the message for `pool.send_timeout` (not retried);
@@ -298,10 +300,20 @@ impl Shared {
                 max,
             });
         }
-        if self.book.read().is_known_unsupported(&peer, protocol) {
+        let book = self.book.read();
+        if book.is_known_unsupported(&peer, protocol) {
             return Err(Error::ProtocolUnsupported {
                 peer,
                 protocol: protocol.to_owned(),
+            });
+        }
+        if let Some(max) = book.limits(&peer).max_frame_size
+            && payload.len() > max
+        {
+            return Err(Error::FrameTooLargeForPeer {
+                peer,
+                size: payload.len(),
+                max,
             });
         }
         Ok(())

@@ -21,6 +21,12 @@
 //!   once per `protocol_push_delay` per peer; lists arriving faster replace each
 //!   other while they wait, so a peer pushing without pause cannot flood the
 //!   application with events.
+//! - Limits: a response ends with the responder's `max_frame_size` (see
+//!   [`liquid_p2p_core::exchange`]), so each host learns the other's from the
+//!   response to its own request and refuses a larger payload before sending it
+//!   (`FrameTooLargeForPeer`). A peer of an older version states none; nothing
+//!   is refused early then, and its receiver resets a stream with a frame too
+//!   large for it (`ProtocolError`).
 //! - Changes: `register_protocol` / `unregister_protocol` wake the push task, which
 //!   waits `protocol_push_delay` so that a burst of changes goes out as one push, then
 //!   sends the current list to every announced peer; the response refreshes that
@@ -32,7 +38,10 @@ use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream};
 use liquid_p2p_core::{
     Error, Event, ExchangeFailure, StreamOpenFailure,
-    exchange::{ExchangeError, read_protocol_list, write_protocol_list},
+    exchange::{
+        ExchangeError, PeerLimits, read_limits, read_protocol_list, write_protocol_list,
+        write_response,
+    },
 };
 use tokio::sync::Notify;
 
@@ -63,8 +72,9 @@ impl Failure {
     }
 }
 
-/// Sends our list to `peer` on one of its connections and returns its list.
-async fn request(shared: &Shared, peer: PeerId) -> Result<Vec<String>, Failure> {
+/// Sends our list to `peer` on one of its connections and returns its list and
+/// limits.
+async fn request(shared: &Shared, peer: PeerId) -> Result<(Vec<String>, PeerLimits), Failure> {
     let Some(best) = shared.pools.best_pool(&peer) else {
         return Err(Failure::Open(Error::NotConnected { peer }));
     };
@@ -78,8 +88,10 @@ async fn request(shared: &Shared, peer: PeerId) -> Result<Vec<String>, Failure> 
     let list = read_protocol_list(&mut stream, shared.config.max_protocols_per_peer)
         .await
         .map_err(Failure::Wire)?;
+    // Up to the end of the stream, which the responder closes.
+    let limits = read_limits(&mut stream).await.map_err(Failure::Wire)?;
     let _ = stream.close().await;
-    Ok(list)
+    Ok((list, limits))
 }
 
 /// Why an exchange did not give a list.
@@ -94,7 +106,10 @@ enum Outcome {
 }
 
 /// Up to [`ATTEMPTS`] requests within `exchange_timeout`.
-async fn request_with_retry(shared: &Shared, peer: PeerId) -> Result<Vec<String>, Outcome> {
+async fn request_with_retry(
+    shared: &Shared,
+    peer: PeerId,
+) -> Result<(Vec<String>, PeerLimits), Outcome> {
     let attempts = async {
         let mut last = Outcome::Disconnected;
         for _ in 0..ATTEMPTS {
@@ -125,8 +140,8 @@ pub(crate) async fn exchange_with(shared: Arc<Shared>, peer: PeerId) {
     let deadline = tokio::time::Instant::now() + shared.config.exchange_timeout;
     let reason = loop {
         match request_with_retry(&shared, peer).await {
-            Ok(list) => {
-                shared.protocols_received(peer, list);
+            Ok((list, limits)) => {
+                shared.protocols_received(peer, list, Some(limits));
                 shared.announce(peer);
                 return;
             }
@@ -167,7 +182,8 @@ pub(crate) async fn respond(shared: &Arc<Shared>, peer: PeerId, mut stream: Stre
     let exchange = async {
         let list = read_protocol_list(&mut stream, shared.config.max_protocols_per_peer).await?;
         shared.list_pushed(peer, list);
-        write_protocol_list(&mut stream, &shared.registry.protocols()).await?;
+        let limits = PeerLimits::with_max_frame_size(shared.config.max_frame_size);
+        write_response(&mut stream, &shared.registry.protocols(), &limits).await?;
         let _ = stream.close().await;
         Ok::<_, ExchangeError>(())
     };
@@ -202,7 +218,7 @@ pub(crate) async fn push_loop(shared: Weak<Shared>, changed: Arc<Notify>) {
             s.lifecycle.spawn(span, async move {
                 let s = task;
                 match request_with_retry(&s, peer).await {
-                    Ok(list) => s.protocols_received(peer, list),
+                    Ok((list, limits)) => s.protocols_received(peer, list, Some(limits)),
                     Err(Outcome::NotSpoken(reason) | Outcome::Broken(reason)) => {
                         tracing::debug!(%peer, %reason, "protocol push failed");
                     }

@@ -79,8 +79,8 @@ pub mod low_level {
 pub use liquid_p2p_core::{
     AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch, Config,
     ConnectionId, DialFailure, Error, Event, EvictionReason, EvictionStrategy, ExchangeError,
-    ExchangeFailure, FrameError, Lane, MAX_LANES, Message, PeerId, PeerLimit, PeerScope,
-    PolicyScope, PoolConfig, PoolStats, ProtocolPriority, ReceiveCounts, RefusalReason,
+    ExchangeFailure, FrameError, Lane, MAX_LANES, Message, PeerId, PeerLimit, PeerLimits,
+    PeerScope, PolicyScope, PoolConfig, PoolStats, ProtocolPriority, ReceiveCounts, RefusalReason,
     RemoteRefusal, StreamOpenFailure, StreamScope, SupervisorConfig, UnknownPriority,
 };
 pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer};

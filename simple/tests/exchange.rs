@@ -293,3 +293,66 @@ async fn protocols_registered_in_the_builder_are_known_when_the_first_peer_conne
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_beyond_the_limit_the_peer_stated_is_refused_before_it_is_sent() {
+    const LIMIT: usize = 64 * 1024;
+    let small = host(Config::default().with_max_frame_size(LIMIT)).await;
+    let mut inbox = small
+        .control()
+        .register_protocol("/limits/1")
+        .expect("register");
+    let big = host(Config::default()).await;
+    let to = connect(&big, &small).await;
+    let e = big
+        .control()
+        .send(to, "/limits/1", vec![1u8; LIMIT + 1])
+        .await
+        .expect_err("beyond the peer's limit");
+    assert!(
+        matches!(e, Error::FrameTooLargeForPeer { peer, size, max } if peer == to && size == LIMIT + 1 && max == LIMIT),
+        "{e}"
+    );
+    // Up to the limit goes through, and the refused one cost the connection nothing.
+    big.control()
+        .send(to, "/limits/1", vec![2u8; LIMIT])
+        .await
+        .expect("within the peer's limit");
+    let message = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        .await
+        .expect("delivered")
+        .expect("open");
+    assert_eq!(message.payload.len(), LIMIT);
+    small.shutdown().await;
+    big.shutdown().await;
+}
+
+/// A responder of an older version ends its response after the list: its list is
+/// taken, its limits are unknown, and nothing is reported as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_without_limits_is_a_complete_exchange() {
+    let host = host(Config::default()).await;
+    let mut events = host.control().events();
+    let (plain, _control, mut incoming) =
+        plain_swarm_accepting(host.listen_addrs()[0].clone(), &[EXCHANGE_PROTOCOL]).await;
+    let mut requests = incoming.pop().expect("exchange streams");
+    tokio::spawn(async move {
+        while let Some((_, mut s)) = requests.next().await {
+            if read_protocol_list(&mut s, 64).await.is_ok() {
+                let _ = write_protocol_list(&mut s, &["/older/1".to_owned()]).await;
+                let _ = s.close().await;
+            }
+        }
+    });
+    let e = wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, Event::PeerConnected { peer } if *peer == plain)
+            || matches!(e, Event::ProtocolExchangeFailed { peer, .. } if *peer == plain)
+    })
+    .await;
+    assert!(matches!(e, Event::PeerConnected { .. }), "{e:?}");
+    assert_eq!(
+        host.control().peer_protocols(&plain),
+        Some(vec!["/older/1".to_owned()])
+    );
+    host.shutdown().await;
+}

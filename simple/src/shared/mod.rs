@@ -37,7 +37,7 @@ use std::{
 use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, swarm::ConnectionId};
 use liquid_p2p_core::{
-    Blacklist, Config, Error, Event, ProtocolBook, ProtocolChange, ProtocolPriority,
+    Blacklist, Config, Error, Event, PeerLimits, ProtocolBook, ProtocolChange, ProtocolPriority,
     ReceiveStreamManager, RemoteRefusal, SendStreamPool, SendStreamPoolManager, StreamOpenFailure,
     StreamOpener, StreamScope,
 };
@@ -196,16 +196,25 @@ impl Shared {
         }
     }
 
-    /// Records a peer's full protocol list and reports what changed: one
+    /// Records a peer's full protocol list (and the limits it stated, when the
+    /// list is a response to ours) and reports what changed: one
     /// `PeerProtocols` with the differences, and one event per changed protocol
     /// when at most [`MAX_PROTOCOL_CHANGE_EVENTS`] changed.
-    pub(crate) fn protocols_received(&self, peer: PeerId, protocols: Vec<String>) {
+    pub(crate) fn protocols_received(
+        &self,
+        peer: PeerId,
+        protocols: Vec<String>,
+        limits: Option<PeerLimits>,
+    ) {
         let changes = {
             // Checked under the book's lock: `peer_gone` removes the pools first and
             // then the entry under this lock, so no entry outlives its peer.
             let mut book = self.book.write();
             if self.pools.best_pool(&peer).is_none() {
                 return; // gone meanwhile
+            }
+            if let Some(limits) = limits {
+                book.set_limits(peer, limits);
             }
             book.update(peer, protocols.iter().cloned())
         };
@@ -262,7 +271,7 @@ impl Shared {
             }
         };
         match due {
-            None => self.protocols_received(peer, list),
+            None => self.protocols_received(peer, list, None),
             Some((_, true)) => {} // the waiting task applies the newest list
             Some((due, false)) => {
                 let shared = Arc::clone(self);
@@ -277,7 +286,7 @@ impl Shared {
                         })
                     };
                     if let Some(list) = list {
-                        shared.protocols_received(peer, list);
+                        shared.protocols_received(peer, list, None);
                     }
                 });
             }
