@@ -4,7 +4,9 @@
 //! read, it respects the limits (at most `max_protocols` names of 1..=256 bytes), it
 //! re-encodes to exactly the bytes it was read from (varints are minimal, so the
 //! encoding is canonical), `write_protocol_list` writes those same bytes, and reading
-//! them again gives the same list.
+//! them again gives the same list. What follows the list is then read as a
+//! response's limits: a typed error or limits, never more than `MAX_LIMITS`
+//! entries, and limits read back as written.
 
 #![no_main]
 
@@ -12,7 +14,9 @@ use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;
 use liquid_p2p_core::{
     MAX_PROTOCOL_LEN,
-    exchange::{encode_protocol_list, read_protocol_list, write_protocol_list},
+    exchange::{
+        encode_limits, encode_protocol_list, read_limits, read_protocol_list, write_protocol_list,
+    },
 };
 use liquid_p2p_fuzz::{ChunkedReader, Input};
 
@@ -43,4 +47,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(written.into_inner(), encoded);
     let again = block_on(read_protocol_list(&mut &encoded[..], max_protocols));
     assert_eq!(again.as_ref(), Ok(&list));
+
+    if let Ok(limits) = block_on(read_limits(&mut stream)) {
+        let encoded = encode_limits(&limits);
+        assert_eq!(block_on(read_limits(&mut &encoded[..])), Ok(limits));
+    }
 });

@@ -11,7 +11,9 @@ loss       5 % packet loss and 50 ms delay each way (`tc netem` on both veth
            ends; where the kernel has no netem, a user-space link through two TUN
            devices, see linkemu.py). A and B flood each other at once, --count
            messages of --size bytes and, in parallel, --large-count of
-           --large-size bytes. Checked:
+           --large-size bytes (on the protocol --large-protocol, with the send
+           priority --large-priority, when given; else on the small flood's).
+           Checked:
            every message whose `send` returned Ok arrives exactly once. Reported:
            the rate achieved.
 kill       A requires B. --cycles times: both flood each other, B is killed with
@@ -217,23 +219,31 @@ def failed_set(ranges):
 
 def check_loss(lab, args):
     how, addr_a, addr_b = lab.impair(args.delay_ms, args.loss_percent)
-    floods = [(args.count, args.size), (args.large_count, args.large_size)]
-    floods = [(count, size) for count, size in floods if count > 0]
+    large_protocol = args.large_protocol or PROTOCOL
+    floods = [(args.count, args.size, PROTOCOL), (args.large_count, args.large_size, large_protocol)]
+    floods = [(count, size, protocol) for count, size, protocol in floods if count > 0]
     figures = {"impairment": how, "tcp_congestion_control": lab.congestion_control(args.congestion_control),
                "delay_ms_each_way": args.delay_ms, "loss_percent_each_way": args.loss_percent,
-               "floods_each_way": [f"{count} x {size} B" for count, size in floods]}
+               "floods_each_way": [f"{count} x {size} B on {protocol}" for count, size, protocol in floods]}
+    protocols = ["--protocol", PROTOCOL]
+    if large_protocol != PROTOCOL:
+        protocols += ["--protocol", large_protocol]
+        if args.large_priority:
+            protocols += ["--priority", f"{large_protocol}={args.large_priority}"]
+            figures["large_priority"] = args.large_priority
     problems = []
     try:
-        a = lab.start("a", args.peer, ["--listen", f"/ip4/{addr_a}/tcp/4002"], "loss-a")
+        a = lab.start("a", args.peer, ["--listen", f"/ip4/{addr_a}/tcp/4002"] + protocols, "loss-a")
         a_addr, a_id = a.listening()
-        b = lab.start("b", args.peer, ["--listen", f"/ip4/{addr_b}/tcp/4002", "--dial", a_addr], "loss-b")
+        b = lab.start("b", args.peer, ["--listen", f"/ip4/{addr_b}/tcp/4002", "--dial", a_addr] + protocols,
+                      "loss-b")
         _, b_id = b.listening()
         connected_both(a, b, a_id, b_id, timeout=60)
         t0 = time.monotonic()
         # Both directions at once, the small and the large flood in parallel.
-        for count, size in floods:
+        for count, size, protocol in floods:
             for sender in (a, b):
-                sender.command(f"flood * {PROTOCOL} {count} {size}")
+                sender.command(f"flood * {protocol} {count} {size}")
         done = {}
         for direction, sender in (("a_to_b", a), ("b_to_a", b)):
             since = 0
@@ -400,6 +410,8 @@ def main():
                         help="TCP congestion control for the loss check, one of net.ipv4.tcp_allowed_congestion_control (e.g. reno); default: the system's")
     parser.add_argument("--large-count", type=int, default=100)
     parser.add_argument("--large-size", type=int, default=262144)
+    parser.add_argument("--large-protocol", default=None)
+    parser.add_argument("--large-priority", default=None, choices=["high", "normal", "low"])
     parser.add_argument("--flood-timeout", type=float, default=600.0)
     parser.add_argument("--delivery-timeout", type=float, default=120.0)
     parser.add_argument("--cycles", type=int, default=20)

@@ -241,30 +241,31 @@ impl InboxMeter {
     /// [`Reservation`] is committed (the message then stays counted in its inbox)
     /// or dropped.
     async fn reserve(self: &Arc<Self>, bytes: usize) -> Reservation {
-        loop {
-            let (mine, all) = (self.inbox.freed.notified(), self.host.freed.notified());
-            tokio::pin!(mine, all);
-            mine.as_mut().enable();
-            all.as_mut().enable();
-            let _waiting = (Waiting::on(&self.inbox), Waiting::on(&self.host));
-            if self.inbox.try_claim(bytes) {
-                if self.host.try_claim(bytes) {
-                    return Reservation {
-                        meter: Arc::clone(self),
-                        bytes,
-                    };
-                }
+        self.wait_until(|| {
+            if !self.inbox.try_claim(bytes) {
+                return false;
+            }
+            if !self.host.try_claim(bytes) {
                 self.inbox.remove(bytes);
+                return false;
             }
-            tokio::select! {
-                _ = &mut mine => {}
-                _ = &mut all => {}
-            }
+            true
+        })
+        .await;
+        Reservation {
+            meter: Arc::clone(self),
+            bytes,
         }
     }
 
     /// Waits until a message of `bytes` that has arrived fits (see `fits`).
     async fn room_for(&self, bytes: usize) {
+        self.wait_until(|| self.fits(bytes)).await;
+    }
+
+    /// Waits until `room` says there is room, asking again whenever either
+    /// budget frees some.
+    async fn wait_until(&self, mut room: impl FnMut() -> bool) {
         loop {
             let (mine, all) = (self.inbox.freed.notified(), self.host.freed.notified());
             tokio::pin!(mine, all);
@@ -273,7 +274,7 @@ impl InboxMeter {
             // Counted as waiting until this wait ends, or is dropped (the reader's
             // grace period ran out).
             let _waiting = (Waiting::on(&self.inbox), Waiting::on(&self.host));
-            if self.fits(bytes) {
+            if room() {
                 return;
             }
             tokio::select! {

@@ -191,16 +191,7 @@ async fn a_dead_peer_is_found_while_we_keep_writing_to_it() {
     let b = host(config).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
     tokio::spawn(async move { while inbox.recv().await.is_some() {} });
-    let frozen = Arc::new(AtomicBool::new(false));
-    let relay = freezable_relay(([127, 0, 0, 1], tcp_port(&a)).into(), Arc::clone(&frozen)).await;
-    let a_id = a.local_peer_id();
-    b.dial(address(relay, a_id))
-        .await
-        .expect("dial through the relay");
-    wait_until(Duration::from_secs(5), || {
-        b.control().peer_protocols(&a_id).is_some()
-    })
-    .await;
+    let (a_id, frozen) = connect_through_relay(&b, &a).await;
     let mut events = b.control().events();
     // 50 messages a second, far from filling the windows.
     let writer = tokio::spawn({

@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::*;
-use liquid_p2p::{Config, Error, PoolConfig, ProtocolPriority};
+use liquid_p2p::{Config, Error, Host, Inbox, PeerId, PoolConfig, ProtocolPriority};
 
 const URGENT: &str = "/test/priority/urgent";
 const BULK: &str = "/test/priority/bulk";
@@ -36,31 +36,58 @@ fn check(bytes: &[u8], len: usize) -> u64 {
     seq
 }
 
+/// A receiver with inboxes for URGENT and BULK, and a sender (with
+/// `sender_config`) connected to it that sends URGENT as `High` and BULK as
+/// `Low`.
+struct Pair {
+    receiver: Host,
+    sender: Host,
+    to: PeerId,
+    urgent_inbox: Inbox,
+    bulk_inbox: Inbox,
+}
+
+impl Pair {
+    async fn new(sender_config: Config) -> Self {
+        let receiver = host(Config::default()).await;
+        let sender = host(sender_config).await;
+        let register = |protocol| receiver.control().register_protocol(protocol);
+        let urgent_inbox = register(URGENT).expect("register");
+        let bulk_inbox = register(BULK).expect("register");
+        for (protocol, priority) in [
+            (URGENT, ProtocolPriority::High),
+            (BULK, ProtocolPriority::Low),
+        ] {
+            sender
+                .control()
+                .register_protocol_with_priority(protocol, priority)
+                .expect("register");
+        }
+        let to = connect(&sender, &receiver).await;
+        Self {
+            receiver,
+            sender,
+            to,
+            urgent_inbox,
+            bulk_inbox,
+        }
+    }
+
+    async fn shut_down(self) {
+        self.receiver.shutdown().await;
+        self.sender.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_high_priority_protocol_nobody_reads_holds_back_no_lower_one() {
-    let receiver = host(Config::default()).await;
-    let sender = host(
+    let mut pair = Pair::new(
         Config::default()
             .with_pool(PoolConfig::default().with_send_timeout(Duration::from_secs(1))),
     )
     .await;
     // The receiver never reads URGENT.
-    let _urgent_inbox = receiver
-        .control()
-        .register_protocol(URGENT)
-        .expect("register");
-    let mut bulk_inbox = receiver
-        .control()
-        .register_protocol(BULK)
-        .expect("register");
-    let control = sender.control();
-    control
-        .register_protocol_with_priority(URGENT, ProtocolPriority::High)
-        .expect("register");
-    control
-        .register_protocol_with_priority(BULK, ProtocolPriority::Low)
-        .expect("register");
-    let to = connect(&sender, &receiver).await;
+    let (control, to) = (pair.sender.control().clone(), pair.to);
 
     // 8 tasks send URGENT until their streams' windows are shut and a send
     // fails for lack of room.
@@ -104,7 +131,7 @@ async fn a_high_priority_protocol_nobody_reads_holds_back_no_lower_one() {
     }
     let mut seen = vec![false; COUNT as usize];
     for _ in 0..COUNT {
-        let message = tokio::time::timeout(Duration::from_secs(10), bulk_inbox.recv())
+        let message = tokio::time::timeout(Duration::from_secs(10), pair.bulk_inbox.recv())
             .await
             .expect("bulk message delivered")
             .expect("inbox open");
@@ -118,8 +145,7 @@ async fn a_high_priority_protocol_nobody_reads_holds_back_no_lower_one() {
     for task in urgent {
         task.await.expect("urgent sender");
     }
-    receiver.shutdown().await;
-    sender.shutdown().await;
+    pair.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,24 +154,8 @@ async fn an_ordered_burst_of_large_and_small_frames_paused_for_urgent_traffic_ar
     const LARGE: usize = 1 << 20;
     const SMALL: usize = 256;
     const COUNT: u64 = 24;
-    let receiver = host(Config::default()).await;
-    let sender = host(Config::default()).await;
-    let mut bulk_inbox = receiver
-        .control()
-        .register_protocol(BULK)
-        .expect("register");
-    let mut urgent_inbox = receiver
-        .control()
-        .register_protocol(URGENT)
-        .expect("register");
-    let control = sender.control().clone();
-    control
-        .register_protocol_with_priority(URGENT, ProtocolPriority::High)
-        .expect("register");
-    control
-        .register_protocol_with_priority(BULK, ProtocolPriority::Low)
-        .expect("register");
-    let to = connect(&sender, &receiver).await;
+    let mut pair = Pair::new(Config::default()).await;
+    let (control, to) = (pair.sender.control().clone(), pair.to);
 
     // Urgent traffic the whole time, so the burst's writer keeps pausing.
     let stop = Arc::new(AtomicBool::new(false));
@@ -185,7 +195,7 @@ async fn an_ordered_burst_of_large_and_small_frames_paused_for_urgent_traffic_ar
     }
     drop(burst);
     for expected in 0..COUNT {
-        let message = tokio::time::timeout(Duration::from_secs(20), bulk_inbox.recv())
+        let message = tokio::time::timeout(Duration::from_secs(20), pair.bulk_inbox.recv())
             .await
             .expect("burst message delivered")
             .expect("inbox open");
@@ -199,16 +209,15 @@ async fn an_ordered_burst_of_large_and_small_frames_paused_for_urgent_traffic_ar
     let urgent_sent = urgent.await.expect("urgent sender");
     assert!(urgent_sent > 0);
     for _ in 0..urgent_sent {
-        let message = tokio::time::timeout(Duration::from_secs(10), urgent_inbox.recv())
+        let message = tokio::time::timeout(Duration::from_secs(10), pair.urgent_inbox.recv())
             .await
             .expect("urgent message delivered")
             .expect("inbox open");
         check(&message.payload, SMALL);
     }
     assert!(
-        urgent_inbox.try_recv().is_none(),
+        pair.urgent_inbox.try_recv().is_none(),
         "no urgent message beyond those sent"
     );
-    receiver.shutdown().await;
-    sender.shutdown().await;
+    pair.shut_down().await;
 }

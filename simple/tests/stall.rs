@@ -117,17 +117,7 @@ async fn streaming_through_a_relay() -> Frozen {
     let b = host(config).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
     tokio::spawn(async move { while inbox.recv().await.is_some() {} });
-    let a_port = tcp_port(&a);
-    let frozen = Arc::new(AtomicBool::new(false));
-    let relay = freezable_relay(([127, 0, 0, 1], a_port).into(), Arc::clone(&frozen)).await;
-    let a_id = a.local_peer_id();
-    b.dial(address(relay, a_id))
-        .await
-        .expect("dial through the relay");
-    wait_until(Duration::from_secs(5), || {
-        b.control().peer_protocols(&a_id).is_some()
-    })
-    .await;
+    let (a_id, frozen) = connect_through_relay(&b, &a).await;
     let events = b.control().events();
     // Enough senders that what they may write when the relay freezes (a stream
     // window, 256 KiB, each) is more than the kernel buffers take: bytes then

@@ -238,3 +238,26 @@ pub async fn freezable_relay(
     });
     port
 }
+
+/// Connects `from` to `to` through a [`freezable_relay`] and waits for the
+/// exchange; returns `to`'s peer id and the relay's switch.
+pub async fn connect_through_relay(
+    from: &Host,
+    to: &Host,
+) -> (PeerId, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relay = freezable_relay(
+        ([127, 0, 0, 1], tcp_port(to)).into(),
+        std::sync::Arc::clone(&frozen),
+    )
+    .await;
+    let to_id = to.local_peer_id();
+    from.dial(address(relay, to_id))
+        .await
+        .expect("dial through the relay");
+    wait_until(Duration::from_secs(5), || {
+        from.control().peer_protocols(&to_id).is_some()
+    })
+    .await;
+    (to_id, frozen)
+}
