@@ -490,6 +490,12 @@ impl<O: StreamOpener> SendStreamPool<O> {
         Some(st.idle.remove(0))
     }
 
+    /// Whether `check` says yes for one of the idle streams, asked in turn
+    /// (under the pool's lock: `check` must not wait).
+    pub fn any_idle(&self, check: impl FnMut(&mut O::Stream) -> bool) -> bool {
+        self.state.lock().idle.iter_mut().any(check)
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed

@@ -246,6 +246,27 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
         fullest.is_some_and(|pool| pool.take_idle().is_some())
     }
 
+    /// Whether `check` says yes for an idle stream of one of `connection`'s pools
+    /// (see [`SendStreamPool::any_idle`]).
+    pub fn any_idle(
+        &self,
+        peer: &PeerId,
+        connection: ConnectionId,
+        mut check: impl FnMut(&mut O::Stream) -> bool,
+    ) -> bool {
+        let pools: Vec<_> = {
+            let all = self.pools.read();
+            let Some(found) = all
+                .get(peer)
+                .and_then(|list| list.iter().find(|c| c.id() == connection))
+            else {
+                return false;
+            };
+            found.pools().map(|(_, pool)| Arc::clone(pool)).collect()
+        };
+        pools.iter().any(|pool| pool.any_idle(&mut check))
+    }
+
     /// Connections of `peer` with open pools.
     pub fn connection_count(&self, peer: &PeerId) -> usize {
         self.pools.read().get(peer).map_or(0, |list| {

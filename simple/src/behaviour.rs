@@ -63,6 +63,7 @@ use crate::{
     muxer::TransportStalled,
     shared::{Request, Shared},
     transport::HandshakeError,
+    watchdog::MeteredStream,
 };
 
 /// Addresses remembered per peer, for extra connections and dials by peer id.
@@ -797,8 +798,19 @@ impl Behaviour {
     /// for `ping_interval + ping_timeout`.
     fn close_silent_connections(&mut self) {
         let now = Instant::now();
+        // Connections quiet for a while: an idle send stream looks at whether our
+        // muxer read anything from the peer (window updates for data still
+        // draining from a slow link), which no write reported since.
+        for (peer, connection) in self.liveness.quiet(now, self.liveness.check_period()) {
+            self.shared
+                .pools
+                .any_idle(&peer, connection, MeteredStream::look_for_peer_reads);
+        }
         for connection in self.shared.connections.with_traffic() {
             self.liveness.answered(connection, now);
+        }
+        for (connection, at) in self.shared.connections.socket_reads() {
+            self.liveness.answered(connection, at);
         }
         for (peer, connection, silent_for) in self.liveness.expired(now) {
             tracing::info!(%peer, %connection, ?silent_for, "no ping answered; closing connection");

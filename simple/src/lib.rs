@@ -83,7 +83,7 @@ pub use liquid_p2p_core::{
     PeerScope, PolicyScope, PoolConfig, PoolStats, ProtocolPriority, ReceiveCounts, RefusalReason,
     RemoteRefusal, StreamOpenFailure, StreamScope, SupervisorConfig, UnknownPriority,
 };
-pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer};
+pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer, YamuxStream};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};
 pub use receiver::{Inbox, InboxStats};
 pub use shared::MAX_PROTOCOL_CHANGE_EVENTS;

@@ -8,20 +8,21 @@
 //! This table tracks the last sign of life of each connection instead, and names
 //! the connections without one for `ping_interval + ping_timeout`.
 //!
-//! A sign of life is an answered ping or bytes read from one of the connection's
-//! message streams (the connection meters of `watchdog.rs`, read at every check).
-//! Bytes we write are not one: the kernel and the flow-control windows take them
-//! from a peer whose process has stopped, so a host that keeps sending to a dead
-//! peer would otherwise keep it "alive" until its windows fill, which at a
-//! consensus node's few messages a second is never.
+//! A sign of life is an answered ping or bytes read from the peer: from one of
+//! the connection's message streams, or, over our muxer, any byte its socket
+//! read (window updates, pongs), whose count the send streams hand to the
+//! connection meter at each write, and an idle one when asked here (see
+//! `muxer.rs` and `watchdog.rs`; the meters are read at every check). Bytes we
+//! write are not one: the kernel and the flow-control windows take them from a
+//! peer whose process has stopped, so a host that keeps sending to a dead peer
+//! would otherwise keep it "alive" until its windows fill, which at a consensus
+//! node's few messages a second is never.
 //!
-//! Pings alone are not enough for a peer that sends us data: on a slow link its
-//! pongs wait behind that data in its send queue and time out while the data keeps
-//! arriving; its reads keep it alive. Our own pings wait behind our data too, but
-//! only behind what the muxer's fairness and `TCP_NOTSENT_LOWAT` (transport.rs)
-//! let queue ahead of them: 128 KiB in the kernel and a frame per busy stream, a
-//! few seconds on the slowest link the chaos checks use (5 % loss, 100 ms round
-//! trip, TCP reno), well inside the ping timeout.
+//! Pings alone are not enough: on a slow link with a deep queue (5 % loss, 100 ms
+//! round trip and TCP reno give 50–70 KB/s, and the link's buffers hold seconds
+//! of data) a ping waits behind the data and times out while the peer is alive.
+//! The peer then shows life by the window updates it sends as it reads our data,
+//! or by the data it sends us.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -51,8 +52,21 @@ impl Liveness {
     /// A ping on `connection` was answered, or bytes were read from it.
     pub(crate) fn answered(&mut self, connection: ConnectionId, now: Instant) {
         if let Some((_, at)) = self.last_seen.get_mut(&connection) {
-            *at = now;
+            *at = (*at).max(now);
         }
+    }
+
+    /// Connections with no sign of life for longer than `for_at_least`.
+    pub(crate) fn quiet(
+        &self,
+        now: Instant,
+        for_at_least: Duration,
+    ) -> Vec<(PeerId, ConnectionId)> {
+        self.last_seen
+            .iter()
+            .filter(|(_, (_, at))| now.duration_since(*at) > for_at_least)
+            .map(|(c, (p, _))| (*p, *c))
+            .collect()
     }
 
     pub(crate) fn closed(&mut self, connection: ConnectionId) {

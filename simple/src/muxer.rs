@@ -26,6 +26,16 @@
 //! inbox is not a stall: the peer's yamux still reads the socket and only the
 //! unread streams' windows close, so our socket drains and nothing waits for it.
 //!
+//! The muxer also tells the host's liveness check whether the peer sends
+//! anything at all. Bytes read from the socket (window updates, pongs, data) are
+//! the peer's sign of life; on a slow link that a host floods one way they are
+//! mostly window updates, which only the muxer sees. libp2p boxes the substreams
+//! it hands out, so nothing but `AsyncRead` / `AsyncWrite` reaches the handler;
+//! our [`YamuxStream`] therefore leaves the time of the connection's last socket
+//! read in a thread-local ([`peer_reads`]) during each synchronous write call,
+//! and the metered stream above it (watchdog.rs) picks it up right after the call
+//! returns: the peer was alive then.
+//!
 //! Closing is bounded too. yamux closes by writing what its streams queued, then
 //! GoAway, and reads nothing meanwhile; libp2p reports the connection closed only
 //! when that is done. When the peer reads nothing either (it is closing the same
@@ -210,6 +220,8 @@ pub struct YamuxMuxer<C> {
 struct SocketProgress {
     /// Bytes the socket has taken.
     sent: AtomicU64,
+    /// When the socket last read bytes ([`clock_ms`]; 0: never).
+    last_read: AtomicU64,
     /// Whether bytes wait in the reserve for the socket to take them.
     waiting: AtomicBool,
 }
@@ -307,7 +319,7 @@ impl<C> StreamMuxer for YamuxMuxer<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    type Substream = yamux::Stream;
+    type Substream = YamuxStream;
     type Error = yamux::ConnectionError;
 
     fn poll_inbound(
@@ -316,10 +328,10 @@ where
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
         if let Some(stream) = this.inbound.pop_front() {
-            return Poll::Ready(Ok(stream));
+            return Poll::Ready(Ok(YamuxStream::new(stream, &this.socket)));
         }
         if let Poll::Ready(result) = this.poll_connection(cx) {
-            return Poll::Ready(result);
+            return Poll::Ready(result.map(|stream| YamuxStream::new(stream, &this.socket)));
         }
         this.inbound_waker = Some(cx.waker().clone());
         Poll::Pending
@@ -329,7 +341,9 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
-        self.get_mut().connection.poll_new_outbound(cx)
+        let this = self.get_mut();
+        let stream = ready!(this.connection.poll_new_outbound(cx))?;
+        Poll::Ready(Ok(YamuxStream::new(stream, &this.socket)))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -453,6 +467,89 @@ impl FrameCursor {
                 on_header(header);
             }
         }
+    }
+}
+
+/// Milliseconds from a process-wide origin to `at`, at least 1 (0 means never).
+pub(crate) fn clock_ms(at: tokio::time::Instant) -> u64 {
+    let origin = *CLOCK_ORIGIN;
+    u64::try_from(at.saturating_duration_since(origin).as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// The instant [`clock_ms`] gave `ms` for.
+pub(crate) fn from_clock_ms(ms: u64) -> tokio::time::Instant {
+    *CLOCK_ORIGIN + Duration::from_millis(ms)
+}
+
+static CLOCK_ORIGIN: std::sync::LazyLock<tokio::time::Instant> =
+    std::sync::LazyLock::new(tokio::time::Instant::now);
+
+thread_local! {
+    /// Left by a [`YamuxStream`] write: when its connection's socket last read
+    /// bytes ([`clock_ms`]). Taken by [`peer_reads`].
+    static PEER_READS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// When the connection's socket last read bytes ([`clock_ms`], 0 if never), if
+/// the write call that just returned on this thread went through one of our
+/// substreams (see the module docs); clears it. Call it right after a write on a
+/// stream that may be ours.
+pub(crate) fn peer_reads() -> Option<u64> {
+    PEER_READS.with(std::cell::Cell::take)
+}
+
+/// A stream of a [`YamuxMuxer`]: the yamux stream itself, and when its
+/// connection last read from the peer, handed up through [`peer_reads`] at each
+/// write.
+#[derive(Debug)]
+pub struct YamuxStream {
+    inner: yamux::Stream,
+    socket: Arc<SocketProgress>,
+}
+
+impl YamuxStream {
+    fn new(inner: yamux::Stream, socket: &Arc<SocketProgress>) -> Self {
+        Self {
+            inner,
+            socket: Arc::clone(socket),
+        }
+    }
+}
+
+impl AsyncRead for YamuxStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for YamuxStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let last_read = self.socket.last_read.load(Ordering::Relaxed);
+        PEER_READS.with(|mark| mark.set(Some(last_read)));
+        if buf.is_empty() {
+            // A look at the count alone (`MeteredStream::look_for_peer_reads`):
+            // yamux would send an empty data frame.
+            return Poll::Ready(Ok(0));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
@@ -600,6 +697,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncRead for ReplyReserve<C> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let n = ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if n > 0 {
+            let now = clock_ms(tokio::time::Instant::now());
+            if this.progress.last_read.load(Ordering::Relaxed) != now {
+                this.progress.last_read.store(now, Ordering::Relaxed);
+            }
+        }
         let owed = &mut this.owed_replies;
         this.read.follow(&buf[..n], |header| {
             if header.is_ping_request() {

@@ -6,11 +6,15 @@
 //! bytes since the last liveness check, a token cancelled when it closes, and
 //! whether it closed because it stalled, so that writes cut short say so.
 //!
-//! Bytes read from a message stream tell the host's liveness check that the peer
-//! is alive, as well as an answered ping does; on a slow, busy link they may be
-//! the only proof, because the peer's pongs wait behind its data (see
-//! `liveness.rs`). Bytes we write prove nothing: the kernel and the flow-control
-//! windows take them from a peer that has stopped.
+//! Bytes read from the peer tell the host's liveness check that it is alive, as
+//! well as an answered ping does: bytes read from a message stream, and, over our
+//! muxer, bytes its socket read (window updates), the time of which a send stream
+//! learns at each write ([`crate::muxer::peer_reads`]) and the liveness check
+//! asks an idle one for. On a slow link that a host floods one
+//! way, the pings wait behind the data in the network's queues and those window
+//! updates are the only proof (see `liveness.rs`). Bytes we write prove nothing:
+//! the kernel and the flow-control windows take them from a peer that has
+//! stopped.
 //!
 //! Send streams also bound a write that moves no byte (`pool.send_timeout`): the
 //! receiver is not reading that protocol, and the write fails with
@@ -30,7 +34,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
     time::Duration,
@@ -53,6 +57,9 @@ pub(crate) struct ConnectionMeter {
     connection: ConnectionId,
     /// Set whenever bytes are read; cleared by each liveness check (`take_traffic`).
     traffic: AtomicBool,
+    /// When our muxer last read bytes from the peer, as far as its streams
+    /// reported ([`crate::muxer::clock_ms`]; 0: not reported).
+    socket_read: AtomicU64,
     /// Set when the muxer found the connection stalled: after how long.
     stalled_after: std::sync::OnceLock<Duration>,
     /// Cancelled when the connection closes or stalls.
@@ -131,6 +138,7 @@ impl ConnectionMeter {
             peer,
             connection,
             traffic: AtomicBool::new(false),
+            socket_read: AtomicU64::new(0),
             stalled_after: std::sync::OnceLock::new(),
             closed: CancellationToken::new(),
             gate: WriteGate::default(),
@@ -144,6 +152,22 @@ impl ConnectionMeter {
         // taking the cache line from each other.
         if !self.traffic.load(Ordering::Relaxed) {
             self.traffic.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Our muxer's socket read bytes from the peer at `ms` (`clock_ms`).
+    fn socket_read_at(&self, ms: u64) {
+        if ms > self.socket_read.load(Ordering::Relaxed) {
+            self.socket_read.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// When our muxer last read bytes from the peer, as far as the connection's
+    /// streams have reported.
+    pub(crate) fn last_socket_read(&self) -> Option<tokio::time::Instant> {
+        match self.socket_read.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(crate::muxer::from_clock_ms(ms)),
         }
     }
 
@@ -375,6 +399,22 @@ impl MeteredStream {
         }
     }
 
+    /// Over our muxer, hands the time of the connection's last socket read to its
+    /// meter without writing anything: an idle send stream's look for the
+    /// liveness check. Whether the connection is over our muxer (a time came).
+    pub(crate) fn look_for_peer_reads(&mut self) -> bool {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let _ = Pin::new(&mut self.inner).poll_write(&mut cx, &[]);
+        match crate::muxer::peer_reads() {
+            Some(ms) => {
+                self.meter.socket_read_at(ms);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn meter(&self) -> &Arc<ConnectionMeter> {
         &self.meter
     }
@@ -436,6 +476,9 @@ impl AsyncWrite for MeteredStream {
         }
         let slice = &buf[..buf.len().min(SLICE)];
         let poll = Pin::new(&mut this.inner).poll_write(cx, slice);
+        if let Some(ms) = crate::muxer::peer_reads() {
+            this.meter.socket_read_at(ms);
+        }
         if poll.is_pending() {
             // Waiting for room is not writing: lower priorities may go.
             this.frame_written();

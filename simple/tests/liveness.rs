@@ -234,6 +234,77 @@ async fn a_dead_peer_is_found_while_we_keep_writing_to_it() {
     b.shutdown().await;
 }
 
+/// A host flooding a live peer one way over a slow link: its pings wait behind
+/// seconds of data in the link's queue and time out, and the peer sends no
+/// message back; what proves the peer alive are the window updates it sends as it
+/// reads, which our muxer reads. The connection must stay up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_peer_flooded_one_way_over_a_slow_link_is_not_taken_for_dead() {
+    // The default liveness limit (ping every 2 s, timeout 5 s); a link of
+    // 64 KB/s, whose queue soon holds more than 5 s of data.
+    let config = Config::default();
+    let a = host(config.clone()).await;
+    let b = host(config).await;
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let received = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let received = Arc::clone(&received);
+        async move {
+            while inbox.recv().await.is_some() {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let relay = slow_relay(
+        ([127, 0, 0, 1], tcp_port(&a)).into(),
+        64 * 1024,
+        Duration::from_millis(50),
+    )
+    .await;
+    let a_id = a.local_peer_id();
+    b.dial(address(relay, a_id))
+        .await
+        .expect("dial through the relay");
+    wait_until(Duration::from_secs(10), || {
+        b.control().peer_protocols(&a_id).is_some()
+    })
+    .await;
+    let mut events = b.control().events();
+    // 16 tasks of 120 messages: about 30 s of the link's time, all offered at
+    // once (a send returns once its frame is queued).
+    let senders: Vec<_> = (0..16)
+        .map(|_| {
+            let control = b.control().clone();
+            tokio::spawn(async move {
+                for _ in 0..120 {
+                    control
+                        .send(a_id, PROTO, [3u8; 1024])
+                        .await
+                        .expect("the live peer stays connected");
+                }
+                120
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for s in senders {
+        sent += s.await.expect("sender");
+    }
+    wait_until(Duration::from_secs(60), || {
+        received.load(Ordering::Relaxed) == sent
+    })
+    .await;
+    while let Some(e) = events.try_recv() {
+        assert!(
+            !matches!(&e, Event::ConnectionClosed { peer, .. } if *peer == a_id),
+            "a live peer was closed: {e:?}"
+        );
+    }
+    assert!(b.control().connected_peers().contains(&a_id));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_can_be_dialled_by_id_from_addresses_learned_earlier() {
     let a = host(Config::default()).await;

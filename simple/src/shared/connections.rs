@@ -81,4 +81,15 @@ impl ConnectionTable {
             .map(|(connection, _)| *connection)
             .collect()
     }
+
+    /// When our muxer last read bytes from each connection's peer, for those
+    /// whose streams reported it (see `watchdog.rs`).
+    pub(crate) fn socket_reads(&self) -> Vec<(ConnectionId, tokio::time::Instant)> {
+        self.inner
+            .lock()
+            .meters
+            .iter()
+            .filter_map(|(connection, meter)| Some((*connection, meter.last_socket_read()?)))
+            .collect()
+    }
 }
