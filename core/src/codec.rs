@@ -229,6 +229,65 @@ pub fn encode_frame(protocol: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A frame encoded once, to be written to any number of streams: the payload is
+/// compressed (if asked and worth it) and the header built here, not per write.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame<'a> {
+    /// The header, followed by the payload when it is small enough to go in the
+    /// same write.
+    head: Vec<u8>,
+    /// The payload when it goes in a write of its own (else empty).
+    body: std::borrow::Cow<'a, [u8]>,
+}
+
+impl<'a> EncodedFrame<'a> {
+    /// Encodes a frame of `payload` for `protocol`. With `compress_min_size` set,
+    /// payloads at least that large are compressed when that makes them smaller.
+    pub fn new(protocol: &str, payload: &'a [u8], compress_min_size: Option<usize>) -> Self {
+        let compressed = match compress_min_size {
+            Some(min) if payload.len() >= min => snap::raw::Encoder::new()
+                .compress_vec(payload)
+                .ok()
+                .filter(|c| c.len() < payload.len()),
+            _ => None,
+        };
+        let (flags, body) = match compressed {
+            Some(c) => (FLAG_COMPRESSED, std::borrow::Cow::Owned(c)),
+            None => (0, std::borrow::Cow::Borrowed(payload)),
+        };
+        let mut head = Vec::with_capacity(protocol.len() + 24 + body.len().min(COALESCE_LIMIT));
+        encode_header(flags, protocol, body.len(), &mut head);
+        if body.len() <= COALESCE_LIMIT {
+            head.extend_from_slice(&body);
+            Self {
+                head,
+                body: std::borrow::Cow::Borrowed(&[]),
+            }
+        } else {
+            Self { head, body }
+        }
+    }
+
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Never: a frame has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the frame and flushes it.
+    pub async fn write_to<W: AsyncWrite + Unpin>(&self, io: &mut W) -> io::Result<()> {
+        io.write_all(&self.head).await?;
+        if !self.body.is_empty() {
+            io.write_all(&self.body).await?;
+        }
+        io.flush().await
+    }
+}
+
 /// Writes one frame and flushes it. With `compress_min_size` set, payloads at least
 /// that large are compressed when that makes them smaller.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
@@ -237,27 +296,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     payload: &[u8],
     compress_min_size: Option<usize>,
 ) -> io::Result<()> {
-    let compressed = match compress_min_size {
-        Some(min) if payload.len() >= min => snap::raw::Encoder::new()
-            .compress_vec(payload)
-            .ok()
-            .filter(|c| c.len() < payload.len()),
-        _ => None,
-    };
-    let (flags, body) = match &compressed {
-        Some(c) => (FLAG_COMPRESSED, c.as_slice()),
-        None => (0, payload),
-    };
-    let mut head = Vec::with_capacity(protocol.len() + 24 + body.len().min(COALESCE_LIMIT));
-    encode_header(flags, protocol, body.len(), &mut head);
-    if body.len() <= COALESCE_LIMIT {
-        head.extend_from_slice(body);
-        io.write_all(&head).await?;
-    } else {
-        io.write_all(&head).await?;
-        io.write_all(body).await?;
-    }
-    io.flush().await
+    EncodedFrame::new(protocol, payload, compress_min_size)
+        .write_to(io)
+        .await
 }
 
 thread_local! {
@@ -659,6 +700,29 @@ mod tests {
         assert!(out.len() < 10_000);
         let mut r = FrameReader::new(&out[..], 1 << 20, Duration::from_secs(1));
         assert_eq!(r.next_frame().await.unwrap().unwrap().payload.len(), 50_000);
+    }
+
+    #[tokio::test]
+    async fn a_frame_encoded_once_writes_the_same_bytes_to_every_stream() {
+        for (payload, compress) in [
+            (vec![7u8; 100], None),
+            (vec![7u8; 100_000], None),
+            (vec![7u8; 100_000], Some(1024)),
+        ] {
+            let frame = EncodedFrame::new("/a/1", &payload, compress);
+            let mut first = futures::io::Cursor::new(Vec::new());
+            let mut second = futures::io::Cursor::new(Vec::new());
+            frame.write_to(&mut first).await.unwrap();
+            frame.write_to(&mut second).await.unwrap();
+            assert_eq!(first.get_ref(), second.get_ref());
+            assert_eq!(first.get_ref().len(), frame.len());
+            let mut r = FrameReader::new(&first.get_ref()[..], 1 << 20, Duration::from_secs(1));
+            let read = r.next_frame().await.unwrap().unwrap();
+            assert_eq!(
+                (read.protocol.as_str(), &read.payload[..]),
+                ("/a/1", &payload[..])
+            );
+        }
     }
 
     #[tokio::test]

@@ -61,7 +61,7 @@ mod refusal;
 mod supervisor;
 
 pub use blacklist::{Blacklist, BlacklistEntry};
-pub use codec::{Frame, FrameDecoder, FrameError, FrameReader, FrameStep, ReadError};
+pub use codec::{EncodedFrame, Frame, FrameDecoder, FrameError, FrameReader, FrameStep, ReadError};
 pub use config::{
     AdmissionConfig, Config, MAX_PROTOCOL_LEN, PeerScope, PolicyScope, PoolConfig,
     RESERVED_STREAMS, YAMUX_MAX_STREAMS,

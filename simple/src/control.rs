@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId, swarm::ConnectionId};
 use liquid_p2p_core::{
-    BlacklistEntry, Error, PoolStats, PooledStream, ProtocolPriority, ReceiveCounts, codec,
+    BlacklistEntry, EncodedFrame, Error, PoolStats, PooledStream, ProtocolPriority, ReceiveCounts,
 };
 
 use crate::{
@@ -65,13 +65,65 @@ impl Control {
         let payload = payload.as_ref();
         self.shared.check_message(peer, protocol, payload)?;
         let priority = self.shared.registry.priority(protocol);
+        let frame = EncodedFrame::new(protocol, payload, self.shared.config.compress_min_size);
+        self.send_frame(peer, protocol, priority, &frame).await
+    }
+
+    /// Sends one message for `protocol` to each of `peers` at once, the frame
+    /// encoded (and compressed) once for all; one result per peer, in the order
+    /// of `peers` (a peer named twice gets it twice). Each result is what
+    /// [`send`](Self::send) would have returned for that peer: a slow or failing
+    /// peer holds up only its own result.
+    pub async fn send_to_many(
+        &self,
+        peers: &[PeerId],
+        protocol: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Vec<(PeerId, Result<(), Error>)> {
+        let payload = payload.as_ref();
+        let priority = self.shared.registry.priority(protocol);
+        let frame = EncodedFrame::new(protocol, payload, self.shared.config.compress_min_size);
+        let sends = peers.iter().map(|&peer| {
+            let frame = &frame;
+            async move {
+                let result = match self.shared.check_message(peer, protocol, payload) {
+                    Ok(()) => self.send_frame(peer, protocol, priority, frame).await,
+                    Err(e) => Err(e),
+                };
+                (peer, result)
+            }
+        });
+        futures::future::join_all(sends).await
+    }
+
+    /// [`send_to_many`](Self::send_to_many) to every connected peer known to
+    /// support `protocol` (from the protocol exchange; a peer whose list is
+    /// unknown, such as a stock libp2p node, is left out). No peer: no result.
+    pub async fn send_to_all(
+        &self,
+        protocol: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Vec<(PeerId, Result<(), Error>)> {
+        let peers = self.peers_supporting(&[protocol]);
+        self.send_to_many(&peers, protocol, payload).await
+    }
+
+    /// Writes an encoded frame to `peer` on a stream of the protocol's lane,
+    /// retried once on another stream (see [`send`](Self::send)).
+    async fn send_frame(
+        &self,
+        peer: PeerId,
+        protocol: &str,
+        priority: ProtocolPriority,
+        frame: &EncodedFrame<'_>,
+    ) -> Result<(), Error> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = async {
                 let mut stream = self.borrow_pooled(peer, Some(protocol), priority).await?;
                 self.shared
-                    .write_message(&mut stream, peer, protocol, priority, payload)
+                    .write_message(&mut stream, peer, protocol, priority, frame)
                     .await
             }
             .await;
@@ -326,7 +378,7 @@ impl Shared {
         peer: PeerId,
         protocol: &str,
         priority: ProtocolPriority,
-        payload: &[u8],
+        frame: &EncodedFrame<'_>,
     ) -> Result<(), Error> {
         let mut write = stream.begin_write();
         let (io, pool) = write.stream_and_pool();
@@ -335,13 +387,12 @@ impl Shared {
         io.set_priority(priority);
         let meter = Arc::clone(io.meter());
         let _in_flight = self.lifecycle.write_started();
-        let compress = self.config.compress_min_size;
         // The write first: it usually completes at once, and the close watch is
         // then never polled (polling it registers with a lock all writers of the
         // connection share).
         tokio::select! {
             biased;
-            r = codec::write_frame(io, protocol, payload, compress) => {
+            r = frame.write_to(io) => {
                 io.frame_written();
                 if let Err(e) = r {
                     // Cut short by our own close of the connection (the watchdog's,
@@ -413,9 +464,10 @@ impl ExclusiveStream {
             ));
         }
         let priority = self.shared.registry.priority(protocol);
+        let frame = EncodedFrame::new(protocol, payload, self.shared.config.compress_min_size);
         let result = self
             .shared
-            .write_message(&mut self.stream, self.peer, protocol, priority, payload)
+            .write_message(&mut self.stream, self.peer, protocol, priority, &frame)
             .await;
         self.broken = result.is_err();
         result

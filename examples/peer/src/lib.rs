@@ -26,13 +26,27 @@ pub enum Target {
     All,
     /// One peer.
     Peer(PeerId),
+    /// Several peers (`id1,id2,...`), in that order.
+    Peers(Vec<PeerId>),
+}
+
+impl Target {
+    /// The peers it names, with `connected` standing for `*`.
+    pub fn peers(self, connected: impl FnOnce() -> Vec<PeerId>) -> Vec<PeerId> {
+        match self {
+            Target::All => connected(),
+            Target::Peer(peer) => vec![peer],
+            Target::Peers(peers) => peers,
+        }
+    }
 }
 
 /// One command read from the peer's stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `send <peer-id|*> <protocol> <text...>`: the text is the rest of the line
-    /// (it may be empty or contain spaces).
+    /// `send <peer-id[,peer-id...]|*> <protocol> <text...>`: the text is the rest
+    /// of the line (it may be empty or contain spaces); sent to every peer named
+    /// at once, encoded once.
     Send {
         /// The recipient(s).
         target: Target,
@@ -94,7 +108,7 @@ impl fmt::Display for CommandError {
 impl std::error::Error for CommandError {}
 
 /// The commands and their arguments, for error messages and `--help`.
-pub const COMMAND_USAGE: &str = "send <peer-id|*> <protocol> <text...> | register <protocol> | \
+pub const COMMAND_USAGE: &str = "send <peer-id[,peer-id...]|*> <protocol> <text...> | register <protocol> | \
      unregister <protocol> | pause <protocol> | resume <protocol> | \
      priority <protocol> <high|normal|low> | dial <multiaddr> | peers | stats | \
      flood <peer-id|*> <protocol> <count> <size> | quit";
@@ -278,9 +292,16 @@ fn parse_target(to: &str) -> Result<Target, CommandError> {
     if to == "*" {
         return Ok(Target::All);
     }
-    PeerId::from_str(to)
-        .map(Target::Peer)
-        .map_err(|e| CommandError(format!("invalid peer id `{to}`: {e}")))
+    let parse = |id: &str| {
+        PeerId::from_str(id).map_err(|e| CommandError(format!("invalid peer id `{id}`: {e}")))
+    };
+    if !to.contains(',') {
+        return parse(to).map(Target::Peer);
+    }
+    to.split(',')
+        .map(parse)
+        .collect::<Result<_, _>>()
+        .map(Target::Peers)
 }
 
 /// A connection id as JSON: a number (its `Display` form), or a string should that
@@ -1108,6 +1129,21 @@ mod tests {
                 text: "hello  big world ".into(),
             }
         );
+    }
+
+    #[test]
+    fn parses_send_to_a_list_of_peers() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert_eq!(
+            parse(&format!("send {a},{b} /p hi")),
+            Command::Send {
+                target: Target::Peers(vec![a, b]),
+                protocol: "/p".into(),
+                text: "hi".into(),
+            }
+        );
+        assert!(parse_command(&format!("send {a},nonsense /p hi")).is_err());
+        assert!(parse_command(&format!("send {a}, /p hi")).is_err());
     }
 
     #[test]

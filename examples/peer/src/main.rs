@@ -25,12 +25,11 @@ use std::{
 };
 
 use clap::Parser;
-use futures::{StreamExt, future::join_all};
+use futures::StreamExt;
 use liquid_p2p::{Config, Error, Event, Host, Inbox, PeerId, ProtocolPriority, libp2p::Multiaddr};
 use liquid_p2p_examples::shutdown_signal;
 use liquid_p2p_peer::{
-    Command, DEFAULT_PROTOCOL, Output, ProtocolLine, Stats, Target, flood_payload, parse_command,
-    to_ranges,
+    Command, DEFAULT_PROTOCOL, Output, ProtocolLine, Stats, flood_payload, parse_command, to_ranges,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -42,7 +41,9 @@ const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 
 const AFTER_HELP: &str = "\
 Commands (stdin, one per line):
-  send <peer-id|*> <protocol> <text...>   send the rest of the line; * = every connected peer
+  send <peer-id[,peer-id...]|*> <protocol> <text...>
+                                          send the rest of the line to those peers (one
+                                          sent or error line each); * = every connected peer
   register <protocol>                     start receiving <protocol>
   unregister <protocol>                   stop receiving <protocol>
   pause <protocol>                        stop taking <protocol>'s messages (a slow consumer)
@@ -443,21 +444,16 @@ async fn execute(node: &Node, command: Command) {
             protocol,
             text,
         } => {
-            let peers = match target {
-                Target::All => host.control().connected_peers(),
-                Target::Peer(peer) => vec![peer],
-            };
+            let peers = target.peers(|| host.control().connected_peers());
             if peers.is_empty() {
                 printer.print(&Output::error("send: no connected peers"));
                 return;
             }
-            let results = join_all(
-                peers
-                    .iter()
-                    .map(|peer| host.control().send(*peer, &protocol, text.as_bytes())),
-            )
-            .await;
-            for (peer, result) in peers.iter().zip(results) {
+            let results = host
+                .control()
+                .send_to_many(&peers, &protocol, text.as_bytes())
+                .await;
+            for (peer, result) in results {
                 match result {
                     Ok(()) => printer.print(&Output::Sent {
                         peer: peer.to_string(),
@@ -553,10 +549,7 @@ async fn execute(node: &Node, command: Command) {
             count,
             size,
         } => {
-            let peers = match target {
-                Target::All => host.control().connected_peers(),
-                Target::Peer(peer) => vec![peer],
-            };
+            let peers = target.peers(|| host.control().connected_peers());
             if peers.is_empty() {
                 printer.print(&Output::error("flood: no connected peers"));
                 return;

@@ -377,3 +377,38 @@ fn priorities_come_from_the_flag_change_at_run_time_and_show_in_stats() {
         assert_eq!(status.code(), Some(2), "--priority {bad}: {status}");
     }
 }
+
+#[test]
+fn send_to_a_list_of_peers_prints_one_line_per_peer() {
+    let mut a = Peer::start_json(&[]);
+    let (a_address, a_id) = a.listening();
+    let mut b = Peer::start_json(&[]);
+    let (b_address, b_id) = b.listening();
+    let mut c = Peer::start_json(&["--dial", &a_address, "--dial", &b_address]);
+    for id in [&a_id, &b_id] {
+        c.expect("connected", |v| {
+            v["event"] == "connected" && v["peer"] == id.as_str()
+        });
+    }
+    c.command(&format!("send {a_id},{b_id} /liquid/chat/1 to both"));
+    let mut sent = vec![
+        c.expect_event("sent")["peer"]
+            .as_str()
+            .expect("peer")
+            .to_owned(),
+        c.expect_event("sent")["peer"]
+            .as_str()
+            .expect("peer")
+            .to_owned(),
+    ];
+    sent.sort();
+    let mut expected = vec![a_id.clone(), b_id.clone()];
+    expected.sort();
+    assert_eq!(sent, expected);
+    for receiver in [&mut a, &mut b] {
+        assert_eq!(receiver.expect_event("message")["data"], "to both");
+    }
+    c.quit();
+    b.quit();
+    a.quit();
+}
