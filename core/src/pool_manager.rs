@@ -231,16 +231,7 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
     /// the most idle ones), giving its place in the connection's stream budget
     /// back; whether there was one.
     pub fn reclaim_idle(&self, peer: &PeerId, connection: ConnectionId) -> bool {
-        let pools: Vec<_> = {
-            let all = self.pools.read();
-            let Some(found) = all
-                .get(peer)
-                .and_then(|list| list.iter().find(|c| c.id() == connection))
-            else {
-                return false;
-            };
-            found.pools().map(|(_, pool)| Arc::clone(pool)).collect()
-        };
+        let pools = self.pools_of(peer, connection);
         let fullest = pools.iter().max_by_key(|pool| pool.stats().idle);
         // Dropped at once: closed.
         fullest.is_some_and(|pool| pool.take_idle().is_some())
@@ -254,17 +245,18 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
         connection: ConnectionId,
         mut check: impl FnMut(&mut O::Stream) -> bool,
     ) -> bool {
-        let pools: Vec<_> = {
-            let all = self.pools.read();
-            let Some(found) = all
-                .get(peer)
-                .and_then(|list| list.iter().find(|c| c.id() == connection))
-            else {
-                return false;
-            };
-            found.pools().map(|(_, pool)| Arc::clone(pool)).collect()
-        };
-        pools.iter().any(|pool| pool.any_idle(&mut check))
+        self.pools_of(peer, connection)
+            .iter()
+            .any(|pool| pool.any_idle(&mut check))
+    }
+
+    /// Every pool of `connection` (its reserve and lanes), taken out of the lock.
+    fn pools_of(&self, peer: &PeerId, connection: ConnectionId) -> Vec<Arc<SendStreamPool<O>>> {
+        let all = self.pools.read();
+        all.get(peer)
+            .and_then(|list| list.iter().find(|c| c.id() == connection))
+            .map(|found| found.pools().map(|(_, pool)| Arc::clone(pool)).collect())
+            .unwrap_or_default()
     }
 
     /// Connections of `peer` with open pools.

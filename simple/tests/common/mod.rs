@@ -207,36 +207,25 @@ pub async fn freezable_relay(
         .bind(([127, 0, 0, 1], 0).into())
         .expect("relay binds");
     let listener = socket.listen(16).expect("relay listens");
-    let port = listener.local_addr().expect("address").port();
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
-                continue;
-            };
-            let (ri, wi) = inbound.into_split();
-            let (ro, wo) = outbound.into_split();
-            for (mut from, mut to) in [(ri, wo), (ro, wi)] {
-                let frozen = std::sync::Arc::clone(&frozen);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        while frozen.load(std::sync::atomic::Ordering::Relaxed) {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        match from.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => {
-                                if to.write_all(&buf[..n]).await.is_err() {
-                                    return;
-                                }
-                            }
+    relay_connections(listener, target, move |mut from, mut to| {
+        let frozen = std::sync::Arc::clone(&frozen);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                while frozen.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
                         }
                     }
-                });
+                }
             }
-        }
-    });
-    port
+        });
+    })
 }
 
 /// Connects `from` to `to` through a [`freezable_relay`] and waits for the
@@ -269,6 +258,41 @@ pub async fn slow_relay(target: std::net::SocketAddr, rate: u64, delay: Duration
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("relay binds");
+    relay_connections(listener, target, move |mut from, mut to| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(4);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            loop {
+                let n = match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                let due = tokio::time::Instant::now() + delay;
+                if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((due, bytes)) = rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                if to.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        });
+    })
+}
+
+/// Accepts connections on `listener`, connects each to `target`, and has
+/// `forward` carry each direction (from one socket's read half to the other's
+/// write half); returns the listening port.
+fn relay_connections(
+    listener: tokio::net::TcpListener,
+    target: std::net::SocketAddr,
+    forward: impl Fn(tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf) + Send + 'static,
+) -> u16 {
     let port = listener.local_addr().expect("address").port();
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
@@ -277,31 +301,8 @@ pub async fn slow_relay(target: std::net::SocketAddr, rate: u64, delay: Duration
             };
             let (ri, wi) = inbound.into_split();
             let (ro, wo) = outbound.into_split();
-            for (mut from, mut to) in [(ri, wo), (ro, wi)] {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(4);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 1500];
-                    loop {
-                        let n = match from.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
-                        let due = tokio::time::Instant::now() + delay;
-                        if tx.send((due, buf[..n].to_vec())).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                tokio::spawn(async move {
-                    while let Some((due, bytes)) = rx.recv().await {
-                        tokio::time::sleep_until(due).await;
-                        if to.write_all(&bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
+            forward(ri, wo);
+            forward(ro, wi);
         }
     });
     port
