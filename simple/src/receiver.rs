@@ -775,12 +775,12 @@ impl Reservation {
     /// its room becomes the message's (`true`, nothing more to count), unless
     /// the payload outgrew it (decompressed) or the protocol was registered anew
     /// meanwhile (`false`, the room is given back).
-    fn commit(self, meter: &Arc<InboxMeter>, len: usize) -> bool {
+    fn commit(mut self, meter: &Arc<InboxMeter>, len: usize) -> bool {
         if len > self.bytes || !Arc::ptr_eq(&self.meter, meter) {
             return false;
         }
-        self.meter.uncount(self.bytes - len);
-        std::mem::forget(self);
+        // The message's `len` bytes stay counted; dropping gives back the rest.
+        self.bytes -= len;
         true
     }
 }
