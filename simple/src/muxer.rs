@@ -494,8 +494,8 @@ thread_local! {
 
 /// When the connection's socket last read bytes ([`clock_ms`], 0 if never), if
 /// the write call that just returned on this thread went through one of our
-/// substreams (see the module docs); clears it. Call it right after a write on a
-/// stream that may be ours.
+/// substreams (see the module docs); clears it. Call it before a write on a
+/// stream that may be ours (to clear what other writes left) and right after.
 pub(crate) fn peer_reads() -> Option<u64> {
     PEER_READS.with(std::cell::Cell::take)
 }

@@ -405,6 +405,7 @@ impl MeteredStream {
     pub(crate) fn look_for_peer_reads(&mut self) -> bool {
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
+        let _ = crate::muxer::peer_reads();
         let _ = Pin::new(&mut self.inner).poll_write(&mut cx, &[]);
         match crate::muxer::peer_reads() {
             Some(ms) => {
@@ -475,6 +476,9 @@ impl AsyncWrite for MeteredStream {
             return this.deadline(cx, Poll::Pending);
         }
         let slice = &buf[..buf.len().min(SLICE)];
+        // Cleared first: a mark left by a write that no metered stream followed
+        // (another protocol's stream, another connection) is not this one's.
+        let _ = crate::muxer::peer_reads();
         let poll = Pin::new(&mut this.inner).poll_write(cx, slice);
         if let Some(ms) = crate::muxer::peer_reads() {
             this.meter.socket_read_at(ms);

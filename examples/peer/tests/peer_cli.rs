@@ -385,11 +385,16 @@ fn send_to_a_list_of_peers_prints_one_line_per_peer() {
     let mut b = Peer::start_json(&[]);
     let (b_address, b_id) = b.listening();
     let mut c = Peer::start_json(&["--dial", &a_address, "--dial", &b_address]);
-    for id in [&a_id, &b_id] {
-        c.expect("connected", |v| {
-            v["event"] == "connected" && v["peer"] == id.as_str()
-        });
+    // Either may connect first.
+    let mut connected = Vec::new();
+    while connected.len() < 2 {
+        let line = c.expect_event("connected");
+        connected.push(line["peer"].as_str().expect("peer").to_owned());
     }
+    connected.sort();
+    let mut both = vec![a_id.clone(), b_id.clone()];
+    both.sort();
+    assert_eq!(connected, both);
     c.command(&format!("send {a_id},{b_id} /liquid/chat/1 to both"));
     let mut sent = vec![
         c.expect_event("sent")["peer"]

@@ -252,12 +252,21 @@ pub async fn connect_through_relay(
 }
 
 /// A TCP relay to `target` that forwards at most `rate` bytes a second each way,
-/// `delay` late: a slow link with a deep queue (the relay's socket buffers).
-pub async fn slow_relay(target: std::net::SocketAddr, rate: u64, delay: Duration) -> u16 {
+/// `delay` late: a slow link whose queue holds `queue` bytes (the relay's receive
+/// buffers; the kernel may round them).
+pub async fn slow_relay(
+    target: std::net::SocketAddr,
+    rate: u64,
+    delay: Duration,
+    queue: u32,
+) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(queue).expect("buffer size");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
         .expect("relay binds");
+    let listener = socket.listen(16).expect("relay listens");
     relay_connections(listener, target, move |mut from, mut to| {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(4);
         tokio::spawn(async move {
