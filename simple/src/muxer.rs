@@ -501,8 +501,8 @@ pub(crate) fn peer_reads() -> Option<u64> {
 }
 
 /// A stream of a [`YamuxMuxer`]: the yamux stream itself, and when its
-/// connection last read from the peer, handed up through [`peer_reads`] at each
-/// write.
+/// connection last read from the peer, handed up to the host's liveness check at
+/// each write (see the module docs).
 #[derive(Debug)]
 pub struct YamuxStream {
     inner: yamux::Stream,
