@@ -153,9 +153,12 @@ pub(crate) async fn exchange_with(shared: Arc<Shared>, peer: PeerId) {
                 // swarm reports it closed a moment later, and the peer is not
                 // announced), or replaced by the other connection of a
                 // simultaneous dial, which gets no exchange of its own: go on
-                // there.
+                // there. That one may not have its pools yet (it is admitted
+                // after it is established), so look again until the deadline
+                // rather than give up at the first look: a peer given up here
+                // would never be announced (seen in the chain cluster test).
                 tokio::time::sleep(BROKEN_GRACE).await;
-                if shared.pools.best_pool(&peer).is_none() {
+                if shared.lifecycle.is_shut_down() {
                     return;
                 }
             }
