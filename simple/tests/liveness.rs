@@ -264,14 +264,7 @@ async fn a_live_peer_flooded_one_way_over_a_slow_link_is_not_taken_for_dead() {
         512 * 1024,
     )
     .await;
-    let a_id = a.local_peer_id();
-    b.dial(address(relay, a_id))
-        .await
-        .expect("dial through the relay");
-    wait_until(Duration::from_secs(10), || {
-        b.control().peer_protocols(&a_id).is_some()
-    })
-    .await;
+    let a_id = connect_via(&b, &a, relay, Duration::from_secs(10)).await;
     let mut events = b.control().events();
     // 2 tasks of 600 messages: about 20 s of the link's time (a send returns
     // once its frame is queued, so most wait in the streams' windows and the

@@ -240,15 +240,19 @@ pub async fn connect_through_relay(
         std::sync::Arc::clone(&frozen),
     )
     .await;
+    let to_id = connect_via(from, to, relay, Duration::from_secs(5)).await;
+    (to_id, frozen)
+}
+
+/// Dials `to` through the relay listening on `relay_port` and waits up to
+/// `limit` for the exchange; returns `to`'s peer id.
+pub async fn connect_via(from: &Host, to: &Host, relay_port: u16, limit: Duration) -> PeerId {
     let to_id = to.local_peer_id();
-    from.dial(address(relay, to_id))
+    from.dial(address(relay_port, to_id))
         .await
         .expect("dial through the relay");
-    wait_until(Duration::from_secs(5), || {
-        from.control().peer_protocols(&to_id).is_some()
-    })
-    .await;
-    (to_id, frozen)
+    wait_until(limit, || from.control().peer_protocols(&to_id).is_some()).await;
+    to_id
 }
 
 /// A TCP relay to `target` that forwards at most `rate` bytes a second each way,
