@@ -186,6 +186,53 @@ impl Default for AdmissionConfig {
     }
 }
 
+/// Broadcast: gossip over libp2p-gossipsub (v1.1, peer scoring on, message ids
+/// by content hash, every message validated by the application before it is
+/// forwarded).
+///
+/// A topic's inbox holds at most `handler_queue_len` messages and
+/// `inbox_byte_budget` bytes, counted in `host_inbox_byte_budget` with the
+/// protocols' inboxes; a message that does not fit is ignored (not forwarded).
+/// The largest message is `max_frame_size`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BroadcastConfig {
+    /// Whether a `Host` runs broadcast. A node composing its own swarm adds the
+    /// `Broadcast` behaviour instead. Default: true.
+    pub enabled: bool,
+    /// Mesh upkeep and gossip (IHAVE) emission. Default: 1 s.
+    pub heartbeat_interval: Duration,
+    /// Peers a topic's mesh aims for (gossipsub's `D`). Default: 6.
+    pub mesh_n: usize,
+    /// Fewer mesh peers than this and more are grafted (`D_lo`). Default: 4.
+    pub mesh_n_low: usize,
+    /// More mesh peers than this and some are pruned (`D_hi`). Default: 12.
+    pub mesh_n_high: usize,
+    /// A received message not accepted or rejected by the application within
+    /// this is ignored: not forwarded, no penalty. Default: 5 s.
+    pub validation_timeout: Duration,
+    /// Received messages waiting for the application's verdict, over all
+    /// topics; beyond it new messages are ignored. Default: 4096.
+    pub max_pending_validations: usize,
+    /// Topics this node subscribes to at once. Default: 256.
+    pub max_topics: usize,
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            heartbeat_interval: Duration::from_secs(1),
+            mesh_n: 6,
+            mesh_n_low: 4,
+            mesh_n_high: 12,
+            validation_timeout: Duration::from_secs(5),
+            max_pending_validations: 4096,
+            max_topics: 256,
+        }
+    }
+}
+
 /// Settings of a host: pools, inbound caps, frame limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -269,6 +316,8 @@ pub struct Config {
     /// per-address limits and the blacklist) applies to. Default:
     /// [`PolicyScope::AllConnections`].
     pub policy_scope: PolicyScope,
+    /// Gossip topics.
+    pub broadcast: BroadcastConfig,
 }
 
 setters!(PoolConfig {
@@ -323,6 +372,18 @@ setters!(Config {
     with_admission => admission: AdmissionConfig,
     with_peer_scope => peer_scope: PeerScope,
     with_policy_scope => policy_scope: PolicyScope,
+    with_broadcast => broadcast: BroadcastConfig,
+});
+
+setters!(BroadcastConfig {
+    with_enabled => enabled: bool,
+    with_heartbeat_interval => heartbeat_interval: Duration,
+    with_mesh_n => mesh_n: usize,
+    with_mesh_n_low => mesh_n_low: usize,
+    with_mesh_n_high => mesh_n_high: usize,
+    with_validation_timeout => validation_timeout: Duration,
+    with_max_pending_validations => max_pending_validations: usize,
+    with_max_topics => max_topics: usize,
 });
 
 /// Which connections of the swarm are liquid peers: get a pool of send streams,
@@ -396,6 +457,7 @@ impl Default for Config {
             admission: AdmissionConfig::default(),
             peer_scope: PeerScope::EveryConnection,
             policy_scope: PolicyScope::AllConnections,
+            broadcast: BroadcastConfig::default(),
         }
     }
 }
@@ -532,6 +594,14 @@ impl Config {
             ("exchange_timeout", self.exchange_timeout),
             ("admission.handshake_timeout", a.handshake_timeout),
             ("admission.report_window", a.report_window),
+            (
+                "broadcast.heartbeat_interval",
+                self.broadcast.heartbeat_interval,
+            ),
+            (
+                "broadcast.validation_timeout",
+                self.broadcast.validation_timeout,
+            ),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
             return invalid(format!("{name} must be greater than zero"));
@@ -541,6 +611,20 @@ impl Config {
         }
         if self.supervisor.jitter_percent > 100 {
             return invalid("supervisor.jitter_percent must be at most 100".into());
+        }
+        let b = &self.broadcast;
+        if !(1 <= b.mesh_n_low && b.mesh_n_low <= b.mesh_n && b.mesh_n <= b.mesh_n_high) {
+            return invalid(format!(
+                "broadcast mesh degrees must satisfy 1 <= mesh_n_low ({}) <= mesh_n ({}) <= \
+                 mesh_n_high ({})",
+                b.mesh_n_low, b.mesh_n, b.mesh_n_high
+            ));
+        }
+        if b.max_pending_validations == 0 || b.max_topics == 0 {
+            return invalid(
+                "broadcast.max_pending_validations and broadcast.max_topics must be at least 1"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -225,6 +225,63 @@ pub enum Error {
     /// The host was shut down; no further calls succeed.
     #[error("the host has been shut down")]
     ShutDown,
+    /// Subscribing, unsubscribing or publishing on a gossip topic failed.
+    #[error("topic {topic}: {reason}")]
+    Broadcast {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: BroadcastFailure,
+    },
+}
+
+/// Why a broadcast call failed ([`Error::Broadcast`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BroadcastFailure {
+    /// This node runs no broadcast: a `Host` built with
+    /// `broadcast.enabled = false`, or a swarm without the `Broadcast` behaviour.
+    #[error("broadcast is not enabled on this node")]
+    Disabled,
+    /// The topic name is empty or longer than 256 bytes.
+    #[error("invalid topic name")]
+    InvalidTopic,
+    /// The node is already subscribed to the topic.
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    /// The node is not subscribed to the topic.
+    #[error("not subscribed")]
+    NotSubscribed,
+    /// The node is subscribed to `broadcast.max_topics` topics already.
+    #[error("subscribed to {limit} topics already")]
+    TooManyTopics {
+        /// The limit.
+        limit: usize,
+    },
+    /// The same payload was published on this topic before (message ids are
+    /// content hashes): the network has it already.
+    #[error("published before")]
+    Duplicate,
+    /// No connected peer subscribes to the topic yet.
+    #[error("no peer subscribes to the topic")]
+    NoPeers,
+    /// The payload is larger than `max_frame_size`.
+    #[error("message of {size} bytes exceeds the {limit} byte limit")]
+    TooLarge {
+        /// The payload's size.
+        size: usize,
+        /// `max_frame_size`.
+        limit: usize,
+    },
+    /// The send queue of every subscribed peer is full.
+    #[error("the queues of all {peers} subscribed peers are full")]
+    QueuesFull {
+        /// Peers tried.
+        peers: usize,
+    },
+    /// The message could not be signed.
+    #[error("signing failed")]
+    Signing,
 }
 
 /// Why a stream could not be opened.

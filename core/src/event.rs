@@ -167,6 +167,33 @@ pub enum Event {
         /// How many refusals this event stands for.
         count: u64,
     },
+    /// A connected peer subscribed to a gossip topic.
+    TopicSubscribed {
+        /// The peer.
+        peer: PeerId,
+        /// The topic.
+        topic: String,
+    },
+    /// A connected peer unsubscribed from a gossip topic (or disconnected).
+    TopicUnsubscribed {
+        /// The peer.
+        peer: PeerId,
+        /// The topic.
+        topic: String,
+    },
+    /// A gossip message on a subscribed topic was not delivered. Reported for
+    /// every message from a non-member; for a full topic inbox, once when it
+    /// fills (until a message fits again).
+    GossipDropped {
+        /// The topic.
+        topic: String,
+        /// The peer that forwarded it to us.
+        from: PeerId,
+        /// Its author, if signed.
+        origin: Option<PeerId>,
+        /// Why.
+        reason: GossipDrop,
+    },
     /// A connected peer was disconnected to make room or because it was blacklisted.
     Evicted {
         /// The peer.
@@ -240,6 +267,39 @@ impl std::fmt::Display for StreamScope {
             StreamScope::ClosedConnection => "closed connection",
             StreamScope::Exchange => "exchange",
         })
+    }
+}
+
+/// Why a gossip message was not delivered ([`Event::GossipDropped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GossipDrop {
+    /// Its author or the peer that forwarded it is not a member of the topic:
+    /// rejected, which lowers the forwarder's score.
+    NotMember,
+    /// The topic's inbox was full (in messages or bytes): ignored, not
+    /// forwarded, no penalty.
+    InboxFull,
+    /// `broadcast.max_pending_validations` messages were waiting for a verdict:
+    /// ignored.
+    TooManyPending,
+}
+
+impl GossipDrop {
+    /// The reason as one word, for logs and JSON: `not_member`, `inbox_full`,
+    /// `too_many_pending`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GossipDrop::NotMember => "not_member",
+            GossipDrop::InboxFull => "inbox_full",
+            GossipDrop::TooManyPending => "too_many_pending",
+        }
+    }
+}
+
+impl std::fmt::Display for GossipDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

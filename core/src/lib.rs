@@ -63,12 +63,12 @@ mod supervisor;
 pub use blacklist::{Blacklist, BlacklistEntry};
 pub use codec::{EncodedFrame, Frame, FrameDecoder, FrameError, FrameReader, FrameStep, ReadError};
 pub use config::{
-    AdmissionConfig, Config, MAX_PROTOCOL_LEN, PeerScope, PolicyScope, PoolConfig,
+    AdmissionConfig, BroadcastConfig, Config, MAX_PROTOCOL_LEN, PeerScope, PolicyScope, PoolConfig,
     RESERVED_STREAMS, YAMUX_MAX_STREAMS,
 };
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Priority};
-pub use error::{Error, StreamOpenFailure};
-pub use event::{Event, EvictionReason, Message, StreamScope};
+pub use error::{BroadcastFailure, Error, StreamOpenFailure};
+pub use event::{Event, EvictionReason, GossipDrop, Message, StreamScope};
 pub use exchange::{ExchangeError, ExchangeFailure, PeerLimits};
 pub use pool::{
     Lane, PoolStats, PooledStream, SendStreamPool, StreamOpener, WriteGuard, WriteProgress,

@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId, swarm::ConnectionId};
 use liquid_p2p_core::{
-    BlacklistEntry, EncodedFrame, Error, PoolStats, PooledStream, ProtocolPriority, ReceiveCounts,
+    BlacklistEntry, BroadcastFailure, EncodedFrame, Error, PoolStats, PooledStream,
+    ProtocolPriority, ReceiveCounts,
 };
 
 use crate::{
+    broadcast::{BroadcastHandle, MessageId, TopicInbox, TopicStats},
     events::Events,
     receiver::{Inbox, InboxStats, validate_protocol},
     shared::{Request, Shared, SwarmOpener},
@@ -301,6 +303,106 @@ impl Control {
     /// The blacklist's entries.
     pub fn blacklist(&self) -> Vec<BlacklistEntry> {
         self.shared.blacklist.read().entries()
+    }
+
+    fn broadcast(&self, topic: &str) -> Result<&BroadcastHandle, Error> {
+        self.shared.lifecycle.check_open()?;
+        self.shared.broadcast.get().ok_or_else(|| Error::Broadcast {
+            topic: topic.to_owned(),
+            reason: BroadcastFailure::Disabled,
+        })
+    }
+
+    /// Subscribes to a gossip topic (see [`chain_topic`](crate::chain_topic) for
+    /// naming). Every message that arrives must be judged with
+    /// [`GossipMessage::accept`](crate::GossipMessage::accept), `reject` or
+    /// `ignore`; only accepted ones are forwarded to other peers.
+    ///
+    /// # Errors
+    ///
+    /// `Broadcast` with `Disabled`, `InvalidTopic`, `AlreadySubscribed` or
+    /// `TooManyTopics`; `ShutDown`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: cancelled after the swarm task took the call, the node
+    /// is subscribed and the inbox lost; `unsubscribe` undoes it.
+    pub async fn subscribe(&self, topic: impl Into<String>) -> Result<TopicInbox, Error> {
+        let topic = topic.into();
+        self.broadcast(&topic)?.subscribe(topic).await
+    }
+
+    /// Unsubscribes from a topic; its inbox ends once drained.
+    ///
+    /// # Errors
+    ///
+    /// `Broadcast` with `Disabled` or `NotSubscribed`; `ShutDown`.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<(), Error> {
+        self.broadcast(topic)?.unsubscribe(topic.to_owned()).await
+    }
+
+    /// Publishes `payload` on `topic` (subscribed or not) to the topic's peers.
+    /// Returns the message id: a hash of topic and payload.
+    ///
+    /// # Errors
+    ///
+    /// `Broadcast` with `Disabled`, `InvalidTopic`, `TooLarge` (beyond
+    /// `max_frame_size`), `Duplicate` (this payload was published on the topic
+    /// before), `NoPeers` (no connected peer subscribes to the topic) or
+    /// `QueuesFull`; `ShutDown`.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<MessageId, Error> {
+        self.broadcast(topic)?
+            .publish(topic.to_owned(), payload.into())
+            .await
+    }
+
+    /// Counters of every subscribed topic, sorted by topic (empty without
+    /// broadcast).
+    pub fn topic_stats(&self) -> Vec<TopicStats> {
+        self.shared
+            .broadcast
+            .get()
+            .map(BroadcastHandle::stats)
+            .unwrap_or_default()
+    }
+
+    /// Makes `members` the only peers whose gossip on `topic` is taken: a
+    /// message authored or forwarded by anyone else is rejected (lowering the
+    /// forwarder's score) and reported ([`Event::GossipDropped`](crate::Event)).
+    /// `None` takes gossip from everyone again. Takes effect for the next
+    /// message.
+    ///
+    /// # Errors
+    ///
+    /// `Broadcast` with `Disabled` or `InvalidTopic`; `ShutDown`.
+    pub fn set_topic_members(
+        &self,
+        topic: &str,
+        members: Option<impl IntoIterator<Item = PeerId>>,
+    ) -> Result<(), Error> {
+        let handle = self.broadcast(topic)?;
+        crate::broadcast::validate_topic(topic)?;
+        handle.set_members(topic, members.map(|m| m.into_iter().collect()));
+        Ok(())
+    }
+
+    /// The members of `topic`, if it has any (see
+    /// [`set_topic_members`](Self::set_topic_members)).
+    pub fn topic_members(&self, topic: &str) -> Option<Vec<PeerId>> {
+        self.shared.broadcast.get()?.members(topic)
+    }
+
+    /// Gossipsub's score of `peer` (`None` if it is not known to gossipsub).
+    ///
+    /// # Errors
+    ///
+    /// `Broadcast` with `Disabled`; `ShutDown`.
+    pub async fn gossip_score(&self, peer: PeerId) -> Result<Option<f64>, Error> {
+        self.broadcast("")?.peer_score(peer).await
     }
 
     /// A stream of `protocol`'s lane, or of the shared lane for an ordered burst

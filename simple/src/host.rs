@@ -2,7 +2,8 @@
 //!
 //! A host builds a libp2p `Swarm` (TCP + noise + yamux, and QUIC) with identify,
 //! the liquid behaviour (which carries ping, the supervisor, liveness, the address
-//! book and the events) and, if the node gives one, the node's own behaviour;
+//! book and the events), gossip ([`Broadcast`], unless `broadcast.enabled` is
+//! false) and, if the node gives one, the node's own behaviour;
 //! one tokio task drives it. The application talks to that task through a
 //! bounded command queue for what needs the swarm (listen, dial, disconnect,
 //! required peers, the node's behaviour, shutdown) and through [`Control`] for
@@ -28,6 +29,7 @@ use libp2p::{
     identity::Keypair,
     swarm::{
         ConnectionId, DialError, NetworkBehaviour, SwarmEvent,
+        behaviour::toggle::Toggle,
         dial_opts::{DialOpts, PeerCondition},
         dummy,
     },
@@ -42,6 +44,7 @@ use tokio::{
 use crate::{
     behaviour::{Behaviour, address_peer, dial_failure, required_peer_id},
     boxed::BoxedHandlers,
+    broadcast::Broadcast,
     control::Control,
     receiver::Inbox,
     transport,
@@ -63,12 +66,13 @@ const IDENTIFY_CACHE_SIZE: usize = 100;
 /// Identify protocol version announced by hosts.
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/liquid/1.0.0";
 
-/// The host's swarm: identify, the liquid behaviour, and the node's own.
+/// The host's swarm: identify, the liquid behaviour, broadcast, and the node's own.
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct HostBehaviour<B: NetworkBehaviour> {
     identify: identify::Behaviour,
     liquid: Behaviour,
+    broadcast: Toggle<Broadcast>,
     node: B,
 }
 
@@ -252,8 +256,13 @@ where
         for address in self.required {
             liquid.add_required_peer(address)?;
         }
+        let broadcast = if config.broadcast.enabled {
+            Some(Broadcast::new(&keypair, &control)?)
+        } else {
+            None
+        };
         let node = (self.make_behaviour)(&keypair);
-        let mut swarm = build_swarm(keypair, &config, liquid, node)?;
+        let mut swarm = build_swarm(keypair, &config, liquid, broadcast, node)?;
         let local_peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
         let listen_addrs = Arc::new(RwLock::new(Vec::new()));
@@ -312,6 +321,7 @@ fn build_swarm<B: NetworkBehaviour>(
     keypair: Keypair,
     config: &Config,
     liquid: Behaviour,
+    broadcast: Option<Broadcast>,
     node: B,
 ) -> Result<Swarm<BoxedHandlers<HostBehaviour<B>>>, Error> {
     let behaviour_error = |e: &dyn std::fmt::Display| Error::InvalidConfig {
@@ -331,6 +341,7 @@ fn build_swarm<B: NetworkBehaviour>(
                         .with_cache_size(IDENTIFY_CACHE_SIZE),
                 ),
                 liquid,
+                broadcast: broadcast.into(),
                 node,
             })
         })

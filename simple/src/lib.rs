@@ -10,8 +10,9 @@
 //! tracked and capped; each is read by its own task into the bounded queue of the
 //! frame's application protocol.
 //!
-//! [`Host`] is the ready-made node (TCP + noise + yamux, QUIC, identify, ping), and
-//! can carry the node's own behaviour ([`HostBuilder::behaviour`]).
+//! [`Host`] is the ready-made node (TCP + noise + yamux, QUIC, identify, ping, and
+//! gossip topics through [`Broadcast`]), and can carry the node's own behaviour
+//! ([`HostBuilder::behaviour`]).
 //! [`Behaviour`] + [`Control`] is the same thing as a `NetworkBehaviour` to put in
 //! your own `Swarm` next to gossipsub or Kademlia: required peers, dead-peer
 //! detection, the address book and the events all live in the behaviour (see
@@ -48,6 +49,7 @@
 mod admission;
 mod behaviour;
 mod boxed;
+mod broadcast;
 mod control;
 mod events;
 mod exchange;
@@ -63,6 +65,10 @@ pub mod transport;
 mod watchdog;
 
 pub use behaviour::Behaviour;
+pub use broadcast::{
+    Broadcast, GOSSIP_PROTOCOL_PREFIX, GossipMessage, MAX_TOPIC_LEN, MessageId, TopicInbox,
+    TopicStats, chain_topic,
+};
 pub use control::{Control, ExclusiveStream};
 pub use events::Events;
 pub use host::{Host, HostBuilder, IDENTIFY_PROTOCOL_VERSION};
@@ -77,11 +83,12 @@ pub mod low_level {
     pub use liquid_p2p_core::*;
 }
 pub use liquid_p2p_core::{
-    AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch, Config,
-    ConnectionId, DialFailure, Error, Event, EvictionReason, EvictionStrategy, ExchangeError,
-    ExchangeFailure, FrameError, Lane, MAX_LANES, Message, PeerId, PeerLimit, PeerLimits,
-    PeerScope, PolicyScope, PoolConfig, PoolStats, ProtocolPriority, ReceiveCounts, RefusalReason,
-    RemoteRefusal, StreamOpenFailure, StreamScope, SupervisorConfig, UnknownPriority,
+    AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch, BroadcastConfig,
+    BroadcastFailure, Config, ConnectionId, DialFailure, Error, Event, EvictionReason,
+    EvictionStrategy, ExchangeError, ExchangeFailure, FrameError, GossipDrop, Lane, MAX_LANES,
+    Message, PeerId, PeerLimit, PeerLimits, PeerScope, PolicyScope, PoolConfig, PoolStats,
+    ProtocolPriority, ReceiveCounts, RefusalReason, RemoteRefusal, StreamOpenFailure, StreamScope,
+    SupervisorConfig, UnknownPriority,
 };
 pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer, YamuxStream};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};

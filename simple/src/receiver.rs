@@ -71,7 +71,7 @@ pub(crate) struct ProtocolRegistry {
 
 /// A byte count with a limit, and the readers waiting for it to fall.
 #[derive(Debug)]
-struct Room {
+pub(crate) struct Room {
     limit: usize,
     /// May be negative for a moment: a message can be taken before its reader
     /// has counted it in.
@@ -81,7 +81,7 @@ struct Room {
 }
 
 impl Room {
-    fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             limit,
             bytes: AtomicIsize::new(0),
@@ -96,7 +96,7 @@ impl Room {
 
     /// Sequentially consistent with `room_for`'s count of waiters and check, so
     /// a waiter either sees the room or is woken.
-    fn remove(&self, bytes: usize) {
+    pub(crate) fn remove(&self, bytes: usize) {
         self.bytes.fetch_sub(as_isize(bytes), Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.freed.notify_waiters();
@@ -115,7 +115,7 @@ impl Room {
 
     /// Counts `more` bytes in if they fit, in one step: two readers cannot both
     /// take the last room.
-    fn try_claim(&self, more: usize) -> bool {
+    pub(crate) fn try_claim(&self, more: usize) -> bool {
         let mut now = self.bytes.load(Ordering::SeqCst);
         loop {
             if !self.fits_beside(now, more) {
@@ -424,6 +424,11 @@ impl ProtocolRegistry {
 
     pub(crate) fn clear(&self) {
         self.handlers.write().clear();
+    }
+
+    /// The bytes in all inboxes, and their limit (topic inboxes count there too).
+    pub(crate) fn host_room(&self) -> Arc<Room> {
+        Arc::clone(&self.host)
     }
 }
 

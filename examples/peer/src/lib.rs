@@ -11,8 +11,8 @@
 use std::{fmt, str::FromStr};
 
 use liquid_p2p::{
-    ConnectionId, Event, InboxStats, PeerId, PoolStats, ProtocolPriority, ReceiveCounts,
-    libp2p::Multiaddr,
+    ConnectionId, Event, GossipMessage, InboxStats, PeerId, PoolStats, ProtocolPriority,
+    ReceiveCounts, TopicStats, libp2p::Multiaddr,
 };
 use serde::Serialize;
 
@@ -91,6 +91,18 @@ pub enum Command {
         /// Bytes per message (at least the numbered header, see [`flood_payload`]).
         size: usize,
     },
+    /// `subscribe <topic>`: receive the topic's gossip (each message is printed
+    /// as a `gossip` line and accepted, so it is forwarded).
+    Subscribe(String),
+    /// `unsubscribe <topic>`.
+    Unsubscribe(String),
+    /// `publish <topic> <text...>`: the text is the rest of the line.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The payload, sent as UTF-8.
+        text: String,
+    },
     /// `quit`.
     Quit,
 }
@@ -111,7 +123,8 @@ impl std::error::Error for CommandError {}
 pub const COMMAND_USAGE: &str = "send <peer-id[,peer-id...]|*> <protocol> <text...> | register <protocol> | \
      unregister <protocol> | pause <protocol> | resume <protocol> | \
      priority <protocol> <high|normal|low> | dial <multiaddr> | peers | stats | \
-     flood <peer-id|*> <protocol> <count> <size> | quit";
+     flood <peer-id|*> <protocol> <count> <size> | subscribe <topic> | \
+     unsubscribe <topic> | publish <topic> <text...> | quit";
 
 /// Most messages one `flood` may send to each recipient.
 pub const MAX_FLOOD_COUNT: u64 = 10_000_000;
@@ -278,6 +291,20 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
                 protocol: protocol.to_owned(),
                 count,
                 size,
+            }))
+        }
+        "subscribe" => Ok(Some(Command::Subscribe(
+            single_argument(name, "topic", rest)?.to_owned(),
+        ))),
+        "unsubscribe" => Ok(Some(Command::Unsubscribe(
+            single_argument(name, "topic", rest)?.to_owned(),
+        ))),
+        "publish" => {
+            let (topic, text) = next_token(rest)
+                .ok_or_else(|| CommandError("usage: publish <topic> <text...>".into()))?;
+            Ok(Some(Command::Publish {
+                topic: topic.to_owned(),
+                text: text.to_owned(),
             }))
         }
         "quit" => no_arguments(Command::Quit),
@@ -599,6 +626,60 @@ pub enum Output {
         /// Events missed.
         count: u64,
     },
+    /// Reply to `subscribe`.
+    Subscribed {
+        /// The topic.
+        topic: String,
+    },
+    /// Reply to `unsubscribe`.
+    Unsubscribed {
+        /// The topic.
+        topic: String,
+    },
+    /// Reply to a successful `publish`.
+    Published {
+        /// The topic.
+        topic: String,
+        /// The message id (hex of the hash of topic and payload).
+        id: String,
+    },
+    /// A gossip message arrived on a subscribed topic (and was accepted, so it
+    /// is forwarded).
+    Gossip {
+        /// The topic.
+        topic: String,
+        /// The peer that published it.
+        from: Option<String>,
+        /// The peer that forwarded it to this one.
+        via: String,
+        /// The payload, as UTF-8 (invalid bytes replaced).
+        data: String,
+    },
+    /// A connected peer subscribed to a topic.
+    TopicSubscribed {
+        /// The peer.
+        peer: String,
+        /// The topic.
+        topic: String,
+    },
+    /// A connected peer unsubscribed from a topic (or disconnected).
+    TopicUnsubscribed {
+        /// The peer.
+        peer: String,
+        /// The topic.
+        topic: String,
+    },
+    /// A gossip message was not delivered.
+    GossipDropped {
+        /// The topic.
+        topic: String,
+        /// The peer that forwarded it.
+        via: String,
+        /// The peer that published it.
+        from: Option<String>,
+        /// `not_member`, `inbox_full` or `too_many_pending`.
+        reason: &'static str,
+    },
     /// A host event this version of the peer does not know (the library's `Event`
     /// is non-exhaustive).
     OtherEvent {
@@ -637,6 +718,38 @@ pub struct Stats {
     pub per_peer: Vec<PeerStats>,
     /// One entry per registered protocol, sorted by protocol.
     pub per_protocol: Vec<ProtocolLine>,
+    /// One entry per subscribed topic, sorted by topic.
+    pub topics: Vec<TopicLine>,
+}
+
+/// One subscribed topic in a `stats` line (the fields of `TopicStats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicLine {
+    /// The topic.
+    pub topic: String,
+    /// Connected peers subscribed to it.
+    pub peers: usize,
+    /// Messages received since subscribing.
+    pub received_messages: u64,
+    /// Their payload bytes.
+    pub received_bytes: u64,
+    /// Messages not delivered (inbox full, too many awaiting a verdict).
+    pub dropped_messages: u64,
+    /// Messages rejected because their author or forwarder is not a member.
+    pub rejected_messages: u64,
+}
+
+impl From<TopicStats> for TopicLine {
+    fn from(stats: TopicStats) -> Self {
+        Self {
+            topic: stats.topic,
+            peers: stats.peers,
+            received_messages: stats.received_messages,
+            received_bytes: stats.received_bytes,
+            dropped_messages: stats.dropped_messages,
+            rejected_messages: stats.rejected_messages,
+        }
+    }
 }
 
 /// One connected peer in a `stats` line.
@@ -753,12 +866,19 @@ impl Stats {
             received_bytes,
             per_peer,
             per_protocol: Vec::new(),
+            topics: Vec::new(),
         }
     }
 
     /// Adds the registered protocols' counters.
     pub fn with_protocols(mut self, per_protocol: Vec<ProtocolLine>) -> Self {
         self.per_protocol = per_protocol;
+        self
+    }
+
+    /// Adds the subscribed topics' counters.
+    pub fn with_topics(mut self, topics: Vec<TopicStats>) -> Self {
+        self.topics = topics.into_iter().map(TopicLine::from).collect();
         self
     }
 }
@@ -879,6 +999,25 @@ impl Output {
                 peer: peer.to_string(),
                 reason: reason.to_string(),
             },
+            Event::TopicSubscribed { peer, topic } => Self::TopicSubscribed {
+                peer: peer.to_string(),
+                topic: topic.clone(),
+            },
+            Event::TopicUnsubscribed { peer, topic } => Self::TopicUnsubscribed {
+                peer: peer.to_string(),
+                topic: topic.clone(),
+            },
+            Event::GossipDropped {
+                topic,
+                from,
+                origin,
+                reason,
+            } => Self::GossipDropped {
+                topic: topic.clone(),
+                via: from.to_string(),
+                from: origin.map(|p| p.to_string()),
+                reason: reason.as_str(),
+            },
             Event::PeerProtocols {
                 peer,
                 protocols,
@@ -915,6 +1054,16 @@ impl Output {
             peer: peer.to_string(),
             protocol: protocol.to_owned(),
             data: String::from_utf8_lossy(payload).into_owned(),
+        }
+    }
+
+    /// The line for a gossip message; the payload is decoded as lossy UTF-8.
+    pub fn gossip(message: &GossipMessage) -> Self {
+        Self::Gossip {
+            topic: message.topic().to_owned(),
+            from: message.origin().map(|p| p.to_string()),
+            via: message.from().to_string(),
+            data: String::from_utf8_lossy(message.data()).into_owned(),
         }
     }
 
@@ -1081,6 +1230,31 @@ impl Output {
             Self::ProtocolExchangeFailed { peer, reason, .. } => {
                 format!("protocol exchange with {peer} failed: {reason}")
             }
+            Self::Subscribed { topic } => format!("subscribed to {topic}"),
+            Self::Unsubscribed { topic } => format!("unsubscribed from {topic}"),
+            Self::Published { topic, id } => format!("published {id} on {topic}"),
+            Self::Gossip {
+                topic,
+                from,
+                via,
+                data,
+            } => format!(
+                "[{topic}] {} (via {via}): {data}",
+                from.as_deref().unwrap_or("unknown author")
+            ),
+            Self::TopicSubscribed { peer, topic } => format!("{peer} subscribed to {topic}"),
+            Self::TopicUnsubscribed { peer, topic } => {
+                format!("{peer} unsubscribed from {topic}")
+            }
+            Self::GossipDropped {
+                topic,
+                via,
+                from,
+                reason,
+            } => format!(
+                "dropped gossip on {topic} from {} via {via}: {reason}",
+                from.as_deref().unwrap_or("unknown author")
+            ),
             Self::OtherEvent { debug } => format!("event: {debug}"),
         }
     }
@@ -1201,6 +1375,24 @@ mod tests {
         assert!(parse_command("resume /a /b").is_err());
         assert_eq!(parse("stats"), Command::Stats);
         assert_eq!(parse("quit\n"), Command::Quit);
+        assert_eq!(
+            parse("subscribe /chain/a/blocks"),
+            Command::Subscribe("/chain/a/blocks".into())
+        );
+        assert_eq!(
+            parse("unsubscribe /chain/a/blocks\n"),
+            Command::Unsubscribe("/chain/a/blocks".into())
+        );
+        assert_eq!(
+            parse("publish /chain/a/blocks block  7 "),
+            Command::Publish {
+                topic: "/chain/a/blocks".into(),
+                text: "block  7 ".into(),
+            }
+        );
+        assert!(parse_command("subscribe").is_err());
+        assert!(parse_command("subscribe /a /b").is_err());
+        assert!(parse_command("publish").is_err());
     }
 
     #[test]
@@ -1385,7 +1577,33 @@ mod tests {
         let peer = PeerId::random();
         let p = peer.to_string();
         let connection = ConnectionId::new_unchecked(7);
+        let origin = PeerId::random();
+        let o = origin.to_string();
         let cases = [
+            (
+                Event::TopicSubscribed {
+                    peer,
+                    topic: "/chain/a/blocks".into(),
+                },
+                json!({"event": "topic_subscribed", "peer": p, "topic": "/chain/a/blocks"}),
+            ),
+            (
+                Event::TopicUnsubscribed {
+                    peer,
+                    topic: "/chain/a/blocks".into(),
+                },
+                json!({"event": "topic_unsubscribed", "peer": p, "topic": "/chain/a/blocks"}),
+            ),
+            (
+                Event::GossipDropped {
+                    topic: "/chain/a/blocks".into(),
+                    from: peer,
+                    origin: Some(origin),
+                    reason: liquid_p2p::GossipDrop::NotMember,
+                },
+                json!({"event": "gossip_dropped", "topic": "/chain/a/blocks", "via": p,
+                       "from": o, "reason": "not_member"}),
+            ),
             (
                 Event::ConnectionEstablished {
                     peer,

@@ -56,6 +56,10 @@ Commands (stdin, one per line):
                                           send <count> numbered messages of <size> bytes
                                           (payload flood:<n>:<seq>:...) in the background;
                                           one flood_done line per recipient
+  subscribe <topic>                       receive <topic>'s gossip (printed as gossip lines,
+                                          each accepted and so forwarded)
+  unsubscribe <topic>                     stop receiving <topic>
+  publish <topic> <text...>               gossip the rest of the line on <topic>
   quit                                    shut down gracefully and exit 0
 A bad command prints an error and the peer keeps running. At the end of stdin the
 peer keeps running until SIGINT (Ctrl-C) or SIGTERM, which also shut it down
@@ -63,9 +67,11 @@ gracefully.
 
 Output (--json): one JSON object per line, with an \"event\" field: listening,
 connected, disconnected, message, error, peers, sent, registered, unregistered,
-paused, resumed, priority, backpressure, dialed, stats, flood_done, and every other host event in snake_case (connection_established,
-connection_closed, dial_failed, stream_refused, protocol_error, unknown_protocol,
-connection_stalled, events_dropped).";
+paused, resumed, priority, backpressure, dialed, stats, flood_done, subscribed,
+unsubscribed, published, gossip, and every other host event in snake_case
+(connection_established, connection_closed, dial_failed, stream_refused,
+protocol_error, unknown_protocol, connection_stalled, events_dropped,
+topic_subscribed, topic_unsubscribed, gossip_dropped).";
 
 /// A liquid-p2p peer: listens, dials and exchanges messages, driven from stdin.
 #[derive(Debug, Parser)]
@@ -540,7 +546,8 @@ async fn execute(node: &Node, command: Command) {
                     node.received.messages.load(Ordering::Relaxed),
                     node.received.bytes.load(Ordering::Relaxed),
                 )
-                .with_protocols(per_protocol),
+                .with_protocols(per_protocol)
+                .with_topics(host.control().topic_stats()),
             ));
         }
         Command::Flood {
@@ -568,8 +575,41 @@ async fn execute(node: &Node, command: Command) {
                 });
             }
         }
+        Command::Subscribe(topic) => match host.control().subscribe(topic.clone()).await {
+            Ok(inbox) => {
+                spawn_topic(node, inbox);
+                printer.print(&Output::Subscribed { topic });
+            }
+            Err(e) => printer.print(&Output::error(format!("subscribe {topic}: {e}"))),
+        },
+        Command::Unsubscribe(topic) => match host.control().unsubscribe(&topic).await {
+            Ok(()) => printer.print(&Output::Unsubscribed { topic }),
+            Err(e) => printer.print(&Output::error(format!("unsubscribe {topic}: {e}"))),
+        },
+        Command::Publish { topic, text } => match host.control().publish(&topic, text).await {
+            Ok(id) => printer.print(&Output::Published {
+                topic,
+                id: id.to_string(),
+            }),
+            Err(e) => printer.print(&Output::error(format!("publish {topic}: {e}"))),
+        },
         Command::Quit => {}
     }
+}
+
+/// Prints (unless `--quiet-messages`) and accepts every message of a topic
+/// until it is unsubscribed.
+fn spawn_topic(node: &Node, mut inbox: liquid_p2p::TopicInbox) {
+    let printer = node.printer;
+    let quiet = node.quiet_messages;
+    tokio::spawn(async move {
+        while let Some(message) = inbox.recv().await {
+            if !quiet {
+                printer.print(&Output::gossip(&message));
+            }
+            message.accept();
+        }
+    });
 }
 
 /// Sends messages `0..count` of flood `number` to `peer`, [`FLOOD_IN_FLIGHT`] at

@@ -417,3 +417,66 @@ fn send_to_a_list_of_peers_prints_one_line_per_peer() {
     b.quit();
     a.quit();
 }
+
+#[test]
+fn gossip_reaches_a_peer_two_hops_away_and_shows_in_stats() {
+    const TOPIC: &str = "/chain/cli/blocks";
+    let mut a = Peer::start_json(&[]);
+    let (a_address, a_id) = a.listening();
+    let mut b = Peer::start_json(&["--dial", &a_address]);
+    let (b_address, b_id) = b.listening();
+    b.expect_event("dialed");
+    let mut c = Peer::start_json(&["--dial", &b_address]);
+    let (_, c_id) = c.listening();
+    c.expect_event("dialed");
+    for peer in [&mut a, &mut b] {
+        peer.command(&format!("subscribe {TOPIC}"));
+        assert_eq!(peer.expect_event("subscribed")["topic"], TOPIC);
+    }
+    let seen = c.expect_event("topic_subscribed");
+    assert_eq!(
+        (seen["peer"].as_str(), &seen["topic"]),
+        (Some(b_id.as_str()), &TOPIC.into())
+    );
+    c.command(&format!("subscribe {TOPIC}"));
+    assert_eq!(c.expect_event("subscribed")["topic"], TOPIC);
+    a.expect("b's subscription", |v| {
+        v["event"] == "topic_subscribed" && v["peer"] == b_id.as_str()
+    });
+    b.expect("c's subscription", |v| {
+        v["event"] == "topic_subscribed" && v["peer"] == c_id.as_str()
+    });
+
+    a.command(&format!("publish {TOPIC} block  1"));
+    let published = a.expect_event("published");
+    assert_eq!(published["topic"], TOPIC);
+    assert!(published["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(b.expect_event("gossip")["data"], "block  1");
+    let gossip = c.expect_event("gossip");
+    assert_eq!(gossip["topic"], TOPIC);
+    assert_eq!(gossip["data"], "block  1");
+    assert_eq!(gossip["from"], a_id.as_str(), "the author");
+    assert_eq!(gossip["via"], b_id.as_str(), "forwarded by b");
+
+    c.command("stats");
+    let stats = c.expect_event("stats");
+    assert_eq!(stats["topics"][0]["topic"], TOPIC);
+    assert_eq!(stats["topics"][0]["peers"], 1);
+    assert_eq!(stats["topics"][0]["received_messages"], 1);
+
+    // The same payload again is the same message.
+    a.command(&format!("publish {TOPIC} block  1"));
+    let error = a.expect_event("error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("published before")),
+        "{error}"
+    );
+    c.command(&format!("unsubscribe {TOPIC}"));
+    assert_eq!(c.expect_event("unsubscribed")["topic"], TOPIC);
+    b.expect("c's unsubscription", |v| v["event"] == "topic_unsubscribed");
+    c.quit();
+    b.quit();
+    a.quit();
+}

@@ -28,7 +28,7 @@ mod lifecycle;
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -45,6 +45,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
+    broadcast::BroadcastHandle,
     events::EventBus,
     exchange,
     handler::OpenReply,
@@ -114,6 +115,8 @@ pub(crate) struct Shared {
     /// Shutdown, spawned tasks, writes in flight.
     pub(crate) lifecycle: Lifecycle,
     unknown_protocol_frames: AtomicU64,
+    /// The broadcast behaviour of the swarm, if it has one.
+    pub(crate) broadcast: OnceLock<BroadcastHandle>,
 }
 
 /// The protocol lists of one peer waiting to be applied.
@@ -151,6 +154,7 @@ impl Shared {
             connections: ConnectionTable::default(),
             lifecycle: Lifecycle::new(),
             unknown_protocol_frames: AtomicU64::new(0),
+            broadcast: OnceLock::new(),
             config,
         })
     }
