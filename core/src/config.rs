@@ -4,7 +4,9 @@
 //! would break the transport (for example more streams per connection than yamux
 //! allows), so a mistake shows up when the host is built, not under load.
 
-use std::time::Duration;
+use std::{collections::HashSet, fmt, time::Duration};
+
+use libp2p_identity::PeerId;
 
 use crate::{conn_manager::EvictionStrategy, error::Error, supervisor::SupervisorConfig};
 
@@ -233,6 +235,80 @@ impl Default for BroadcastConfig {
     }
 }
 
+/// A private network key: 32 bytes every node of the network shares (libp2p-pnet).
+/// Its `Debug` form does not show the key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NetworkKey([u8; 32]);
+
+impl NetworkKey {
+    /// The key of these bytes.
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Reads a key file: libp2p's `swarm.key` format
+    /// (`/key/swarm/psk/1.0.0/`, `/base16/`, then 64 hex digits, one a line) or
+    /// the 64 hex digits alone. Surrounding whitespace is ignored.
+    ///
+    /// ```
+    /// use liquid_p2p_core::NetworkKey;
+    ///
+    /// let hex = "00".repeat(31) + "ff";
+    /// let key = NetworkKey::from_key_file(&format!("/key/swarm/psk/1.0.0/\n/base16/\n{hex}\n"))?;
+    /// assert_eq!(key.as_bytes()[31], 0xff);
+    /// assert_eq!(NetworkKey::from_key_file(&hex)?, key);
+    /// assert!(NetworkKey::from_key_file("/key/swarm/psk/1.0.0/\n/base64/\nAAAA").is_err());
+    /// assert!(NetworkKey::from_key_file(&"+f".repeat(32)).is_err());
+    /// # Ok::<(), liquid_p2p_core::Error>(())
+    /// ```
+    pub fn from_key_file(text: &str) -> Result<Self, Error> {
+        let invalid = |reason: &str| Error::InvalidConfig {
+            reason: format!("network key: {reason}"),
+        };
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let hex = match lines.as_slice() {
+            [hex] => *hex,
+            ["/key/swarm/psk/1.0.0/", "/base16/", hex] => *hex,
+            ["/key/swarm/psk/1.0.0/", encoding, _] => {
+                return Err(invalid(&format!(
+                    "encoding {encoding:.16} is not supported (only /base16/)"
+                )));
+            }
+            _ => {
+                return Err(invalid(
+                    "expected /key/swarm/psk/1.0.0/, /base16/ and 64 hex digits, or the digits alone",
+                ));
+            }
+        };
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid("expected 64 hex digits"));
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = hex
+                .get(2 * i..2 * i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| invalid("expected 64 hex digits"))?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Debug for NetworkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NetworkKey(..)")
+    }
+}
+
 /// Settings of a host: pools, inbound caps, frame limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -318,6 +394,16 @@ pub struct Config {
     pub policy_scope: PolicyScope,
     /// Gossip topics.
     pub broadcast: BroadcastConfig,
+    /// With `Some`, only these peers may connect: any other is refused right
+    /// after the handshake (told `NotAllowed`) and never dialled (see
+    /// [`AllowList`](crate::AllowList); changed at run time through `Control`).
+    /// Holds at most `max_blacklist_entries` peers. Default: `None`, everyone.
+    pub allow_list: Option<HashSet<PeerId>>,
+    /// A private network key (libp2p-pnet, the 32 bytes of a `swarm.key`): TCP
+    /// connections are encrypted with it before the security handshake, so a
+    /// node without the key cannot even complete one. QUIC cannot carry it: with
+    /// a key, the host's transport is TCP only. Default: `None`.
+    pub network_key: Option<NetworkKey>,
 }
 
 setters!(PoolConfig {
@@ -373,6 +459,8 @@ setters!(Config {
     with_peer_scope => peer_scope: PeerScope,
     with_policy_scope => policy_scope: PolicyScope,
     with_broadcast => broadcast: BroadcastConfig,
+    with_allow_list => allow_list: Option<HashSet<PeerId>>,
+    with_network_key => network_key: Option<NetworkKey>,
 });
 
 setters!(BroadcastConfig {
@@ -458,6 +546,8 @@ impl Default for Config {
             peer_scope: PeerScope::EveryConnection,
             policy_scope: PolicyScope::AllConnections,
             broadcast: BroadcastConfig::default(),
+            allow_list: None,
+            network_key: None,
         }
     }
 }
@@ -557,6 +647,16 @@ impl Config {
         }
         if self.max_protocols_per_peer == 0 {
             return invalid("max_protocols_per_peer must be at least 1".into());
+        }
+        if self
+            .allow_list
+            .as_ref()
+            .is_some_and(|list| list.len() > self.max_blacklist_entries)
+        {
+            return invalid(format!(
+                "allow_list holds more than max_blacklist_entries ({}) peers",
+                self.max_blacklist_entries
+            ));
         }
         if self.max_blacklist_entries == 0 {
             // A blacklist that can hold nothing fails every `add`: surely a mistake.

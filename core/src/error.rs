@@ -222,6 +222,12 @@ pub enum Error {
         /// The entry limit.
         limit: usize,
     },
+    /// The allow-list already holds its maximum number of peers.
+    #[error("allow-list full: limit of {limit} peers reached")]
+    AllowListFull {
+        /// The limit (`max_blacklist_entries`).
+        limit: usize,
+    },
     /// The host was shut down; no further calls succeed.
     #[error("the host has been shut down")]
     ShutDown,

@@ -167,6 +167,16 @@ pub enum Event {
         /// How many refusals this event stands for.
         count: u64,
     },
+    /// A frame of a registered protocol came from a peer that is not one of the
+    /// protocol's members: dropped.
+    NotMember {
+        /// The sender.
+        peer: PeerId,
+        /// The protocol.
+        protocol: String,
+        /// Frames of this protocol dropped so far for this reason.
+        count: u64,
+    },
     /// A connected peer subscribed to a gossip topic.
     TopicSubscribed {
         /// The peer.
@@ -316,6 +326,8 @@ pub enum EvictionReason {
     NoLongerRequired,
     /// The blacklist now matches it.
     Blacklisted,
+    /// The allow-list is active and no longer lists it.
+    NotAllowed,
 }
 
 impl std::fmt::Display for EvictionReason {
@@ -326,6 +338,7 @@ impl std::fmt::Display for EvictionReason {
                 f.write_str("no longer required and max peers exceeded")
             }
             EvictionReason::Blacklisted => f.write_str("blacklisted"),
+            EvictionReason::NotAllowed => f.write_str("not_allowed"),
         }
     }
 }

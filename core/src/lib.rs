@@ -45,6 +45,7 @@
 
 #![warn(missing_docs)]
 
+mod allow_list;
 mod blacklist;
 pub mod codec;
 mod config;
@@ -60,11 +61,12 @@ mod receive;
 mod refusal;
 mod supervisor;
 
+pub use allow_list::AllowList;
 pub use blacklist::{Blacklist, BlacklistEntry};
 pub use codec::{EncodedFrame, Frame, FrameDecoder, FrameError, FrameReader, FrameStep, ReadError};
 pub use config::{
-    AdmissionConfig, BroadcastConfig, Config, MAX_PROTOCOL_LEN, PeerScope, PolicyScope, PoolConfig,
-    RESERVED_STREAMS, YAMUX_MAX_STREAMS,
+    AdmissionConfig, BroadcastConfig, Config, MAX_PROTOCOL_LEN, NetworkKey, PeerScope, PolicyScope,
+    PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS,
 };
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Priority};
 pub use error::{BroadcastFailure, Error, StreamOpenFailure};

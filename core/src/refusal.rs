@@ -125,6 +125,9 @@ pub enum RefusalReason {
     /// The host is shutting down.
     #[error("the host is shutting down")]
     ShuttingDown,
+    /// The allow-list is active and does not list the peer.
+    #[error("not_allowed")]
+    NotAllowed,
 }
 
 /// What a refusing host tells the dialler before it closes the connection, on a
@@ -179,6 +182,7 @@ impl RemoteRefusal {
             RefusalReason::PeerLimit(_) => Some(RemoteRefusal::PeerLimit),
             RefusalReason::Blacklisted(_) => Some(RemoteRefusal::Blacklisted),
             RefusalReason::AddressLimit { .. } => Some(RemoteRefusal::AddressLimit),
+            RefusalReason::NotAllowed => Some(RemoteRefusal::NotAllowed),
             _ => None,
         }
     }

@@ -1,12 +1,14 @@
 //! Admission control: which connections may exist.
 //!
-//! Four rules, checked as early as the information allows:
+//! Five rules, checked as early as the information allows:
 //!
 //! - per-address shares: an inbound connection needs a handshake slot (in all, per
 //!   IP, per /24 or /64, with a reserved share for required peers' addresses) when
 //!   it is announced, and after its handshake it must stay within the established
 //!   connections allowed per IP and per subnet (loopback and required peers
 //!   excepted unless configured), so one address cannot lock the others out.
+//! - the allow-list, when active: a peer it does not list is refused right after
+//!   the handshake and never dialled; removing a peer closes its connections.
 //! - the blacklist: a blacklisted IP or IP:port is refused when the inbound
 //!   connection is announced, before any handshake; a blacklisted peer id right after
 //!   the handshake, and never dialled. Adding an entry closes live connections that
@@ -30,8 +32,8 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, swarm::ConnectionId};
 use liquid_p2p_core::{
-    AddressScope, Admission, AdmissionConfig, AdmissionStage, Blacklist, BlacklistMatch, Config,
-    ConnManager, Error, Event, EvictionReason, PeerLimit, Priority, Refusal, RefusalReason,
+    AddressScope, Admission, AdmissionConfig, AdmissionStage, AllowList, Blacklist, BlacklistMatch,
+    Config, ConnManager, Error, Event, EvictionReason, PeerLimit, Priority, Refusal, RefusalReason,
 };
 use parking_lot::RwLock;
 
@@ -195,11 +197,23 @@ pub(crate) fn refusal_error(refusal: &Refusal) -> Error {
     }
 }
 
+/// The allow-list `config` starts with (validated: within its bound).
+fn allow_list(config: &Config) -> AllowList {
+    let mut list = AllowList::new(config.max_blacklist_entries);
+    if list.set(config.allow_list.clone()).is_err() {
+        // `Config::validate` refuses such a list; keep the bound anyway.
+        let _ = list.set(Some(Vec::new()));
+    }
+    list
+}
+
 /// The admission state of one behaviour. See the module documentation.
 pub(crate) struct Gate {
     local_peer: Option<PeerId>,
     manager: ConnManager,
     blacklist: Arc<RwLock<Blacklist>>,
+    /// When active, the only peers that may connect.
+    allow: Arc<RwLock<AllowList>>,
     required: HashSet<PeerId>,
     /// IP addresses known for required peers: their handshakes may use the
     /// reserved share of the pending slots.
@@ -218,6 +232,7 @@ impl Gate {
             local_peer: None,
             manager: ConnManager::from_config(config),
             blacklist,
+            allow: Arc::new(RwLock::new(allow_list(config))),
             required: HashSet::new(),
             required_ips: HashMap::new(),
             connections: HashMap::new(),
@@ -245,6 +260,11 @@ impl Gate {
 
     fn is_required_ip(&self, ip: IpAddr) -> bool {
         self.required_ips.values().any(|ips| ips.contains(&ip))
+    }
+
+    /// The allow-list, shared with [`Control`](crate::Control).
+    pub(crate) fn allow_list(&self) -> Arc<RwLock<AllowList>> {
+        Arc::clone(&self.allow)
     }
 
     /// Learns the local peer id (needed to break simultaneous-dial ties).
@@ -310,6 +330,16 @@ impl Gate {
         peer: Option<PeerId>,
         addresses: &[Multiaddr],
     ) -> Result<(), Refused> {
+        if let Some(p) = peer
+            && !self.allow.read().allows(&p)
+        {
+            return Err(refuse(
+                AdmissionStage::Dial,
+                RefusalReason::NotAllowed,
+                peer,
+                None,
+            ));
+        }
         let blacklist = self.blacklist.read();
         if let Some(p) = peer
             && blacklist.blocks_peer(&p)
@@ -357,6 +387,9 @@ impl Gate {
                 Some(remote),
             )
         };
+        if !self.allow.read().allows(&peer) {
+            return Err(refused(RefusalReason::NotAllowed));
+        }
         {
             let blacklist = self.blacklist.read();
             if blacklist.blocks_peer(&peer) {
@@ -529,33 +562,37 @@ impl Gate {
         (closes, vec![event])
     }
 
-    /// Live connections that the blacklist now forbids. They stop counting at once,
-    /// like evicted ones, so a reconnect after the entry is removed is not refused
-    /// while they finish closing.
-    pub(crate) fn blacklisted_connections(&mut self) -> (Vec<Close>, Vec<Event>) {
+    /// Live connections that the blacklist or the allow-list now forbids. They
+    /// stop counting at once, like evicted ones, so a reconnect after the entry
+    /// is removed is not refused while they finish closing.
+    pub(crate) fn forbidden_connections(&mut self) -> (Vec<Close>, Vec<Event>) {
         let blacklist = self.blacklist.read();
+        let allow = self.allow.read();
         let mut closes = Vec::new();
-        let mut peers = HashSet::new();
+        let mut peers = HashMap::new();
         for (id, info) in &self.connections {
-            let by_peer = blacklist.blocks_peer(&info.peer);
-            if by_peer || info.remote.is_some_and(|s| blacklist.blocks_addr(s)) {
-                closes.push(Close {
-                    peer: info.peer,
-                    connection: *id,
-                });
-                peers.insert(info.peer);
-            }
+            let reason = if !allow.allows(&info.peer) {
+                EvictionReason::NotAllowed
+            } else if blacklist.blocks_peer(&info.peer)
+                || info.remote.is_some_and(|s| blacklist.blocks_addr(s))
+            {
+                EvictionReason::Blacklisted
+            } else {
+                continue;
+            };
+            closes.push(Close {
+                peer: info.peer,
+                connection: *id,
+            });
+            peers.insert(info.peer, reason);
         }
-        drop(blacklist);
+        drop((blacklist, allow));
         for c in &closes {
             self.closed(Some(c.peer), c.connection);
         }
         let events = peers
             .into_iter()
-            .map(|peer| Event::Evicted {
-                peer,
-                reason: EvictionReason::Blacklisted,
-            })
+            .map(|(peer, reason)| Event::Evicted { peer, reason })
             .collect();
         (closes, events)
     }

@@ -236,7 +236,7 @@ impl Behaviour {
         let liveness = Liveness::new(config.ping_interval, config.ping_timeout);
         let next_sweep = Instant::now() + config.supervisor.check_interval;
         let report_window = config.admission.report_window;
-        let shared = Shared::new(config, tx, blacklist);
+        let shared = Shared::new(config, tx, blacklist, gate.allow_list());
         let behaviour = Self {
             local_peer,
             shared: Arc::clone(&shared),
@@ -863,8 +863,8 @@ impl Behaviour {
                 );
             }
             Request::AddAddress { peer, address } => self.add_address(peer, address),
-            Request::EnforceBlacklist => {
-                let (closes, events) = self.gate.blacklisted_connections();
+            Request::EnforcePolicy => {
+                let (closes, events) = self.gate.forbidden_connections();
                 self.carry_out(closes, events);
             }
             Request::CloseConnection { peer, connection } => {

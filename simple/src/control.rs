@@ -286,11 +286,7 @@ impl Control {
         self.shared.lifecycle.check_open()?;
         let added = self.shared.blacklist.write().add(entry)?;
         if added {
-            self.shared
-                .requests
-                .send(Request::EnforceBlacklist)
-                .await
-                .map_err(|_| Error::ShutDown)?;
+            self.enforce_policy().await?;
         }
         Ok(added)
     }
@@ -303,6 +299,96 @@ impl Control {
     /// The blacklist's entries.
     pub fn blacklist(&self) -> Vec<BlacklistEntry> {
         self.shared.blacklist.read().entries()
+    }
+
+    /// Makes `peers` the only peers that may connect (`None`: everyone may
+    /// again). Connected peers it does not list are disconnected at once
+    /// (`Evicted { reason: NotAllowed }`); later ones are refused right after
+    /// the handshake (and told `NotAllowed`), and never dialled, required or not.
+    ///
+    /// # Errors
+    ///
+    /// `AllowListFull` beyond `max_blacklist_entries` peers (nothing changes);
+    /// `ShutDown`.
+    pub async fn set_allow_list(
+        &self,
+        peers: Option<impl IntoIterator<Item = PeerId>>,
+    ) -> Result<(), Error> {
+        self.shared.lifecycle.check_open()?;
+        self.shared.allow_list.write().set(peers)?;
+        self.enforce_policy().await
+    }
+
+    /// Adds `peer` to the allow-list; returns whether it is new. An inactive
+    /// list becomes active with this one peer, so every other connected peer is
+    /// disconnected.
+    ///
+    /// # Errors
+    ///
+    /// `AllowListFull`; `ShutDown`.
+    pub async fn allow_peer(&self, peer: PeerId) -> Result<bool, Error> {
+        self.shared.lifecycle.check_open()?;
+        let (was_active, added) = {
+            let mut list = self.shared.allow_list.write();
+            (list.is_active(), list.add(peer)?)
+        };
+        if !was_active {
+            self.enforce_policy().await?;
+        }
+        Ok(added)
+    }
+
+    /// Removes `peer` from the allow-list and disconnects it; returns whether it
+    /// was listed. The list stays active (empty, it admits nobody).
+    ///
+    /// # Errors
+    ///
+    /// `ShutDown`.
+    pub async fn disallow_peer(&self, peer: &PeerId) -> Result<bool, Error> {
+        self.shared.lifecycle.check_open()?;
+        let removed = self.shared.allow_list.write().remove(peer);
+        if removed {
+            self.enforce_policy().await?;
+        }
+        Ok(removed)
+    }
+
+    /// Makes `members` the only peers whose messages of the registered
+    /// `protocol` are taken (`None`: everyone's again); a frame from anyone else
+    /// is dropped, counted (`InboxStats::refused_messages`) and reported
+    /// (`Event::NotMember`). Takes effect for the next frame; unregistering the
+    /// protocol forgets its members.
+    ///
+    /// # Errors
+    ///
+    /// `ProtocolNotRegistered`.
+    pub fn set_protocol_members(
+        &self,
+        protocol: &str,
+        members: Option<impl IntoIterator<Item = PeerId>>,
+    ) -> Result<(), Error> {
+        self.shared
+            .registry
+            .set_members(protocol, members.map(|m| m.into_iter().collect()))
+    }
+
+    /// The members of a registered protocol, sorted, if it has any.
+    pub fn protocol_members(&self, protocol: &str) -> Option<Vec<PeerId>> {
+        self.shared.registry.members(protocol)
+    }
+
+    /// The allow-list's peers, sorted; `None` when it is inactive (everyone may
+    /// connect).
+    pub fn allow_list(&self) -> Option<Vec<PeerId>> {
+        self.shared.allow_list.read().peers()
+    }
+
+    async fn enforce_policy(&self) -> Result<(), Error> {
+        self.shared
+            .requests
+            .send(Request::EnforcePolicy)
+            .await
+            .map_err(|_| Error::ShutDown)
     }
 
     fn broadcast(&self, topic: &str) -> Result<&BroadcastHandle, Error> {

@@ -86,9 +86,9 @@ pub use liquid_p2p_core::{
     AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch, BroadcastConfig,
     BroadcastFailure, Config, ConnectionId, DialFailure, Error, Event, EvictionReason,
     EvictionStrategy, ExchangeError, ExchangeFailure, FrameError, GossipDrop, Lane, MAX_LANES,
-    Message, PeerId, PeerLimit, PeerLimits, PeerScope, PolicyScope, PoolConfig, PoolStats,
-    ProtocolPriority, ReceiveCounts, RefusalReason, RemoteRefusal, StreamOpenFailure, StreamScope,
-    SupervisorConfig, UnknownPriority,
+    Message, NetworkKey, PeerId, PeerLimit, PeerLimits, PeerScope, PolicyScope, PoolConfig,
+    PoolStats, ProtocolPriority, ReceiveCounts, RefusalReason, RemoteRefusal, StreamOpenFailure,
+    StreamScope, SupervisorConfig, UnknownPriority,
 };
 pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer, YamuxStream};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};

@@ -22,16 +22,17 @@
 //! waiting on one protocol cannot use up the room of the others.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
-        atomic::{AtomicIsize, AtomicU8, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicIsize, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use bytes::Bytes;
 use futures::AsyncWriteExt;
+use libp2p::PeerId;
 use liquid_p2p_core::{
     Error, Event, FrameError, FrameReader, FrameStep, MAX_PROTOCOL_LEN, Message, ProtocolPriority,
     ReadError, ReceiveTicket,
@@ -178,11 +179,21 @@ pub(crate) struct InboxMeter {
     inbox: Room,
     /// Bytes in all inboxes.
     host: Arc<Room>,
+    /// Whether `members` is set: checked first, so an open protocol takes no
+    /// lock per frame.
+    restricted: AtomicBool,
+    /// With `Some`, the only peers whose frames are taken.
+    members: RwLock<Option<Arc<HashSet<PeerId>>>>,
+    /// Frames dropped because their sender is not a member.
+    refused_messages: AtomicU64,
 }
 
 impl InboxMeter {
     fn new(byte_budget: usize, host: Arc<Room>, priority: ProtocolPriority) -> Self {
         Self {
+            restricted: AtomicBool::new(false),
+            members: RwLock::new(None),
+            refused_messages: AtomicU64::new(0),
             priority: AtomicU8::new(priority.index() as u8),
             received_messages: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
@@ -284,6 +295,30 @@ impl InboxMeter {
         }
     }
 
+    /// Whether frames from `peer` are taken.
+    fn admits(&self, peer: &PeerId) -> bool {
+        !self.restricted.load(Ordering::Acquire)
+            || self
+                .members
+                .read()
+                .as_ref()
+                .is_none_or(|members| members.contains(peer))
+    }
+
+    fn set_members(&self, members: Option<HashSet<PeerId>>) {
+        let mut current = self.members.write();
+        self.restricted.store(members.is_some(), Ordering::Release);
+        *current = members.map(Arc::new);
+    }
+
+    fn members(&self) -> Option<Vec<PeerId>> {
+        self.members.read().as_ref().map(|members| {
+            let mut list: Vec<_> = members.iter().copied().collect();
+            list.sort();
+            list
+        })
+    }
+
     fn priority(&self) -> ProtocolPriority {
         ProtocolPriority::from_index(usize::from(self.priority.load(Ordering::Relaxed)))
             .unwrap_or_default()
@@ -302,6 +337,7 @@ impl InboxMeter {
             received_bytes: self.received_bytes.load(Ordering::Relaxed),
             queued_messages: self.queued_messages.load(Ordering::Relaxed),
             queued_bytes: self.held_bytes.load(Ordering::Relaxed),
+            refused_messages: self.refused_messages.load(Ordering::Relaxed),
         }
     }
 }
@@ -324,6 +360,9 @@ pub struct InboxStats {
     pub queued_bytes: usize,
     /// The protocol's send priority.
     pub priority: ProtocolPriority,
+    /// Frames dropped because their sender is not one of the protocol's
+    /// members (see `Control::set_protocol_members`).
+    pub refused_messages: u64,
 }
 
 impl ProtocolRegistry {
@@ -389,6 +428,28 @@ impl ProtocolRegistry {
             })?;
         route.meter.set_priority(priority);
         Ok(())
+    }
+
+    /// Makes `members` the only peers whose frames of `protocol` are taken
+    /// (`None`: everyone's).
+    pub(crate) fn set_members(
+        &self,
+        protocol: &str,
+        members: Option<HashSet<PeerId>>,
+    ) -> Result<(), Error> {
+        let handlers = self.handlers.read();
+        let route = handlers
+            .get(protocol)
+            .ok_or_else(|| Error::ProtocolNotRegistered {
+                protocol: protocol.to_owned(),
+            })?;
+        route.meter.set_members(members);
+        Ok(())
+    }
+
+    /// The members of `protocol`, if it is registered and has any.
+    pub(crate) fn members(&self, protocol: &str) -> Option<Vec<PeerId>> {
+        self.handlers.read().get(protocol)?.meter.members()
     }
 
     /// The send priority of `protocol`: `Normal` unless it is registered with
@@ -687,6 +748,11 @@ impl StreamReader {
                 return Step::Next;
             }
         };
+        if !route.meter.admits(&peer) {
+            // Any room claimed for it is given back as `reserved` drops.
+            report_not_member(&self.shared, &route, peer);
+            return Step::Next;
+        }
         let message = Message::new(peer, connection, Arc::clone(&route.name), payload);
         let len = message.payload.len();
         route.meter.arrived(len);
@@ -830,6 +896,16 @@ impl RouteCache {
             None => Err(protocol.to_owned()),
         }
     }
+}
+
+fn report_not_member(shared: &Shared, route: &Route, peer: PeerId) {
+    let count = route.meter.refused_messages.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::debug!(%peer, protocol = %route.name, count, "frame from a non-member dropped");
+    shared.events.emit(Event::NotMember {
+        peer,
+        protocol: route.name.to_string(),
+        count,
+    });
 }
 
 fn report_unknown(shared: &Shared, peer: libp2p::PeerId, protocol: String) {

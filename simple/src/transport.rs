@@ -21,6 +21,11 @@
 //!   does not allow sharing it), the dial is retried once from a fresh port, as
 //!   libp2p-tcp itself already does for `EADDRNOTAVAIL`.
 //!
+//! With `Config::network_key`, every TCP connection first runs libp2p-pnet's
+//! private-network handshake (an XSalsa20 stream keyed by the shared key) inside
+//! the same deadline and byte budget, so a node without the key fails before
+//! noise; QUIC has no place for that layer, so the transport is then TCP alone.
+//!
 //! Failures of the first two are [`HandshakeError`]s inside the transport's
 //! `io::Error`, which the behaviour reports as refusals at the handshake stage.
 //!
@@ -56,7 +61,10 @@ use std::{
     time::Duration,
 };
 
-use futures::{AsyncRead, AsyncWrite, FutureExt, future::BoxFuture};
+use futures::{
+    AsyncRead, AsyncWrite, FutureExt,
+    future::{BoxFuture, Either},
+};
 use libp2p::{
     Multiaddr, PeerId, Transport,
     core::{
@@ -66,9 +74,11 @@ use libp2p::{
         upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo, Version},
     },
     identity::Keypair,
-    noise, quic, tcp,
+    noise,
+    pnet::{PnetConfig, PreSharedKey},
+    quic, tcp,
 };
-use liquid_p2p_core::{Config, Error};
+use liquid_p2p_core::{Config, Error, NetworkKey};
 use parking_lot::Mutex;
 
 use crate::muxer::YamuxConfig;
@@ -149,6 +159,7 @@ pub fn build(keypair: &Keypair, config: &Config) -> Result<Boxed<(PeerId, Stream
     let guards = Guards {
         handshake_timeout: config.admission.handshake_timeout,
         max_bytes: config.admission.handshake_max_bytes,
+        network_key: config.network_key,
     };
     let tcp = ReuseFallback::new(tcp::tokio::Transport::new(
         tcp::Config::default().nodelay(true),
@@ -158,6 +169,9 @@ pub fn build(keypair: &Keypair, config: &Config) -> Result<Boxed<(PeerId, Stream
         upgrade(socket, endpoint, noise.clone(), yamux.clone(), guards)
     })
     .map_err(|e| e.into_inner());
+    if config.network_key.is_some() {
+        return Ok(tcp.boxed());
+    }
     Ok(tcp
         .or_transport(quic_transport(keypair, config))
         .map(|either, _| either.into_inner())
@@ -205,10 +219,11 @@ fn limit_unsent(socket: &libp2p::tcp::tokio::TcpStream) {
     let _ = socket;
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct Guards {
     handshake_timeout: Duration,
     max_bytes: usize,
+    network_key: Option<NetworkKey>,
 }
 
 /// Security and muxer upgrade of one TCP connection, within the guards.
@@ -232,6 +247,15 @@ where
             }
         );
     let handshake = async {
+        let socket = match guards.network_key {
+            Some(key) => Either::Left(
+                PnetConfig::new(PreSharedKey::new(*key.as_bytes()))
+                    .handshake(socket)
+                    .await
+                    .map_err(io::Error::other)?,
+            ),
+            None => Either::Right(socket),
+        };
         if inbound {
             let (proto, io) =
                 multistream_select::listener_select_proto(socket, noise.protocol_info())

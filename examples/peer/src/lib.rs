@@ -314,6 +314,20 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
     }
 }
 
+/// Peer ids, one a line; blank lines and lines starting with `#` are skipped,
+/// as are spaces around an id (an `--allow-file`).
+pub fn parse_peer_list(text: &str) -> Result<Vec<PeerId>, CommandError> {
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| (n + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(n, line)| {
+            PeerId::from_str(line)
+                .map_err(|e| CommandError(format!("line {n}: invalid peer id `{line:.64}`: {e}")))
+        })
+        .collect()
+}
+
 /// `*` or a peer id.
 fn parse_target(to: &str) -> Result<Target, CommandError> {
     if to == "*" {
@@ -655,6 +669,16 @@ pub enum Output {
         /// The payload, as UTF-8 (invalid bytes replaced).
         data: String,
     },
+    /// A frame of a registered protocol came from a peer that is not one of its
+    /// members: dropped.
+    NotMember {
+        /// The sender.
+        peer: String,
+        /// The protocol.
+        protocol: String,
+        /// Frames of this protocol dropped so far for this reason.
+        count: u64,
+    },
     /// A connected peer subscribed to a topic.
     TopicSubscribed {
         /// The peer.
@@ -782,6 +806,8 @@ pub struct ProtocolLine {
     pub paused: bool,
     /// Its send priority: `high`, `normal` or `low`.
     pub priority: String,
+    /// Frames dropped because their sender is not one of the protocol's members.
+    pub refused_messages: u64,
 }
 
 impl ProtocolLine {
@@ -795,6 +821,7 @@ impl ProtocolLine {
             queued_bytes: stats.queued_bytes,
             paused,
             priority: stats.priority.to_string(),
+            refused_messages: stats.refused_messages,
         }
     }
 }
@@ -998,6 +1025,15 @@ impl Output {
             Event::Evicted { peer, reason } => Self::Evicted {
                 peer: peer.to_string(),
                 reason: reason.to_string(),
+            },
+            Event::NotMember {
+                peer,
+                protocol,
+                count,
+            } => Self::NotMember {
+                peer: peer.to_string(),
+                protocol: protocol.clone(),
+                count: *count,
             },
             Event::TopicSubscribed { peer, topic } => Self::TopicSubscribed {
                 peer: peer.to_string(),
@@ -1242,6 +1278,13 @@ impl Output {
                 "[{topic}] {} (via {via}): {data}",
                 from.as_deref().unwrap_or("unknown author")
             ),
+            Self::NotMember {
+                peer,
+                protocol,
+                count,
+            } => format!(
+                "dropped a {protocol} frame from non-member {peer} ({count} dropped so far)"
+            ),
             Self::TopicSubscribed { peer, topic } => format!("{peer} subscribed to {topic}"),
             Self::TopicUnsubscribed { peer, topic } => {
                 format!("{peer} unsubscribed from {topic}")
@@ -1393,6 +1436,15 @@ mod tests {
         assert!(parse_command("subscribe").is_err());
         assert!(parse_command("subscribe /a /b").is_err());
         assert!(parse_command("publish").is_err());
+    }
+
+    #[test]
+    fn peer_lists_skip_blanks_and_comments_and_name_the_bad_line() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let text = format!("# validators\n{a}\n\n  {b}  \n");
+        assert_eq!(parse_peer_list(&text), Ok(vec![a, b]));
+        let bad = parse_peer_list(&format!("{a}\nnot-a-peer\n")).expect_err("bad line");
+        assert!(bad.to_string().starts_with("line 2:"), "{bad}");
     }
 
     #[test]
@@ -1580,6 +1632,14 @@ mod tests {
         let origin = PeerId::random();
         let o = origin.to_string();
         let cases = [
+            (
+                Event::NotMember {
+                    peer,
+                    protocol: "/p".into(),
+                    count: 2,
+                },
+                json!({"event": "not_member", "peer": p, "protocol": "/p", "count": 2}),
+            ),
             (
                 Event::TopicSubscribed {
                     peer,

@@ -10,6 +10,7 @@
 //!      [--required MULTIADDR]... [--protocol ID]... [--json]
 //!      [--max-backoff-ms MS] [--check-interval-ms MS] [--quiet-messages]
 //!      [--queue-len N] [--send-timeout-ms MS] [--priority PROTOCOL=LEVEL]...
+//!      [--allow PEER_ID]... [--allow-file PATH] [--psk-file PATH] [--max-peers N]
 //! ```
 
 use std::{
@@ -71,7 +72,7 @@ paused, resumed, priority, backpressure, dialed, stats, flood_done, subscribed,
 unsubscribed, published, gossip, and every other host event in snake_case
 (connection_established, connection_closed, dial_failed, stream_refused,
 protocol_error, unknown_protocol, connection_stalled, events_dropped,
-topic_subscribed, topic_unsubscribed, gossip_dropped).";
+topic_subscribed, topic_unsubscribed, gossip_dropped, not_member).";
 
 /// A liquid-p2p peer: listens, dials and exchanges messages, driven from stdin.
 #[derive(Debug, Parser)]
@@ -137,6 +138,43 @@ struct Args {
     /// normal.
     #[arg(long = "priority", value_name = "PROTOCOL=LEVEL", value_parser = parse_priority)]
     priority: Vec<(String, ProtocolPriority)>,
+
+    /// Peer allowed to connect (repeatable). With any --allow or --allow-file,
+    /// only the listed peers may connect: others are refused right after the
+    /// handshake (`refused` with reason `not_allowed`) and never dialled.
+    #[arg(long = "allow", value_name = "PEER_ID")]
+    allow: Vec<PeerId>,
+
+    /// File of allowed peer ids, one a line (blank lines and lines starting
+    /// with # are skipped); joins --allow.
+    #[arg(long = "allow-file", value_name = "PATH")]
+    allow_file: Option<PathBuf>,
+
+    /// Private network key: libp2p's swarm.key format, or the 64 hex digits of
+    /// the key alone. Only nodes with the same key complete a handshake; the
+    /// peer then runs TCP only (QUIC cannot carry the key).
+    #[arg(long = "psk-file", value_name = "PATH")]
+    psk_file: Option<PathBuf>,
+
+    /// Most peers connected at once (max_peers; at least 1). Default: 20.
+    #[arg(long = "max-peers", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_peers: Option<u64>,
+}
+
+/// The allow-list from `--allow` and `--allow-file`; `None` when neither is given.
+fn allow_list(args: &Args) -> Result<Option<HashSet<PeerId>>, String> {
+    let mut peers: HashSet<PeerId> = args.allow.iter().copied().collect();
+    if let Some(path) = &args.allow_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--allow-file {}: {e}", path.display()))?;
+        peers.extend(
+            liquid_p2p_peer::parse_peer_list(&text)
+                .map_err(|e| format!("--allow-file {}: {e}", path.display()))?,
+        );
+    } else if args.allow.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(peers))
 }
 
 /// A `--priority` value: `PROTOCOL=LEVEL`.
@@ -226,6 +264,17 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     }
     if let Some(ms) = args.send_timeout_ms {
         config.pool.send_timeout = Duration::from_millis(ms);
+    }
+    if let Some(n) = args.max_peers {
+        config.max_peers = usize::try_from(n).map_err(|e| format!("--max-peers: {e}"))?;
+    }
+    config.allow_list = allow_list(&args)?;
+    if let Some(path) = &args.psk_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--psk-file {}: {e}", path.display()))?;
+        let key = liquid_p2p::NetworkKey::from_key_file(&text)
+            .map_err(|e| format!("--psk-file {}: {e}", path.display()))?;
+        config.network_key = Some(key);
     }
     let mut builder = Host::builder().config(config);
     if let Some(path) = &args.key_file {

@@ -480,3 +480,72 @@ fn gossip_reaches_a_peer_two_hops_away_and_shows_in_stats() {
     b.quit();
     a.quit();
 }
+
+#[test]
+fn only_allowed_peers_connect_and_a_network_key_keeps_outsiders_out() {
+    let mut b = Peer::start_json(&[]);
+    let (_, b_id) = b.listening();
+    let allow_file = temp_key_path("allow");
+    std::fs::write(&allow_file, format!("# members\n{b_id}\n")).expect("allow file");
+    let psk_file = temp_key_path("psk");
+    std::fs::write(
+        &psk_file,
+        format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", "ab".repeat(32)),
+    )
+    .expect("psk file");
+    let psk = psk_file.to_str().expect("utf-8 path");
+    let mut a = Peer::start_json(&["--allow-file", allow_file.to_str().expect("utf-8 path")]);
+    let (a_address, a_id) = a.listening();
+
+    let mut c = Peer::start_json(&["--dial", &a_address]);
+    let (_, c_id) = c.listening();
+    let refused = a.expect_event("refused");
+    assert_eq!(refused["peer"], c_id.as_str());
+    assert_eq!(refused["reason"], "not_allowed");
+    let failed = c.expect_event("dial_failed");
+    assert_eq!(failed["cause"], "refused_by_remote");
+    b.command(&format!("dial {a_address}"));
+    assert_eq!(b.expect_event("connected")["peer"], a_id.as_str());
+    for peer in [c, b, a] {
+        let mut peer = peer;
+        peer.quit();
+    }
+
+    // Private network: same key, connected; no key, no handshake.
+    let mut d = Peer::start_json(&["--psk-file", psk]);
+    let (d_address, d_id) = d.listening();
+    let mut e = Peer::start_json(&["--psk-file", psk, "--dial", &d_address]);
+    assert_eq!(e.expect_event("connected")["peer"], d_id.as_str());
+    let mut f = Peer::start_json(&["--dial", &d_address]);
+    let error = f.expect_event("error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("dial ")),
+        "{error}"
+    );
+    let refused = d.expect_event("refused");
+    assert_eq!(refused["stage"], "handshake");
+    let _ = std::fs::remove_file(&allow_file);
+    let _ = std::fs::remove_file(&psk_file);
+    for peer in [f, e, d] {
+        let mut peer = peer;
+        peer.quit();
+    }
+}
+
+#[test]
+fn a_bad_psk_or_allow_file_stops_the_peer_with_a_clear_error() {
+    let bad = temp_key_path("bad-psk");
+    std::fs::write(&bad, "not a key\n").expect("write");
+    for flag in ["--psk-file", "--allow-file"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_peer"))
+            .args(["--json", flag, bad.to_str().expect("utf-8 path")])
+            .output()
+            .expect("run peer");
+        assert_eq!(output.status.code(), Some(1), "{flag}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains(flag), "{flag}: {stdout}");
+    }
+    let _ = std::fs::remove_file(&bad);
+}

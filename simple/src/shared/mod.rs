@@ -37,9 +37,9 @@ use std::{
 use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, swarm::ConnectionId};
 use liquid_p2p_core::{
-    Blacklist, Config, Error, Event, PeerLimits, ProtocolBook, ProtocolChange, ProtocolPriority,
-    ReceiveStreamManager, RemoteRefusal, SendStreamPool, SendStreamPoolManager, StreamOpenFailure,
-    StreamOpener, StreamScope,
+    AllowList, Blacklist, Config, Error, Event, PeerLimits, ProtocolBook, ProtocolChange,
+    ProtocolPriority, ReceiveStreamManager, RemoteRefusal, SendStreamPool, SendStreamPoolManager,
+    StreamOpenFailure, StreamOpener, StreamScope,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -79,8 +79,9 @@ pub(crate) enum Request {
         peer: PeerId,
         address: Multiaddr,
     },
-    /// The blacklist grew: close live connections that match it.
-    EnforceBlacklist,
+    /// The blacklist grew or the allow-list shrank: close live connections
+    /// they now forbid.
+    EnforcePolicy,
     /// Close one connection (a refused one, once its reason is told).
     CloseConnection {
         peer: PeerId,
@@ -97,6 +98,7 @@ pub(crate) struct Shared {
     pub(crate) events: EventBus,
     pub(crate) requests: mpsc::Sender<Request>,
     pub(crate) blacklist: Arc<RwLock<Blacklist>>,
+    pub(crate) allow_list: Arc<RwLock<AllowList>>,
     // Read on every send (fail-fast check), written only when lists arrive.
     pub(crate) book: RwLock<ProtocolBook>,
     /// Peers announced with `PeerConnected` (after their exchange).
@@ -130,6 +132,7 @@ impl Shared {
         config: Config,
         requests: mpsc::Sender<Request>,
         blacklist: Arc<RwLock<Blacklist>>,
+        allow_list: Arc<RwLock<AllowList>>,
     ) -> Arc<Self> {
         Arc::new(Shared {
             pools: SendStreamPoolManager::new(config.max_connections_per_peer, &config.pool),
@@ -145,6 +148,7 @@ impl Shared {
             events: EventBus::new(config.event_queue_len),
             requests,
             blacklist,
+            allow_list,
             book: RwLock::new(ProtocolBook::new()),
             announced: Mutex::new(HashSet::new()),
             announced_changed: AtomicBool::new(false),
