@@ -7,6 +7,7 @@
 use std::{collections::HashSet, fmt, time::Duration};
 
 use libp2p_identity::PeerId;
+use multiaddr::{Multiaddr, Protocol};
 
 use crate::{conn_manager::EvictionStrategy, error::Error, supervisor::SupervisorConfig};
 
@@ -235,6 +236,45 @@ impl Default for BroadcastConfig {
     }
 }
 
+/// Discovery: finding the other nodes of the chains this node serves, over a
+/// Kademlia DHT of the network's own (`/liquid/kad/1.0.0`), from a few seeds.
+///
+/// Each node announces itself as a provider of every chain it serves and, while
+/// fewer than `min_peers` peers are connected, looks up the providers of those
+/// chains and dials them (blacklist, allow-list and limits apply as to any dial;
+/// a peer whose dial failed waits on the supervisor's Fibonacci schedule). Found
+/// addresses go to the address book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiscoveryConfig {
+    /// Whether a `Host` runs discovery (a node with its own swarm adds the
+    /// `Discovery` behaviour instead). Default: false.
+    pub enabled: bool,
+    /// Nodes to start from, each address ending in `/p2p/<peer id>`: dialled at
+    /// start and put in the routing table. Default: none.
+    pub seeds: Vec<Multiaddr>,
+    /// The chains this node serves (and looks for peers of). Default: none.
+    pub chains: Vec<String>,
+    /// Below this many connected peers, discovery looks for more (every
+    /// `interval / 6`); at or above it, it only keeps announcing. Default: 4.
+    pub min_peers: usize,
+    /// How often the node re-announces its chains and checks `min_peers`.
+    /// Default: 60 s.
+    pub interval: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            seeds: Vec::new(),
+            chains: Vec::new(),
+            min_peers: 4,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
 /// A private network key: 32 bytes every node of the network shares (libp2p-pnet).
 /// Its `Debug` form does not show the key.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -404,6 +444,8 @@ pub struct Config {
     /// node without the key cannot even complete one. QUIC cannot carry it: with
     /// a key, the host's transport is TCP only. Default: `None`.
     pub network_key: Option<NetworkKey>,
+    /// Finding the nodes of this node's chains.
+    pub discovery: DiscoveryConfig,
 }
 
 setters!(PoolConfig {
@@ -461,6 +503,15 @@ setters!(Config {
     with_broadcast => broadcast: BroadcastConfig,
     with_allow_list => allow_list: Option<HashSet<PeerId>>,
     with_network_key => network_key: Option<NetworkKey>,
+    with_discovery => discovery: DiscoveryConfig,
+});
+
+setters!(DiscoveryConfig {
+    with_enabled => enabled: bool,
+    with_seeds => seeds: Vec<Multiaddr>,
+    with_chains => chains: Vec<String>,
+    with_min_peers => min_peers: usize,
+    with_interval => interval: Duration,
 });
 
 setters!(BroadcastConfig {
@@ -548,6 +599,7 @@ impl Default for Config {
             broadcast: BroadcastConfig::default(),
             allow_list: None,
             network_key: None,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -711,6 +763,26 @@ impl Config {
         }
         if self.supervisor.jitter_percent > 100 {
             return invalid("supervisor.jitter_percent must be at most 100".into());
+        }
+        if let Some(seed) = self
+            .discovery
+            .seeds
+            .iter()
+            .find(|a| !matches!(a.iter().last(), Some(Protocol::P2p(_))))
+        {
+            return invalid(format!(
+                "discovery seed {seed} does not end in /p2p/<peer id>"
+            ));
+        }
+        if let Some(chain) = self
+            .discovery
+            .chains
+            .iter()
+            .find(|c| c.is_empty() || c.len() > MAX_PROTOCOL_LEN)
+        {
+            return invalid(format!(
+                "discovery chain {chain:?} must be 1 to {MAX_PROTOCOL_LEN} bytes"
+            ));
         }
         let b = &self.broadcast;
         if !(1 <= b.mesh_n_low && b.mesh_n_low <= b.mesh_n && b.mesh_n <= b.mesh_n_high) {

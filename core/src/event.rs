@@ -177,6 +177,14 @@ pub enum Event {
         /// Frames of this protocol dropped so far for this reason.
         count: u64,
     },
+    /// Discovery found a node of a chain this node serves (reported once per
+    /// peer).
+    PeerDiscovered {
+        /// The peer.
+        peer: PeerId,
+        /// The chain it serves.
+        chain: String,
+    },
     /// A connected peer subscribed to a gossip topic.
     TopicSubscribed {
         /// The peer.

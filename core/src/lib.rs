@@ -65,8 +65,8 @@ pub use allow_list::AllowList;
 pub use blacklist::{Blacklist, BlacklistEntry};
 pub use codec::{EncodedFrame, Frame, FrameDecoder, FrameError, FrameReader, FrameStep, ReadError};
 pub use config::{
-    AdmissionConfig, BroadcastConfig, Config, MAX_PROTOCOL_LEN, NetworkKey, PeerScope, PolicyScope,
-    PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS,
+    AdmissionConfig, BroadcastConfig, Config, DiscoveryConfig, MAX_PROTOCOL_LEN, NetworkKey,
+    PeerScope, PolicyScope, PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS,
 };
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Priority};
 pub use error::{BroadcastFailure, Error, StreamOpenFailure};

@@ -16,6 +16,7 @@ use liquid_p2p_core::{
 
 use crate::{
     broadcast::{BroadcastHandle, MessageId, TopicInbox, TopicStats},
+    discovery::DiscoveryHandle,
     events::Events,
     receiver::{Inbox, InboxStats, validate_protocol},
     shared::{Request, Shared, SwarmOpener},
@@ -489,6 +490,57 @@ impl Control {
     /// `Broadcast` with `Disabled`; `ShutDown`.
     pub async fn gossip_score(&self, peer: PeerId) -> Result<Option<f64>, Error> {
         self.broadcast("")?.peer_score(peer).await
+    }
+
+    fn discovery(&self) -> Result<&DiscoveryHandle, Error> {
+        self.shared.lifecycle.check_open()?;
+        self.shared
+            .discovery
+            .get()
+            .ok_or_else(|| Error::InvalidConfig {
+                reason: "discovery is not enabled on this node".into(),
+            })
+    }
+
+    /// Serves `chain`: announces this node as one of its nodes and looks for
+    /// the others while fewer than `discovery.min_peers` peers are connected.
+    /// Returns whether it was new.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidConfig` without discovery, for an empty or over-long chain name,
+    /// or beyond 64 chains; `ShutDown`.
+    pub async fn serve_chain(&self, chain: impl Into<String>) -> Result<bool, Error> {
+        self.discovery()?.serve(chain.into()).await
+    }
+
+    /// Stops announcing `chain` and looking for its nodes; connections stay.
+    /// Returns whether it was served.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidConfig` without discovery; `ShutDown`.
+    pub async fn stop_serving_chain(&self, chain: &str) -> Result<bool, Error> {
+        self.discovery()?.stop_serving(chain).await
+    }
+
+    /// The chains this node serves, sorted (empty without discovery).
+    pub fn served_chains(&self) -> Vec<String> {
+        self.shared
+            .discovery
+            .get()
+            .map(DiscoveryHandle::chains)
+            .unwrap_or_default()
+    }
+
+    /// Adds a seed for discovery (its address ends in `/p2p/<peer id>`): it is
+    /// dialled and put in the routing table. Returns its peer id.
+    ///
+    /// # Errors
+    ///
+    /// `MissingPeerId`; `InvalidConfig` without discovery; `ShutDown`.
+    pub async fn add_seed(&self, address: Multiaddr) -> Result<PeerId, Error> {
+        self.discovery()?.add_seed(address).await
     }
 
     /// A stream of `protocol`'s lane, or of the shared lane for an ordered burst

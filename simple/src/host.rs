@@ -3,7 +3,8 @@
 //! A host builds a libp2p `Swarm` (TCP + noise + yamux, and QUIC) with identify,
 //! the liquid behaviour (which carries ping, the supervisor, liveness, the address
 //! book and the events), gossip ([`Broadcast`], unless `broadcast.enabled` is
-//! false) and, if the node gives one, the node's own behaviour;
+//! false), discovery ([`Discovery`], when `discovery.enabled` is set) and, if the
+//! node gives one, the node's own behaviour;
 //! one tokio task drives it. The application talks to that task through a
 //! bounded command queue for what needs the swarm (listen, dial, disconnect,
 //! required peers, the node's behaviour, shutdown) and through [`Control`] for
@@ -46,6 +47,7 @@ use crate::{
     boxed::BoxedHandlers,
     broadcast::Broadcast,
     control::Control,
+    discovery::Discovery,
     receiver::Inbox,
     transport,
 };
@@ -66,13 +68,15 @@ const IDENTIFY_CACHE_SIZE: usize = 100;
 /// Identify protocol version announced by hosts.
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/liquid/1.0.0";
 
-/// The host's swarm: identify, the liquid behaviour, broadcast, and the node's own.
+/// The host's swarm: identify, the liquid behaviour, broadcast, discovery, and the
+/// node's own.
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct HostBehaviour<B: NetworkBehaviour> {
     identify: identify::Behaviour,
     liquid: Behaviour,
     broadcast: Toggle<Broadcast>,
+    discovery: Toggle<Discovery>,
     node: B,
 }
 
@@ -261,8 +265,13 @@ where
         } else {
             None
         };
+        let discovery = if config.discovery.enabled {
+            Some(Discovery::new(keypair.public().to_peer_id(), &control)?)
+        } else {
+            None
+        };
         let node = (self.make_behaviour)(&keypair);
-        let mut swarm = build_swarm(keypair, &config, liquid, broadcast, node)?;
+        let mut swarm = build_swarm(keypair, &config, liquid, (broadcast, discovery), node)?;
         let local_peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
         let listen_addrs = Arc::new(RwLock::new(Vec::new()));
@@ -321,7 +330,7 @@ fn build_swarm<B: NetworkBehaviour>(
     keypair: Keypair,
     config: &Config,
     liquid: Behaviour,
-    broadcast: Option<Broadcast>,
+    (broadcast, discovery): (Option<Broadcast>, Option<Discovery>),
     node: B,
 ) -> Result<Swarm<BoxedHandlers<HostBehaviour<B>>>, Error> {
     let behaviour_error = |e: &dyn std::fmt::Display| Error::InvalidConfig {
@@ -342,6 +351,7 @@ fn build_swarm<B: NetworkBehaviour>(
                 ),
                 liquid,
                 broadcast: broadcast.into(),
+                discovery: discovery.into(),
                 node,
             })
         })

@@ -11,7 +11,8 @@
 //! frame's application protocol.
 //!
 //! [`Host`] is the ready-made node (TCP + noise + yamux, QUIC, identify, ping, and
-//! gossip topics through [`Broadcast`]), and can carry the node's own behaviour
+//! gossip topics through [`Broadcast`], and finding a chain's nodes through
+//! [`Discovery`]), and can carry the node's own behaviour
 //! ([`HostBuilder::behaviour`]).
 //! [`Behaviour`] + [`Control`] is the same thing as a `NetworkBehaviour` to put in
 //! your own `Swarm` next to gossipsub or Kademlia: required peers, dead-peer
@@ -51,6 +52,7 @@ mod behaviour;
 mod boxed;
 mod broadcast;
 mod control;
+mod discovery;
 mod events;
 mod exchange;
 mod handler;
@@ -70,6 +72,7 @@ pub use broadcast::{
     TopicStats, chain_topic,
 };
 pub use control::{Control, ExclusiveStream};
+pub use discovery::{DISCOVERY_PROTOCOL, Discovery, MAX_CHAINS};
 pub use events::Events;
 pub use host::{Host, HostBuilder, IDENTIFY_PROTOCOL_VERSION};
 pub use libp2p;
@@ -84,11 +87,11 @@ pub mod low_level {
 }
 pub use liquid_p2p_core::{
     AddressScope, AdmissionConfig, AdmissionStage, BlacklistEntry, BlacklistMatch, BroadcastConfig,
-    BroadcastFailure, Config, ConnectionId, DialFailure, Error, Event, EvictionReason,
-    EvictionStrategy, ExchangeError, ExchangeFailure, FrameError, GossipDrop, Lane, MAX_LANES,
-    Message, NetworkKey, PeerId, PeerLimit, PeerLimits, PeerScope, PolicyScope, PoolConfig,
-    PoolStats, ProtocolPriority, ReceiveCounts, RefusalReason, RemoteRefusal, StreamOpenFailure,
-    StreamScope, SupervisorConfig, UnknownPriority,
+    BroadcastFailure, Config, ConnectionId, DialFailure, DiscoveryConfig, Error, Event,
+    EvictionReason, EvictionStrategy, ExchangeError, ExchangeFailure, FrameError, GossipDrop, Lane,
+    MAX_LANES, Message, NetworkKey, PeerId, PeerLimit, PeerLimits, PeerScope, PolicyScope,
+    PoolConfig, PoolStats, ProtocolPriority, ReceiveCounts, RefusalReason, RemoteRefusal,
+    StreamOpenFailure, StreamScope, SupervisorConfig, UnknownPriority,
 };
 pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer, YamuxStream};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};

@@ -669,6 +669,13 @@ pub enum Output {
         /// The payload, as UTF-8 (invalid bytes replaced).
         data: String,
     },
+    /// Discovery found a node of a chain this peer serves.
+    Discovered {
+        /// The peer.
+        peer: String,
+        /// The chain.
+        chain: String,
+    },
     /// A frame of a registered protocol came from a peer that is not one of its
     /// members: dropped.
     NotMember {
@@ -1026,6 +1033,10 @@ impl Output {
                 peer: peer.to_string(),
                 reason: reason.to_string(),
             },
+            Event::PeerDiscovered { peer, chain } => Self::Discovered {
+                peer: peer.to_string(),
+                chain: chain.clone(),
+            },
             Event::NotMember {
                 peer,
                 protocol,
@@ -1278,6 +1289,7 @@ impl Output {
                 "[{topic}] {} (via {via}): {data}",
                 from.as_deref().unwrap_or("unknown author")
             ),
+            Self::Discovered { peer, chain } => format!("discovered {peer} serving {chain}"),
             Self::NotMember {
                 peer,
                 protocol,
@@ -1632,6 +1644,13 @@ mod tests {
         let origin = PeerId::random();
         let o = origin.to_string();
         let cases = [
+            (
+                Event::PeerDiscovered {
+                    peer,
+                    chain: "main".into(),
+                },
+                json!({"event": "discovered", "peer": p, "chain": "main"}),
+            ),
             (
                 Event::NotMember {
                     peer,

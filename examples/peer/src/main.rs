@@ -11,6 +11,7 @@
 //!      [--max-backoff-ms MS] [--check-interval-ms MS] [--quiet-messages]
 //!      [--queue-len N] [--send-timeout-ms MS] [--priority PROTOCOL=LEVEL]...
 //!      [--allow PEER_ID]... [--allow-file PATH] [--psk-file PATH] [--max-peers N]
+//!      [--seed MULTIADDR]... [--chain ID]... [--min-peers N]
 //! ```
 
 use std::{
@@ -36,6 +37,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Sends of one `flood` in flight at once, per recipient.
 const FLOOD_IN_FLIGHT: usize = 16;
+
+/// The chain a peer with `--seed` and no `--chain` serves.
+const DEFAULT_CHAIN: &str = "default";
 
 /// Listen address used when no `--listen` is given.
 const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
@@ -72,7 +76,7 @@ paused, resumed, priority, backpressure, dialed, stats, flood_done, subscribed,
 unsubscribed, published, gossip, and every other host event in snake_case
 (connection_established, connection_closed, dial_failed, stream_refused,
 protocol_error, unknown_protocol, connection_stalled, events_dropped,
-topic_subscribed, topic_unsubscribed, gossip_dropped, not_member).";
+topic_subscribed, topic_unsubscribed, gossip_dropped, not_member, discovered).";
 
 /// A liquid-p2p peer: listens, dials and exchanges messages, driven from stdin.
 #[derive(Debug, Parser)]
@@ -155,6 +159,23 @@ struct Args {
     /// peer then runs TCP only (QUIC cannot carry the key).
     #[arg(long = "psk-file", value_name = "PATH")]
     psk_file: Option<PathBuf>,
+
+    /// Discovery seed (repeatable; the address must end in /p2p/<id>): the peer
+    /// joins the network's DHT through it and looks for the nodes of its
+    /// chains (--chain; `default` if none is given).
+    #[arg(long = "seed", value_name = "MULTIADDR")]
+    seed: Vec<Multiaddr>,
+
+    /// A chain this peer serves (repeatable): it announces itself as one of its
+    /// nodes and, with discovery on (--seed or --chain), dials the others
+    /// while fewer than --min-peers of them are connected.
+    #[arg(long = "chain", value_name = "ID")]
+    chain: Vec<String>,
+
+    /// Nodes of its chains discovery keeps connected (discovery.min_peers).
+    /// Default: 4.
+    #[arg(long = "min-peers", value_name = "N", value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    min_peers: Option<u64>,
 
     /// Most peers connected at once (max_peers; at least 1). Default: 20.
     #[arg(long = "max-peers", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -269,6 +290,18 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
         config.max_peers = usize::try_from(n).map_err(|e| format!("--max-peers: {e}"))?;
     }
     config.allow_list = allow_list(&args)?;
+    if !args.seed.is_empty() || !args.chain.is_empty() {
+        config.discovery.enabled = true;
+        config.discovery.seeds = args.seed.clone();
+        config.discovery.chains = if args.chain.is_empty() {
+            vec![DEFAULT_CHAIN.to_owned()]
+        } else {
+            args.chain.clone()
+        };
+    }
+    if let Some(n) = args.min_peers {
+        config.discovery.min_peers = usize::try_from(n).map_err(|e| format!("--min-peers: {e}"))?;
+    }
     if let Some(path) = &args.psk_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--psk-file {}: {e}", path.display()))?;

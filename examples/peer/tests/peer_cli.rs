@@ -549,3 +549,40 @@ fn a_bad_psk_or_allow_file_stops_the_peer_with_a_clear_error() {
     }
     let _ = std::fs::remove_file(&bad);
 }
+
+#[test]
+fn peers_of_a_chain_find_each_other_through_a_seed() {
+    let mut seed = Peer::start_json(&["--chain", "none"]);
+    let (seed_address, seed_id) = seed.listening();
+    let mut a = Peer::start_json(&[
+        "--seed",
+        &seed_address,
+        "--chain",
+        "main",
+        "--min-peers",
+        "1",
+    ]);
+    let (_, a_id) = a.listening();
+    assert_eq!(a.expect_event("connected")["peer"], seed_id.as_str());
+    let mut b = Peer::start_json(&[
+        "--seed",
+        &seed_address,
+        "--chain",
+        "main",
+        "--min-peers",
+        "1",
+    ]);
+    let (_, b_id) = b.listening();
+    let found = b.expect_event("discovered");
+    assert_eq!(found["peer"], a_id.as_str());
+    assert_eq!(found["chain"], "main");
+    b.expect("a connection to a", |v| {
+        v["event"] == "connected" && v["peer"] == a_id.as_str()
+    });
+    a.expect("b's connection", |v| {
+        v["event"] == "connected" && v["peer"] == b_id.as_str()
+    });
+    b.quit();
+    a.quit();
+    seed.quit();
+}

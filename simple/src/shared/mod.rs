@@ -46,6 +46,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
     broadcast::BroadcastHandle,
+    discovery::DiscoveryHandle,
     events::EventBus,
     exchange,
     handler::OpenReply,
@@ -119,6 +120,8 @@ pub(crate) struct Shared {
     unknown_protocol_frames: AtomicU64,
     /// The broadcast behaviour of the swarm, if it has one.
     pub(crate) broadcast: OnceLock<BroadcastHandle>,
+    /// The discovery behaviour of the swarm, if it has one.
+    pub(crate) discovery: OnceLock<DiscoveryHandle>,
 }
 
 /// The protocol lists of one peer waiting to be applied.
@@ -159,6 +162,7 @@ impl Shared {
             lifecycle: Lifecycle::new(),
             unknown_protocol_frames: AtomicU64::new(0),
             broadcast: OnceLock::new(),
+            discovery: OnceLock::new(),
             config,
         })
     }

@@ -1,0 +1,589 @@
+//! Discovery: the nodes of this node's chains, found from a few seeds over a
+//! Kademlia DHT of the network's own.
+//!
+//! [`Discovery`] is a `NetworkBehaviour` around `libp2p::kad::Behaviour` (with
+//! the protocol `/liquid/kad/1.0.0`, so it never joins a public DHT nor a kad
+//! the node runs for itself, and in server mode: every node answers). Kademlia
+//! does the routing table, the queries and the provider records; this module
+//! adds the policy a chain node needs:
+//!
+//! - each served chain is a provider record under the key
+//!   `/liquid/chain/<chain>`, announced at start and every `discovery.interval`;
+//! - while fewer than `discovery.min_peers` of its chains' nodes are connected,
+//!   it looks the providers of its chains up (every `interval / 6`) and dials
+//!   what it finds, only for the chains it serves, never beyond `min_peers`.
+//!   Seeds and peers that kad's own lookups connect to (a DHT query talks to the
+//!   peers closest to the key, whatever their chains) do not count;
+//! - dials go through the swarm like any other, so the liquid behaviour's
+//!   blacklist, allow-list and limits decide; a peer whose dial failed (or whose
+//!   connection closed within `supervisor.min_connection_lifetime`) waits on the
+//!   supervisor's Fibonacci schedule before it is tried again;
+//! - seeds (addresses ending in `/p2p/<peer id>`) are dialled at start and go
+//!   to the routing table; a peer that dialled us enters it once identify
+//!   reports its listen addresses (kad cannot route to the port it dialled
+//!   from); kad reports the addresses it learns, which the liquid behaviour
+//!   keeps in its address book.
+//!
+//! Kademlia provider records, not rendezvous: every node serves lookups, so the
+//! seeds matter only until a node knows a few peers; rendezvous would make them
+//! servers every node depends on (docs/ARCHITECTURE.md, "Discovery").
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol,
+    core::{Endpoint, transport::PortUse},
+    kad::{self, GetProvidersOk, Mode, QueryResult, RecordKey, store::MemoryStore},
+    multiaddr::Protocol,
+    swarm::{
+        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+        THandlerOutEvent, ToSwarm,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use liquid_p2p_core::{Config, Error, Event, fibonacci_backoff};
+use parking_lot::RwLock;
+use tokio::{
+    sync::mpsc,
+    time::{Instant, Sleep},
+};
+
+use crate::{control::Control, events::EventBus};
+
+/// The Kademlia protocol of liquid networks.
+pub const DISCOVERY_PROTOCOL: &str = "/liquid/kad/1.0.0";
+/// Calls from [`Control`] queued for the swarm task.
+const COMMAND_QUEUE_LEN: usize = 64;
+/// Peers remembered with a failed dial (their backoff); beyond it, the ones
+/// due soonest are forgotten.
+const MAX_BACKOFF_PEERS: usize = 4096;
+/// Peers found serving this node's chains (reported once each, counted for
+/// `min_peers`); beyond it, no more are recorded.
+const MAX_KNOWN_PEERS: usize = 4096;
+/// Listen addresses remembered per connected peer.
+const MAX_ADDRESSES_PER_PEER: usize = 8;
+/// Chains one node serves at most.
+pub const MAX_CHAINS: usize = 64;
+/// The shortest pause between two lookups while below `min_peers`.
+const MIN_SEARCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The provider-record key of `chain`.
+fn chain_key(chain: &str) -> RecordKey {
+    RecordKey::new(&format!("/liquid/chain/{chain}"))
+}
+
+pub(crate) enum Command {
+    Serve(String),
+    StopServing(String),
+    AddSeed(PeerId, Multiaddr),
+}
+
+/// [`Control`]'s way to the discovery behaviour.
+#[derive(Debug, Clone)]
+pub(crate) struct DiscoveryHandle {
+    commands: mpsc::Sender<Command>,
+    chains: Arc<RwLock<HashSet<String>>>,
+}
+
+impl DiscoveryHandle {
+    pub(crate) async fn serve(&self, chain: String) -> Result<bool, Error> {
+        validate_chain(&chain)?;
+        {
+            let mut chains = self.chains.write();
+            if chains.contains(&chain) {
+                return Ok(false);
+            }
+            if chains.len() >= MAX_CHAINS {
+                return Err(Error::InvalidConfig {
+                    reason: format!("a node serves at most {MAX_CHAINS} chains"),
+                });
+            }
+            chains.insert(chain.clone());
+        }
+        self.send(Command::Serve(chain)).await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn stop_serving(&self, chain: &str) -> Result<bool, Error> {
+        if !self.chains.write().remove(chain) {
+            return Ok(false);
+        }
+        self.send(Command::StopServing(chain.to_owned())).await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn add_seed(&self, address: Multiaddr) -> Result<PeerId, Error> {
+        let peer = crate::behaviour::required_peer_id(&address)?;
+        self.send(Command::AddSeed(peer, address)).await?;
+        Ok(peer)
+    }
+
+    pub(crate) fn chains(&self) -> Vec<String> {
+        let mut list: Vec<_> = self.chains.read().iter().cloned().collect();
+        list.sort();
+        list
+    }
+
+    async fn send(&self, command: Command) -> Result<(), Error> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::ShutDown)
+    }
+}
+
+fn validate_chain(chain: &str) -> Result<(), Error> {
+    if chain.is_empty() || chain.len() > liquid_p2p_core::MAX_PROTOCOL_LEN {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "chain {chain:.64?} must be 1 to {} bytes",
+                liquid_p2p_core::MAX_PROTOCOL_LEN
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A peer whose dial failed, and when it may be tried again.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    until: Instant,
+}
+
+/// The discovery `NetworkBehaviour`. A [`Host`](crate::Host) runs one when
+/// `discovery.enabled` is set; a node with its own swarm adds it next to the
+/// liquid [`Behaviour`](crate::Behaviour):
+///
+/// ```
+/// use libp2p::swarm::NetworkBehaviour;
+/// use liquid_p2p::{Behaviour, Config, Discovery, Error};
+///
+/// #[derive(NetworkBehaviour)]
+/// #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+/// struct Node {
+///     liquid: Behaviour,
+///     discovery: Discovery,
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Error> {
+/// let key = libp2p::identity::Keypair::generate_ed25519();
+/// let (liquid, control) = Behaviour::new(key.public().to_peer_id(), Config::default())?;
+/// let discovery = Discovery::new(key.public().to_peer_id(), &control)?;
+/// let _node = Node { liquid, discovery };
+/// // Once the swarm runs: control.serve_chain("main").await?
+/// # Ok(())
+/// # }
+/// ```
+pub struct Discovery {
+    kad: kad::Behaviour<MemoryStore>,
+    local: PeerId,
+    commands: mpsc::Receiver<Command>,
+    events: EventBus,
+    chains: HashSet<String>,
+    /// The chain of each provider-record key looked up.
+    keys: HashMap<RecordKey, String>,
+    seeds: Vec<(PeerId, Multiaddr)>,
+    min_peers: usize,
+    interval: Duration,
+    backoff_unit: Duration,
+    max_backoff: Duration,
+    min_lifetime: Duration,
+    tick: Pin<Box<Sleep>>,
+    /// Peers with a connection, and when the first one was established.
+    connected: HashMap<PeerId, Instant>,
+    /// Dials this behaviour made and that have not ended.
+    dialing: HashMap<ConnectionId, PeerId>,
+    backoff: HashMap<PeerId, Backoff>,
+    known: HashSet<PeerId>,
+    /// Listen addresses of connected peers, as identify reports them.
+    listen_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Connected kad peers waiting for a listen address to enter the routing
+    /// table.
+    unroutable: HashSet<PeerId>,
+    actions: VecDeque<ToSwarm<Infallible, THandlerInEvent<Self>>>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("chains", &self.chains)
+            .field("connected", &self.connected.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Discovery {
+    /// A discovery behaviour for the node `local`, driven through `control` (of
+    /// the liquid behaviour in the same swarm) and set up by its configuration's
+    /// `discovery` part. One per `control`.
+    pub fn new(local: PeerId, control: &Control) -> Result<Self, Error> {
+        let shared = control.shared();
+        let config: &Config = &shared.config;
+        let d = &config.discovery;
+        let mut kad_config = kad::Config::new(StreamProtocol::new(DISCOVERY_PROTOCOL));
+        kad_config.set_query_timeout(config.dial_timeout.max(Duration::from_secs(10)));
+        let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_config);
+        // Every node answers lookups: chain nodes are servers, and on a LAN or
+        // loopback kad would otherwise wait for a confirmed external address.
+        kad.set_mode(Some(Mode::Server));
+        let (tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
+        let chains: HashSet<String> = d.chains.iter().cloned().collect();
+        let handle = DiscoveryHandle {
+            commands: tx,
+            chains: Arc::new(RwLock::new(chains.clone())),
+        };
+        if shared.discovery.set(handle).is_err() {
+            return Err(Error::InvalidConfig {
+                reason: "this control drives a discovery behaviour already".into(),
+            });
+        }
+        let mut discovery = Self {
+            kad,
+            local,
+            commands,
+            events: shared.events.clone(),
+            chains: HashSet::new(),
+            keys: HashMap::new(),
+            seeds: Vec::new(),
+            min_peers: d.min_peers,
+            interval: d.interval,
+            backoff_unit: config.supervisor.backoff_unit,
+            max_backoff: config.supervisor.max_backoff,
+            min_lifetime: config.supervisor.min_connection_lifetime,
+            tick: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            connected: HashMap::new(),
+            dialing: HashMap::new(),
+            backoff: HashMap::new(),
+            known: HashSet::new(),
+            listen_addrs: HashMap::new(),
+            unroutable: HashSet::new(),
+            actions: VecDeque::new(),
+        };
+        for chain in chains {
+            discovery.serve(chain);
+        }
+        for seed in &d.seeds {
+            let peer = crate::behaviour::required_peer_id(seed)?;
+            discovery.add_seed(peer, seed.clone());
+        }
+        Ok(discovery)
+    }
+
+    /// Kademlia itself, for what this wrapper does not offer (the routing
+    /// table, records of the node's own).
+    pub fn kademlia(&mut self) -> &mut kad::Behaviour<MemoryStore> {
+        &mut self.kad
+    }
+
+    fn serve(&mut self, chain: String) {
+        let key = chain_key(&chain);
+        self.keys.insert(key.clone(), chain.clone());
+        if let Err(e) = self.kad.start_providing(key) {
+            tracing::warn!(%chain, error = %e, "cannot announce the chain");
+        }
+        tracing::debug!(%chain, "serving chain");
+        self.chains.insert(chain);
+        // Look for its peers now, not at the next tick.
+        self.tick.as_mut().reset(Instant::now());
+    }
+
+    fn stop_serving(&mut self, chain: &str) {
+        let key = chain_key(chain);
+        self.kad.stop_providing(&key);
+        self.keys.remove(&key);
+        self.chains.remove(chain);
+        // Found for any chain; those of the chains still served are found again.
+        self.known.clear();
+        tracing::debug!(%chain, "no longer serving chain");
+    }
+
+    fn add_seed(&mut self, peer: PeerId, address: Multiaddr) {
+        let mut bare = address.clone();
+        if matches!(bare.iter().last(), Some(Protocol::P2p(_))) {
+            bare.pop();
+        }
+        self.kad.add_address(&peer, bare);
+        if !self.seeds.iter().any(|(p, a)| *p == peer && *a == address) {
+            self.seeds.push((peer, address));
+        }
+        self.dial(peer);
+    }
+
+    /// Dials `peer` unless it is connected, being dialled, or waiting out a
+    /// backoff.
+    fn dial(&mut self, peer: PeerId) {
+        if peer == self.local
+            || self.connected.contains_key(&peer)
+            || self.dialing.values().any(|p| *p == peer)
+            || self
+                .backoff
+                .get(&peer)
+                .is_some_and(|b| b.until > Instant::now())
+        {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        self.dialing.insert(opts.connection_id(), peer);
+        self.actions.push_back(ToSwarm::Dial { opts });
+    }
+
+    fn failed(&mut self, peer: PeerId) {
+        if self.backoff.len() >= MAX_BACKOFF_PEERS && !self.backoff.contains_key(&peer) {
+            let now = Instant::now();
+            self.backoff.retain(|_, b| b.until > now);
+            if self.backoff.len() >= MAX_BACKOFF_PEERS {
+                return;
+            }
+        }
+        let entry = self.backoff.entry(peer).or_insert(Backoff {
+            failures: 0,
+            until: Instant::now(),
+        });
+        entry.failures = entry.failures.saturating_add(1);
+        let wait = fibonacci_backoff(entry.failures, self.backoff_unit, self.max_backoff);
+        entry.until = Instant::now() + wait;
+        tracing::debug!(%peer, failures = entry.failures, ?wait, "discovered peer unreachable; backing off");
+    }
+
+    /// Connected peers found serving one of this node's chains. Others (seeds,
+    /// peers kad's own lookups connected to) do not count towards `min_peers`.
+    fn chain_peers(&self) -> usize {
+        self.connected
+            .keys()
+            .filter(|peer| self.known.contains(*peer))
+            .count()
+    }
+
+    fn below_min(&self) -> bool {
+        self.chain_peers() < self.min_peers
+    }
+
+    /// Announces the chains again and, below `min_peers`, looks for peers.
+    fn on_tick(&mut self) {
+        let below = self.below_min();
+
+        for chain in &self.chains {
+            let key = chain_key(chain);
+            if let Err(e) = self.kad.start_providing(key.clone()) {
+                tracing::warn!(%chain, error = %e, "cannot announce the chain");
+            }
+            if below {
+                self.kad.get_providers(key);
+            }
+        }
+        if below {
+            let seeds: Vec<PeerId> = self.seeds.iter().map(|(p, _)| *p).collect();
+            for seed in seeds {
+                self.dial(seed);
+            }
+        }
+        let next = if below {
+            (self.interval / 6).max(MIN_SEARCH_INTERVAL)
+        } else {
+            self.interval
+        };
+        self.tick.as_mut().reset(Instant::now() + next);
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        let result = match event {
+            kad::Event::OutboundQueryProgressed { result, .. } => result,
+            // A connected peer that speaks our kad but whose listen address is not
+            // known (it dialled us): added once identify reports one.
+            kad::Event::UnroutablePeer { peer } => {
+                match self.listen_addrs.get(&peer) {
+                    Some(addresses) => {
+                        for address in addresses.clone() {
+                            self.kad.add_address(&peer, address);
+                        }
+                    }
+                    None => {
+                        self.unroutable.insert(peer);
+                    }
+                }
+                return;
+            }
+            _ => return,
+        };
+        let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { key, providers })) =
+            result
+        else {
+            return;
+        };
+        let Some(chain) = self.keys.get(&key).cloned() else {
+            return;
+        };
+        for peer in providers {
+            if peer == self.local {
+                continue;
+            }
+            if self.known.len() < MAX_KNOWN_PEERS && self.known.insert(peer) {
+                tracing::debug!(%peer, %chain, "discovered");
+                self.events.emit(Event::PeerDiscovered {
+                    peer,
+                    chain: chain.clone(),
+                });
+            }
+            if self.chain_peers() + self.dialing.len() < self.min_peers {
+                self.dial(peer);
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for Discovery {
+    type ConnectionHandler = <kad::Behaviour<MemoryStore> as NetworkBehaviour>::ConnectionHandler;
+    /// Its events reach the swarm through the liquid behaviour's (and
+    /// [`Control::events`]), with the rest.
+    type ToSwarm = Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.kad
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.kad
+            .handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.kad.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.kad.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match &event {
+            FromSwarm::ConnectionEstablished(established) => {
+                self.dialing.remove(&established.connection_id);
+                self.connected
+                    .entry(established.peer_id)
+                    .or_insert_with(Instant::now);
+            }
+            // Kept for connected peers only, a few each.
+            FromSwarm::NewExternalAddrOfPeer(new) if self.connected.contains_key(&new.peer_id) => {
+                let list = self.listen_addrs.entry(new.peer_id).or_default();
+                if list.len() < MAX_ADDRESSES_PER_PEER && !list.contains(new.addr) {
+                    list.push(new.addr.clone());
+                }
+                if self.unroutable.remove(&new.peer_id) {
+                    self.kad.add_address(&new.peer_id, new.addr.clone());
+                }
+            }
+            FromSwarm::ConnectionClosed(closed) if closed.remaining_established == 0 => {
+                self.listen_addrs.remove(&closed.peer_id);
+                self.unroutable.remove(&closed.peer_id);
+                if let Some(since) = self.connected.remove(&closed.peer_id) {
+                    if since.elapsed() < self.min_lifetime {
+                        // Refused right after the handshake, or not lasting.
+                        self.failed(closed.peer_id);
+                    } else {
+                        self.backoff.remove(&closed.peer_id);
+                    }
+                }
+                if self.below_min() {
+                    self.tick.as_mut().reset(Instant::now());
+                }
+            }
+            FromSwarm::DialFailure(failure) => {
+                if let Some(peer) = self.dialing.remove(&failure.connection_id) {
+                    self.failed(peer);
+                }
+            }
+            _ => {}
+        }
+        self.kad.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.kad
+            .on_connection_handler_event(peer, connection, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        while let Poll::Ready(Some(command)) = self.commands.poll_recv(cx) {
+            match command {
+                Command::Serve(chain) => self.serve(chain),
+                Command::StopServing(chain) => self.stop_serving(&chain),
+                Command::AddSeed(peer, address) => self.add_seed(peer, address),
+            }
+        }
+        if self.tick.as_mut().poll(cx).is_ready() {
+            self.on_tick();
+            // Registers the new deadline's waker.
+            let _ = self.tick.as_mut().poll(cx);
+        }
+        loop {
+            if let Some(action) = self.actions.pop_front() {
+                return Poll::Ready(action);
+            }
+            match self.kad.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => self.on_kad(event),
+                Poll::Ready(action) => {
+                    return Poll::Ready(
+                        action.map_out(|_| unreachable!("events are matched by the arm above")),
+                    );
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
