@@ -256,3 +256,39 @@ impl SyncMessage {
         Ok(message)
     }
 }
+
+/// A node's vote for a block: it holds the block `hash` at `height` as part of
+/// its chain. Sent to every other node of the chain at once
+/// (`send_to_many` on `/chain/<id>/consensus/1`).
+///
+/// ```text
+/// u64 height | u64 hash
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vote {
+    /// The block's height.
+    pub height: u64,
+    /// The block's hash.
+    pub hash: BlockHash,
+}
+
+impl Vote {
+    /// The bytes of this vote.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&self.height.to_be_bytes());
+        out.extend_from_slice(&self.hash.to_be_bytes());
+        out
+    }
+
+    /// Decodes one vote (the whole of `bytes`).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader { bytes };
+        let vote = Self {
+            height: reader.u64()?,
+            hash: reader.u64()?,
+        };
+        reader.finish()?;
+        Ok(vote)
+    }
+}

@@ -25,6 +25,24 @@ pub struct ConfigFile {
     /// Time between blocks, for the leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_interval_ms: Option<u64>,
+    /// Whether the node runs discovery (finds its chain's nodes, and answers
+    /// other nodes' lookups, as a seed does). Default: true when `seeds` are
+    /// given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<bool>,
+    /// Discovery seeds, each address ending in `/p2p/<peer id>`: the node finds
+    /// the other nodes of its chain through them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<String>,
+    /// The chain's nodes (peer ids), this one included: only they may send the
+    /// chain's blocks, votes and sync messages, and votes need two thirds of
+    /// them. Default: everyone; a quorum counts the connected peers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// Nodes of the chain discovery keeps connected. Default: the other members,
+    /// or 4 without members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_peers: Option<usize>,
 }
 
 /// A checked configuration.
@@ -44,6 +62,14 @@ pub struct NodeConfig {
     pub leader: bool,
     /// Time between blocks, for the leader.
     pub block_interval: Duration,
+    /// Whether the node runs discovery.
+    pub discovery: bool,
+    /// Discovery seeds.
+    pub seeds: Vec<Multiaddr>,
+    /// The chain's members; empty: everyone.
+    pub members: Vec<PeerId>,
+    /// Nodes of the chain discovery keeps connected.
+    pub min_peers: usize,
 }
 
 /// Why a configuration was rejected.
@@ -124,6 +150,26 @@ impl NodeConfig {
         } else {
             file.key_file
         };
+        let seeds = file
+            .seeds
+            .iter()
+            .map(|a| {
+                parse_peer_address(a)
+                    .map(|(address, _)| address)
+                    .map_err(|e| ConfigError(e.0.replace("required_peers", "seeds")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let members = file
+            .members
+            .iter()
+            .map(|id| {
+                PeerId::from_str(id)
+                    .map_err(|e| ConfigError(format!("`members`: invalid peer id `{id}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let min_peers = file
+            .min_peers
+            .unwrap_or_else(|| members.len().checked_sub(1).unwrap_or(4));
         Ok(Self {
             name,
             listen,
@@ -132,6 +178,10 @@ impl NodeConfig {
             chain_id: file.chain_id,
             leader: file.leader,
             block_interval: Duration::from_millis(interval_ms),
+            discovery: file.discovery.unwrap_or(!seeds.is_empty()),
+            seeds,
+            members,
+            min_peers,
         })
     }
 }
@@ -164,10 +214,12 @@ pub fn parse_peer_address(text: &str) -> Result<(Multiaddr, PeerId), ConfigError
     }
 }
 
-/// The protocol ids of one chain.
+/// The protocol ids and gossip topic of one chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainProtocols {
-    /// `/chain/<id>/consensus/1`: new blocks from the leader.
+    /// `/chain/<id>/blocks`: the gossip topic of new blocks.
+    pub blocks: String,
+    /// `/chain/<id>/consensus/1`: votes, sent to every node of the chain at once.
     pub consensus: String,
     /// `/chain/<id>/sync/1`: requests for blocks and their answers.
     pub sync: String,
@@ -177,6 +229,7 @@ impl ChainProtocols {
     /// The protocols of chain `chain_id`.
     pub fn new(chain_id: &str) -> Self {
         Self {
+            blocks: liquid_p2p::chain_topic(chain_id, "blocks"),
             consensus: format!("/chain/{chain_id}/consensus/1"),
             sync: format!("/chain/{chain_id}/sync/1"),
         }

@@ -13,14 +13,23 @@
 //! chain_id = "demo"                   # [A-Za-z0-9._-], 1 to 64 characters
 //! leader = true                       # default false
 //! block_interval_ms = 500             # leader only; default 500
+//! seeds = ["/ip4/127.0.0.1/tcp/4101/p2p/12D3Koo..."]  # optional: find the chain's nodes
+//! discovery = true                    # optional; default: true when seeds are given
+//! members = ["12D3Koo...", "12D3Koo..."]  # optional: the chain's nodes, this one included
+//! min_peers = 3                       # optional; default: the other members, or 4
 //! ```
+//!
+//! With `members`, only those peers may send the chain its blocks, votes and sync
+//! messages (others are dropped by the host), and a quorum is two thirds of them;
+//! without, of the connected peers that speak the chain's protocols.
 //!
 //! The chain is kept in memory only: a restarted node starts from genesis and
 //! catches up from its peers.
 //!
 //! # Protocols and wire format
 //!
-//! Both protocols are named after the chain: `/chain/<id>/consensus/1` and
+//! A gossip topic and two protocols, named after the chain:
+//! `/chain/<id>/blocks` (gossip), `/chain/<id>/consensus/1` and
 //! `/chain/<id>/sync/1`. Integers are big-endian.
 //!
 //! A block:
@@ -29,9 +38,16 @@
 //! u64 height | u64 parent hash | u64 hash | u32 payload_len (<= 1 MiB) | payload
 //! ```
 //!
-//! The hash is checked when a block is decoded. `consensus/1` carries one block
-//! per message (the leader sends each new block to every connected peer). Every
-//! `sync/1` message starts with a tag byte:
+//! The hash is checked when a block is decoded. The leader publishes each new
+//! block on `/chain/<id>/blocks`; a node forwards a gossiped block only once it
+//! has checked it (see `chain_node`). `consensus/1` carries votes, each sent to
+//! every node of the chain at once (`send_to_all`), one message per vote:
+//!
+//! ```text
+//! u64 height | u64 hash                              "I hold this block"
+//! ```
+//!
+//! Every `sync/1` message starts with a tag byte:
 //!
 //! ```text
 //! 0x01 Request  u64 from_height | u32 max_blocks     "send me your blocks from here"
@@ -41,7 +57,8 @@
 //!
 //! An answer (the `Block`s in height order, then `Done`) is written through one
 //! exclusive stream, so it arrives in order. Bytes that do not decode are an
-//! [`DecodeError`]: the node logs it and skips the message.
+//! [`DecodeError`]: the node logs it and skips the message (a gossiped block that
+//! does not decode is rejected, which lowers its sender's gossip score).
 //!
 //! # Rules
 //!
@@ -51,7 +68,8 @@
 //! that contradicts it ([`Verdict::Conflict`]); and keeps (a bounded number of)
 //! blocks ahead of the tip aside, reporting the [`Verdict::Gap`] so the node asks a
 //! peer for the missing range. [`SyncTracker`] keeps at most one sync request in
-//! flight per peer.
+//! flight per peer. [`VoteTally`] counts the votes per block and reports the
+//! first time one has more than two thirds of the chain ([`quorum`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -81,15 +99,51 @@ mod block;
 mod config;
 mod output;
 mod rules;
+mod votes;
 
 pub use block::*;
 pub use config::*;
 pub use output::*;
 pub use rules::*;
+pub use votes::*;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn votes_round_trip_and_a_quorum_is_reported_once() {
+        let vote = Vote {
+            height: 7,
+            hash: 0xdead_beef,
+        };
+        assert_eq!(Vote::decode(&vote.encode()), Ok(vote));
+        assert!(Vote::decode(&vote.encode()[..15]).is_err());
+        let mut long = vote.encode();
+        long.push(0);
+        assert_eq!(Vote::decode(&long), Err(DecodeError::TrailingBytes(1)));
+
+        assert_eq!((quorum(4), quorum(3), quorum(1)), (3, 3, 1));
+        let mut tally = VoteTally::default();
+        assert_eq!(tally.record("a", vote, 4), None);
+        assert_eq!(tally.record("a", vote, 4), None, "one vote per voter");
+        let other = Vote { hash: 1, ..vote };
+        assert_eq!(
+            tally.record("b", other, 4),
+            None,
+            "a vote for another block"
+        );
+        assert_eq!(tally.record("b", vote, 4), None);
+        assert_eq!(tally.record("c", vote, 4), Some(3));
+        assert_eq!(tally.record("d", vote, 4), None, "reported once");
+        // Far older heights are forgotten, and late votes for them ignored.
+        let late = Vote {
+            height: 7 + VOTE_WINDOW,
+            hash: 2,
+        };
+        assert_eq!(tally.record("a", late, 1), Some(1));
+        assert_eq!(tally.record("e", vote, 1), None);
+    }
 
     fn peer_address(port: u16) -> String {
         format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", PeerId::random())
@@ -161,6 +215,10 @@ mod tests {
     #[test]
     fn config_file_round_trips_through_toml() {
         let file = ConfigFile {
+            discovery: None,
+            seeds: Vec::new(),
+            members: Vec::new(),
+            min_peers: None,
             name: Some("node3".into()),
             listen: vec!["/ip4/127.0.0.1/tcp/4103".into()],
             key_file: "node3.key".into(),

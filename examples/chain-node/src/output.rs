@@ -74,6 +74,24 @@ pub enum NodeOutput {
         /// Peers connected now.
         peers: usize,
     },
+    /// A block has the votes of more than two thirds of the chain's nodes.
+    Quorum {
+        /// The node.
+        node: String,
+        /// The block's height.
+        height: u64,
+        /// The block's hash (16 hex digits).
+        hash: String,
+        /// Votes for it so far (this node's included).
+        votes: usize,
+    },
+    /// Discovery found another node of the chain.
+    Discovered {
+        /// The node.
+        node: String,
+        /// The node found.
+        peer: String,
+    },
     /// The node is shutting down.
     Stopped {
         /// The node.

@@ -49,11 +49,12 @@ fn node_event<'a>(line: &'a str, node: &str) -> Option<Value> {
     serde_json::from_str(json).ok()
 }
 
-#[test]
-fn node3_is_killed_restarted_and_catches_up_with_the_leader() {
+/// Runs `chain_cluster` with `args`; returns its exit status, its stdout, a
+/// failure context (stdout and the end of stderr) and how long it took.
+fn run_cluster(args: &[&str]) -> (std::process::ExitStatus, String, String, Duration) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_chain_cluster"))
-        .args(["--seconds", "12", "--restart-after", "4"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -78,7 +79,16 @@ fn node3_is_killed_restarted_and_catches_up_with_the_leader() {
         )
     };
     let status = status.unwrap_or_else(|| panic!("no exit within {TIMEOUT:?}\n{}", context()));
-    eprintln!("chain_cluster --seconds 12 --restart-after 4 took {elapsed:.1?}");
+    eprintln!("chain_cluster {} took {elapsed:.1?}", args.join(" "));
+    let context = context();
+    (status, stdout, context, elapsed)
+}
+
+#[test]
+fn node3_is_killed_restarted_and_catches_up_with_the_leader() {
+    let (status, stdout, context, elapsed) =
+        run_cluster(&["--seconds", "12", "--restart-after", "4"]);
+    let context = || context.clone();
     assert!(status.success(), "exit status {status}\n{}", context());
 
     let lines: Vec<&str> = stdout.lines().collect();
@@ -169,6 +179,88 @@ fn node3_is_killed_restarted_and_catches_up_with_the_leader() {
     assert!(
         elapsed < Duration::from_secs(30),
         "took {elapsed:?}\n{}",
+        context()
+    );
+}
+
+#[test]
+fn two_chains_found_from_one_seed_keep_to_their_members_and_reach_quorum() {
+    let (status, stdout, context, _) =
+        run_cluster(&["--seconds", "12", "--restart-after", "4", "--chains", "2"]);
+    let context = || context.clone();
+    assert!(status.success(), "exit status {status}\n{}", context());
+    let lines: Vec<&str> = stdout.lines().collect();
+    let events =
+        |node: &str| -> Vec<Value> { lines.iter().filter_map(|l| node_event(l, node)).collect() };
+    let chains = [
+        ["node1", "node2", "node3", "node4"],
+        ["node5", "node6", "node7", "node8"],
+    ];
+    let peer_id = |node: &str| -> String {
+        events(node)
+            .iter()
+            .find(|v| v["event"] == "started")
+            .and_then(|v| v["peer_id"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no started line from {node}\n{}", context()))
+    };
+    for (c, chain) in chains.iter().enumerate() {
+        let ids: Vec<String> = chain.iter().map(|n| peer_id(n)).collect();
+        let leader_tips: Vec<(u64, String)> = events(chain[0])
+            .iter()
+            .filter(|v| v["event"] == "tip")
+            .filter_map(|v| Some((v["height"].as_u64()?, v["hash"].as_str()?.to_owned())))
+            .collect();
+        assert!(
+            leader_tips.len() >= 10,
+            "chain {c}: leader tips {leader_tips:?}\n{}",
+            context()
+        );
+        for node in chain {
+            let events = events(node);
+            // Its chain only: every tip it reports is its leader's block at
+            // that height.
+            for v in events.iter().filter(|v| v["event"] == "tip") {
+                let (height, hash) = (v["height"].as_u64(), v["hash"].as_str());
+                let leaders = leader_tips
+                    .iter()
+                    .find(|(h, _)| Some(*h) == height)
+                    .map(|(_, hash)| hash.as_str());
+                assert!(
+                    leaders.is_none() || leaders == hash,
+                    "{node}: tip {v} is not its leader's block\n{}",
+                    context()
+                );
+            }
+            // Votes of its members reached two thirds.
+            assert!(
+                events.iter().any(|v| v["event"] == "quorum"),
+                "{node} saw no quorum\n{}",
+                context()
+            );
+            // It looked for, and found, nodes of its own chain only.
+            for v in events.iter().filter(|v| v["event"] == "discovered") {
+                let found = v["peer"].as_str().unwrap_or_default();
+                assert!(
+                    ids.iter().any(|id| id == found),
+                    "{node} discovered {found}, not of its chain\n{}",
+                    context()
+                );
+            }
+        }
+        assert!(
+            chain
+                .iter()
+                .skip(1)
+                .any(|n| events(n).iter().any(|v| v["event"] == "discovered")),
+            "chain {c}: nobody was found by discovery\n{}",
+            context()
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[cluster] node3 caught up")),
+        "{}",
         context()
     );
 }

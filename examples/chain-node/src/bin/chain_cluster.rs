@@ -4,7 +4,13 @@
 //! ```text
 //! chain_cluster [--seconds N] [--restart-after S] [--block-interval-ms MS]
 //!               [--base-port PORT] [--chain-id ID] [--dir PATH]
+//!               [--discovery] [--chains 1|2]
 //! ```
+//!
+//! With `--discovery` the nodes find each other from node1 alone (the seed)
+//! instead of requiring each other; with `--chains 2` a second chain of four
+//! nodes (node5..node8, led by node5) runs on the same cluster, from the same
+//! seed, each chain taking blocks, votes and sync only from its own members.
 //!
 //! 1. Writes four configurations (`node1.toml` .. `node4.toml`) and four fresh
 //!    key files into a temporary folder (or `--dir`, which is kept). Every node
@@ -48,12 +54,10 @@ use tokio::{
     sync::mpsc,
 };
 
-/// Number of nodes.
+/// Nodes of each chain.
 const NODES: usize = 4;
 /// The node that is killed and restarted (index into the nodes: node3).
 const VICTIM: usize = 2;
-/// The leader (node1).
-const LEADER: usize = 0;
 /// Time between killing the victim and starting it again.
 const RESTART_DELAY: Duration = Duration::from_secs(2);
 /// How long a node may take to stop after SIGTERM before it is killed.
@@ -106,6 +110,47 @@ struct Args {
     /// folder, removed at the end).
     #[arg(long, value_name = "PATH")]
     dir: Option<PathBuf>,
+
+    /// Nodes find each other through discovery, from node1 as the only seed,
+    /// instead of listing each other as required peers; each chain's nodes are
+    /// its members.
+    #[arg(long)]
+    discovery: bool,
+
+    /// Chains on the cluster, four nodes each (node1..node4 serve the chain id,
+    /// node5..node8 `<chain id>-2`, led by node1 and node5). Two chains imply
+    /// --discovery: every node starts from node1, and each chain takes blocks,
+    /// votes and sync only from its own members.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    chains: u8,
+}
+
+impl Args {
+    fn nodes(&self) -> usize {
+        NODES * usize::from(self.chains)
+    }
+
+    fn discovery(&self) -> bool {
+        self.discovery || self.chains > 1
+    }
+
+    /// The chain id of chain `c` (0-based).
+    fn chain_id(&self, c: usize) -> String {
+        if c == 0 {
+            self.chain_id.clone()
+        } else {
+            format!("{}-{}", self.chain_id, c + 1)
+        }
+    }
+}
+
+/// The chain of node `i` (0-based), and its leader.
+fn chain_of(i: usize) -> usize {
+    i / NODES
+}
+
+fn leader_of(i: usize) -> usize {
+    chain_of(i) * NODES
 }
 
 /// What the cluster knows about one node.
@@ -215,40 +260,68 @@ fn write_key(path: &Path) -> Result<PeerId, String> {
     Ok(key.public().to_peer_id())
 }
 
-/// Writes the keys and configs of the four nodes; returns the config paths.
+/// Writes the keys and configs of the nodes; returns the config paths.
 fn write_configs(dir: &Path, args: &Args) -> Result<Vec<PathBuf>, String> {
+    let nodes = args.nodes();
     let ports = match args.base_port {
-        Some(base) => (0..NODES as u16).map(|i| base + i).collect(),
-        None => free_ports(NODES)?,
+        Some(base) => (0..nodes as u16).map(|i| base + i).collect(),
+        None => free_ports(nodes)?,
     };
     let mut ids = Vec::new();
-    for i in 0..NODES {
+    for i in 0..nodes {
         ids.push(write_key(&dir.join(format!("node{}.key", i + 1)))?);
     }
     let address = |i: usize| format!("/ip4/127.0.0.1/tcp/{}", ports[i]);
+    let full = |i: usize| format!("{}/p2p/{}", address(i), ids[i]);
     let mut paths = Vec::new();
-    for i in 0..NODES {
-        let file = ConfigFile {
-            name: Some(format!("node{}", i + 1)),
-            listen: vec![address(i)],
-            key_file: format!("node{}.key", i + 1).into(),
-            required_peers: (0..NODES)
-                .filter(|&j| j != i)
-                .map(|j| format!("{}/p2p/{}", address(j), ids[j]))
-                .collect(),
-            chain_id: args.chain_id.clone(),
-            leader: i == LEADER,
-            block_interval_ms: (i == LEADER).then_some(args.block_interval_ms),
+    for i in 0..nodes {
+        let chain = chain_of(i);
+        let chain_nodes = || (0..nodes).filter(move |&j| chain_of(j) == chain);
+        let leader = i == leader_of(i);
+        let file = if args.discovery() {
+            ConfigFile {
+                name: Some(format!("node{}", i + 1)),
+                listen: vec![address(i)],
+                key_file: format!("node{}.key", i + 1).into(),
+                required_peers: Vec::new(),
+                chain_id: args.chain_id(chain),
+                leader,
+                block_interval_ms: leader.then_some(args.block_interval_ms),
+                discovery: Some(true),
+                seeds: if i == 0 { Vec::new() } else { vec![full(0)] },
+                members: chain_nodes().map(|j| ids[j].to_string()).collect(),
+                min_peers: Some(NODES - 1),
+            }
+        } else {
+            ConfigFile {
+                name: Some(format!("node{}", i + 1)),
+                listen: vec![address(i)],
+                key_file: format!("node{}.key", i + 1).into(),
+                required_peers: chain_nodes().filter(|&j| j != i).map(full).collect(),
+                chain_id: args.chain_id(chain),
+                leader,
+                block_interval_ms: leader.then_some(args.block_interval_ms),
+                discovery: None,
+                seeds: Vec::new(),
+                members: Vec::new(),
+                min_peers: None,
+            }
         };
         let path = dir.join(format!("node{}.toml", i + 1));
         let text = file.to_toml().map_err(|e| e.to_string())?;
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         say(format!(
-            "node{} peer id {} on {}{}",
+            "node{} peer id {} on {}, chain {}{}{}",
             i + 1,
             ids[i],
             address(i),
-            if i == LEADER { " (leader)" } else { "" }
+            args.chain_id(chain),
+            if leader { " (leader)" } else { "" },
+            if args.discovery() && i == 0 {
+                " (seed)"
+            } else {
+                ""
+            }
         ));
         paths.push(path);
     }
@@ -363,7 +436,7 @@ impl Cluster {
 
     async fn run(mut self, args: &Args) -> Result<bool, String> {
         self.start = Instant::now();
-        for i in 0..NODES {
+        for i in 0..self.nodes.len() {
             if let Err(e) = self.spawn(i) {
                 self.stop_all().await;
                 return Err(e);
@@ -453,7 +526,7 @@ impl Cluster {
 
     /// Reports when a restarted node has its peers back and has caught up.
     fn check_restarted(&mut self, i: usize) {
-        let leader = self.nodes[LEADER].height;
+        let leader = self.nodes[leader_of(i)].height;
         let node = &mut self.nodes[i];
         let Some(at) = node.restarted_at else {
             return;
@@ -496,7 +569,7 @@ impl Cluster {
     }
 
     async fn kill_victim(&mut self) {
-        let leader = self.nodes[LEADER].height;
+        let leader = self.nodes[leader_of(VICTIM)].height;
         let node = &mut self.nodes[VICTIM];
         let Some(mut child) = node.child.take() else {
             say(format!("{} is not running; nothing to kill", node.name));
@@ -567,17 +640,21 @@ impl Cluster {
 
     /// Prints the summary; returns whether the run passed.
     fn summary(&self, heights: &[(u64, bool)], restarted: bool) -> bool {
-        let leader = heights[LEADER].0;
-        say(format!(
-            "summary after {:.1} s: leader {} at height {leader}",
-            self.elapsed(),
-            self.nodes[LEADER].name
-        ));
-        let mut passed = leader > 0;
-        if leader == 0 {
-            say("  the leader produced no blocks");
+        let mut passed = true;
+        for first in (0..self.nodes.len()).step_by(NODES) {
+            let leader = heights[first].0;
+            say(format!(
+                "summary after {:.1} s: leader {} at height {leader}",
+                self.elapsed(),
+                self.nodes[first].name
+            ));
+            if leader == 0 {
+                passed = false;
+                say("  the leader produced no blocks");
+            }
         }
-        for (node, &(height, running)) in self.nodes.iter().zip(heights) {
+        for (i, (node, &(height, running))) in self.nodes.iter().zip(heights).enumerate() {
+            let leader = heights[leader_of(i)].0;
             let lag = leader.saturating_sub(height);
             let mut notes = Vec::new();
             if !running {
@@ -612,7 +689,7 @@ impl Cluster {
             say("  (node3 was not restarted)");
         }
         say(if passed {
-            format!("PASS: every node within {MAX_LAG} blocks of the leader")
+            format!("PASS: every node within {MAX_LAG} blocks of its chain's leader")
         } else {
             format!("FAIL: not every node within {MAX_LAG} blocks of a producing leader")
         });

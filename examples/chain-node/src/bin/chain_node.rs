@@ -11,18 +11,28 @@
 //! the leader's block interval. The chain lives in memory only: a restarted node
 //! starts from genesis and catches up from its peers.
 //!
-//! Two protocols, named after the chain, each read by its own task:
+//! A gossip topic and two protocols, named after the chain, each read by its own
+//! task:
 //!
-//! - `/chain/<id>/consensus/1`: the leader builds a block every
-//!   `block_interval_ms` and sends it to every connected peer. A follower appends
-//!   a block whose height is next and whose parent is its tip; a block ahead of
-//!   its tip (a gap) is kept aside and the follower asks the sender for the
-//!   missing range.
+//! - `/chain/<id>/blocks` (gossip): the leader builds a block every
+//!   `block_interval_ms` and publishes it. A node checks every block before it
+//!   is forwarded: one that extends its tip, is known, or is ahead of its tip (a
+//!   gap, kept aside while the node asks the sender for the missing range) is
+//!   accepted; one that does not decode is rejected; a fork is ignored.
+//! - `/chain/<id>/consensus/1`: whenever its tip moves, a node votes for it,
+//!   sending the vote to every node of the chain at once
+//!   ([`Control::send_to_all`]: encoded once, one result per peer); a block
+//!   with more than two thirds of the chain's votes prints a `quorum` line.
 //! - `/chain/<id>/sync/1`: `Request { from, max }` asks a peer for its blocks from
 //!   height `from`; the peer answers with the blocks it has, one message each, then
 //!   `Done { tip, sent }`, all through one exclusive stream
 //!   ([`Control::borrow_stream`]) so they arrive in order. A node asks every peer
 //!   that connects, and asks again while the peer's tip is ahead of its own.
+//!
+//! Peers come from `required_peers` (kept connected by the host), or from
+//! discovery: with `seeds`, the node joins the DHT through them and dials the
+//! other nodes of its chain. With `members`, the host takes the chain's blocks,
+//! votes and sync messages from those peers only.
 //!
 //! The byte encodings (hand-written, big-endian) are documented in
 //! `liquid_p2p_chain_node`. Bytes from the network that do not decode are
@@ -35,9 +45,9 @@
 //!
 //! Output: one JSON object per line on stdout, with an `event` field: `started`,
 //! `tip` (`height`, `hash`) whenever the tip moves, `sync_request`, `synced`
-//! (`from`, `blocks`, `height`, `peer_height`), `peer_connected` /
-//! `peer_disconnected` (`peer`, `peers`), `stopped`; every line also names the
-//! `node`. Logs go to stderr (`RUST_LOG`, default `warn,chain_node=info`). Exit
+//! (`from`, `blocks`, `height`, `peer_height`), `quorum` (`height`, `hash`,
+//! `votes`), `discovered` (`peer`), `peer_connected` / `peer_disconnected`
+//! (`peer`, `peers`), `stopped`; every line also names the `node`. Logs go to stderr (`RUST_LOG`, default `warn,chain_node=info`). Exit
 //! code 0 after SIGINT/SIGTERM (or the end of stdin with `--stop-on-stdin-eof`),
 //! 1 if the node cannot start, 2 for bad arguments or configuration.
 
@@ -52,10 +62,13 @@ use std::{
 };
 
 use clap::Parser;
-use liquid_p2p::{Control, Error, Event, Host, Inbox, Message, PeerId};
+use liquid_p2p::{
+    BroadcastFailure, Config, Control, DiscoveryConfig, Error, Event, GossipMessage, Host, Inbox,
+    Message, PeerId, TopicInbox,
+};
 use liquid_p2p_chain_node::{
     Block, Chain, ChainProtocols, DecodeError, MAX_SYNC_BATCH, NodeConfig, NodeOutput, SyncMessage,
-    SyncTracker, Verdict, hash_hex, wants_more,
+    SyncTracker, Verdict, Vote, VoteTally, hash_hex, wants_more,
 };
 use tokio::sync::Notify;
 
@@ -76,12 +89,18 @@ Configuration (TOML):
   chain_id = \"demo\"
   leader = true                    # default false
   block_interval_ms = 500          # leader only; default 500
+  seeds = [\"/ip4/127.0.0.1/tcp/4101/p2p/12D3Koo...\"]  # optional: discovery
+  discovery = true                 # optional; default: true with seeds
+  members = [\"12D3Koo...\"]         # optional: the chain's nodes
+  min_peers = 3                    # optional; default: other members, or 4
 
-Protocols: /chain/<chain_id>/consensus/1 (new blocks from the leader) and
+Gossip topic /chain/<chain_id>/blocks (new blocks from the leader), protocols
+/chain/<chain_id>/consensus/1 (votes, to every node at once) and
 /chain/<chain_id>/sync/1 (block requests and ordered answers).
 
 Output: one JSON object per line on stdout (started, tip, sync_request, synced,
-peer_connected, peer_disconnected, stopped), logs on stderr (RUST_LOG).
+quorum, discovered, peer_connected, peer_disconnected, stopped), logs on stderr
+(RUST_LOG).
 SIGINT or SIGTERM shuts the node down gracefully (exit 0).";
 
 /// A replicated chain node on liquid-p2p: a leader produces blocks, followers
@@ -143,6 +162,11 @@ struct Node {
     sync: Mutex<SyncState>,
     /// Woken by the first sync answer (the leader waits for it).
     first_answer: Notify,
+    /// The chain's members; empty: everyone.
+    members: Vec<PeerId>,
+    /// This node.
+    local: PeerId,
+    votes: Mutex<VoteTally<PeerId>>,
 }
 
 /// Sync requests in flight, and the blocks each answer has appended so far.
@@ -180,7 +204,18 @@ async fn run(config: NodeConfig, stop_on_stdin_eof: bool) -> Result<(), String> 
     let protocols = ChainProtocols::new(&config.chain_id);
     // Protocols are registered in the builder, so the first peer already learns
     // them in the protocol exchange and no early block is skipped as unknown.
+    let mut host_config = Config::default();
+    if config.discovery {
+        host_config = host_config.with_discovery(
+            DiscoveryConfig::default()
+                .with_enabled(true)
+                .with_seeds(config.seeds.clone())
+                .with_chains(vec![config.chain_id.clone()])
+                .with_min_peers(config.min_peers),
+        );
+    }
     let mut builder = Host::builder()
+        .config(host_config)
         .key_file(&config.key_file)
         .register_protocol(protocols.consensus.as_str())
         .register_protocol(protocols.sync.as_str());
@@ -202,14 +237,31 @@ async fn run(config: NodeConfig, stop_on_stdin_eof: bool) -> Result<(), String> 
     };
     let consensus = taken(&protocols.consensus)?;
     let sync = taken(&protocols.sync)?;
+    let control = host.control();
+    let blocks = control
+        .subscribe(protocols.blocks.as_str())
+        .await
+        .map_err(|e| format!("cannot subscribe to the blocks: {e}"))?;
+    if !config.members.is_empty() {
+        // Only the chain's nodes may send it blocks, votes and sync messages.
+        let members = || config.members.iter().copied();
+        control
+            .set_topic_members(&protocols.blocks, Some(members()))
+            .and_then(|()| control.set_protocol_members(&protocols.consensus, Some(members())))
+            .and_then(|()| control.set_protocol_members(&protocols.sync, Some(members())))
+            .map_err(|e| format!("cannot set the chain's members: {e}"))?;
+    }
 
     let node = Arc::new(Node {
         name: config.name.clone(),
-        control: host.control().clone(),
+        control: control.clone(),
         protocols,
         chain: Mutex::new(Chain::new(&config.chain_id)),
         sync: Mutex::new(SyncState::default()),
         first_answer: Notify::new(),
+        members: config.members.clone(),
+        local: host.local_peer_id(),
+        votes: Mutex::new(VoteTally::default()),
     });
     print(&NodeOutput::Started {
         node: node.name.clone(),
@@ -227,6 +279,7 @@ async fn run(config: NodeConfig, stop_on_stdin_eof: bool) -> Result<(), String> 
     );
 
     let mut tasks = vec![
+        tokio::spawn(Arc::clone(&node).blocks_task(blocks)),
         tokio::spawn(Arc::clone(&node).consensus_task(consensus)),
         tokio::spawn(Arc::clone(&node).sync_task(sync)),
         tokio::spawn(Arc::clone(&node).events_task(events)),
@@ -337,42 +390,35 @@ impl Node {
         });
     }
 
-    /// Reads `/chain/<id>/consensus/1`: blocks from the leader.
-    async fn consensus_task(self: Arc<Self>, mut inbox: Inbox) {
-        while let Some(first) = inbox.recv().await {
+    /// Reads the blocks topic: new blocks, gossiped. A block is forwarded only
+    /// if it is valid (it decodes, its hash matches, and it extends our chain,
+    /// is known, or is ahead of our tip); undecodable ones are rejected (the
+    /// sender's gossip score drops), forks ignored.
+    async fn blocks_task(self: Arc<Self>, mut inbox: TopicInbox) {
+        while let Some(message) = inbox.recv().await {
             let before = self.tip();
-            let mut gaps = Vec::new();
-            let mut next = Some(first);
-            let mut handled = 0;
-            while let Some(message) = next.take() {
-                if let Some(peer) = self.on_consensus(message)
-                    && !gaps.contains(&peer)
-                {
-                    gaps.push(peer);
-                }
-                handled += 1;
-                if handled < BATCH {
-                    next = inbox.try_recv();
-                }
-            }
+            let gap = self.on_block(message);
             let after = self.tip();
             if after != before {
                 self.print_tip(after);
+                self.vote(after);
             }
-            for peer in gaps {
+            if let Some(peer) = gap {
                 self.request_sync(peer, SyncReason::Gap);
             }
         }
-        tracing::debug!("consensus protocol unregistered");
+        tracing::debug!("unsubscribed from the blocks");
     }
 
-    /// Applies one consensus block; returns the sender if the block showed a gap.
-    fn on_consensus(&self, message: Message) -> Option<PeerId> {
-        let peer = message.peer;
-        let block = match Block::decode(&message.payload) {
+    /// Applies one gossiped block and gives gossipsub its verdict; returns the
+    /// peer to sync from if the block showed a gap.
+    fn on_block(&self, message: GossipMessage) -> Option<PeerId> {
+        let peer = message.from();
+        let block = match Block::decode(message.data()) {
             Ok(block) => block,
             Err(e) => {
-                log_decode_error(&peer, &message.protocol, &e);
+                log_decode_error(&peer, message.topic(), &e);
+                message.reject();
                 return None;
             }
         };
@@ -381,11 +427,16 @@ impl Node {
         match verdict {
             Verdict::Appended { count } => {
                 tracing::debug!(%peer, height, count, "block appended");
+                message.accept();
                 None
             }
-            Verdict::Known => None,
+            Verdict::Known => {
+                message.accept();
+                None
+            }
             Verdict::Gap { from, to } => {
                 tracing::info!(%peer, height, from, to, "block ahead of the tip; syncing");
+                message.accept();
                 Some(peer)
             }
             Verdict::WrongParent { expected, got, .. } => {
@@ -396,13 +447,71 @@ impl Node {
                     got = %hash_hex(got),
                     "block refused: its parent is not our tip"
                 );
+                message.ignore();
                 None
             }
             Verdict::Conflict { height } => {
                 tracing::warn!(%peer, height, "block refused: we hold another block at this height");
+                message.ignore();
                 None
             }
         }
+    }
+
+    /// The chain's size for a quorum: its members, or the connected peers that
+    /// speak its consensus protocol and this node.
+    fn chain_size(&self) -> usize {
+        if self.members.is_empty() {
+            self.control
+                .peers_supporting(&[self.protocols.consensus.as_str()])
+                .len()
+                + 1
+        } else {
+            self.members.len()
+        }
+    }
+
+    /// Votes for our new tip: counted here, and sent to every node of the chain
+    /// at once (one encoding, one result per peer).
+    fn vote(self: &Arc<Self>, (height, hash): (u64, u64)) {
+        let vote = Vote { height, hash };
+        self.count_vote(self.local, vote);
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            let results = node
+                .control
+                .send_to_all(&node.protocols.consensus, vote.encode())
+                .await;
+            for (peer, result) in results {
+                if let Err(e) = result {
+                    log_send_error(&peer, "vote", &e);
+                }
+            }
+        });
+    }
+
+    fn count_vote(&self, voter: PeerId, vote: Vote) {
+        let size = self.chain_size();
+        let reached = lock(&self.votes).record(voter, vote, size);
+        if let Some(votes) = reached {
+            print(&NodeOutput::Quorum {
+                node: self.name.clone(),
+                height: vote.height,
+                hash: hash_hex(vote.hash),
+                votes,
+            });
+        }
+    }
+
+    /// Reads `/chain/<id>/consensus/1`: the other nodes' votes.
+    async fn consensus_task(self: Arc<Self>, mut inbox: Inbox) {
+        while let Some(message) = inbox.recv().await {
+            match Vote::decode(&message.payload) {
+                Ok(vote) => self.count_vote(message.peer, vote),
+                Err(e) => log_decode_error(&message.peer, &message.protocol, &e),
+            }
+        }
+        tracing::debug!("consensus protocol unregistered");
     }
 
     /// Reads `/chain/<id>/sync/1`: requests from peers and answers to ours.
@@ -424,6 +533,7 @@ impl Node {
             let after = self.tip();
             if after != before {
                 self.print_tip(after);
+                self.vote(after);
             }
             for (peer, blocks, peer_height) in finished {
                 print(&NodeOutput::Synced {
@@ -550,6 +660,10 @@ impl Node {
                         self.request_sync(peer, SyncReason::EventsDropped);
                     }
                 }
+                Event::PeerDiscovered { peer, .. } => print(&NodeOutput::Discovered {
+                    node: self.name.clone(),
+                    peer: peer.to_string(),
+                }),
                 Event::RedialScheduled {
                     peer,
                     attempt,
@@ -580,23 +694,19 @@ impl Node {
                 chain.produce(format!("block {height} by {} at {unix_ms}", self.name).into_bytes())
             };
             self.print_tip((block.height, block.hash));
-            let bytes = block.encode();
-            for peer in self.control.connected_peers() {
-                if !self.supports(&peer, &self.protocols.consensus) {
-                    continue;
-                }
-                let node = Arc::clone(&self);
-                let bytes = bytes.clone();
-                // One task per peer: a slow peer does not hold up the others.
-                tokio::spawn(async move {
-                    if let Err(e) = node
-                        .control
-                        .send(peer, &node.protocols.consensus, bytes)
-                        .await
-                    {
-                        log_send_error(&peer, "block", &e);
-                    }
-                });
+            self.vote((block.height, block.hash));
+            match self
+                .control
+                .publish(&self.protocols.blocks, block.encode())
+                .await
+            {
+                Ok(_) => {}
+                // Nobody subscribed yet: followers sync when they connect.
+                Err(Error::Broadcast {
+                    reason: BroadcastFailure::NoPeers,
+                    ..
+                }) => tracing::debug!(height = block.height, "no subscriber for the block yet"),
+                Err(e) => tracing::warn!(height = block.height, error = %e, "block not published"),
             }
         }
     }
