@@ -69,3 +69,51 @@ async fn send_to_many_gives_one_result_per_peer_and_send_to_all_reaches_the_supp
     }
     sender.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_many_to_ten_peers_with_one_down_gives_nine_ok_and_one_typed_error() {
+    let sender = host(Config::default()).await;
+    let mut receivers = Vec::new();
+    for _ in 0..10 {
+        let receiver = host(Config::default()).await;
+        let inbox = receiver
+            .control()
+            .register_protocol(VOTES)
+            .expect("register");
+        let id = connect(&sender, &receiver).await;
+        receivers.push((receiver, id, inbox));
+    }
+    // One of them goes down.
+    let (down, down_id, _) = receivers.remove(4);
+    down.shutdown().await;
+    wait_until(Duration::from_secs(10), || {
+        !sender.control().connected_peers().contains(&down_id)
+    })
+    .await;
+    let mut peers: Vec<PeerId> = receivers.iter().map(|(_, id, _)| *id).collect();
+    peers.insert(4, down_id);
+
+    let results = sender.control().send_to_many(&peers, VOTES, b"vote").await;
+    assert_eq!(results.len(), 10);
+    for (i, (peer, result)) in results.iter().enumerate() {
+        assert_eq!(*peer, peers[i], "in order");
+        if i == 4 {
+            assert!(
+                matches!(result, Err(Error::NotConnected { peer }) if *peer == down_id),
+                "{result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "peer {i}: {result:?}");
+        }
+    }
+    for (receiver, _, inbox) in &mut receivers {
+        let message = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .expect("delivered")
+            .expect("open");
+        assert_eq!(&message.payload[..], b"vote");
+        assert_eq!(message.peer, sender.local_peer_id());
+        receiver.shutdown().await;
+    }
+    sender.shutdown().await;
+}
