@@ -795,6 +795,13 @@ impl Broadcast {
         let deadline = Instant::now() + self.validation_timeout;
         self.pending.insert(id.clone(), Pending { from, deadline });
         self.deadlines.push_back((deadline, id));
+        // Judged messages leave `pending` at once but their deadlines only
+        // when due: drop those now and then, so the queue stays within twice
+        // the pending limit whatever the message rate.
+        if self.deadlines.len() > self.max_pending.saturating_mul(2) {
+            let pending = &self.pending;
+            self.deadlines.retain(|(_, id)| pending.contains_key(id));
+        }
     }
 
     fn on_verdict(&mut self, verdict: Verdict) {

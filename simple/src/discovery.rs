@@ -8,7 +8,9 @@
 //! adds the policy a chain node needs:
 //!
 //! - each served chain is a provider record under the key
-//!   `/liquid/chain/<chain>`, announced at start and every `discovery.interval`;
+//!   `/liquid/chain/<chain>`, announced at once and republished by kad every
+//!   `discovery.interval`, living three intervals, so a node that stopped drops
+//!   out of lookups after that;
 //! - while fewer than `discovery.min_peers` of its chains' nodes are connected,
 //!   it looks the providers of its chains up (every `interval / 6`) and dials
 //!   what it finds, only for the chains it serves, never beyond `min_peers`.
@@ -232,6 +234,10 @@ impl Discovery {
         let d = &config.discovery;
         let mut kad_config = kad::Config::new(StreamProtocol::new(DISCOVERY_PROTOCOL));
         kad_config.set_query_timeout(config.dial_timeout.max(Duration::from_secs(10)));
+        // Kad republishes our records every interval; a node that stopped drops
+        // out of lookups after three.
+        kad_config.set_provider_publication_interval(Some(d.interval));
+        kad_config.set_provider_record_ttl(Some(d.interval.saturating_mul(3)));
         let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_config);
         // Every node answers lookups: chain nodes are servers, and on a LAN or
         // loopback kad would otherwise wait for a confirmed external address.
@@ -269,12 +275,13 @@ impl Discovery {
             unroutable: HashSet::new(),
             actions: VecDeque::new(),
         };
-        for chain in chains {
-            discovery.serve(chain);
-        }
+        // Seeds first: the first announcements go to them.
         for seed in &d.seeds {
             let peer = crate::behaviour::required_peer_id(seed)?;
             discovery.add_seed(peer, seed.clone());
+        }
+        for chain in chains {
+            discovery.serve(chain);
         }
         Ok(discovery)
     }
@@ -370,20 +377,19 @@ impl Discovery {
         self.chain_peers() < self.min_peers
     }
 
-    /// Announces the chains again and, below `min_peers`, looks for peers.
+    /// Below `min_peers`, announces the chains again (the routing table may
+    /// have grown since: the records go to the peers closest to their keys; kad
+    /// republishes them every interval anyway) and looks for peers.
     fn on_tick(&mut self) {
         let below = self.below_min();
-
-        for chain in &self.chains {
-            let key = chain_key(chain);
-            if let Err(e) = self.kad.start_providing(key.clone()) {
-                tracing::warn!(%chain, error = %e, "cannot announce the chain");
-            }
-            if below {
+        if below {
+            for chain in &self.chains {
+                let key = chain_key(chain);
+                if let Err(e) = self.kad.start_providing(key.clone()) {
+                    tracing::warn!(%chain, error = %e, "cannot announce the chain");
+                }
                 self.kad.get_providers(key);
             }
-        }
-        if below {
             let seeds: Vec<PeerId> = self.seeds.iter().map(|(p, _)| *p).collect();
             for seed in seeds {
                 self.dial(seed);
