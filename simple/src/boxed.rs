@@ -11,15 +11,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use libp2p::{
-    Multiaddr, PeerId,
-    core::{Endpoint, transport::PortUse},
-    swarm::{
-        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-        NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
-        handler::ConnectionEvent,
-    },
+use libp2p::swarm::{
+    ConnectionHandler, ConnectionHandlerEvent, FromSwarm, NetworkBehaviour, SubstreamProtocol,
+    THandlerInEvent, ToSwarm, handler::ConnectionEvent,
 };
+
+use crate::delegate::delegate_connections;
 
 /// `B` with each of its connection handlers boxed; otherwise `B` unchanged.
 pub(crate) struct BoxedHandlers<B>(pub(crate) B);
@@ -45,74 +42,10 @@ impl<B: NetworkBehaviour> NetworkBehaviour for BoxedHandlers<B> {
     type ConnectionHandler = BoxedHandler<B::ConnectionHandler>;
     type ToSwarm = B::ToSwarm;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.0
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.0
-            .handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
-            .map(|handler| BoxedHandler(Box::new(handler)))
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.0.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.0
-            .handle_established_outbound_connection(
-                connection_id,
-                peer,
-                addr,
-                role_override,
-                port_use,
-            )
-            .map(|handler| BoxedHandler(Box::new(handler)))
-    }
+    delegate_connections!(0, |handler| BoxedHandler(Box::new(handler)));
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         self.0.on_swarm_event(event)
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.0
-            .on_connection_handler_event(peer_id, connection_id, event)
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<B::ToSwarm, THandlerInEvent<Self>>> {

@@ -38,18 +38,14 @@ use std::{
 
 use bytes::Bytes;
 use libp2p::{
-    Multiaddr, PeerId,
-    core::{Endpoint, transport::PortUse},
+    PeerId,
     gossipsub::{
         self, IdentTopic, MessageAcceptance, MessageAuthenticity, PeerScoreParams,
         PeerScoreThresholds, PublishError, SubscriptionError, TopicHash, TopicScoreParams,
         ValidationMode,
     },
     identity::Keypair,
-    swarm::{
-        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-        THandlerOutEvent, ToSwarm,
-    },
+    swarm::{FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm},
 };
 use liquid_p2p_core::{BroadcastFailure, Config, Error, Event, GossipDrop};
 use parking_lot::RwLock;
@@ -58,7 +54,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use crate::{control::Control, events::EventBus, receiver::Room};
+use crate::{control::Control, delegate::delegate_connections, events::EventBus, receiver::Room};
 
 pub use libp2p::gossipsub::MessageId;
 
@@ -909,62 +905,7 @@ impl NetworkBehaviour for Broadcast {
     /// [`Control::events`]), with the rest.
     type ToSwarm = std::convert::Infallible;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.gossipsub
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.gossipsub.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.gossipsub.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.gossipsub.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
+    delegate_connections!(gossipsub);
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         // Gossipsub forgets a peer's topics silently when its last connection
@@ -987,16 +928,6 @@ impl NetworkBehaviour for Broadcast {
                 });
             }
         }
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer: PeerId,
-        connection: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.gossipsub
-            .on_connection_handler_event(peer, connection, event);
     }
 
     fn poll(

@@ -42,12 +42,10 @@ use std::{
 
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol,
-    core::{Endpoint, transport::PortUse},
     kad::{self, GetProvidersOk, Mode, QueryResult, RecordKey, store::MemoryStore},
     multiaddr::Protocol,
     swarm::{
-        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-        THandlerOutEvent, ToSwarm,
+        ConnectionId, FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
@@ -58,7 +56,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use crate::{control::Control, events::EventBus};
+use crate::{control::Control, delegate::delegate_connections, events::EventBus};
 
 /// The Kademlia protocol of liquid networks.
 pub const DISCOVERY_PROTOCOL: &str = "/liquid/kad/1.0.0";
@@ -455,58 +453,7 @@ impl NetworkBehaviour for Discovery {
     /// [`Control::events`]), with the rest.
     type ToSwarm = Infallible;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.kad
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.kad
-            .handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.kad.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.kad.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
+    delegate_connections!(kad);
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match &event {
@@ -549,16 +496,6 @@ impl NetworkBehaviour for Discovery {
             _ => {}
         }
         self.kad.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer: PeerId,
-        connection: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.kad
-            .on_connection_handler_event(peer, connection, event);
     }
 
     fn poll(

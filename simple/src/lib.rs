@@ -52,6 +52,7 @@ mod behaviour;
 mod boxed;
 mod broadcast;
 mod control;
+mod delegate;
 mod discovery;
 mod events;
 mod exchange;

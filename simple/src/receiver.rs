@@ -414,20 +414,24 @@ impl ProtocolRegistry {
             })
     }
 
-    /// Changes a registered protocol's send priority.
-    pub(crate) fn set_priority(
-        &self,
-        protocol: &str,
-        priority: ProtocolPriority,
-    ) -> Result<(), Error> {
+    /// Runs `f` on the meter of a registered `protocol`.
+    fn with_meter<R>(&self, protocol: &str, f: impl FnOnce(&InboxMeter) -> R) -> Result<R, Error> {
         let handlers = self.handlers.read();
         let route = handlers
             .get(protocol)
             .ok_or_else(|| Error::ProtocolNotRegistered {
                 protocol: protocol.to_owned(),
             })?;
-        route.meter.set_priority(priority);
-        Ok(())
+        Ok(f(&route.meter))
+    }
+
+    /// Changes a registered protocol's send priority.
+    pub(crate) fn set_priority(
+        &self,
+        protocol: &str,
+        priority: ProtocolPriority,
+    ) -> Result<(), Error> {
+        self.with_meter(protocol, |meter| meter.set_priority(priority))
     }
 
     /// Makes `members` the only peers whose frames of `protocol` are taken
@@ -437,14 +441,7 @@ impl ProtocolRegistry {
         protocol: &str,
         members: Option<HashSet<PeerId>>,
     ) -> Result<(), Error> {
-        let handlers = self.handlers.read();
-        let route = handlers
-            .get(protocol)
-            .ok_or_else(|| Error::ProtocolNotRegistered {
-                protocol: protocol.to_owned(),
-            })?;
-        route.meter.set_members(members);
-        Ok(())
+        self.with_meter(protocol, |meter| meter.set_members(members))
     }
 
     /// The members of `protocol`, if it is registered and has any.

@@ -7,7 +7,7 @@ mod common;
 use std::{collections::HashSet, time::Duration};
 
 use common::*;
-use liquid_p2p::{BroadcastConfig, Config, DiscoveryConfig, Host, TopicInbox};
+use liquid_p2p::{BroadcastConfig, Config, DiscoveryConfig, GossipMessage, Host, TopicInbox};
 
 const HOSTS: usize = 16;
 const MIN_PEERS: usize = 6;
@@ -30,6 +30,22 @@ fn config(seed: Option<&Host>) -> Config {
         .with_broadcast(
             BroadcastConfig::default().with_heartbeat_interval(Duration::from_millis(300)),
         )
+}
+
+/// The next message of every inbox but the publisher's, with its index.
+async fn receive_all(inboxes: &mut [TopicInbox], publisher: usize) -> Vec<(usize, GossipMessage)> {
+    let mut messages = Vec::new();
+    for (i, inbox) in inboxes.iter_mut().enumerate() {
+        if i == publisher {
+            continue;
+        }
+        let message = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+            .await
+            .unwrap_or_else(|_| panic!("host {i} got nothing"))
+            .expect("open");
+        messages.push((i, message));
+    }
+    messages
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,14 +101,7 @@ async fn sixteen_hosts_from_one_seed_reach_min_peers_and_gossip_reaches_each_onc
         .await
         .expect("publish");
     let mut reached = HashSet::new();
-    for (i, inbox) in chain_inboxes.iter_mut().enumerate() {
-        if i == publisher {
-            continue;
-        }
-        let message = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
-            .await
-            .unwrap_or_else(|_| panic!("host {i} got nothing"))
-            .expect("open");
+    for (i, message) in receive_all(&mut chain_inboxes, publisher).await {
         assert_eq!(&message.data()[..], b"block 1");
         assert_eq!(message.origin(), Some(hosts[publisher].local_peer_id()));
         if i == 3 {
@@ -119,14 +128,7 @@ async fn sixteen_hosts_from_one_seed_reach_min_peers_and_gossip_reaches_each_onc
         .publish(TOPIC, b"block 2")
         .await
         .expect("publish");
-    for (i, inbox) in chain_inboxes.iter_mut().enumerate() {
-        if i == publisher {
-            continue;
-        }
-        let message = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
-            .await
-            .unwrap_or_else(|_| panic!("host {i} got nothing"))
-            .expect("open");
+    for (_, message) in receive_all(&mut chain_inboxes, publisher).await {
         message.accept();
     }
     let message = tokio::time::timeout(Duration::from_secs(10), behind_inbox.recv())

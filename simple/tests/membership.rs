@@ -132,10 +132,7 @@ async fn frames_of_a_protocol_are_taken_only_from_its_members() {
         .send(a_id, VOTES, b"b votes")
         .await
         .expect("sent");
-    let message = tokio::time::timeout(WAIT, inbox.recv())
-        .await
-        .expect("in time")
-        .expect("open");
+    let message = next_message(&mut inbox, WAIT).await;
     assert_eq!(
         (message.peer, &message.payload[..]),
         (b_id, &b"b votes"[..])
@@ -155,10 +152,7 @@ async fn frames_of_a_protocol_are_taken_only_from_its_members() {
         .send(a_id, VOTES, b"c again")
         .await
         .expect("sent");
-    let message = tokio::time::timeout(WAIT, inbox.recv())
-        .await
-        .expect("in time")
-        .expect("open");
+    let message = next_message(&mut inbox, WAIT).await;
     assert_eq!(
         (message.peer, &message.payload[..]),
         (c_id, &b"c again"[..])
@@ -187,10 +181,7 @@ async fn without_the_network_key_no_handshake_completes() {
         .send(a_id, VOTES, b"inside")
         .await
         .expect("sent");
-    let message = tokio::time::timeout(WAIT, inbox.recv())
-        .await
-        .expect("in time")
-        .expect("open");
+    let message = next_message(&mut inbox, WAIT).await;
     assert_eq!(&message.payload[..], b"inside");
 
     let mut events = a.control().events();

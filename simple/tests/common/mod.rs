@@ -87,6 +87,14 @@ pub async fn wait_for(
     .expect("expected event did not arrive in time")
 }
 
+/// The next message of `inbox`, failing the test after `limit`.
+pub async fn next_message(inbox: &mut liquid_p2p::Inbox, limit: Duration) -> liquid_p2p::Message {
+    tokio::time::timeout(limit, inbox.recv())
+        .await
+        .expect("a message in time")
+        .expect("inbox open")
+}
+
 /// A loopback port nobody listens on (yet).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
