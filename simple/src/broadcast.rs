@@ -168,6 +168,12 @@ struct Verdict {
 
 /// The messages of one subscribed topic. `None` from [`recv`](Self::recv) once
 /// the topic is unsubscribed (or the node shut down) and the queue drained.
+///
+/// It holds `handler_queue_len` messages and `inbox_byte_budget` bytes; what
+/// does not fit is ignored (not forwarded) and reported once per overflow
+/// (`GossipDropped { reason: InboxFull }`). Dropping the inbox does not
+/// unsubscribe: the topic's messages are then all ignored that way, so call
+/// [`Control::unsubscribe`](crate::Control::unsubscribe) when done.
 #[derive(Debug)]
 pub struct TopicInbox {
     topic: String,
