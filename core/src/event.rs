@@ -212,6 +212,15 @@ pub enum Event {
         /// Why.
         reason: GossipDrop,
     },
+    /// Gossip for a peer was dropped since the last report because its send
+    /// queue was full: it (or the link to it) does not keep up. Reported at most
+    /// once per gossip heartbeat and peer.
+    GossipPeerSlow {
+        /// The peer.
+        peer: PeerId,
+        /// Messages dropped for it in that heartbeat.
+        dropped: u64,
+    },
     /// A connected peer was disconnected to make room or because it was blacklisted.
     Evicted {
         /// The peer.

@@ -887,6 +887,13 @@ impl Broadcast {
                 failed_messages,
             } => {
                 tracing::debug!(peer = %peer_id, ?failed_messages, "gossip peer too slow");
+                let dropped = failed_messages
+                    .priority
+                    .saturating_add(failed_messages.non_priority);
+                self.emit(Event::GossipPeerSlow {
+                    peer: peer_id,
+                    dropped: u64::try_from(dropped).unwrap_or(u64::MAX),
+                });
             }
         }
     }

@@ -669,6 +669,13 @@ pub enum Output {
         /// The payload, as UTF-8 (invalid bytes replaced).
         data: String,
     },
+    /// Gossip for a peer was dropped: its send queue was full.
+    GossipPeerSlow {
+        /// The peer.
+        peer: String,
+        /// Messages dropped for it since the last such line.
+        dropped: u64,
+    },
     /// Discovery found a node of a chain this peer serves.
     Discovered {
         /// The peer.
@@ -1033,6 +1040,10 @@ impl Output {
                 peer: peer.to_string(),
                 reason: reason.to_string(),
             },
+            Event::GossipPeerSlow { peer, dropped } => Self::GossipPeerSlow {
+                peer: peer.to_string(),
+                dropped: *dropped,
+            },
             Event::PeerDiscovered { peer, chain } => Self::Discovered {
                 peer: peer.to_string(),
                 chain: chain.clone(),
@@ -1290,6 +1301,9 @@ impl Output {
                 from.as_deref().unwrap_or("unknown author")
             ),
             Self::Discovered { peer, chain } => format!("discovered {peer} serving {chain}"),
+            Self::GossipPeerSlow { peer, dropped } => {
+                format!("gossip to {peer} too slow: {dropped} messages dropped")
+            }
             Self::NotMember {
                 peer,
                 protocol,
@@ -1644,6 +1658,10 @@ mod tests {
         let origin = PeerId::random();
         let o = origin.to_string();
         let cases = [
+            (
+                Event::GossipPeerSlow { peer, dropped: 3 },
+                json!({"event": "gossip_peer_slow", "peer": p, "dropped": 3}),
+            ),
             (
                 Event::PeerDiscovered {
                     peer,

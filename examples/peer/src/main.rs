@@ -76,7 +76,8 @@ paused, resumed, priority, backpressure, dialed, stats, flood_done, subscribed,
 unsubscribed, published, gossip, and every other host event in snake_case
 (connection_established, connection_closed, dial_failed, stream_refused,
 protocol_error, unknown_protocol, connection_stalled, events_dropped,
-topic_subscribed, topic_unsubscribed, gossip_dropped, not_member, discovered).";
+topic_subscribed, topic_unsubscribed, gossip_dropped, gossip_peer_slow, not_member,
+discovered).";
 
 /// A liquid-p2p peer: listens, dials and exchanges messages, driven from stdin.
 #[derive(Debug, Parser)]
