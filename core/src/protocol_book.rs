@@ -98,6 +98,17 @@ impl ProtocolBook {
         matches!(self.peers.get(peer), Some(Entry::Known(list)) if !list.contains(protocol))
     }
 
+    /// Whether `peer` is known to support a protocol starting with `prefix`.
+    pub fn supports_prefix(&self, peer: &PeerId, prefix: &str) -> bool {
+        matches!(
+            self.peers.get(peer),
+            Some(Entry::Known(list)) if list
+                .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+                .next()
+                .is_some_and(|p| p.starts_with(prefix))
+        )
+    }
+
     /// `peer`'s list, if known.
     pub fn protocols(&self, peer: &PeerId) -> Option<Vec<String>> {
         match self.peers.get(peer) {
@@ -179,5 +190,23 @@ mod tests {
         expected.sort();
         assert_eq!(both, expected);
         assert_eq!(book.peers_supporting(&["/x", "/y"]), vec![a]);
+    }
+    #[test]
+    fn a_prefix_matches_only_protocols_that_start_with_it() {
+        let mut book = ProtocolBook::new();
+        let peer = PeerId::random();
+        assert!(!book.supports_prefix(&peer, "/chain/a/"), "unknown peer");
+        book.update(
+            peer,
+            vec![
+                "/chain/ab/x".into(),
+                "/chain/a/blocks/1".into(),
+                "/z".into(),
+            ],
+        );
+        assert!(book.supports_prefix(&peer, "/chain/a/"));
+        assert!(book.supports_prefix(&peer, "/chain/ab/"));
+        assert!(!book.supports_prefix(&peer, "/chain/b/"));
+        assert!(!book.supports_prefix(&peer, "/chain/a/c"));
     }
 }

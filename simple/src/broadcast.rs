@@ -68,6 +68,8 @@ pub const GOSSIP_PROTOCOL_PREFIX: &str = "/liquid/meshsub";
 const COMMAND_QUEUE_LEN: usize = 256;
 /// The longest topic name.
 pub const MAX_TOPIC_LEN: usize = 256;
+/// Topics remembered per connected peer (for `subscribes_under`).
+const MAX_TOPICS_PER_PEER: usize = 64;
 /// Room in one gossipsub RPC beside the payload: topic, signature, key, ids
 /// and control messages.
 const RPC_OVERHEAD: usize = 64 * 1024;
@@ -294,6 +296,9 @@ struct Tables {
     topics: RwLock<HashMap<String, Arc<TopicMeter>>>,
     /// Topics with members: only their gossip is taken.
     members: RwLock<HashMap<String, Arc<HashSet<PeerId>>>>,
+    /// The topics each connected peer subscribes to (at most
+    /// [`MAX_TOPICS_PER_PEER`] each), for discovery to tell a chain's nodes.
+    peer_topics: RwLock<HashMap<PeerId, HashSet<String>>>,
 }
 
 enum Command {
@@ -413,6 +418,15 @@ impl BroadcastHandle {
                 table.remove(topic);
             }
         }
+    }
+
+    /// Whether `peer` subscribes to a topic starting with `prefix`.
+    pub(crate) fn subscribes_under(&self, peer: &PeerId, prefix: &str) -> bool {
+        self.tables
+            .peer_topics
+            .read()
+            .get(peer)
+            .is_some_and(|topics| topics.iter().any(|t| t.starts_with(prefix)))
     }
 
     pub(crate) fn members(&self, topic: &str) -> Option<Vec<PeerId>> {
@@ -866,6 +880,13 @@ impl Broadcast {
                 message,
             } => self.on_message(propagation_source, message_id, message),
             gossipsub::Event::Subscribed { peer_id, topic } => {
+                {
+                    let mut peer_topics = self.tables.peer_topics.write();
+                    let topics = peer_topics.entry(peer_id).or_default();
+                    if topics.len() < MAX_TOPICS_PER_PEER {
+                        topics.insert(topic.as_str().to_owned());
+                    }
+                }
                 self.count_peers();
                 self.emit(Event::TopicSubscribed {
                     peer: peer_id,
@@ -873,6 +894,9 @@ impl Broadcast {
                 });
             }
             gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                if let Some(topics) = self.tables.peer_topics.write().get_mut(&peer_id) {
+                    topics.remove(topic.as_str());
+                }
                 self.count_peers();
                 self.emit(Event::TopicUnsubscribed {
                     peer: peer_id,
@@ -933,6 +957,7 @@ impl NetworkBehaviour for Broadcast {
         };
         self.gossipsub.on_swarm_event(event);
         if let Some((peer, topics)) = gone {
+            self.tables.peer_topics.write().remove(&peer);
             self.count_peers();
             for topic in topics {
                 self.emit(Event::TopicUnsubscribed {

@@ -56,7 +56,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use crate::{control::Control, delegate::delegate_connections, events::EventBus};
+use crate::{control::Control, delegate::delegate_connections, events::EventBus, shared::Shared};
 
 /// The Kademlia protocol of liquid networks.
 pub const DISCOVERY_PROTOCOL: &str = "/liquid/kad/1.0.0";
@@ -189,6 +189,8 @@ pub struct Discovery {
     local: PeerId,
     commands: mpsc::Receiver<Command>,
     events: EventBus,
+    /// The liquid behaviour's state: the peers' protocols and gossip topics.
+    shared: Arc<Shared>,
     chains: HashSet<String>,
     /// The chain of each provider-record key looked up.
     keys: HashMap<RecordKey, String>,
@@ -256,6 +258,7 @@ impl Discovery {
             local,
             commands,
             events: shared.events.clone(),
+            shared: Arc::clone(shared),
             chains: HashSet::new(),
             keys: HashMap::new(),
             seeds: Vec::new(),
@@ -362,12 +365,24 @@ impl Discovery {
         tracing::debug!(%peer, failures = entry.failures, ?wait, "discovered peer unreachable; backing off");
     }
 
-    /// Connected peers found serving one of this node's chains. Others (seeds,
-    /// peers kad's own lookups connected to) do not count towards `min_peers`.
+    /// Connected peers that serve one of this node's chains: found as its
+    /// providers, or showing it by what they run: a protocol (in the protocol
+    /// exchange) or a gossip subscription named `/chain/<chain>/...`, as
+    /// `chain_topic` names them. Others (seeds, peers kad's own lookups
+    /// connected to) do not count towards `min_peers`.
     fn chain_peers(&self) -> usize {
+        let prefixes: Vec<String> = self.chains.iter().map(|c| format!("/chain/{c}/")).collect();
+        let book = self.shared.book.read();
+        let broadcast = self.shared.broadcast.get();
         self.connected
             .keys()
-            .filter(|peer| self.known.contains(*peer))
+            .filter(|peer| {
+                self.known.contains(*peer)
+                    || prefixes.iter().any(|prefix| {
+                        book.supports_prefix(peer, prefix)
+                            || broadcast.is_some_and(|b| b.subscribes_under(peer, prefix))
+                    })
+            })
             .count()
     }
 
