@@ -56,8 +56,10 @@ async fn two_hosts_requiring_each_other_exchange_protocols_and_messages() {
 
     let mut ia = a.control().register_protocol("/test").expect("register");
     let mut ib = b.control().register_protocol("/test").expect("register");
+    // Pushes go out within `protocol_push_delay`; the wait allows a loaded
+    // machine far more.
     for (events, other) in [(&mut ea, idb), (&mut eb, ida)] {
-        wait_for(events, Duration::from_secs(2), |e| {
+        wait_for(events, Duration::from_secs(10), |e| {
             matches!(e, Event::ProtocolSupported { peer, protocol } if *peer == other && protocol == "/test")
         })
         .await;
@@ -76,7 +78,7 @@ async fn two_hosts_requiring_each_other_exchange_protocols_and_messages() {
     b.control()
         .unregister_protocol("/test")
         .expect("unregister");
-    wait_for(&mut ea, Duration::from_secs(2), |e| {
+    wait_for(&mut ea, Duration::from_secs(10), |e| {
         matches!(e, Event::ProtocolUnsupported { peer, protocol } if *peer == idb && protocol == "/test")
     })
     .await;
