@@ -240,8 +240,9 @@ impl Default for BroadcastConfig {
 /// Kademlia DHT of the network's own (`/liquid/kad/1.0.0`), from a few seeds.
 ///
 /// Each node announces itself as a provider of every chain it serves and, while
-/// fewer than `min_peers` peers are connected, looks up the providers of those
-/// chains and dials them (blacklist, allow-list and limits apply as to any dial;
+/// fewer than `min_peers` of those chains' nodes are connected (peers found as
+/// providers, or running a `/chain/<chain>/` protocol or gossip topic), looks up
+/// the providers of those chains and dials them (blacklist, allow-list and limits apply as to any dial;
 /// a peer whose dial failed waits on the supervisor's Fibonacci schedule). Found
 /// addresses go to the address book.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,11 +256,12 @@ pub struct DiscoveryConfig {
     pub seeds: Vec<Multiaddr>,
     /// The chains this node serves (and looks for peers of). Default: none.
     pub chains: Vec<String>,
-    /// Below this many connected peers, discovery looks for more (every
-    /// `interval / 6`); at or above it, it only keeps announcing. Default: 4.
+    /// Below this many connected nodes of its chains, discovery announces and
+    /// looks for more every `interval / 6`; at or above it, it checks every
+    /// `interval`. Default: 4.
     pub min_peers: usize,
-    /// How often the node re-announces its chains and checks `min_peers`.
-    /// Default: 60 s.
+    /// How often kad republishes the node's chains (records live three
+    /// intervals) and the node checks `min_peers`. Default: 60 s.
     pub interval: Duration,
 }
 
