@@ -269,6 +269,16 @@ impl TopicMeter {
         self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// A message counted by `queued` did not go in after all.
+    fn unqueued(&self, bytes: usize) {
+        self.release(bytes);
+        self.received_messages.fetch_sub(1, Ordering::Relaxed);
+        self.received_bytes
+            .fetch_sub(bytes as u64, Ordering::Relaxed);
+        self.queued_messages.fetch_sub(1, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     fn taken(&self, bytes: usize) {
         self.release(bytes);
         self.queued_messages.fetch_sub(1, Ordering::Relaxed);
@@ -778,12 +788,14 @@ impl Broadcast {
                 id: id.clone(),
                 verdicts: Some(self.verdict_tx.clone()),
             };
+            // Counted before it is queued: the application may take it at once.
+            topic.meter.queued(size);
             match topic.queue.try_send(gossip) {
                 Ok(()) => None,
                 Err(refused) => {
                     // Reported as ignored below, once.
                     refused.into_inner().verdicts = None;
-                    topic.meter.release(size);
+                    topic.meter.unqueued(size);
                     Some(GossipDrop::InboxFull)
                 }
             }
@@ -807,7 +819,6 @@ impl Broadcast {
             return;
         }
         topic.overflowing = false;
-        topic.meter.queued(size);
         let deadline = Instant::now() + self.validation_timeout;
         self.pending.insert(id.clone(), Pending { from, deadline });
         self.deadlines.push_back((deadline, id));
