@@ -4,7 +4,11 @@
 
 mod common;
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use common::*;
 use liquid_p2p::{BroadcastConfig, Config, DiscoveryConfig, GossipMessage, Host, TopicInbox};
@@ -32,20 +36,36 @@ fn config(seed: Option<&Host>) -> Config {
         )
 }
 
-/// The next message of every inbox but the publisher's, with its index.
-async fn receive_all(inboxes: &mut [TopicInbox], publisher: usize) -> Vec<(usize, GossipMessage)> {
-    let mut messages = Vec::new();
-    for (i, inbox) in inboxes.iter_mut().enumerate() {
-        if i == publisher {
-            continue;
-        }
-        let message = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
-            .await
-            .unwrap_or_else(|_| panic!("host {i} got nothing"))
-            .expect("open");
-        messages.push((i, message));
+/// The next message of every inbox but the publisher's, each judged by `judge`
+/// the moment it arrives, all inboxes at once: a message is forwarded only once
+/// judged, so a host waiting its turn would keep it from the hosts behind it.
+async fn receive_all(
+    inboxes: Vec<TopicInbox>,
+    publisher: usize,
+    judge: impl Fn(usize, GossipMessage) + Clone + Send + 'static,
+) -> Vec<TopicInbox> {
+    let tasks: Vec<_> = inboxes
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut inbox)| {
+            let judge = judge.clone();
+            tokio::spawn(async move {
+                if i != publisher {
+                    let message = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+                        .await
+                        .unwrap_or_else(|_| panic!("host {i} got nothing"))
+                        .expect("open");
+                    judge(i, message);
+                }
+                inbox
+            })
+        })
+        .collect();
+    let mut back = Vec::new();
+    for task in tasks {
+        back.push(task.await.expect("a host's receiver failed"));
     }
-    messages
+    back
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +108,7 @@ async fn sixteen_hosts_from_one_seed_reach_min_peers_and_gossip_reaches_each_onc
     .await;
     // Meshes form on the next heartbeats.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (mut behind_inbox, mut chain_inboxes) = {
+    let (mut behind_inbox, chain_inboxes) = {
         let behind_inbox = inboxes.pop().expect("behind's inbox");
         (behind_inbox, inboxes)
     };
@@ -100,18 +120,25 @@ async fn sixteen_hosts_from_one_seed_reach_min_peers_and_gossip_reaches_each_onc
         .publish(TOPIC, b"block 1")
         .await
         .expect("publish");
-    let mut reached = HashSet::new();
-    for (i, message) in receive_all(&mut chain_inboxes, publisher).await {
+    let reached = Arc::new(Mutex::new(HashSet::new()));
+    let publisher_id = hosts[publisher].local_peer_id();
+    let record = Arc::clone(&reached);
+    let mut chain_inboxes = receive_all(chain_inboxes, publisher, move |i, message| {
         assert_eq!(&message.data()[..], b"block 1");
-        assert_eq!(message.origin(), Some(hosts[publisher].local_peer_id()));
+        assert_eq!(message.origin(), Some(publisher_id));
         if i == 3 {
             message.reject();
         } else {
             message.accept();
         }
-        reached.insert(i);
-    }
-    assert_eq!(reached.len(), HOSTS - 1, "every host but the publisher");
+        record.lock().expect("lock").insert(i);
+    })
+    .await;
+    assert_eq!(
+        reached.lock().expect("lock").len(),
+        HOSTS - 1,
+        "every host but the publisher"
+    );
     // Exactly once: nothing more arrives anywhere, and nothing behind the gate.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (i, inbox) in chain_inboxes.iter_mut().enumerate() {
@@ -128,9 +155,7 @@ async fn sixteen_hosts_from_one_seed_reach_min_peers_and_gossip_reaches_each_onc
         .publish(TOPIC, b"block 2")
         .await
         .expect("publish");
-    for (_, message) in receive_all(&mut chain_inboxes, publisher).await {
-        message.accept();
-    }
+    receive_all(chain_inboxes, publisher, |_, message| message.accept()).await;
     let message = tokio::time::timeout(Duration::from_secs(10), behind_inbox.recv())
         .await
         .expect("through the gate")
