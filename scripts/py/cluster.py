@@ -48,22 +48,20 @@ Exit: 0 all checks passed, 1 a check failed, 2 set-up failed.
 
 import argparse
 import collections
-import ctypes
 import datetime
-import fcntl
 import json
 import os
 import random
 import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from linkemu import CLONE_NEWNET, attach_tun, enter_netns, libc  # noqa: E402
 from peerproc import PeerProc, Timeout  # noqa: E402
 
 TOPIC = "/chain/scale/blocks"
@@ -97,12 +95,6 @@ def summary_ms(secs):
 
 # ---------------------------------------------------------------- the hub
 
-TUNSETIFF = 0x400454CA
-IFF_TUN = 0x0001
-IFF_NO_PI = 0x1000
-CLONE_NEWNET = 0x40000000
-
-
 def hub_main(argv):
     """`cluster.py hub --ns A,B,... --delay-ms L`: one TUN (`lqhub`) per
     namespace; every IPv4 packet read from one is written, L ms later, to the
@@ -114,24 +106,12 @@ def hub_main(argv):
     parser.add_argument("--addrs", required=True, help="comma-separated IPv4 address of each namespace")
     parser.add_argument("--delay-ms", type=float, required=True)
     args = parser.parse_args(argv)
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def enter(path):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns {path}: {os.strerror(err)}")
-        finally:
-            os.close(fd)
-
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     route = {}  # destination address (4 bytes) -> fd
     fds = []
     for ns, addr in zip(args.ns.split(","), args.addrs.split(",")):
-        enter(f"/var/run/netns/{ns}")
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", TUN.encode(), IFF_TUN | IFF_NO_PI))
+        enter_netns(f"/var/run/netns/{ns}")
+        fd = attach_tun(TUN)
         fds.append(fd)
         route[bytes(int(x) for x in addr.split("."))] = fd
     if libc.setns(home, CLONE_NEWNET) != 0:
