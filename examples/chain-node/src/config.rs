@@ -134,7 +134,7 @@ impl NodeConfig {
         let required_peers = file
             .required_peers
             .iter()
-            .map(|a| parse_peer_address(a).map(|(address, _)| address))
+            .map(|a| parse_peer_address("required_peers", a).map(|(address, _)| address))
             .collect::<Result<Vec<_>, _>>()?;
         let interval_ms = file.block_interval_ms.unwrap_or(DEFAULT_BLOCK_INTERVAL_MS);
         if !(10..=3_600_000).contains(&interval_ms) {
@@ -153,11 +153,7 @@ impl NodeConfig {
         let seeds = file
             .seeds
             .iter()
-            .map(|a| {
-                parse_peer_address(a)
-                    .map(|(address, _)| address)
-                    .map_err(|e| ConfigError(e.0.replace("required_peers", "seeds")))
-            })
+            .map(|a| parse_peer_address("seeds", a).map(|(address, _)| address))
             .collect::<Result<Vec<_>, _>>()?;
         let members = file
             .members
@@ -202,14 +198,15 @@ pub fn check_chain_id(id: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Parses a required peer's address, which must end in `/p2p/<peer id>`.
-pub fn parse_peer_address(text: &str) -> Result<(Multiaddr, PeerId), ConfigError> {
+/// Parses a peer's address from the list `field` (`required_peers`, `seeds`),
+/// which must end in `/p2p/<peer id>`.
+pub fn parse_peer_address(field: &str, text: &str) -> Result<(Multiaddr, PeerId), ConfigError> {
     let address = Multiaddr::from_str(text)
-        .map_err(|e| ConfigError(format!("`required_peers`: invalid multiaddr `{text}`: {e}")))?;
+        .map_err(|e| ConfigError(format!("`{field}`: invalid multiaddr `{text}`: {e}")))?;
     match address.iter().last() {
         Some(Protocol::P2p(peer)) => Ok((address, peer)),
         _ => Err(ConfigError(format!(
-            "`required_peers`: `{text}` must end in /p2p/<peer id>"
+            "`{field}`: `{text}` must end in /p2p/<peer id>"
         ))),
     }
 }
