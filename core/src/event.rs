@@ -286,6 +286,19 @@ pub enum StreamScope {
     Exchange,
 }
 
+impl StreamScope {
+    /// A short snake_case name (`peer`, `connection`, `closed_connection`,
+    /// `exchange`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamScope::Peer => "peer",
+            StreamScope::Connection => "connection",
+            StreamScope::ClosedConnection => "closed_connection",
+            StreamScope::Exchange => "exchange",
+        }
+    }
+}
+
 impl std::fmt::Display for StreamScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -345,6 +358,19 @@ pub enum EvictionReason {
     Blacklisted,
     /// The allow-list is active and no longer lists it.
     NotAllowed,
+}
+
+impl EvictionReason {
+    /// A short snake_case name of the kind (`made_room`, `no_longer_required`,
+    /// `blacklisted`, `not_allowed`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EvictionReason::MadeRoomFor { .. } => "made_room",
+            EvictionReason::NoLongerRequired => "no_longer_required",
+            EvictionReason::Blacklisted => "blacklisted",
+            EvictionReason::NotAllowed => "not_allowed",
+        }
+    }
 }
 
 impl std::fmt::Display for EvictionReason {

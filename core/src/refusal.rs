@@ -130,6 +130,30 @@ pub enum RefusalReason {
     NotAllowed,
 }
 
+impl RefusalReason {
+    /// A short snake_case name of the kind (`max_peers`, `max_connections_per_peer`,
+    /// `no_peer_to_evict`, `pending_limit`, `address_limit`, `blacklisted`,
+    /// `handshake_timeout`, `handshake_too_large`, `handshake_failed`,
+    /// `shutting_down`, `not_allowed`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RefusalReason::PeerLimit(PeerLimit::MaxPeers { .. }) => "max_peers",
+            RefusalReason::PeerLimit(PeerLimit::TooManyConnections { .. }) => {
+                "max_connections_per_peer"
+            }
+            RefusalReason::PeerLimit(PeerLimit::NoPeerToEvict { .. }) => "no_peer_to_evict",
+            RefusalReason::PendingLimit { .. } => "pending_limit",
+            RefusalReason::AddressLimit { .. } => "address_limit",
+            RefusalReason::Blacklisted(_) => "blacklisted",
+            RefusalReason::HandshakeTimeout { .. } => "handshake_timeout",
+            RefusalReason::HandshakeTooLarge { .. } => "handshake_too_large",
+            RefusalReason::HandshakeFailed => "handshake_failed",
+            RefusalReason::ShuttingDown => "shutting_down",
+            RefusalReason::NotAllowed => "not_allowed",
+        }
+    }
+}
+
 /// What a refusing host tells the dialler before it closes the connection, on a
 /// stream of protocol `/liquid/refusal/1.0.0`: one uvarint code, then the stream
 /// ends. A peer that does not speak the protocol just sees the connection close.

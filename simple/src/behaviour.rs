@@ -270,6 +270,26 @@ impl Behaviour {
         Ok((behaviour, Control::new(shared)))
     }
 
+    /// Registers this behaviour's metrics in `registry`, under the prefix
+    /// `liquid_` (feature `metrics`; see the README's metrics table): pool
+    /// gauges per peer, sends and their latency, receives and inbox depths per
+    /// protocol, refusals, evictions, dial failures, stalls and the other
+    /// events, gossip topics. Returns false, adding nothing, if they were
+    /// registered already.
+    ///
+    /// A node that builds its own swarm records the swarm's events and bandwidth
+    /// with `libp2p::metrics` next to these; [`HostBuilder::metrics`] does both.
+    ///
+    /// [`HostBuilder::metrics`]: crate::HostBuilder::metrics
+    #[cfg(feature = "metrics")]
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) -> bool {
+        if self.shared.metrics().is_some() {
+            return false;
+        }
+        let metrics = crate::metrics::register(registry, &self.shared);
+        self.shared.events.set_metrics(metrics)
+    }
+
     /// The handle for sending, registering and observing, to pass to other tasks.
     pub fn control(&self) -> Control {
         Control::new(Arc::clone(&self.shared))
@@ -532,9 +552,10 @@ impl Behaviour {
                 }
             }
         }
+        let remote = record.remote.clone();
         self.connections.insert(connection, record);
         if liquid {
-            let meter = self.shared.connection_opened(peer, connection);
+            let meter = self.shared.connection_opened(peer, connection, &remote);
             Ok(Handler::new(
                 peer,
                 connection,
@@ -609,7 +630,7 @@ impl Behaviour {
             conn.admitted = true;
         }
         tracing::debug!(%peer, %connection, "peer speaks liquid; pooling its connection");
-        let meter = self.shared.connection_opened(peer, connection);
+        let meter = self.shared.connection_opened(peer, connection, &remote);
         // Before the pool's first open request, which goes to the same handler.
         self.actions.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,

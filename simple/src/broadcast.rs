@@ -582,15 +582,45 @@ impl Broadcast {
     /// through `control` (of the liquid behaviour in the same swarm) and using
     /// its configuration. One per `control`.
     pub fn new(keypair: &Keypair, control: &Control) -> Result<Self, Error> {
+        Self::build(
+            keypair,
+            control,
+            #[cfg(feature = "metrics")]
+            None,
+        )
+    }
+
+    /// [`new`](Self::new), with gossipsub's own metrics (prefix `gossipsub_`)
+    /// registered in `registry` (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics(
+        keypair: &Keypair,
+        control: &Control,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<Self, Error> {
+        Self::build(keypair, control, Some(registry))
+    }
+
+    pub(crate) fn build(
+        keypair: &Keypair,
+        control: &Control,
+        #[cfg(feature = "metrics")] registry: Option<&mut prometheus_client::registry::Registry>,
+    ) -> Result<Self, Error> {
         let shared = control.shared();
         let config = &shared.config;
-        let mut gossipsub = gossipsub::Behaviour::new(
-            MessageAuthenticity::Signed(keypair.clone()),
-            gossipsub_config(config)?,
-        )
-        .map_err(|e| Error::InvalidConfig {
-            reason: format!("broadcast: {e}"),
+        let authenticity = MessageAuthenticity::Signed(keypair.clone());
+        let gossip_config = gossipsub_config(config)?;
+        let gossipsub = gossipsub::Behaviour::new(authenticity, gossip_config).map_err(|e| {
+            Error::InvalidConfig {
+                reason: format!("broadcast: {e}"),
+            }
         })?;
+        #[cfg(feature = "metrics")]
+        let gossipsub = match registry {
+            Some(registry) => gossipsub.with_metrics(registry, gossipsub::MetricsConfig::default()),
+            None => gossipsub,
+        };
+        let mut gossipsub = gossipsub;
         gossipsub
             .with_peer_score(score_params(), PeerScoreThresholds::default())
             .map_err(|e| Error::InvalidConfig {

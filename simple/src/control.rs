@@ -120,11 +120,19 @@ impl Control {
         priority: ProtocolPriority,
         frame: &EncodedFrame<'_>,
     ) -> Result<(), Error> {
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
         let mut attempt = 0;
-        loop {
+        let result = loop {
             attempt += 1;
             let result = async {
+                #[cfg(feature = "metrics")]
+                let borrow_started = std::time::Instant::now();
                 let mut stream = self.borrow_pooled(peer, Some(protocol), priority).await?;
+                #[cfg(feature = "metrics")]
+                if let Some(metrics) = self.shared.metrics() {
+                    metrics.borrowed(borrow_started.elapsed());
+                }
                 self.shared
                     .write_message(&mut stream, peer, protocol, priority, frame)
                     .await
@@ -134,9 +142,17 @@ impl Control {
                 Err(e) if attempt == 1 && is_retryable(&e) => {
                     tracing::debug!(%peer, error = %e, "send failed; retrying on another stream");
                 }
-                other => return other,
+                other => break other,
+            }
+        };
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = self.shared.metrics() {
+            match &result {
+                Ok(()) => metrics.send_took(started.elapsed()),
+                Err(e) => metrics.send_failed(protocol, e),
             }
         }
+        result
     }
 
     /// Borrows one stream to `peer` for exclusive use: messages written through it
@@ -654,6 +670,10 @@ impl Shared {
             _ = meter.closed().cancelled() => return Err(meter.close_error()),
         }
         write.finish();
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = self.metrics() {
+            metrics.frame_sent(protocol, frame.len());
+        }
         Ok(())
     }
 }
@@ -709,6 +729,10 @@ impl ExclusiveStream {
             .shared
             .write_message(&mut self.stream, self.peer, protocol, priority, &frame)
             .await;
+        #[cfg(feature = "metrics")]
+        if let (Some(metrics), Err(e)) = (self.shared.metrics(), &result) {
+            metrics.send_failed(protocol, e);
+        }
         self.broken = result.is_err();
         result
     }

@@ -28,6 +28,9 @@ use tokio::sync::broadcast;
 pub(crate) struct EventBus {
     tx: broadcast::Sender<Event>,
     to_swarm: Arc<SwarmQueue>,
+    /// Counts every event as it is emitted, once metrics are registered.
+    #[cfg(feature = "metrics")]
+    metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
 }
 
 #[derive(Debug)]
@@ -52,11 +55,37 @@ impl EventBus {
                 queue: Mutex::new(Queued::default()),
                 waker: AtomicWaker::new(),
             }),
+            #[cfg(feature = "metrics")]
+            metrics: Arc::default(),
         }
     }
 
+    /// Records events in `metrics` from now on; false if metrics were set
+    /// already.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) -> bool {
+        self.metrics.set(metrics).is_ok()
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.metrics.get().map(|m| &**m)
+    }
+
     pub(crate) fn emit(&self, event: Event) {
-        tracing::debug!(?event, "event");
+        // Decisions are logged once here, with their fields; events a peer can
+        // cause once per message only at trace.
+        match event {
+            Event::NotMember { .. }
+            | Event::UnknownProtocol { .. }
+            | Event::GossipDropped { .. }
+            | Event::ProtocolError { .. } => tracing::trace!(?event, "event"),
+            _ => tracing::debug!(?event, "event"),
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = self.metrics.get() {
+            metrics.record(&event);
+        }
         {
             let mut queued = self.to_swarm.queue.lock();
             if queued.events.len() >= self.to_swarm.capacity {

@@ -186,7 +186,8 @@ impl Handler {
         let (reply, stream) = oneshot::channel();
         let (peer, connection) = (self.peer, self.connection);
         let shared = Arc::clone(&self.shared);
-        let span = tracing::debug_span!("refusal_out", %peer, %connection);
+        let parent = self.shared.connections.span(peer, connection);
+        let span = tracing::debug_span!(parent: &parent, "refusal_out");
         self.shared.lifecycle.spawn(span, async move {
             if let Ok(Ok(stream)) = stream.await {
                 refusal::tell(stream, refusal).await;
@@ -303,7 +304,8 @@ impl ConnectionHandler for Handler {
                     }
                     let (peer, connection) = (self.peer, self.connection);
                     let shared = Arc::clone(&self.shared);
-                    let span = tracing::debug_span!("refusal_in", %peer, %connection);
+                    let parent = self.shared.connections.span(peer, connection);
+                    let span = tracing::debug_span!(parent: &parent, "refusal_in");
                     self.shared.lifecycle.spawn(span, async move {
                         if let Some(refusal) = refusal::read(stream).await {
                             shared.refused_by_remote(peer, connection, refusal);

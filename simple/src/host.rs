@@ -122,8 +122,9 @@ enum Command<B> {
 type MakeBehaviour<B> = Box<dyn FnOnce(&Keypair) -> B + Send>;
 
 /// Builds a [`Host`]; `B` is the node's own behaviour, if it adds one
-/// ([`HostBuilder::behaviour`]).
-pub struct HostBuilder<B = dummy::Behaviour> {
+/// ([`HostBuilder::behaviour`]); `'r` is the borrow of the metrics registry, if
+/// one is given ([`HostBuilder::metrics`], feature `metrics`).
+pub struct HostBuilder<'r, B = dummy::Behaviour> {
     keypair: Option<Keypair>,
     key_file: Option<PathBuf>,
     listen: Vec<Multiaddr>,
@@ -131,9 +132,16 @@ pub struct HostBuilder<B = dummy::Behaviour> {
     protocols: Vec<(String, ProtocolPriority)>,
     config: Config,
     make_behaviour: MakeBehaviour<B>,
+    registry: Registry<'r>,
 }
 
-impl<B> std::fmt::Debug for HostBuilder<B> {
+/// Where [`HostBuilder::build`] registers the host's metrics.
+#[cfg(feature = "metrics")]
+type Registry<'r> = Option<&'r mut prometheus_client::registry::Registry>;
+#[cfg(not(feature = "metrics"))]
+type Registry<'r> = std::marker::PhantomData<&'r mut ()>;
+
+impl<B> std::fmt::Debug for HostBuilder<'_, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostBuilder")
             .field("listen", &self.listen)
@@ -144,7 +152,7 @@ impl<B> std::fmt::Debug for HostBuilder<B> {
     }
 }
 
-impl Default for HostBuilder {
+impl Default for HostBuilder<'_> {
     fn default() -> Self {
         Self {
             keypair: None,
@@ -154,11 +162,12 @@ impl Default for HostBuilder {
             protocols: Vec::new(),
             config: Config::default(),
             make_behaviour: Box::new(|_| dummy::Behaviour),
+            registry: Default::default(),
         }
     }
 }
 
-impl<B> HostBuilder<B>
+impl<'r, B> HostBuilder<'r, B>
 where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Send + 'static,
@@ -226,7 +235,10 @@ where
     /// The host runs identify and ping already: the node's behaviour should not
     /// add them again. When other protocols meet peers that do not run liquid,
     /// scope the policy with [`Config::scoped_to_liquid_peers`].
-    pub fn behaviour<N>(self, make: impl FnOnce(&Keypair) -> N + Send + 'static) -> HostBuilder<N>
+    pub fn behaviour<N>(
+        self,
+        make: impl FnOnce(&Keypair) -> N + Send + 'static,
+    ) -> HostBuilder<'r, N>
     where
         N: NetworkBehaviour + Send + 'static,
         N::ToSwarm: Send + 'static,
@@ -239,6 +251,30 @@ where
             protocols: self.protocols,
             config: self.config,
             make_behaviour: Box::new(make),
+            registry: self.registry,
+        }
+    }
+
+    /// Registers the host's metrics in `registry` when it is built (feature
+    /// `metrics`): the liquid behaviour's (prefix `liquid_`, see
+    /// [`Behaviour::register_metrics`]), the swarm's own events and the bandwidth
+    /// per transport (libp2p-metrics, prefix `libp2p_`), and gossipsub's figures
+    /// when broadcast is on (prefix `gossipsub_`). The registry is the node's:
+    /// serve it next to its own metrics.
+    #[cfg(feature = "metrics")]
+    pub fn metrics<'s>(
+        self,
+        registry: &'s mut prometheus_client::registry::Registry,
+    ) -> HostBuilder<'s, B> {
+        HostBuilder {
+            keypair: self.keypair,
+            key_file: self.key_file,
+            listen: self.listen,
+            required: self.required,
+            protocols: self.protocols,
+            config: self.config,
+            make_behaviour: self.make_behaviour,
+            registry: Some(registry),
         }
     }
 
@@ -251,7 +287,13 @@ where
             (None, None) => Keypair::generate_ed25519(),
         };
         let config = self.config;
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let mut registry = self.registry;
         let (mut liquid, control) = Behaviour::new(keypair.public().to_peer_id(), config.clone())?;
+        #[cfg(feature = "metrics")]
+        if let Some(registry) = registry.as_deref_mut() {
+            liquid.register_metrics(registry);
+        }
         let mut inboxes = HashMap::new();
         for (protocol, priority) in self.protocols {
             let inbox = control.register_protocol_with_priority(protocol.clone(), priority)?;
@@ -261,7 +303,11 @@ where
             liquid.add_required_peer(address)?;
         }
         let broadcast = if config.broadcast.enabled {
-            Some(Broadcast::new(&keypair, &control)?)
+            #[cfg(feature = "metrics")]
+            let broadcast = Broadcast::build(&keypair, &control, registry.as_deref_mut())?;
+            #[cfg(not(feature = "metrics"))]
+            let broadcast = Broadcast::new(&keypair, &control)?;
+            Some(broadcast)
         } else {
             None
         };
@@ -271,7 +317,16 @@ where
             None
         };
         let node = (self.make_behaviour)(&keypair);
-        let mut swarm = build_swarm(keypair, &config, liquid, (broadcast, discovery), node)?;
+        let mut swarm = build_swarm(
+            keypair,
+            &config,
+            liquid,
+            (broadcast, discovery),
+            node,
+            &mut registry,
+        )?;
+        #[cfg(feature = "metrics")]
+        let swarm_metrics = registry.map(libp2p::metrics::Metrics::new);
         let local_peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
         let listen_addrs = Arc::new(RwLock::new(Vec::new()));
@@ -294,6 +349,8 @@ where
             pending_dials: HashMap::new(),
             node_events: Some(events_tx),
             node_events_taken: Arc::clone(&events_taken),
+            #[cfg(feature = "metrics")]
+            metrics: swarm_metrics,
         };
         let mut waiting = Vec::new();
         for (id, address) in listeners {
@@ -332,12 +389,23 @@ fn build_swarm<B: NetworkBehaviour>(
     liquid: Behaviour,
     (broadcast, discovery): (Option<Broadcast>, Option<Discovery>),
     node: B,
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))] registry: &mut Registry<'_>,
 ) -> Result<Swarm<BoxedHandlers<HostBehaviour<B>>>, Error> {
     let behaviour_error = |e: &dyn std::fmt::Display| Error::InvalidConfig {
         reason: format!("behaviour: {e}"),
     };
     let idle_timeout = config.ping_timeout * 4;
     let transport = transport::build(&keypair, config)?;
+    #[cfg(feature = "metrics")]
+    let transport = match registry.as_deref_mut() {
+        Some(registry) => {
+            use libp2p::Transport as _;
+            libp2p::metrics::BandwidthTransport::new(transport, registry)
+                .map(|(peer, muxer), _| (peer, libp2p::core::muxing::StreamMuxerBox::new(muxer)))
+                .boxed()
+        }
+        None => transport,
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|_| transport)
@@ -495,7 +563,7 @@ impl<B: NetworkBehaviour> std::fmt::Debug for Host<B> {
 
 impl Host {
     /// A builder with default settings.
-    pub fn builder() -> HostBuilder {
+    pub fn builder() -> HostBuilder<'static> {
         HostBuilder::default()
     }
 }
@@ -701,6 +769,9 @@ struct SwarmTask<B: NetworkBehaviour> {
     /// Where the node's behaviour's events go; `None` once the receiver is gone.
     node_events: Option<mpsc::Sender<B::ToSwarm>>,
     node_events_taken: Arc<AtomicBool>,
+    /// Records the swarm's events, when the host has metrics.
+    #[cfg(feature = "metrics")]
+    metrics: Option<libp2p::metrics::Metrics>,
 }
 
 impl<B> SwarmTask<B>
@@ -801,6 +872,14 @@ where
     }
 
     async fn on_event(&mut self, event: SwarmEvent<HostBehaviourEvent<B>>) {
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            use libp2p::metrics::Recorder;
+            metrics.record(&event);
+            if let SwarmEvent::Behaviour(HostBehaviourEvent::Identify(e)) = &event {
+                metrics.record(e);
+            }
+        }
         match event {
             SwarmEvent::NewListenAddr {
                 listener_id,

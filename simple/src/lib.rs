@@ -59,6 +59,8 @@ mod exchange;
 mod handler;
 mod host;
 mod liveness;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod muxer;
 mod protocol;
 mod receiver;
@@ -77,6 +79,10 @@ pub use discovery::{DISCOVERY_PROTOCOL, Discovery, MAX_CHAINS};
 pub use events::Events;
 pub use host::{Host, HostBuilder, IDENTIFY_PROTOCOL_VERSION};
 pub use libp2p;
+#[cfg(feature = "metrics")]
+pub use metrics::{MAX_PEER_LABELS, MAX_PROTOCOL_LABELS};
+#[cfg(feature = "metrics")]
+pub use prometheus_client;
 
 /// The building blocks the host is made of: the frame codec, the send-stream pool
 /// and its manager, the connection manager, the supervisor's schedule, the

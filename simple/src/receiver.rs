@@ -897,7 +897,7 @@ impl RouteCache {
 
 fn report_not_member(shared: &Shared, route: &Route, peer: PeerId) {
     let count = route.meter.refused_messages.fetch_add(1, Ordering::Relaxed) + 1;
-    tracing::debug!(%peer, protocol = %route.name, count, "frame from a non-member dropped");
+    tracing::trace!(%peer, protocol = %route.name, count, "frame from a non-member dropped");
     shared.events.emit(Event::NotMember {
         peer,
         protocol: route.name.to_string(),
@@ -907,7 +907,7 @@ fn report_not_member(shared: &Shared, route: &Route, peer: PeerId) {
 
 fn report_unknown(shared: &Shared, peer: libp2p::PeerId, protocol: String) {
     let count = shared.count_unknown_protocol();
-    tracing::debug!(%peer, %protocol, count, "frame for an unregistered protocol skipped");
+    tracing::trace!(%peer, %protocol, count, "frame for an unregistered protocol skipped");
     shared.events.emit(Event::UnknownProtocol {
         peer,
         protocol,

@@ -66,6 +66,9 @@ pub(crate) struct ConnectionMeter {
     closed: CancellationToken,
     /// Which priorities are writing on the connection.
     gate: WriteGate,
+    /// The connection's span (peer, connection id, remote address): the parent
+    /// of the spans of every task spawned for the connection.
+    span: tracing::Span,
 }
 
 /// Most bytes a send stream hands its muxer in one write: between two slices, a
@@ -133,7 +136,17 @@ impl WriteGate {
 }
 
 impl ConnectionMeter {
+    #[cfg(test)]
     pub(crate) fn new(peer: PeerId, connection: ConnectionId) -> Arc<Self> {
+        Self::with_span(peer, connection, tracing::Span::none())
+    }
+
+    /// A meter whose connection's tasks log under `span`.
+    pub(crate) fn with_span(
+        peer: PeerId,
+        connection: ConnectionId,
+        span: tracing::Span,
+    ) -> Arc<Self> {
         Arc::new(Self {
             peer,
             connection,
@@ -142,7 +155,13 @@ impl ConnectionMeter {
             stalled_after: std::sync::OnceLock::new(),
             closed: CancellationToken::new(),
             gate: WriteGate::default(),
+            span,
         })
+    }
+
+    /// The connection's span.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Bytes read from one of the connection's streams: a sign of life of the

@@ -385,6 +385,11 @@ pub enum Output {
         /// The address.
         address: String,
     },
+    /// The metrics endpoint (`--metrics`) serves at `url`.
+    Metrics {
+        /// `http://<address>/metrics`.
+        url: String,
+    },
     /// A peer's first connection is up.
     Connected {
         /// The peer.
@@ -1147,6 +1152,7 @@ impl Output {
     pub fn to_human(&self) -> String {
         match self {
             Self::Listening { address } => format!("listening on {address}"),
+            Self::Metrics { url } => format!("metrics at {url}"),
             Self::Connected { peer } => format!("connected to {peer}"),
             Self::Disconnected { peer } => format!("disconnected from {peer}"),
             Self::Message {
@@ -1570,6 +1576,12 @@ mod tests {
     fn renders_the_documented_lines() {
         let peer = PeerId::random();
         let p = peer.to_string();
+        assert_eq!(
+            json_of(&Output::Metrics {
+                url: "http://127.0.0.1:9100/metrics".into()
+            }),
+            json!({"event": "metrics", "url": "http://127.0.0.1:9100/metrics"})
+        );
         assert_eq!(
             json_of(&Output::Paused {
                 protocol: "/a/1".into()

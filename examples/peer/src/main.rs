@@ -26,6 +26,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod metrics;
+
 use clap::Parser;
 use futures::StreamExt;
 use liquid_p2p::{Config, Error, Event, Host, Inbox, PeerId, ProtocolPriority, libp2p::Multiaddr};
@@ -181,6 +183,12 @@ struct Args {
     /// Most peers connected at once (max_peers; at least 1). Default: 20.
     #[arg(long = "max-peers", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_peers: Option<u64>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100;
+    /// port 0 picks one). Prints a `metrics` line with the URL before the
+    /// `listening` lines.
+    #[arg(long = "metrics", value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// The allow-list from `--allow` and `--allow-file`; `None` when neither is given.
@@ -310,7 +318,21 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
             .map_err(|e| format!("--psk-file {}: {e}", path.display()))?;
         config.network_key = Some(key);
     }
-    let mut builder = Host::builder().config(config);
+    let metrics = match args.metrics {
+        Some(address) => Some(metrics::Endpoint::bind(address).await?),
+        None => None,
+    };
+    #[cfg(feature = "metrics")]
+    let mut registry = liquid_p2p::prometheus_client::registry::Registry::default();
+    let builder = Host::builder().config(config);
+    #[cfg(feature = "metrics")]
+    let builder = match &metrics {
+        Some(_) => builder.metrics(&mut registry),
+        None => builder,
+    };
+    #[cfg(not(feature = "metrics"))]
+    let _: Option<metrics::Endpoint> = metrics;
+    let mut builder = builder;
     if let Some(path) = &args.key_file {
         builder = builder.key_file(path);
     }
@@ -332,6 +354,13 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot start: {e}"))?,
     );
+    #[cfg(feature = "metrics")]
+    if let Some(endpoint) = metrics {
+        printer.print(&Output::Metrics {
+            url: endpoint.url().to_owned(),
+        });
+        endpoint.serve(registry);
+    }
 
     // Register before announcing the listen addresses: once a script sees
     // `listening`, messages for these protocols are delivered.

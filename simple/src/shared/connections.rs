@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use libp2p::{PeerId, swarm::ConnectionId};
+use libp2p::{Multiaddr, PeerId, swarm::ConnectionId};
 use liquid_p2p_core::RemoteRefusal;
 use parking_lot::Mutex;
 
@@ -26,9 +26,15 @@ struct Tables {
 }
 
 impl ConnectionTable {
-    /// A liquid connection starts: its meter.
-    pub(crate) fn open(&self, peer: PeerId, connection: ConnectionId) -> Arc<ConnectionMeter> {
-        let meter = ConnectionMeter::new(peer, connection);
+    /// A liquid connection starts: its meter, and its span.
+    pub(crate) fn open(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+        remote: &Multiaddr,
+    ) -> Arc<ConnectionMeter> {
+        let span = tracing::debug_span!("connection", %peer, %connection, %remote);
+        let meter = ConnectionMeter::with_span(peer, connection, span);
         self.inner
             .lock()
             .meters
@@ -38,6 +44,19 @@ impl ConnectionTable {
 
     pub(crate) fn meter(&self, connection: ConnectionId) -> Option<Arc<ConnectionMeter>> {
         self.inner.lock().meters.get(&connection).cloned()
+    }
+
+    /// The span of `connection`, the parent of its tasks' spans: the one made
+    /// when it became a liquid connection, or, for one that is not (or no
+    /// longer), a span naming the peer and connection.
+    pub(crate) fn span(&self, peer: PeerId, connection: ConnectionId) -> tracing::Span {
+        let span = self
+            .inner
+            .lock()
+            .meters
+            .get(&connection)
+            .map(|meter| meter.span().clone());
+        span.unwrap_or_else(|| tracing::debug_span!("connection", %peer, %connection))
     }
 
     /// The connection is gone: its meter is marked closed and forgotten, and so is

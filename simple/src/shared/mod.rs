@@ -167,6 +167,18 @@ impl Shared {
         })
     }
 
+    /// Frames skipped for unknown protocols so far.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn unknown_protocol_frames(&self) -> u64 {
+        self.unknown_protocol_frames.load(Ordering::Relaxed)
+    }
+
+    /// The metrics recorder, once the node registered metrics.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.events.metrics()
+    }
+
     pub(crate) fn count_unknown_protocol(&self) -> u64 {
         self.unknown_protocol_frames.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -378,7 +390,8 @@ impl Shared {
             *n += 1;
         }
         let shared = Arc::clone(self);
-        let span = tracing::debug_span!("exchange_in", %peer, %connection);
+        let span =
+            tracing::debug_span!(parent: &self.connections.span(peer, connection), "exchange_in");
         self.lifecycle.spawn(span, async move {
             exchange::respond(&shared, peer, stream).await;
             let mut serving = shared.exchanges_in.lock();
@@ -400,8 +413,8 @@ impl Shared {
     ) {
         match self.receive.accept(peer, connection) {
             Ok(ticket) => {
+                let span = tracing::debug_span!(parent: meter.span(), "inbound_stream");
                 let stream = MeteredStream::new(stream, meter);
-                let span = tracing::debug_span!("inbound_stream", %peer, %connection);
                 self.lifecycle.spawn(
                     span,
                     receiver::read_stream(Arc::clone(self), stream, ticket),
@@ -427,8 +440,9 @@ impl Shared {
         &self,
         peer: PeerId,
         connection: ConnectionId,
+        remote: &Multiaddr,
     ) -> Arc<ConnectionMeter> {
-        let meter = self.connections.open(peer, connection);
+        let meter = self.connections.open(peer, connection, remote);
         self.receive.open_connection(peer, connection);
         meter
     }
@@ -557,7 +571,8 @@ impl StreamOpener for SwarmOpener {
         let (peer, connection) = (self.peer, self.connection);
         match self.shared.upgrade() {
             Some(shared) => {
-                let span = tracing::debug_span!("stream_open", %peer, %connection);
+                let parent = shared.connections.span(peer, connection);
+                let span = tracing::debug_span!(parent: &parent, "stream_open");
                 shared.lifecycle.spawn(span, task);
             }
             // The behaviour is gone: the open fails at once (ShutDown).
