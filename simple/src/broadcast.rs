@@ -617,7 +617,10 @@ impl Broadcast {
         })?;
         #[cfg(feature = "metrics")]
         let gossipsub = match registry {
-            Some(registry) => gossipsub.with_metrics(registry, gossipsub::MetricsConfig::default()),
+            Some(registry) => gossipsub.with_metrics(
+                registry.sub_registry_with_prefix("gossipsub"),
+                gossipsub::MetricsConfig::default(),
+            ),
             None => gossipsub,
         };
         let mut gossipsub = gossipsub;

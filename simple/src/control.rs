@@ -597,8 +597,18 @@ fn is_retryable(e: &Error) -> bool {
 }
 
 impl Shared {
-    /// Rejects a message that may not be sent, before anything touches the network.
+    /// Rejects a message that may not be sent, before anything touches the network
+    /// (counted as a send failure, like those after it).
     fn check_message(&self, peer: PeerId, protocol: &str, payload: &[u8]) -> Result<(), Error> {
+        let checked = self.message_allowed(peer, protocol, payload);
+        #[cfg(feature = "metrics")]
+        if let (Some(metrics), Err(e)) = (self.metrics(), &checked) {
+            metrics.send_failed(protocol, e);
+        }
+        checked
+    }
+
+    fn message_allowed(&self, peer: PeerId, protocol: &str, payload: &[u8]) -> Result<(), Error> {
         self.lifecycle.check_open()?;
         validate_protocol(protocol)?;
         let max = self.config.max_frame_size;

@@ -111,8 +111,9 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Registers the recorded metrics under `registry` (already prefixed).
     fn register(registry: &mut Registry) -> Self {
-        // 2 µs to ~4 s.
-        let latency = || Histogram::new(exponential_buckets(0.000_002, 2.0, 22));
+        // 2 µs to ~67 s: past `pool.borrow_timeout` and `pool.send_timeout`'s
+        // defaults, so slow sends do not pile up in the last bucket.
+        let latency = || Histogram::new(exponential_buckets(0.000_002, 2.0, 26));
         let metrics = Metrics {
             sent_frames: Family::default(),
             sent_bytes: Family::default(),

@@ -97,6 +97,17 @@ async fn scraped_counters_and_gauges_match_what_the_host_did() {
         "{text}"
     );
 
+    // gossipsub's own, under its prefix.
+    assert!(text.contains("# TYPE gossipsub_"), "{text}");
+    // A send refused before touching the network counts as a failure too.
+    let too_large = vec![0u8; Config::default().max_frame_size + 1];
+    assert!(a.control().send(b_id, PROTOCOL, &too_large).await.is_err());
+    let failed = format!("protocol=\"{PROTOCOL}\",error=\"frame_too_large\"");
+    assert_eq!(
+        sample(&scrape(&registry), "liquid_send_failures_total", &failed),
+        Some(1.0)
+    );
+
     // Pool gauges equal the pool stats, once nothing is in flight.
     let stats = a.control().pool_stats(&b_id);
     let sum = |f: fn(&liquid_p2p::PoolStats) -> usize| stats.iter().map(f).sum::<usize>() as f64;
