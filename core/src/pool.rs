@@ -352,7 +352,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
         self: &Arc<Self>,
         priority: ProtocolPriority,
     ) -> Result<PooledStream<O>, Error> {
-        let (id, mut rx, opens) = loop {
+        let (id, rx, opens) = loop {
             let taken = {
                 let mut st = self.state.lock();
                 if st.closed {
@@ -389,7 +389,18 @@ impl<O: StreamOpener> SendStreamPool<O> {
         };
         self.spawn_opens(opens);
 
-        match tokio::time::timeout(self.config.borrow_timeout, &mut rx).await {
+        // Dropped while waiting (a caller's timeout or select): a stream handed
+        // over meanwhile goes back to the pool, not down with the channel.
+        let mut line = InLineGuard {
+            pool: self,
+            rx,
+            waiting: true,
+        };
+        let waited = tokio::time::timeout(self.config.borrow_timeout, &mut line.rx).await;
+        // From here every outcome takes what the channel holds.
+        line.waiting = false;
+        let rx = &mut line.rx;
+        match waited {
             Ok(Ok(Ok(stream))) => Ok(self.lend(stream)),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(self.closed_error()),
@@ -719,6 +730,27 @@ impl<O: StreamOpener> SendStreamPool<O> {
     }
 }
 
+/// A borrower's place in line while its future waits: if the future is dropped,
+/// the place is given up, and a stream already handed to it is given back.
+struct InLineGuard<'a, O: StreamOpener> {
+    pool: &'a Arc<SendStreamPool<O>>,
+    rx: oneshot::Receiver<Result<O::Stream, Error>>,
+    /// Still waiting: the future may be dropped with a stream in `rx`.
+    waiting: bool,
+}
+
+impl<O: StreamOpener> Drop for InLineGuard<'_, O> {
+    fn drop(&mut self) {
+        if self.waiting {
+            // Closed first: no stream can arrive after the check below.
+            self.rx.close();
+            if let Ok(Ok(stream)) = self.rx.try_recv() {
+                self.pool.give_back(stream);
+            }
+        }
+    }
+}
+
 /// A borrowed stream. Dropping it returns the stream to its pool if it is healthy,
 /// and discards it (lowering the pool's count) if a write on it failed or was cut
 /// short.
@@ -979,6 +1011,32 @@ pub(crate) mod tests {
         held.clear();
         check_shrink_for(&pool, Duration::from_secs(120)).await;
         assert_eq!(pool.stats().current, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_borrow_dropped_after_its_stream_was_handed_over_gives_the_stream_back() {
+        let pool = pool_with(FakeOpener::default(), 1, 1);
+        pool.init();
+        settle().await;
+        let first = pool.borrow().await.expect("borrow");
+        // A second borrower waits in line; the first stream comes back and is
+        // handed to it; then its future is dropped before it ever runs again
+        // (a `tokio::time::timeout` around a send, a `select!` branch lost).
+        let mut second = Box::pin(pool.borrow());
+        assert!(futures::poll!(&mut second).is_pending());
+        drop(first);
+        drop(second);
+        let s = pool.stats();
+        assert_eq!(
+            (s.current, s.idle, s.borrowed, s.waiters),
+            (1, 1, 0, 0),
+            "{s:?}"
+        );
+        // The lane is not starved: the next borrow gets the stream at once.
+        let start = tokio::time::Instant::now();
+        let third = pool.borrow().await.expect("the stream is back");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        drop(third);
     }
 
     #[tokio::test(start_paused = true)]

@@ -735,6 +735,9 @@ impl ExclusiveStream {
         }
         let priority = self.shared.registry.priority(protocol);
         let frame = EncodedFrame::new(protocol, payload, self.shared.config.compress_min_size);
+        // Broken until the frame is whole: a send dropped mid-write leaves part of
+        // a frame on the stream, and nothing may follow it.
+        self.broken = true;
         let result = self
             .shared
             .write_message(&mut self.stream, self.peer, protocol, priority, &frame)

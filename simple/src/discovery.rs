@@ -94,8 +94,11 @@ pub(crate) struct DiscoveryHandle {
 }
 
 impl DiscoveryHandle {
+    /// Cancel safe: the command's place in the queue is taken before the list
+    /// changes, so the list and the commands never disagree.
     pub(crate) async fn serve(&self, chain: String) -> Result<bool, Error> {
         validate_chain(&chain)?;
+        let permit = self.permit().await?;
         {
             let mut chains = self.chains.write();
             if chains.contains(&chain) {
@@ -108,16 +111,22 @@ impl DiscoveryHandle {
             }
             chains.insert(chain.clone());
         }
-        self.send(Command::Serve(chain)).await?;
+        permit.send(Command::Serve(chain));
         Ok(true)
     }
 
+    /// Cancel safe, as [`serve`](Self::serve).
     pub(crate) async fn stop_serving(&self, chain: &str) -> Result<bool, Error> {
+        let permit = self.permit().await?;
         if !self.chains.write().remove(chain) {
             return Ok(false);
         }
-        self.send(Command::StopServing(chain.to_owned())).await?;
+        permit.send(Command::StopServing(chain.to_owned()));
         Ok(true)
+    }
+
+    async fn permit(&self) -> Result<mpsc::Permit<'_, Command>, Error> {
+        self.commands.reserve().await.map_err(|_| Error::ShutDown)
     }
 
     pub(crate) async fn add_seed(&self, address: Multiaddr) -> Result<PeerId, Error> {

@@ -693,3 +693,25 @@ async fn inbox_stats_count_what_arrived_and_what_waits_for_the_application() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_send_dropped_mid_write_breaks_the_stream_for_later_sends() {
+    // An inbox of 1 nobody reads: the reader stops, the stream's window fills,
+    // and a large write cannot finish.
+    let a = host(Config::default().with_handler_queue_len(1)).await;
+    let b = host(Config::default()).await;
+    let _inbox = a.control().register_protocol(PROTO).expect("register");
+    let a_id = connect(&b, &a).await;
+    let mut stream = b.control().borrow_stream(a_id).await.expect("borrow");
+    stream.send(PROTO, [0u8]).await.expect("first message");
+    stream.send(PROTO, [1u8]).await.expect("second message");
+    let big = vec![7u8; 4 << 20];
+    let cut = tokio::time::timeout(Duration::from_millis(300), stream.send(PROTO, &big)).await;
+    assert!(cut.is_err(), "the write could not finish: nobody reads");
+    // Part of a frame may be on the stream: nothing may follow it.
+    let after = stream.send(PROTO, [2u8]).await;
+    assert!(matches!(after, Err(Error::Write { .. })), "{after:?}");
+    drop(stream);
+    a.shutdown().await;
+    b.shutdown().await;
+}
