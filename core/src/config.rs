@@ -3,6 +3,44 @@
 //! Each field has a documented default; [`Config::validate`] rejects combinations that
 //! would break the transport (for example more streams per connection than yamux
 //! allows), so a mistake shows up when the host is built, not under load.
+//!
+//! Every field has a setter named after it (`with_<field>`), so a config is one
+//! expression that starts from the defaults and names only what changes; the
+//! structs are `#[non_exhaustive]`, so a setting added in a later release does
+//! not break it:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use liquid_p2p_core::{
+//!     AdmissionConfig, Config, EvictionStrategy, PoolConfig, SupervisorConfig,
+//! };
+//!
+//! let config = Config::default()
+//!     .with_max_peers(50)
+//!     .with_max_connections_per_peer(2)
+//!     .with_eviction(EvictionStrategy::Fifo)
+//!     .with_max_frame_size(4 * 1024 * 1024)
+//!     .with_pool(
+//!         PoolConfig::default()
+//!             .with_init_size(4)
+//!             .with_max_size(64)
+//!             .with_borrow_timeout(Duration::from_secs(2)),
+//!     )
+//!     .with_admission(AdmissionConfig::default().with_handshake_timeout(Duration::from_secs(3)))
+//!     .with_supervisor(SupervisorConfig::default().with_max_backoff(Duration::from_secs(10)));
+//! config.validate()?;
+//!
+//! // Derived limits follow the settings they depend on.
+//! assert_eq!(config.inbound_streams_per_peer(), 64 * 2);
+//! assert_eq!(config.connections_per_ip(), (50 / 4) * 2);
+//!
+//! // A `mut` binding works as well.
+//! let mut config = config;
+//! config.ping_interval = Duration::from_secs(1);
+//! config.validate()?;
+//! # Ok::<(), liquid_p2p_core::Error>(())
+//! ```
 
 use std::{collections::HashSet, fmt, time::Duration};
 
@@ -130,6 +168,27 @@ impl PoolConfig {
 
 /// Who may connect, and how much of the host one address may take.
 ///
+/// ```
+/// use std::time::Duration;
+///
+/// use liquid_p2p_core::{AdmissionConfig, Config};
+///
+/// // A public node: shorter handshakes, fewer connections per address.
+/// let admission = AdmissionConfig::default()
+///     .with_handshake_timeout(Duration::from_secs(2))
+///     .with_max_pending_per_ip(4)
+///     .with_max_connections_per_ip(Some(2));
+/// let config = Config::default().with_admission(admission);
+/// config.validate()?;
+/// assert_eq!(config.connections_per_ip(), 2);
+///
+/// // Slots reserved for required peers must leave room for everyone else.
+/// let bad = Config::default()
+///     .with_admission(AdmissionConfig::default().with_max_pending(16).with_reserved_pending(16));
+/// assert!(bad.validate().is_err());
+/// # Ok::<(), liquid_p2p_core::Error>(())
+/// ```
+///
 /// An address that opens many connections (silent ones that never finish their
 /// handshake, or many peer ids from one machine) must not lock others out. Inbound
 /// handshakes in progress are capped in all, per IP and per subnet (/24 for IPv4,
@@ -193,6 +252,29 @@ impl Default for AdmissionConfig {
 /// by content hash, every message validated by the application before it is
 /// forwarded).
 ///
+/// ```
+/// use std::time::Duration;
+///
+/// use liquid_p2p_core::{BroadcastConfig, Config};
+///
+/// // A small network: a denser heartbeat and smaller meshes.
+/// let broadcast = BroadcastConfig::default()
+///     .with_heartbeat_interval(Duration::from_millis(200))
+///     .with_mesh_n_low(2)
+///     .with_mesh_n(3)
+///     .with_mesh_n_high(6);
+/// Config::default().with_broadcast(broadcast).validate()?;
+///
+/// // Mesh degrees must be ordered: 1 <= mesh_n_low <= mesh_n <= mesh_n_high.
+/// let bad = BroadcastConfig::default().with_mesh_n(20);
+/// assert!(Config::default().with_broadcast(bad).validate().is_err());
+///
+/// // A node that does not gossip.
+/// let off = Config::default().with_broadcast(BroadcastConfig::default().with_enabled(false));
+/// assert!(!off.broadcast.enabled);
+/// # Ok::<(), liquid_p2p_core::Error>(())
+/// ```
+///
 /// A topic's inbox holds at most `handler_queue_len` messages and
 /// `inbox_byte_budget` bytes, counted in `host_inbox_byte_budget` with the
 /// protocols' inboxes; a message that does not fit is ignored (not forwarded).
@@ -238,6 +320,24 @@ impl Default for BroadcastConfig {
 
 /// Discovery: finding the other nodes of the chains this node serves, over a
 /// Kademlia DHT of the network's own (`/liquid/kad/1.0.0`), from a few seeds.
+///
+/// ```
+/// use liquid_p2p_core::{Config, DiscoveryConfig};
+///
+/// let seed = "/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+/// let discovery = DiscoveryConfig::default()
+///     .with_enabled(true)
+///     .with_seeds(vec![seed.parse().expect("multiaddr")])
+///     .with_chains(vec!["chain1".to_owned()])
+///     .with_min_peers(8);
+/// Config::default().with_discovery(discovery).validate()?;
+///
+/// // A seed must name its peer.
+/// let no_id = "/ip4/10.0.0.1/tcp/4001".parse().expect("multiaddr");
+/// let bad = DiscoveryConfig::default().with_seeds(vec![no_id]);
+/// assert!(Config::default().with_discovery(bad).validate().is_err());
+/// # Ok::<(), liquid_p2p_core::Error>(())
+/// ```
 ///
 /// Each node announces itself as a provider of every chain it serves and, while
 /// fewer than `min_peers` of those chains' nodes are connected (peers found as
@@ -665,6 +765,38 @@ impl Config {
 
     /// Checks that the settings are consistent and keep every connection below the
     /// transport's own stream limit.
+    ///
+    /// `Host::build` and `Behaviour::new` call it, so an invalid config never
+    /// runs; call it yourself to check a config read from a file early.
+    ///
+    /// ```
+    /// use liquid_p2p_core::{Config, Error, PoolConfig};
+    ///
+    /// assert!(Config::default().validate().is_ok());
+    ///
+    /// // 300 send streams + 300 inbound streams per connection do not fit in
+    /// // yamux's 512.
+    /// let config = Config::default()
+    ///     .with_pool(PoolConfig::default().with_max_size(300))
+    ///     .with_max_inbound_streams_per_connection(Some(300));
+    /// match config.validate() {
+    ///     Err(Error::InvalidConfig { reason }) => assert!(reason.contains("yamux"), "{reason}"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`], whose `reason` names the first setting at
+    /// fault: a zero size, limit or timeout; `pool.init_size` above
+    /// `pool.max_size`; a percentage above 100; `pool.max_size` plus the
+    /// inbound streams per connection plus [`RESERVED_STREAMS`] beyond
+    /// [`YAMUX_MAX_STREAMS`]; `max_frame_size` of 4 GiB or more; an
+    /// `allow_list` longer than `max_blacklist_entries`; `reserved_pending`
+    /// not below `max_pending`; `handshake_max_bytes` under 4096;
+    /// `supervisor.max_backoff` under `backoff_unit`; a discovery seed without
+    /// `/p2p/<peer id>` or a chain name that is empty or over 256 bytes;
+    /// unordered gossip mesh degrees.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |reason: String| Err(Error::InvalidConfig { reason });
         let p = &self.pool;

@@ -50,7 +50,11 @@ pub enum Event {
         /// The address, ending in `/p2p/<local peer id>`.
         address: Multiaddr,
     },
-    /// A peer's first connection is up.
+    /// A peer is connected and its protocol list is known: emitted after the
+    /// protocol exchange on its first connection (or after the exchange
+    /// failed, [`ProtocolExchangeFailed`](Self::ProtocolExchangeFailed) first,
+    /// with the list unknown), once until it disconnects.
+    /// [`ConnectionEstablished`](Self::ConnectionEstablished) comes before it.
     PeerConnected {
         /// The peer.
         peer: PeerId,

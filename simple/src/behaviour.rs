@@ -152,31 +152,89 @@ struct Conn {
 /// behaviour of its own. For addresses learnt from identify, the node adds
 /// `libp2p::identify` (its `NewExternalAddrOfPeer` reports reach this behaviour).
 ///
+/// Stream opens, dials, redials and events go through the swarm: keep polling
+/// it (`select_next_some` in the node's loop) while [`Control`] is used, or a
+/// send that needs a new stream waits for one that is never opened.
+///
 /// ```
-/// use libp2p::swarm::NetworkBehaviour;
-/// use liquid_p2p::{Behaviour, Config, Error};
+/// use futures::StreamExt;
+/// use libp2p::{
+///     Swarm, SwarmBuilder, identify,
+///     identity::Keypair,
+///     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
+/// };
+/// use liquid_p2p::{Behaviour, Config, Control, Event, transport};
 ///
 /// #[derive(NetworkBehaviour)]
 /// #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 /// struct Node {
 ///     liquid: Behaviour,
-///     identify: libp2p::identify::Behaviour,
+///     identify: identify::Behaviour,
+/// }
+///
+/// fn node() -> Result<(Swarm<Node>, Control), Box<dyn std::error::Error>> {
+///     let key = Keypair::generate_ed25519();
+///     // Other protocols share this swarm: only peers that speak ours are
+///     // liquid peers, and only they count against our limits.
+///     let config = Config::default().scoped_to_liquid_peers();
+///     // The host's transport, with its handshake guards.
+///     let transport = transport::build(&key, &config)?;
+///     let (liquid, control) = Behaviour::new(key.public().to_peer_id(), config)?;
+///     let identify =
+///         identify::Behaviour::new(identify::Config::new("/my-chain/1".into(), key.public()));
+///     let swarm = SwarmBuilder::with_existing_identity(key)
+///         .with_tokio()
+///         .with_other_transport(|_| transport)?
+///         .with_behaviour(|_| Node { liquid, identify })?
+///         .build();
+///     Ok((swarm, control))
 /// }
 ///
 /// # #[tokio::main]
-/// # async fn main() -> Result<(), Error> {
-/// let key = libp2p::identity::Keypair::generate_ed25519();
-/// let config = Config::default().scoped_to_liquid_peers();
-/// let (liquid, control) = Behaviour::new(key.public().to_peer_id(), config)?;
-/// let node = Node {
-///     liquid,
-///     identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
-///         "/my-chain/1".into(),
-///         key.public(),
-///     )),
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (mut a, a_control) = node()?;
+/// let (mut b, b_control) = node()?;
+/// let mut blocks = a_control.register_protocol("/my-chain/blocks/1")?;
+/// let a_id = *a.local_peer_id();
+/// a.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+/// let address = loop {
+///     if let SwarmEvent::NewListenAddr { address, .. } = a.select_next_some().await {
+///         break address;
+///     }
 /// };
-/// let _inbox = control.register_protocol("/my-chain/blocks/1")?;
-/// # drop(node);
+///
+/// // A dial for liquid: its peer is a liquid peer at once, whatever the scope.
+/// let dial = DialOpts::unknown_peer_id().address(address).build();
+/// b.behaviour_mut().liquid.dial_is_liquid(dial.connection_id());
+/// b.dial(dial)?;
+/// // The behaviour's events come out of the swarm, as the derive's variant.
+/// loop {
+///     tokio::select! {
+///         _ = a.select_next_some() => {}
+///         event = b.select_next_some() => {
+///             if let SwarmEvent::Behaviour(NodeEvent::Liquid(Event::PeerConnected { peer })) = event {
+///                 assert_eq!(peer, a_id);
+///                 break;
+///             }
+///         }
+///     }
+/// }
+///
+/// // Senders use the Control from any task while the swarms run.
+/// let swarms = tokio::spawn(async move {
+///     loop {
+///         tokio::select! {
+///             _ = a.select_next_some() => {}
+///             _ = b.select_next_some() => {}
+///         }
+///     }
+/// });
+/// b_control.send(a_id, "/my-chain/blocks/1", b"block 1").await?;
+/// let block = blocks.recv().await.expect("delivered");
+/// assert_eq!(&block.payload[..], b"block 1");
+///
+/// swarms.abort(); // dropping the swarms closes their connections
+/// # let _ = swarms.await;
 /// # Ok(())
 /// # }
 /// ```

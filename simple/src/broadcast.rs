@@ -184,7 +184,20 @@ pub struct TopicInbox {
 }
 
 impl TopicInbox {
-    /// The next message.
+    /// The next message; `None` once the topic is unsubscribed (or the
+    /// [`Broadcast`] behaviour is gone, as a host's is after it shuts down) and
+    /// the queue drained. Judge each message
+    /// ([`GossipMessage::accept`], `reject`, `ignore`) soon:
+    /// it is forwarded only once accepted.
+    ///
+    /// # Errors
+    ///
+    /// None: the end of the inbox is `None`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it completes, it took no message, and no
+    /// message is lost; the next call returns it.
     pub async fn recv(&mut self) -> Option<GossipMessage> {
         let message = self.rx.recv().await?;
         self.meter.taken(message.data.len());
@@ -590,8 +603,10 @@ impl Broadcast {
         )
     }
 
-    /// [`new`](Self::new), with gossipsub's own metrics (prefix `gossipsub_`)
-    /// registered in `registry` (feature `metrics`).
+    /// [`new`](Self::new), with gossipsub's own metrics registered in
+    /// `registry` (feature `metrics`), under the names gossipsub gives them (no
+    /// prefix: `heartbeat_duration`, `mesh_peer_counts`, ...); pass a
+    /// sub-registry (`Registry::sub_registry_with_prefix`) to give them one.
     #[cfg(feature = "metrics")]
     pub fn with_metrics(
         keypair: &Keypair,

@@ -51,14 +51,55 @@ impl Control {
     /// order is kept between messages sent by separate calls; use
     /// [`borrow_stream`](Self::borrow_stream) for ordered bursts.
     ///
-    /// Errors: `FrameTooLarge`, `FrameTooLargeForPeer` (beyond the limit the peer
-    /// stated in the protocol exchange) or `InvalidProtocol` before anything is
-    /// sent;
-    /// `NotConnected`; `Timeout` / `PoolExhausted` when no stream of the
-    /// protocol's lane frees up in time; `Backpressure` when the peer takes no
-    /// byte of the message for `pool.send_timeout` (not retried);
-    /// `Write`, `PoolClosed` or `ConnectionStalled` when the retry failed too;
-    /// `ShutDown`.
+    /// The frame goes on a stream of `protocol`'s lane on the peer's least-loaded
+    /// connection, borrowed from its pool (waiting up to `pool.borrow_timeout`
+    /// when all are busy, in line by the protocol's [`ProtocolPriority`]), and
+    /// the stream goes back to the pool once the frame is whole. A failed write
+    /// discards its stream and is retried once on another stream.
+    ///
+    /// # Errors
+    ///
+    /// Before anything is sent:
+    /// - [`Error::ShutDown`]: the host (or the behaviour) has shut down.
+    /// - [`Error::InvalidProtocol`]: `protocol` is empty or longer than 256 bytes.
+    /// - [`Error::FrameTooLarge`]: the payload exceeds this host's
+    ///   `max_frame_size`.
+    /// - [`Error::ProtocolUnsupported`]: the peer's protocol list (from the
+    ///   protocol exchange) is known and lacks `protocol`.
+    /// - [`Error::FrameTooLargeForPeer`]: the payload exceeds the
+    ///   `max_frame_size` the peer stated in the protocol exchange.
+    /// - [`Error::NotConnected`]: `peer` has no connection.
+    ///
+    /// While waiting for a stream:
+    /// - [`Error::Timeout`]: no stream of the lane came free within
+    ///   `pool.borrow_timeout`.
+    /// - [`Error::PoolExhausted`]: `pool.max_waiters` borrowers already wait on
+    ///   that connection's lane.
+    ///
+    /// While writing:
+    /// - [`Error::Backpressure`]: the peer took no byte of the message for
+    ///   `pool.send_timeout` (its application is not reading `protocol`); the
+    ///   stream is reset and the message is not retried.
+    /// - [`Error::Write`], [`Error::PoolClosed`], [`Error::ConnectionStalled`]
+    ///   or [`Error::StreamOpen`]: the stream or its connection failed, and so did
+    ///   the one retry (whose own error, [`Error::NotConnected`] included, is
+    ///   the one returned). A write that fails after the frame's last byte was
+    ///   handed to the connection may still have reached the peer, so in that
+    ///   rare case the retry can deliver the message twice.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes cancels this message only.
+    /// Dropped while waiting for a stream, it gives up its place in line and
+    /// nothing was written. Dropped mid-write, the stream is discarded instead
+    /// of going back to the pool: the frame may be partly written, and the
+    /// receiver drops that partial frame with its stream; every other message
+    /// (sent before on that stream, or on other streams) is unaffected.
+    ///
+    /// A known defect: dropped in the instant between a returning stream being
+    /// handed to this waiting send and the send taking it, that stream is
+    /// closed but its pool goes on counting it as borrowed, one stream fewer
+    /// for that connection's lane until the connection closes.
     pub async fn send(
         &self,
         peer: PeerId,
@@ -77,6 +118,38 @@ impl Control {
     /// of `peers` (a peer named twice gets it twice). Each result is what
     /// [`send`](Self::send) would have returned for that peer: a slow or failing
     /// peer holds up only its own result.
+    ///
+    /// ```
+    /// # use liquid_p2p::{Error, Host};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Error> {
+    /// # let addr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    /// # let (a, b) = (Host::builder().listen_on(addr).build().await?, Host::builder().build().await?);
+    /// # let _inbox = a.control().register_protocol("/chain1/votes/1")?;
+    /// # let a_id = b.dial(a.listen_addrs()[0].clone()).await?;
+    /// let results = b.control().send_to_many(&[a_id], "/chain1/votes/1", b"vote").await;
+    /// for (peer, result) in results {
+    ///     if let Err(e) = result {
+    ///         eprintln!("{peer} missed the vote: {e}");
+    ///     }
+    /// }
+    /// # b.shutdown().await;
+    /// # a.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The call itself does not fail: each peer's result carries the errors
+    /// [`send`](Self::send) lists, for that peer alone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels every send not yet finished, each as
+    /// dropping [`send`](Self::send) would: a partly written frame is lost with
+    /// its stream, nothing else is. Peers whose send had already completed got
+    /// the message; which ones is not reported.
     pub async fn send_to_many(
         &self,
         peers: &[PeerId],
@@ -102,6 +175,19 @@ impl Control {
     /// [`send_to_many`](Self::send_to_many) to every connected peer known to
     /// support `protocol` (from the protocol exchange; a peer whose list is
     /// unknown, such as a stock libp2p node, is left out). No peer: no result.
+    ///
+    /// A peer is known to support a protocol once its exchange is done, which
+    /// [`Event::PeerConnected`](crate::Event::PeerConnected) announces; a peer
+    /// connected a moment ago may not be in the list yet.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_to_many`](Self::send_to_many): none of its own, one result per
+    /// peer.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send_to_many`](Self::send_to_many).
     pub async fn send_to_all(
         &self,
         protocol: &str,
@@ -157,6 +243,58 @@ impl Control {
 
     /// Borrows one stream to `peer` for exclusive use: messages written through it
     /// arrive in the order written. Dropping it returns the stream to its pool.
+    ///
+    /// The stream comes from the shared lane of the peer's least-loaded
+    /// connection and may carry frames of several protocols. Hold it only for
+    /// the burst: while it is held, no other sender can use it.
+    ///
+    /// ```
+    /// use liquid_p2p::{Error, Host};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Error> {
+    /// let a = Host::builder().listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).build().await?;
+    /// let b = Host::builder().build().await?;
+    /// let mut blocks = a.control().register_protocol("/chain1/sync/1")?;
+    /// let a_id = b.dial(a.listen_addrs()[0].clone()).await?;
+    ///
+    /// // Three blocks that must arrive in order: one stream for all three.
+    /// let mut stream = b.control().borrow_stream(a_id).await?;
+    /// for height in 1..=3u32 {
+    ///     stream.send("/chain1/sync/1", height.to_be_bytes()).await?;
+    /// }
+    /// drop(stream); // back to the pool
+    ///
+    /// for height in 1..=3u32 {
+    ///     let block = blocks.recv().await.expect("delivered");
+    ///     assert_eq!(block.payload[..], height.to_be_bytes());
+    /// }
+    /// # b.shutdown().await;
+    /// # a.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ShutDown`]: the host has shut down.
+    /// - [`Error::NotConnected`]: `peer` has no connection.
+    /// - [`Error::Timeout`]: no stream came free within `pool.borrow_timeout`.
+    /// - [`Error::PoolExhausted`]: `pool.max_waiters` borrowers already wait.
+    /// - [`Error::PoolClosed`]: the connection closed while waiting.
+    /// - [`Error::StreamOpen`]: the stream opened for this borrow failed
+    ///   (rather than waiting out `borrow_timeout`, the borrower is told at
+    ///   once when no other stream is on its way).
+    ///
+    /// Unlike [`send`](Self::send), nothing is retried.
+    ///
+    /// # Cancel safety
+    ///
+    /// Nothing is written before the stream is handed over: dropping the
+    /// future while it waits gives up its place in line, and no message is
+    /// affected. The known defect of [`send`](Self::send)'s wait applies here
+    /// too: a drop in the instant a stream is handed over leaves the pool
+    /// counting that stream as borrowed.
     pub async fn borrow_stream(&self, peer: PeerId) -> Result<ExclusiveStream, Error> {
         self.borrow_stream_with_priority(peer, ProtocolPriority::Normal)
             .await
@@ -165,6 +303,15 @@ impl Control {
     /// [`borrow_stream`](Self::borrow_stream), waiting in line for a stream
     /// with `priority` when none is free. The frames written through it go on
     /// the wire with their own protocol's priority.
+    ///
+    /// # Errors
+    ///
+    /// As [`borrow_stream`](Self::borrow_stream).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`borrow_stream`](Self::borrow_stream): dropped while waiting, it
+    /// leaves the line and nothing is written.
     pub async fn borrow_stream_with_priority(
         &self,
         peer: PeerId,
@@ -283,11 +430,59 @@ impl Control {
     }
 
     /// Subscribes to events from now on.
+    ///
+    /// Every subscription sees every event emitted after it was made, in
+    /// order. It buffers `event_queue_len` of them; one that falls further
+    /// behind gets [`Event::EventsDropped`](crate::Event::EventsDropped) with
+    /// the count it missed, and goes on. A slow subscriber never slows the
+    /// network down. Subscribe before the action whose events you want (a
+    /// dial, a required peer), or you may miss them.
+    ///
+    /// ```
+    /// use liquid_p2p::{Error, Event, Host};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Error> {
+    /// let a = Host::builder().listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).build().await?;
+    /// let b = Host::builder().build().await?;
+    /// let mut events = a.control().events(); // before the dial: nothing is missed
+    ///
+    /// b.dial(a.listen_addrs()[0].clone()).await?;
+    /// let peer = loop {
+    ///     match events.recv().await {
+    ///         Some(Event::PeerConnected { peer }) => break peer,
+    ///         Some(Event::EventsDropped { count }) => eprintln!("missed {count} events"),
+    ///         Some(_) => {} // ConnectionEstablished, PeerProtocols, ...
+    ///         None => panic!("the host is gone"),
+    ///     }
+    /// };
+    /// assert_eq!(peer, b.local_peer_id());
+    /// // PeerConnected comes after the protocol exchange: b's list is known.
+    /// assert_eq!(a.control().peer_protocols(&peer), Some(Vec::new()));
+    /// # b.shutdown().await;
+    /// # a.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn events(&self) -> Events {
         self.shared.events.subscribe()
     }
 
     /// Remembers an address of `peer`, used for extra connections and dials by peer id.
+    ///
+    /// The address goes to the behaviour through its request queue (shared
+    /// with the pools' stream opens), which the swarm drains; this waits only
+    /// while that queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`]: the behaviour is gone (its swarm was dropped, as a
+    /// [`Host`](crate::Host) does when it shuts down).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in the queue, the address is not
+    /// remembered; once queued, it is. No other state changes.
     pub async fn add_address(&self, peer: PeerId, address: Multiaddr) -> Result<(), Error> {
         self.shared
             .requests
@@ -299,6 +494,21 @@ impl Control {
     /// Blacklists a peer id, IP or IP:port (see [`BlacklistEntry`] for the forms).
     /// Live connections that match are closed; later ones are refused. Returns
     /// whether the entry is new.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::BlacklistFull`]: the list holds `max_blacklist_entries`
+    ///   already (nothing changes).
+    /// - [`Error::ShutDown`]: the host has shut down, or the behaviour is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// The entry is listed on the first poll, and new connections that match
+    /// are refused from then on. Closing the live ones that match is queued for
+    /// the swarm afterwards: dropped before that (while the behaviour's request
+    /// queue is full), the entry stays listed but matching connections already
+    /// up stay open until the policy is next enforced (another
+    /// `blacklist_add` or allow-list change).
     pub async fn blacklist_add(&self, entry: BlacklistEntry) -> Result<bool, Error> {
         self.shared.lifecycle.check_open()?;
         let added = self.shared.blacklist.write().add(entry)?;
@@ -325,8 +535,16 @@ impl Control {
     ///
     /// # Errors
     ///
-    /// `AllowListFull` beyond `max_blacklist_entries` peers (nothing changes);
-    /// `ShutDown`.
+    /// - [`Error::AllowListFull`]: `peers` holds more than
+    ///   `max_blacklist_entries` peers (nothing changes).
+    /// - [`Error::ShutDown`]: the host has shut down, or the behaviour is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// The list changes on the first poll, and later connections are judged by
+    /// it. Disconnecting the peers it no longer admits is queued for the swarm
+    /// afterwards: dropped before that, they stay connected until the policy is
+    /// next enforced.
     pub async fn set_allow_list(
         &self,
         peers: Option<impl IntoIterator<Item = PeerId>>,
@@ -342,7 +560,16 @@ impl Control {
     ///
     /// # Errors
     ///
-    /// `AllowListFull`; `ShutDown`.
+    /// - [`Error::AllowListFull`]: the list holds `max_blacklist_entries` peers
+    ///   already.
+    /// - [`Error::ShutDown`]: the host has shut down, or the behaviour is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`set_allow_list`](Self::set_allow_list): the peer is listed on the
+    /// first poll; when this activates the list, disconnecting the others is
+    /// queued afterwards, and a drop before that leaves them connected until
+    /// the policy is next enforced.
     pub async fn allow_peer(&self, peer: PeerId) -> Result<bool, Error> {
         self.shared.lifecycle.check_open()?;
         let (was_active, added) = {
@@ -356,11 +583,19 @@ impl Control {
     }
 
     /// Removes `peer` from the allow-list and disconnects it; returns whether it
-    /// was listed. The list stays active (empty, it admits nobody).
+    /// was listed. The list stays active (empty, it admits nobody). With the list
+    /// inactive (everyone admitted) nothing changes: it returns false and the
+    /// peer stays connected.
     ///
     /// # Errors
     ///
-    /// `ShutDown`.
+    /// [`Error::ShutDown`]: the host has shut down, or the behaviour is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// The peer leaves the list on the first poll, so its later connections are
+    /// refused; disconnecting it is queued afterwards, and a drop before that
+    /// leaves it connected until the policy is next enforced.
     pub async fn disallow_peer(&self, peer: &PeerId) -> Result<bool, Error> {
         self.shared.lifecycle.check_open()?;
         let removed = self.shared.allow_list.write().remove(peer);
@@ -423,13 +658,24 @@ impl Control {
     ///
     /// # Errors
     ///
-    /// `Broadcast` with `Disabled`, `InvalidTopic`, `AlreadySubscribed` or
-    /// `TooManyTopics`; `ShutDown`.
+    /// [`Error::Broadcast`] with reason
+    /// - [`BroadcastFailure::Disabled`]: this node runs no broadcast;
+    /// - [`BroadcastFailure::InvalidTopic`]: `topic` is empty or longer than
+    ///   [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN) bytes;
+    /// - [`BroadcastFailure::AlreadySubscribed`];
+    /// - [`BroadcastFailure::TooManyTopics`]: `broadcast.max_topics` reached;
+    /// - [`BroadcastFailure::QueuesFull`] or [`BroadcastFailure::Signing`]:
+    ///   gossipsub could not announce the subscription;
+    ///
+    /// or [`Error::ShutDown`]: the host has shut down.
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: cancelled after the swarm task took the call, the node
-    /// is subscribed and the inbox lost; `unsubscribe` undoes it.
+    /// Not cancel safe. The call is queued for the swarm task; dropped before
+    /// it is queued, nothing happens. Dropped after, the node is subscribed
+    /// anyway and the inbox is lost: the topic's messages are all ignored (see
+    /// [`TopicInbox`]) and subscribing again fails with `AlreadySubscribed`;
+    /// [`unsubscribe`](Self::unsubscribe) undoes it.
     pub async fn subscribe(&self, topic: impl Into<String>) -> Result<TopicInbox, Error> {
         let topic = topic.into();
         self.broadcast(&topic)?.subscribe(topic).await
@@ -439,7 +685,14 @@ impl Control {
     ///
     /// # Errors
     ///
-    /// `Broadcast` with `Disabled` or `NotSubscribed`; `ShutDown`.
+    /// [`Error::Broadcast`] with [`BroadcastFailure::Disabled`] or
+    /// [`BroadcastFailure::NotSubscribed`] (also for a topic name no
+    /// subscription could have); [`Error::ShutDown`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the call is queued for the swarm task, nothing happens;
+    /// after, the node unsubscribes anyway.
     pub async fn unsubscribe(&self, topic: &str) -> Result<(), Error> {
         self.broadcast(topic)?.unsubscribe(topic.to_owned()).await
     }
@@ -447,12 +700,61 @@ impl Control {
     /// Publishes `payload` on `topic` (subscribed or not) to the topic's peers.
     /// Returns the message id: a hash of topic and payload.
     ///
+    /// Gossip needs the topic's peers to be known first: a peer's
+    /// subscription arrives shortly after it connects
+    /// ([`Event::TopicSubscribed`](crate::Event::TopicSubscribed), or
+    /// `peers` in [`topic_stats`](Self::topic_stats) of a subscribed topic),
+    /// and until then publishing fails with `NoPeers`.
+    ///
+    /// ```
+    /// use liquid_p2p::{Error, Event, Host};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Error> {
+    /// let a = Host::builder().listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).build().await?;
+    /// let b = Host::builder().build().await?;
+    /// let mut a_blocks = a.control().subscribe("/chain/main/blocks").await?;
+    /// let mut b_events = b.control().events();
+    /// b.dial(a.listen_addrs()[0].clone()).await?;
+    /// // Wait until b knows that a subscribes.
+    /// while let Some(event) = b_events.recv().await {
+    ///     if matches!(event, Event::TopicSubscribed { ref topic, .. } if topic == "/chain/main/blocks") {
+    ///         break;
+    ///     }
+    /// }
+    /// b.control().publish("/chain/main/blocks", b"block 7".to_vec()).await?;
+    ///
+    /// let message = a_blocks.recv().await.expect("subscribed");
+    /// assert_eq!(&message.data()[..], b"block 7");
+    /// message.accept(); // valid: forward it to a's other peers
+    /// # b.shutdown().await;
+    /// # a.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
-    /// `Broadcast` with `Disabled`, `InvalidTopic`, `TooLarge` (beyond
-    /// `max_frame_size`), `Duplicate` (this payload was published on the topic
-    /// before), `NoPeers` (no connected peer subscribes to the topic) or
-    /// `QueuesFull`; `ShutDown`.
+    /// [`Error::Broadcast`] with reason
+    /// - [`BroadcastFailure::Disabled`]: this node runs no broadcast;
+    /// - [`BroadcastFailure::InvalidTopic`]: `topic` is empty or too long;
+    /// - [`BroadcastFailure::TooLarge`]: the payload exceeds `max_frame_size`
+    ///   (checked before the call is queued);
+    /// - [`BroadcastFailure::Duplicate`]: this payload was published on the
+    ///   topic before (ids are content hashes);
+    /// - [`BroadcastFailure::NoPeers`]: no connected peer subscribes to the
+    ///   topic;
+    /// - [`BroadcastFailure::QueuesFull`]: the send queue of every subscribed
+    ///   peer is full;
+    /// - [`BroadcastFailure::Signing`]: the message could not be signed;
+    ///
+    /// or [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// The call is queued for the swarm task. Dropped before that, nothing is
+    /// published; after, the message is published anyway and only its id is
+    /// lost.
     pub async fn publish(
         &self,
         topic: &str,
@@ -503,7 +805,12 @@ impl Control {
     ///
     /// # Errors
     ///
-    /// `Broadcast` with `Disabled`; `ShutDown`.
+    /// [`Error::Broadcast`] with [`BroadcastFailure::Disabled`] (its `topic`
+    /// is empty); [`Error::ShutDown`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn gossip_score(&self, peer: PeerId) -> Result<Option<f64>, Error> {
         self.broadcast("")?.peer_score(peer).await
     }
@@ -524,8 +831,19 @@ impl Control {
     ///
     /// # Errors
     ///
-    /// `InvalidConfig` without discovery, for an empty or over-long chain name,
-    /// or beyond 64 chains; `ShutDown`.
+    /// - [`Error::InvalidConfig`]: this node runs no discovery, the chain name
+    ///   is empty or longer than 256 bytes, or the node serves
+    ///   [`MAX_CHAINS`](crate::MAX_CHAINS) chains already.
+    /// - [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe. The chain is recorded as served (in
+    /// [`served_chains`](Self::served_chains)) on the first poll, then the call
+    /// is queued for the swarm task. Dropped while it waits for room in that
+    /// queue, the chain is listed but never announced, and serving it again
+    /// returns `Ok(false)` without announcing it; call
+    /// [`stop_serving_chain`](Self::stop_serving_chain) and serve it again.
     pub async fn serve_chain(&self, chain: impl Into<String>) -> Result<bool, Error> {
         self.discovery()?.serve(chain.into()).await
     }
@@ -535,7 +853,15 @@ impl Control {
     ///
     /// # Errors
     ///
-    /// `InvalidConfig` without discovery; `ShutDown`.
+    /// [`Error::InvalidConfig`]: this node runs no discovery;
+    /// [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`serve_chain`](Self::serve_chain): the chain leaves
+    /// [`served_chains`](Self::served_chains) on the first poll; dropped before
+    /// the call is queued for the swarm task, the node goes on announcing it
+    /// and looking for its nodes.
     pub async fn stop_serving_chain(&self, chain: &str) -> Result<bool, Error> {
         self.discovery()?.stop_serving(chain).await
     }
@@ -554,7 +880,14 @@ impl Control {
     ///
     /// # Errors
     ///
-    /// `MissingPeerId`; `InvalidConfig` without discovery; `ShutDown`.
+    /// - [`Error::InvalidConfig`]: this node runs no discovery.
+    /// - [`Error::MissingPeerId`]: `address` does not end in `/p2p/<peer id>`.
+    /// - [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the call is queued for the swarm task, nothing happens;
+    /// after, the seed is added and dialled anyway.
     pub async fn add_seed(&self, address: Multiaddr) -> Result<PeerId, Error> {
         self.discovery()?.add_seed(address).await
     }
@@ -691,6 +1024,8 @@ impl Shared {
 /// A pooled stream held for an ordered burst. Messages sent through it arrive in
 /// order. Dropping it returns the stream to the pool (or discards it after a
 /// failed write).
+///
+/// Made by [`Control::borrow_stream`] (see there for an example).
 pub struct ExclusiveStream {
     stream: PooledStream<SwarmOpener>,
     shared: Arc<Shared>,
@@ -717,6 +1052,31 @@ impl std::fmt::Debug for SwarmOpener {
 impl ExclusiveStream {
     /// Sends one message on this stream. After an error the stream is unusable
     /// and every later call fails.
+    ///
+    /// # Errors
+    ///
+    /// Before anything is sent, leaving the stream usable:
+    /// [`Error::ShutDown`], [`Error::InvalidProtocol`],
+    /// [`Error::FrameTooLarge`], [`Error::ProtocolUnsupported`] and
+    /// [`Error::FrameTooLargeForPeer`], as for [`Control::send`].
+    ///
+    /// Errors of the stream, after which it is broken:
+    /// - [`Error::ConnectionStalled`]: the stall watchdog closed the connection;
+    ///   [`Error::PoolClosed`]: the connection closed otherwise.
+    /// - [`Error::Backpressure`]: the peer took no byte for `pool.send_timeout`.
+    /// - [`Error::Write`]: the write failed, or an earlier one on this stream did
+    ///   (`BrokenPipe`).
+    ///
+    /// Nothing is retried: the order of the burst is only kept on this stream.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe. Dropped mid-write, the frame may be partly written and
+    /// the stream cannot carry another frame, but the `ExclusiveStream` does not
+    /// know it: drop it then, without sending again. Dropping it discards the
+    /// stream (it does not go back to the pool) and the receiver loses only the
+    /// partial frame. Sending again would write after the partial frame, and
+    /// the receiver would misread what follows.
     pub async fn send(&mut self, protocol: &str, payload: impl AsRef<[u8]>) -> Result<(), Error> {
         let payload = payload.as_ref();
         self.shared.check_message(self.peer, protocol, payload)?;

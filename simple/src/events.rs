@@ -120,7 +120,13 @@ impl EventBus {
     }
 }
 
-/// A subscription to events, from the moment it was taken.
+/// A subscription to events, from the moment it was taken; made by
+/// [`Control::events`](crate::Control::events) (see there for an example).
+///
+/// It holds up to `event_queue_len` events; when the subscriber falls further
+/// behind, the oldest are dropped and the next [`recv`](Self::recv) or
+/// [`try_recv`](Self::try_recv) returns [`Event::EventsDropped`] with their
+/// count.
 #[derive(Debug)]
 pub struct Events {
     rx: broadcast::Receiver<Event>,
@@ -128,6 +134,23 @@ pub struct Events {
 
 impl Events {
     /// The next event; `None` once the behaviour is gone.
+    ///
+    /// The behaviour is gone when it and every [`Control`](crate::Control) of
+    /// it are dropped: [`Host::shutdown`](crate::Host::shutdown) alone does not
+    /// end a subscription while the host (or a clone of its control) exists,
+    /// so a task waiting on `recv` should also watch for the node's own
+    /// shutdown.
+    ///
+    /// # Errors
+    ///
+    /// None: missed events are reported in band, as
+    /// [`Event::EventsDropped`], and the end as `None`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it completes, it took no event, and the
+    /// next call returns the event it would have returned. It can be used as a
+    /// branch of `tokio::select!` in a loop.
     pub async fn recv(&mut self) -> Option<Event> {
         match self.rx.recv().await {
             Ok(event) => Some(event),

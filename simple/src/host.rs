@@ -259,7 +259,9 @@ where
     /// `metrics`): the liquid behaviour's (prefix `liquid_`, see
     /// [`Behaviour::register_metrics`]), the swarm's own events and the bandwidth
     /// per transport (libp2p-metrics, prefix `libp2p_`), and gossipsub's figures
-    /// when broadcast is on (prefix `gossipsub_`). The registry is the node's:
+    /// when broadcast is on. Gossipsub's are registered under the names gossipsub
+    /// gives them, with no prefix of ours (`heartbeat_duration`,
+    /// `memcache_misses`, `mesh_peer_counts`, ...). The registry is the node's:
     /// serve it next to its own metrics.
     #[cfg(feature = "metrics")]
     pub fn metrics<'s>(
@@ -280,6 +282,30 @@ where
 
     /// Builds the host, starts its swarm task and waits until it listens on every
     /// requested address. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidConfig`]: [`Config::validate`] rejects the config, no
+    ///   tokio runtime is running, or a behaviour or the transport could not be
+    ///   built from it.
+    /// - [`Error::KeyFile`]: the [`key_file`](Self::key_file) could not be
+    ///   read, parsed or created.
+    /// - [`Error::InvalidProtocol`] or [`Error::ProtocolAlreadyRegistered`]: a
+    ///   protocol given to [`register_protocol`](Self::register_protocol) is
+    ///   invalid or was given twice.
+    /// - [`Error::MissingPeerId`]: a [`required_peer`](Self::required_peer)'s
+    ///   address does not end in `/p2p/<peer id>`.
+    /// - [`Error::Listen`]: a [`listen_on`](Self::listen_on) address could not
+    ///   be bound (the operating system's error, `Unsupported` for an address
+    ///   no transport takes, `TimedOut` when no address was reported within
+    ///   `dial_timeout`).
+    /// - [`Error::ShutDown`]: the swarm task ended before it listened.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes stops the half-built host: its
+    /// swarm task sees its command queue close and ends, closing its listeners.
+    /// A key file it created stays.
     pub async fn build(self) -> Result<Host<B>, Error> {
         let keypair = match (self.keypair, &self.key_file) {
             (Some(k), _) => k,
@@ -536,8 +562,41 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// A liquid-p2p node: listens, dials, and sends over pooled streams; `B` is the
 /// node's own behaviour, if it added one with [`HostBuilder::behaviour`].
 ///
+/// ```
+/// use liquid_p2p::{Error, Host, ProtocolPriority};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Error> {
+/// // A validator that takes votes (urgent) and blocks.
+/// let validator = Host::builder()
+///     .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+///     .register_protocol_with_priority("/chain1/votes/1", ProtocolPriority::High)
+///     .register_protocol("/chain1/blocks/1")
+///     .build()
+///     .await?;
+/// let mut votes = validator.take_inbox("/chain1/votes/1").expect("registered");
+///
+/// // A node that sends it a vote.
+/// let node = Host::builder().build().await?;
+/// let validator_id = node.dial(validator.listen_addrs()[0].clone()).await?;
+/// node.control().send(validator_id, "/chain1/votes/1", b"vote for block 9").await?;
+///
+/// let vote = votes.recv().await.expect("delivered");
+/// assert_eq!(vote.peer, node.local_peer_id());
+/// assert_eq!(&vote.payload[..], b"vote for block 9");
+///
+/// node.shutdown().await;
+/// validator.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// Sending, protocol registration, stats and events go through its [`Control`]
 /// ([`Host::control`]), which other tasks can hold too.
+///
+/// Shut it down with [`shutdown`](Self::shutdown), which waits for the frames
+/// being written and for its tasks. Dropping the host without it stops the
+/// swarm task in the background, unwaited.
 pub struct Host<B: NetworkBehaviour = dummy::Behaviour> {
     local_peer_id: PeerId,
     control: Control,
@@ -593,6 +652,19 @@ where
 
     /// Runs `f` with the node's behaviour on the swarm task (to publish on
     /// gossipsub, start a Kademlia query, send a request) and returns its result.
+    ///
+    /// `f` runs between the swarm's events, so keep it short; a panic in it
+    /// ends the swarm task.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`]: the host has shut down (or its swarm task ended
+    /// before `f` ran).
+    ///
+    /// # Cancel safety
+    ///
+    /// The call is queued for the swarm task. Dropped before that, `f` never
+    /// runs; after, it runs anyway and its result is dropped.
     pub async fn with_behaviour<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut B) -> R + Send + 'static,
@@ -629,6 +701,20 @@ where
     }
 
     /// Starts listening on one more address and returns the first address bound.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Listen`]: the address could not be bound (the operating
+    ///   system's error, such as `AddrInUse`; `Unsupported` for an address no
+    ///   transport of the host takes; `TimedOut` when no address was reported
+    ///   within `dial_timeout`).
+    /// - [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// The call is queued for the swarm task. Dropped before that, nothing
+    /// happens; after, the host starts listening anyway, and the address shows
+    /// up in [`listen_addrs`](Self::listen_addrs).
     pub async fn listen_on(&self, address: Multiaddr) -> Result<Multiaddr, Error> {
         let (reply, rx) = oneshot::channel();
         let requested = address.clone();
@@ -645,6 +731,29 @@ where
     /// remote's peer id; if the peer already has the maximum number of
     /// connections, returns at once. The peer is a liquid peer whatever the
     /// [`PeerScope`](crate::PeerScope).
+    ///
+    /// `Ok` means the connection is established; the protocol exchange runs
+    /// after it ([`Event::PeerConnected`](crate::Event::PeerConnected) says
+    /// when it is done), and a remote that refuses the connection (its limits,
+    /// its blacklist) closes it a moment later
+    /// ([`Event::DialFailed`](crate::Event::DialFailed) with
+    /// [`DialFailure::RefusedByRemote`]).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Dial`] with its [`DialFailure`]: `Transport` (no connection,
+    ///   or the handshake failed), `WrongPeer`, `RefusedLocally` (this host's
+    ///   limits, blacklist or allow-list), `Denied` (another behaviour),
+    ///   `SelfDial`, `Aborted`, `TimedOut` (no connection within
+    ///   `dial_timeout`) or `TooManyDials` (1024 dials of the host already
+    ///   wait for their outcome).
+    /// - [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// The dial is queued for the swarm task. Dropped before that, nothing is
+    /// dialled; after, the dial goes on in the background, and the connection,
+    /// if it comes up, stays (as a liquid peer).
     pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, Error> {
         self.control.shared().lifecycle.check_open()?;
         if let Some(peer) = address_peer(&address)
@@ -672,6 +781,16 @@ where
 
     /// Dials `peer` at the addresses the host knows for it (from earlier dials,
     /// identify and required-peer addresses).
+    ///
+    /// # Errors
+    ///
+    /// As [`dial`](Self::dial), and [`Error::Dial`] with
+    /// [`DialFailure::NoAddresses`] when no address of `peer` is known.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`dial`](Self::dial): once queued, the dial goes on in the
+    /// background.
     pub async fn dial_peer(&self, peer: PeerId) -> Result<PeerId, Error> {
         self.control.shared().lifecycle.check_open()?;
         if self.control().pool_stats(&peer).len() >= self.config.max_connections_per_peer {
@@ -685,6 +804,22 @@ where
     /// Makes the peer at `address` (ending in `/p2p/<peer id>`) required: it is
     /// dialled now if not connected, and redialled whenever it disconnects or a
     /// dial fails, until removed. Adding more addresses of the same peer is allowed.
+    ///
+    /// Returns once the peer is handed to the swarm task, before any dial:
+    /// watch [`Event::RequiredPeerConnected`](crate::Event::RequiredPeerConnected),
+    /// [`Event::RedialScheduled`](crate::Event::RedialScheduled) and
+    /// [`Event::RequiredPeerGaveUp`](crate::Event::RequiredPeerGaveUp) for what
+    /// follows. A required peer is never evicted to make room for others.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::MissingPeerId`]: `address` does not end in `/p2p/<peer id>`.
+    /// - [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the call is queued for the swarm task, nothing happens;
+    /// after, the peer becomes required anyway.
     pub async fn add_required_peer(&self, address: Multiaddr) -> Result<PeerId, Error> {
         let peer = required_peer_id(&address)?;
         self.command(Command::AddRequired { address }).await?;
@@ -693,6 +828,15 @@ where
 
     /// Stops keeping `peer` connected; a pending redial is cancelled at once. The
     /// current connection, if any, stays. Returns whether it was required.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the call is queued for the swarm task, nothing happens;
+    /// after, the peer stops being required anyway and only the answer is lost.
     pub async fn remove_required_peer(&self, peer: PeerId) -> Result<bool, Error> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::RemoveRequired { peer, reply })
@@ -701,6 +845,14 @@ where
     }
 
     /// The required peers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn required_peers(&self) -> Result<Vec<PeerId>, Error> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::RequiredPeers { reply }).await?;
@@ -708,11 +860,39 @@ where
     }
 
     /// Closes every connection to `peer`.
+    ///
+    /// Returns once the swarm task has the command, not once the connections
+    /// are closed: [`Event::PeerDisconnected`](crate::Event::PeerDisconnected)
+    /// tells when. A required peer is redialled on its schedule; remove it
+    /// first ([`remove_required_peer`](Self::remove_required_peer)) to keep it
+    /// away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room in the swarm task's command queue,
+    /// nothing is closed; once queued, the connections close anyway.
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), Error> {
         self.command(Command::Disconnect { peer }).await
     }
 
     /// Closes one connection; the peer's other connections go on.
+    ///
+    /// Returns once the swarm task has the command, not once the connection
+    /// is closed ([`Event::ConnectionClosed`](crate::Event::ConnectionClosed)
+    /// tells when).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`]: the host has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`disconnect`](Self::disconnect): once queued, the connection closes
+    /// anyway.
     pub async fn close_connection(&self, connection: ConnectionId) -> Result<(), Error> {
         self.command(Command::CloseConnection { connection }).await
     }
@@ -723,6 +903,19 @@ where
     /// the library spawned (readers, exchanges, stream opens) ends (waited for up
     /// to 3 s more; [`Control::running_tasks`] tells). Calling it again does
     /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// None: it always completes. Its waits are bounded: 3 s each for the
+    /// frames being written, the connections to close and the tasks to end.
+    ///
+    /// # Cancel safety
+    ///
+    /// The host is shut down for its users from the first poll: later calls
+    /// fail with `ShutDown` and pools are closed. Dropped before it completes,
+    /// the rest (closing connections, ending the swarm task, waiting for tasks)
+    /// happens when `shutdown` is called again, which finishes the job, or in
+    /// the background, unwaited, once the host is dropped.
     pub async fn shutdown(&self) {
         let shared = self.control.shared();
         shared.shut_down();

@@ -492,6 +492,41 @@ impl ProtocolRegistry {
 
 /// The messages of one registered protocol, in arrival order per stream.
 ///
+/// Made by [`Control::register_protocol`](crate::Control::register_protocol)
+/// or taken with [`Host::take_inbox`](crate::Host::take_inbox).
+///
+/// ```
+/// use liquid_p2p::{Error, Host};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Error> {
+/// let a = Host::builder().listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).build().await?;
+/// let b = Host::builder().build().await?;
+/// let mut inbox = a.control().register_protocol("/chain1/tx/1")?;
+/// assert!(inbox.try_recv().is_none(), "nothing queued yet");
+///
+/// let a_id = b.dial(a.listen_addrs()[0].clone()).await?;
+/// b.control().send(a_id, "/chain1/tx/1", b"tx 1").await?;
+/// b.control().send(a_id, "/chain1/tx/1", b"tx 2").await?;
+///
+/// // Wait for one, then take whatever else is already queued.
+/// let mut got = vec![inbox.recv().await.expect("registered")];
+/// while got.len() < 2 {
+///     match inbox.try_recv() {
+///         Some(message) => got.push(message),
+///         None => got.push(inbox.recv().await.expect("registered")),
+///     }
+/// }
+/// // Separate sends may overtake each other.
+/// got.sort_by(|x, y| x.payload.cmp(&y.payload));
+/// assert_eq!(&got[0].payload[..], b"tx 1");
+/// assert_eq!(got[1].protocol.as_ref(), "/chain1/tx/1");
+/// # b.shutdown().await;
+/// # a.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// The queue holds at most `handler_queue_len` messages; while it is full the
 /// streams carrying this protocol are not read (backpressure). Dropping the inbox
 /// does not unregister the protocol: frames for it then wait, so call
@@ -504,7 +539,21 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// The next message; `None` after the protocol is unregistered and the queue drained.
+    /// The next message; `None` after the protocol is unregistered (or the host
+    /// shut down) and the queue drained.
+    ///
+    /// Taking a message makes room in the protocol's queue and byte budgets,
+    /// so the readers held up by a full inbox go on.
+    ///
+    /// # Errors
+    ///
+    /// None: the end of the inbox is `None`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it completes, it took no message, and no
+    /// message is lost; the next call returns it. It can be used as a branch
+    /// of `tokio::select!` in a loop.
     pub async fn recv(&mut self) -> Option<Message> {
         let message = self.rx.recv().await?;
         self.meter.taken(message.payload.len());
