@@ -604,9 +604,8 @@ impl Broadcast {
     }
 
     /// [`new`](Self::new), with gossipsub's own metrics registered in
-    /// `registry` (feature `metrics`), under the names gossipsub gives them (no
-    /// prefix: `heartbeat_duration`, `mesh_peer_counts`, ...); pass a
-    /// sub-registry (`Registry::sub_registry_with_prefix`) to give them one.
+    /// `registry` (feature `metrics`) under the prefix `gossipsub_`
+    /// (`gossipsub_heartbeat_duration`, `gossipsub_mesh_peer_counts`, ...).
     #[cfg(feature = "metrics")]
     pub fn with_metrics(
         keypair: &Keypair,

@@ -91,15 +91,11 @@ impl Control {
     ///
     /// Dropping the future before it completes cancels this message only.
     /// Dropped while waiting for a stream, it gives up its place in line and
-    /// nothing was written. Dropped mid-write, the stream is discarded instead
+    /// nothing was written (a stream handed to it in that instant goes back to
+    /// the pool). Dropped mid-write, the stream is discarded instead
     /// of going back to the pool: the frame may be partly written, and the
     /// receiver drops that partial frame with its stream; every other message
     /// (sent before on that stream, or on other streams) is unaffected.
-    ///
-    /// A known defect: dropped in the instant between a returning stream being
-    /// handed to this waiting send and the send taking it, that stream is
-    /// closed but its pool goes on counting it as borrowed, one stream fewer
-    /// for that connection's lane until the connection closes.
     pub async fn send(
         &self,
         peer: PeerId,
@@ -292,9 +288,7 @@ impl Control {
     ///
     /// Nothing is written before the stream is handed over: dropping the
     /// future while it waits gives up its place in line, and no message is
-    /// affected. The known defect of [`send`](Self::send)'s wait applies here
-    /// too: a drop in the instant a stream is handed over leaves the pool
-    /// counting that stream as borrowed.
+    /// affected; a stream handed to it in that instant goes back to the pool.
     pub async fn borrow_stream(&self, peer: PeerId) -> Result<ExclusiveStream, Error> {
         self.borrow_stream_with_priority(peer, ProtocolPriority::Normal)
             .await
@@ -838,12 +832,9 @@ impl Control {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe. The chain is recorded as served (in
-    /// [`served_chains`](Self::served_chains)) on the first poll, then the call
-    /// is queued for the swarm task. Dropped while it waits for room in that
-    /// queue, the chain is listed but never announced, and serving it again
-    /// returns `Ok(false)` without announcing it; call
-    /// [`stop_serving_chain`](Self::stop_serving_chain) and serve it again.
+    /// Cancel safe. The call first waits for room in the swarm task's queue;
+    /// dropped then, nothing changed. Once it has room, the chain is listed in
+    /// [`served_chains`](Self::served_chains) and the call queued at once.
     pub async fn serve_chain(&self, chain: impl Into<String>) -> Result<bool, Error> {
         self.discovery()?.serve(chain.into()).await
     }
@@ -858,10 +849,8 @@ impl Control {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe, as [`serve_chain`](Self::serve_chain): the chain leaves
-    /// [`served_chains`](Self::served_chains) on the first poll; dropped before
-    /// the call is queued for the swarm task, the node goes on announcing it
-    /// and looking for its nodes.
+    /// Cancel safe, as [`serve_chain`](Self::serve_chain): dropped while it
+    /// waits for room in the swarm task's queue, the chain stays served.
     pub async fn stop_serving_chain(&self, chain: &str) -> Result<bool, Error> {
         self.discovery()?.stop_serving(chain).await
     }
@@ -1071,12 +1060,11 @@ impl ExclusiveStream {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe. Dropped mid-write, the frame may be partly written and
-    /// the stream cannot carry another frame, but the `ExclusiveStream` does not
-    /// know it: drop it then, without sending again. Dropping it discards the
-    /// stream (it does not go back to the pool) and the receiver loses only the
-    /// partial frame. Sending again would write after the partial frame, and
-    /// the receiver would misread what follows.
+    /// Dropped mid-write, the frame may be partly written: the stream is then
+    /// broken, every later `send` fails with `Write`, and dropping the
+    /// `ExclusiveStream` discards the stream (it does not go back to the pool).
+    /// The receiver loses only the partial frame; messages sent before it
+    /// arrive.
     pub async fn send(&mut self, protocol: &str, payload: impl AsRef<[u8]>) -> Result<(), Error> {
         let payload = payload.as_ref();
         self.shared.check_message(self.peer, protocol, payload)?;

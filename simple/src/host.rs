@@ -259,10 +259,9 @@ where
     /// `metrics`): the liquid behaviour's (prefix `liquid_`, see
     /// [`Behaviour::register_metrics`]), the swarm's own events and the bandwidth
     /// per transport (libp2p-metrics, prefix `libp2p_`), and gossipsub's figures
-    /// when broadcast is on. Gossipsub's are registered under the names gossipsub
-    /// gives them, with no prefix of ours (`heartbeat_duration`,
-    /// `memcache_misses`, `mesh_peer_counts`, ...). The registry is the node's:
-    /// serve it next to its own metrics.
+    /// when broadcast is on, under the prefix `gossipsub_`
+    /// (`gossipsub_heartbeat_duration`, `gossipsub_mesh_peer_counts`, ...). The
+    /// registry is the node's: serve it next to its own metrics.
     #[cfg(feature = "metrics")]
     pub fn metrics<'s>(
         self,

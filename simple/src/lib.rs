@@ -271,8 +271,7 @@
 //! (prefix `liquid_`: pools per peer, sends and their latency, receives and
 //! inbox depths per protocol, refusals, evictions, dial failures, stalls,
 //! gossip), the swarm's events and bandwidth (libp2p-metrics, `libp2p_`) and
-//! gossipsub's own (under gossipsub's names, with no prefix:
-//! `heartbeat_duration`, `mesh_peer_counts`, ...). In your own swarm,
+//! gossipsub's own (`gossipsub_`). In your own swarm,
 //! [`Behaviour::register_metrics`](Behaviour#method.register_metrics) registers
 //! the behaviour's. Labels are bounded: at most `MAX_PEER_LABELS` peers and
 //! `MAX_PROTOCOL_LABELS` protocols get their own, the rest add up under
