@@ -84,7 +84,8 @@ discovered).";
 #[command(name = "peer", version, after_help = AFTER_HELP)]
 struct Args {
     /// Address to listen on (repeatable). Default: /ip4/127.0.0.1/tcp/0.
-    /// /tcp/.. uses TCP + noise + yamux, /udp/../quic-v1 uses QUIC.
+    /// /tcp/.. uses TCP + noise + yamux, /udp/../quic-v1 uses QUIC (in a build
+    /// with the `quic` feature, the default).
     #[arg(long = "listen", value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
 
@@ -94,7 +95,8 @@ struct Args {
     key_file: Option<PathBuf>,
 
     /// Peer to dial at start (repeatable). With a /p2p/<id> suffix the remote must
-    /// prove that identity.
+    /// prove that identity. /dns4/<name>/.. addresses are resolved by the system
+    /// (in a build with the `dns` feature, the default).
     #[arg(long = "dial", value_name = "MULTIADDR")]
     dial: Vec<Multiaddr>,
 
