@@ -43,6 +43,8 @@ pub enum Priority {
 /// already connected. The same strategy picks the low-priority peer that makes room
 /// for a new high-priority one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum EvictionStrategy {
     /// Last in, first refused: the newcomer is refused and established peers keep

@@ -29,20 +29,27 @@ use tokio::time::Instant;
 
 /// Settings of the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct SupervisorConfig {
     /// How often the host sweeps for due redials even when nothing happened. Default: 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub check_interval: Duration,
     /// One step of the Fibonacci schedule. Default: 1 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub backoff_unit: Duration,
     /// No redial waits longer than this. Default: 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_backoff: Duration,
     /// Each delay is moved at random by up to this percentage either way. Default: 20.
     pub jitter_percent: u8,
     /// Failed dials in a row after which a peer is given up. Default: `None` (never).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_attempts: Option<u32>,
     /// A confirmed connection that closes sooner than this counts as a failed
     /// dial: the schedule goes on instead of redialling at once. Default: 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub min_connection_lifetime: Duration,
 }
 
