@@ -24,7 +24,7 @@ use std::{cmp::Reverse, collections::HashMap, fmt};
 
 use libp2p_identity::PeerId;
 use libp2p_swarm::ConnectionId;
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{RngExt, rngs::StdRng};
 
 use crate::config::Config;
 
@@ -170,7 +170,7 @@ impl ConnManager {
             max_peers,
             max_connections_per_peer,
             strategy,
-            StdRng::from_entropy(),
+            rand::make_rng(),
         )
     }
 
@@ -359,7 +359,7 @@ impl ConnManager {
                     return None;
                 }
                 candidates.sort_unstable_by_key(|(since, _)| Reverse(*since));
-                let index = self.rng.gen_range(0..candidates.len());
+                let index = self.rng.random_range(0..candidates.len());
                 candidates.get(index).map(|(_, p)| *p)
             }
         }
@@ -369,6 +369,8 @@ impl ConnManager {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+
+    use rand::SeedableRng;
 
     use proptest::prelude::*;
 
