@@ -82,6 +82,8 @@ pub(crate) use setters;
 
 /// Settings of one [`SendStreamPool`](crate::SendStreamPool).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct PoolConfig {
     /// Streams opened as soon as the connection is established (the connection's
@@ -95,8 +97,10 @@ pub struct PoolConfig {
     pub grow_threshold_percent: u8,
     /// How many streams one growth step opens. Default: `None`, meaning
     /// `max(init_size / 2, 1)`.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub grow_batch: Option<usize>,
     /// How long `borrow` waits for a stream when none is idle. Default: 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub borrow_timeout: Duration,
     /// How many borrowers may wait at once; the next gets `PoolExhausted`. Default: 1024.
     pub max_waiters: usize,
@@ -104,6 +108,7 @@ pub struct PoolConfig {
     /// use (no moment with more than `init_size` streams in use): it closes idle
     /// streams down to `init_size`, or to the streams in use if more. Checked
     /// every quarter of this. Default: 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub shrink_after: Duration,
     /// A write to a pooled stream that moves no byte for this long, while no
     /// other stream of its lane moves one either, fails with
@@ -113,11 +118,13 @@ pub struct PoolConfig {
     /// same for a while: flow-control credit comes back only once the receiver
     /// has read half a stream window, which a congested link may take tens of
     /// seconds to deliver. Default: 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub send_timeout: Duration,
     /// Streams the lane of one protocol may hold (see the pool manager): a protocol
     /// whose receiver stops reading ties up at most this many, and the rest of
     /// `max_size` stays for the others. Default: `None`, meaning three quarters of
     /// `max_size` (at least 1): 75.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_streams_per_protocol: Option<usize>,
 }
 
@@ -197,6 +204,8 @@ impl PoolConfig {
 /// reported as `Event::Refused`, aggregated per address and reason over
 /// `report_window`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct AdmissionConfig {
     /// Inbound connections in their handshake at once, in all. Default: 128.
@@ -211,10 +220,12 @@ pub struct AdmissionConfig {
     /// Established inbound connections from one IP address (required peers
     /// excepted). Default: `None`, meaning a quarter of `max_peers` (at least 1)
     /// times `max_connections_per_peer`: 5.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_connections_per_ip: Option<usize>,
     /// Established inbound connections from one /24 (IPv4) or /64 (IPv6) (required
     /// peers excepted). Default: `None`, meaning half of `max_peers` (at least 1)
     /// times `max_connections_per_peer`: 10.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_connections_per_subnet: Option<usize>,
     /// Whether the per-address limits of established connections apply to loopback
     /// addresses too. Default: false: nodes of a test network or a single machine
@@ -222,12 +233,14 @@ pub struct AdmissionConfig {
     pub limit_loopback: bool,
     /// An inbound connection must finish its security handshake and muxer
     /// negotiation within this. Default: 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub handshake_timeout: Duration,
     /// Bytes a connection may read before its handshake completes; also bounds the
     /// protocol proposals one negotiation may take. Default: 64 KiB.
     pub handshake_max_bytes: usize,
     /// Refusals of the same kind from the same address within this window are
     /// reported as one event with a count. Default: 1 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub report_window: Duration,
 }
 
@@ -280,12 +293,15 @@ impl Default for AdmissionConfig {
 /// protocols' inboxes; a message that does not fit is ignored (not forwarded).
 /// The largest message is `max_frame_size`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct BroadcastConfig {
     /// Whether a `Host` runs broadcast. A node composing its own swarm adds the
     /// `Broadcast` behaviour instead. Default: true.
     pub enabled: bool,
     /// Mesh upkeep and gossip (IHAVE) emission. Default: 1 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub heartbeat_interval: Duration,
     /// Peers a topic's mesh aims for (gossipsub's `D`). Default: 6.
     pub mesh_n: usize,
@@ -295,6 +311,7 @@ pub struct BroadcastConfig {
     pub mesh_n_high: usize,
     /// A received message not accepted or rejected by the application within
     /// this is ignored: not forwarded, no penalty. Default: 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub validation_timeout: Duration,
     /// Received messages waiting for the application's verdict, over all
     /// topics; beyond it new messages are ignored. Default: 4096.
@@ -346,6 +363,8 @@ impl Default for BroadcastConfig {
 /// a peer whose dial failed waits on the supervisor's Fibonacci schedule). Found
 /// addresses go to the address book.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct DiscoveryConfig {
     /// Whether a `Host` runs discovery (a node with its own swarm adds the
@@ -362,6 +381,7 @@ pub struct DiscoveryConfig {
     pub min_peers: usize,
     /// How often kad republishes the node's chains (records live three
     /// intervals) and the node checks `min_peers`. Default: 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub interval: Duration,
 }
 
@@ -452,7 +472,40 @@ impl fmt::Debug for NetworkKey {
 }
 
 /// Settings of a host: pools, inbound caps, frame limits and timeouts.
+///
+/// With the `serde` feature, `Config` and all its parts read from and write to
+/// any serde format. Durations are written the human way, as `"5s"`, `"250ms"`
+/// or `"1m 30s"` (humantime); a field left out keeps its default; a field this
+/// version does not know is an error naming it; enums are snake_case
+/// (`eviction = "fifo"`, `peer_scope = "speakers_only"`); peer ids and
+/// addresses are strings. [`network_key`](Self::network_key) is never written
+/// or read. In TOML:
+///
+/// ```toml
+/// max_peers = 50
+/// max_connections_per_peer = 2
+/// eviction = "fifo"
+/// dial_timeout = "5s"
+/// allow_list = ["12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"]
+///
+/// [pool]
+/// max_size = 64
+/// borrow_timeout = "250ms"
+///
+/// [supervisor]
+/// max_backoff = "10s"
+///
+/// [discovery]
+/// enabled = true
+/// seeds = ["/dns4/seed.example.org/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"]
+/// chains = ["chain1"]
+/// ```
+///
+/// A config read this way is checked like any other, by [`Config::validate`]
+/// (which `Host::build` and `Behaviour::new` call).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct Config {
     /// Send-stream pool of each connection.
@@ -464,9 +517,11 @@ pub struct Config {
     pub max_peers: usize,
     /// Inbound message streams accepted from one peer. Default: `None`, meaning
     /// `pool.max_size × max_connections_per_peer`.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_inbound_streams_per_peer: Option<usize>,
     /// Inbound message streams accepted on one connection. Default: `None`, meaning
     /// `pool.max_size`.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_inbound_streams_per_connection: Option<usize>,
     /// Largest payload of one frame, in bytes. Default: 16 MiB.
     pub max_frame_size: usize,
@@ -489,33 +544,42 @@ pub struct Config {
     /// behind is told how many it missed. Default: 1024.
     pub event_queue_len: usize,
     /// Time allowed to open and negotiate one outbound stream. Default: 10 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub stream_open_timeout: Duration,
     /// Time allowed for a dial to produce a connection. Default: 10 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub dial_timeout: Duration,
     /// A TCP connection whose socket takes no byte of what waits for it for this
     /// long is closed and reported as stalled (by the host's muxer: see
     /// `YamuxConfig::with_stall_timeout`); also how long a close that moves no
     /// byte may take. An application that does not read its inbox never stalls a
     /// connection. Default: 10 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub stall_timeout: Duration,
     /// Once the first byte of a frame has arrived, the stream is reset if no further
     /// byte of it arrives for this long (the frame as a whole may take longer while
     /// its bytes keep coming, as large frames over a slow link do). Default: 30 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub frame_read_timeout: Duration,
     /// Payloads at least this large are sent compressed (snappy). Default: `None`
     /// (never compress; compressed frames are always accepted).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub compress_min_size: Option<usize>,
     /// Interval of libp2p ping on every connection. Default: 2 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub ping_interval: Duration,
     /// A ping unanswered for this long closes the connection. Default: 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub ping_timeout: Duration,
     /// Redial schedule of required peers.
     pub supervisor: SupervisorConfig,
     /// Time allowed for the protocol exchange with a newly connected peer. A peer
     /// that does not answer is kept, with its protocol list unknown. Default: 10 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub exchange_timeout: Duration,
     /// Local protocol changes within this window are pushed to peers together.
     /// Default: 100 ms.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub protocol_push_delay: Duration,
     /// Longest protocol list accepted from a peer. Default: 1024.
     pub max_protocols_per_peer: usize,
@@ -540,14 +604,38 @@ pub struct Config {
     /// after the handshake (told `NotAllowed`) and never dialled (see
     /// [`AllowList`](crate::AllowList); changed at run time through `Control`).
     /// Holds at most `max_blacklist_entries` peers. Default: `None`, everyone.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            serialize_with = "sorted_peers",
+            skip_serializing_if = "Option::is_none"
+        )
+    )]
     pub allow_list: Option<HashSet<PeerId>>,
     /// A private network key (libp2p-pnet, the 32 bytes of a `swarm.key`): TCP
     /// connections are encrypted with it before the security handshake, so a
     /// node without the key cannot even complete one. QUIC cannot carry it: with
     /// a key, the host's transport is TCP only. Default: `None`.
+    ///
+    /// A secret, so never part of a serialized config (with the `serde`
+    /// feature): it is skipped when a config is written, and a config file
+    /// that names it is rejected as having an unknown field. Keep the key in a
+    /// file of its own and read it with [`NetworkKey::from_key_file`].
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub network_key: Option<NetworkKey>,
     /// Finding the nodes of this node's chains.
     pub discovery: DiscoveryConfig,
+}
+
+/// Writes an allow-list sorted, so the same list always gives the same text.
+#[cfg(feature = "serde")]
+fn sorted_peers<S: serde::Serializer>(
+    list: &Option<HashSet<PeerId>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut peers: Vec<String> = list.iter().flatten().map(|p| p.to_base58()).collect();
+    peers.sort_unstable();
+    serde::Serialize::serialize(&peers, serializer)
 }
 
 setters!(PoolConfig {
@@ -637,6 +725,8 @@ setters!(BroadcastConfig {
 ///
 /// [`Host`]: https://docs.rs/liquid-p2p/latest/liquid_p2p/struct.Host.html
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum PeerScope {
     /// Every connection is a liquid peer from the moment it is established, as
@@ -654,6 +744,8 @@ pub enum PeerScope {
 
 /// Which connections the admission policy applies to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum PolicyScope {
     /// Every connection of the node counts against `max_peers` and the
@@ -980,5 +1072,144 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(c.validate(), Err(Error::InvalidConfig { .. })));
+    }
+
+    #[cfg(feature = "serde")]
+    mod serde_form {
+        use super::*;
+
+        const PEER: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+
+        /// A config with every part away from its default.
+        fn changed() -> Config {
+            let peer: PeerId = PEER.parse().expect("peer id");
+            Config::default()
+                .with_pool(
+                    PoolConfig::default()
+                        .with_init_size(4)
+                        .with_max_size(64)
+                        .with_grow_batch(Some(3))
+                        .with_borrow_timeout(Duration::from_millis(250))
+                        .with_max_streams_per_protocol(Some(40)),
+                )
+                .with_max_peers(50)
+                .with_max_inbound_streams_per_peer(Some(200))
+                .with_compress_min_size(Some(4096))
+                .with_dial_timeout(Duration::from_secs(5))
+                .with_supervisor(
+                    SupervisorConfig::default()
+                        .with_max_backoff(Duration::from_secs(90))
+                        .with_max_attempts(Some(7)),
+                )
+                .with_eviction(EvictionStrategy::Fifo)
+                .with_admission(
+                    AdmissionConfig::default()
+                        .with_max_connections_per_ip(Some(3))
+                        .with_limit_loopback(true),
+                )
+                .with_peer_scope(PeerScope::SpeakersOnly)
+                .with_policy_scope(PolicyScope::LiquidPeers)
+                .with_broadcast(
+                    BroadcastConfig::default()
+                        .with_enabled(false)
+                        .with_mesh_n(5),
+                )
+                .with_allow_list(Some([peer].into_iter().collect()))
+                .with_discovery(
+                    DiscoveryConfig::default()
+                        .with_enabled(true)
+                        .with_seeds(vec![
+                            format!("/dns4/seed.example.org/tcp/4001/p2p/{PEER}")
+                                .parse()
+                                .expect("address"),
+                        ])
+                        .with_chains(vec!["chain1".into()])
+                        .with_interval(Duration::from_secs(90)),
+                )
+        }
+
+        #[test]
+        fn a_config_round_trips_through_toml() {
+            for config in [Config::default(), changed()] {
+                let text = toml::to_string(&config).expect("serialize");
+                let back: Config = toml::from_str(&text).expect("parse what was written");
+                assert_eq!(back, config, "{text}");
+            }
+        }
+
+        #[test]
+        fn durations_are_written_and_read_the_human_way() {
+            let text = toml::to_string(&changed()).expect("serialize");
+            assert!(text.contains("dial_timeout = \"5s\""), "{text}");
+            assert!(text.contains("borrow_timeout = \"250ms\""), "{text}");
+            assert!(text.contains("eviction = \"fifo\""), "{text}");
+            let config: Config =
+                toml::from_str("ping_interval = \"1m 30s\"\n[pool]\nsend_timeout = \"1500ms\"\n")
+                    .expect("parse");
+            assert_eq!(config.ping_interval, Duration::from_secs(90));
+            assert_eq!(config.pool.send_timeout, Duration::from_millis(1500));
+        }
+
+        #[test]
+        fn fields_left_out_keep_their_defaults() {
+            let config: Config =
+                toml::from_str("max_peers = 7\n[pool]\nmax_size = 30\n").expect("parse");
+            let expected = Config::default()
+                .with_max_peers(7)
+                .with_pool(PoolConfig::default().with_max_size(30));
+            assert_eq!(config, expected);
+            assert_eq!(
+                toml::from_str::<Config>("").expect("empty"),
+                Config::default()
+            );
+        }
+
+        #[test]
+        fn a_bad_field_is_an_error_that_names_it() {
+            let unknown = toml::from_str::<Config>("[pool]\nmax_sise = 30\n")
+                .expect_err("unknown field")
+                .to_string();
+            assert!(unknown.contains("max_sise"), "{unknown}");
+            let wrong_type = toml::from_str::<Config>("max_peers = \"many\"\n")
+                .expect_err("wrong type")
+                .to_string();
+            assert!(wrong_type.contains("max_peers"), "{wrong_type}");
+            let bad_duration = toml::from_str::<Config>("[supervisor]\nmax_backoff = \"soon\"\n")
+                .expect_err("bad duration")
+                .to_string();
+            assert!(bad_duration.contains("max_backoff"), "{bad_duration}");
+            let bad_enum = toml::from_str::<Config>("eviction = \"oldest\"\n")
+                .expect_err("bad strategy")
+                .to_string();
+            assert!(bad_enum.contains("eviction"), "{bad_enum}");
+        }
+
+        #[test]
+        fn the_network_key_is_never_written_nor_read() {
+            let config = changed().with_network_key(Some(NetworkKey::new([7; 32])));
+            let text = toml::to_string(&config).expect("serialize");
+            assert!(!text.contains("network_key"), "{text}");
+            assert!(!text.contains("0707"), "{text}");
+            let refused =
+                toml::from_str::<Config>(&format!("network_key = \"{}\"\n", "07".repeat(32)))
+                    .expect_err("a key in the config file")
+                    .to_string();
+            assert!(refused.contains("network_key"), "{refused}");
+        }
+
+        #[test]
+        fn the_documented_example_parses_and_is_valid() {
+            let text = "max_peers = 50\nmax_connections_per_peer = 2\neviction = \"fifo\"\n\
+                dial_timeout = \"5s\"\nallow_list = [\"PEER\"]\n\n[pool]\nmax_size = 64\n\
+                borrow_timeout = \"250ms\"\n\n[supervisor]\nmax_backoff = \"10s\"\n\n\
+                [discovery]\nenabled = true\n\
+                seeds = [\"/dns4/seed.example.org/tcp/4001/p2p/PEER\"]\nchains = [\"chain1\"]\n"
+                .replace("PEER", PEER);
+            let config: Config = toml::from_str(&text).expect("parse");
+            assert_eq!(config.max_connections_per_peer, 2);
+            assert_eq!(config.supervisor.max_backoff, Duration::from_secs(10));
+            assert!(config.discovery.enabled);
+            config.validate().expect("valid");
+        }
     }
 }

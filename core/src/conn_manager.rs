@@ -24,7 +24,7 @@ use std::{cmp::Reverse, collections::HashMap, fmt};
 
 use libp2p_identity::PeerId;
 use libp2p_swarm::ConnectionId;
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{RngExt, rngs::StdRng};
 
 use crate::config::Config;
 
@@ -43,6 +43,8 @@ pub enum Priority {
 /// already connected. The same strategy picks the low-priority peer that makes room
 /// for a new high-priority one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum EvictionStrategy {
     /// Last in, first refused: the newcomer is refused and established peers keep
@@ -168,7 +170,7 @@ impl ConnManager {
             max_peers,
             max_connections_per_peer,
             strategy,
-            StdRng::from_entropy(),
+            rand::make_rng(),
         )
     }
 
@@ -357,7 +359,7 @@ impl ConnManager {
                     return None;
                 }
                 candidates.sort_unstable_by_key(|(since, _)| Reverse(*since));
-                let index = self.rng.gen_range(0..candidates.len());
+                let index = self.rng.random_range(0..candidates.len());
                 candidates.get(index).map(|(_, p)| *p)
             }
         }
@@ -367,6 +369,8 @@ impl ConnManager {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+
+    use rand::SeedableRng;
 
     use proptest::prelude::*;
 

@@ -202,6 +202,16 @@ pub enum Error {
         /// The address.
         address: Multiaddr,
     },
+    /// The address needs a transport this build of liquid-p2p leaves out: the
+    /// Cargo feature that brings it (`quic`, `dns`) is off. Nothing was dialled
+    /// or bound.
+    #[error("{address} needs liquid-p2p's `{feature}` feature, which this build leaves out")]
+    TransportNotBuilt {
+        /// The address.
+        address: Multiaddr,
+        /// The feature it needs.
+        feature: TransportFeature,
+    },
     /// The configuration is inconsistent.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {
@@ -239,6 +249,33 @@ pub enum Error {
         /// Why.
         reason: BroadcastFailure,
     },
+}
+
+/// A transport that a Cargo feature of liquid-p2p brings
+/// ([`Error::TransportNotBuilt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportFeature {
+    /// QUIC (`/udp/../quic-v1`): the `quic` feature.
+    Quic,
+    /// Name resolution (`/dns`, `/dns4`, `/dns6`, `/dnsaddr`): the `dns` feature.
+    Dns,
+}
+
+impl TransportFeature {
+    /// The feature's name in `Cargo.toml`: `quic` or `dns`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportFeature::Quic => "quic",
+            TransportFeature::Dns => "dns",
+        }
+    }
+}
+
+impl std::fmt::Display for TransportFeature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Why a broadcast call failed ([`Error::Broadcast`]).

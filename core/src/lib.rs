@@ -69,7 +69,7 @@ pub use config::{
     PeerScope, PolicyScope, PoolConfig, RESERVED_STREAMS, YAMUX_MAX_STREAMS,
 };
 pub use conn_manager::{Admission, ConnManager, EvictionStrategy, PeerLimit, Priority};
-pub use error::{BroadcastFailure, Error, StreamOpenFailure};
+pub use error::{BroadcastFailure, Error, StreamOpenFailure, TransportFeature};
 pub use event::{Event, EvictionReason, GossipDrop, Message, StreamScope};
 pub use exchange::{ExchangeError, ExchangeFailure, PeerLimits};
 pub use pool::{

@@ -52,6 +52,23 @@ impl fmt::Display for ProtocolPriority {
     }
 }
 
+/// Written as its name (`low`, `normal`, `high`); read in any case, as
+/// [`FromStr`] reads it.
+#[cfg(feature = "serde")]
+impl serde::Serialize for ProtocolPriority {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for ProtocolPriority {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A priority name that is none of `low`, `normal` or `high`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown priority {0:?}: expected low, normal or high")]

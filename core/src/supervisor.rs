@@ -24,25 +24,32 @@
 use std::{collections::HashMap, time::Duration};
 
 use libp2p_identity::PeerId;
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{RngExt, rngs::StdRng};
 use tokio::time::Instant;
 
 /// Settings of the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct SupervisorConfig {
     /// How often the host sweeps for due redials even when nothing happened. Default: 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub check_interval: Duration,
     /// One step of the Fibonacci schedule. Default: 1 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub backoff_unit: Duration,
     /// No redial waits longer than this. Default: 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_backoff: Duration,
     /// Each delay is moved at random by up to this percentage either way. Default: 20.
     pub jitter_percent: u8,
     /// Failed dials in a row after which a peer is given up. Default: `None` (never).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_attempts: Option<u32>,
     /// A confirmed connection that closes sooner than this counts as a failed
     /// dial: the schedule goes on instead of redialling at once. Default: 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub min_connection_lifetime: Duration,
 }
 
@@ -139,7 +146,7 @@ pub fn fibonacci_backoff(n: u32, unit: Duration, cap: Duration) -> Duration {
 impl ConnSupervisor {
     /// A supervisor with no required peers, jitter seeded from the OS.
     pub fn new(config: SupervisorConfig) -> Self {
-        Self::with_rng(config, StdRng::from_entropy())
+        Self::with_rng(config, rand::make_rng())
     }
 
     /// A supervisor whose jitter comes from `rng` (deterministic tests).
@@ -303,7 +310,7 @@ impl ConnSupervisor {
         let base = fibonacci_backoff(attempt, self.config.backoff_unit, self.config.max_backoff);
         let jitter = f64::from(self.config.jitter_percent.min(100)) / 100.0;
         let factor = if jitter > 0.0 {
-            self.rng.gen_range(1.0 - jitter..=1.0 + jitter)
+            self.rng.random_range(1.0 - jitter..=1.0 + jitter)
         } else {
             1.0
         };
@@ -313,6 +320,8 @@ impl ConnSupervisor {
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+
     use super::*;
 
     fn config(jitter: u8) -> SupervisorConfig {
@@ -544,8 +553,8 @@ mod tests {
             let mut in_flight: HashMap<PeerId, bool> = HashMap::new();
             let mut connected: HashMap<PeerId, bool> = HashMap::new();
             for step in 0..5_000 {
-                let peer = peers[rng.gen_range(0..peers.len())];
-                let actions = match rng.gen_range(0..8) {
+                let peer = peers[rng.random_range(0..peers.len())];
+                let actions = match rng.random_range(0..8) {
                     0 => s.add(peer, connected.get(&peer).copied().unwrap_or(false), now),
                     1 => {
                         s.remove(&peer);
@@ -572,7 +581,7 @@ mod tests {
                         s.connected(&peer, now)
                     }
                     _ => {
-                        now += Duration::from_millis(rng.gen_range(0..20_000));
+                        now += Duration::from_millis(rng.random_range(0..20_000));
                         s.poll(now)
                     }
                 };

@@ -1,6 +1,7 @@
 //! [`Host`]: the ready-made node, a thin driver over the liquid [`Behaviour`].
 //!
-//! A host builds a libp2p `Swarm` (TCP + noise + yamux, and QUIC) with identify,
+//! A host builds a libp2p `Swarm` (TCP + noise + yamux, QUIC with the `quic`
+//! feature, names resolved with the `dns` feature) with identify,
 //! the liquid behaviour (which carries ping, the supervisor, liveness, the address
 //! book and the events), gossip ([`Broadcast`], unless `broadcast.enabled` is
 //! false), discovery ([`Discovery`], when `discovery.enabled` is set) and, if the
@@ -35,7 +36,7 @@ use libp2p::{
         dummy,
     },
 };
-use liquid_p2p_core::{Config, DialFailure, Error, ProtocolPriority};
+use liquid_p2p_core::{Config, DialFailure, Error, ProtocolPriority, TransportFeature};
 use parking_lot::{Mutex, RwLock};
 use tokio::{
     sync::{mpsc, oneshot},
@@ -214,7 +215,8 @@ where
     }
 
     /// Listens on `address` once built (repeatable). `/tcp/..` uses TCP + noise +
-    /// yamux; `/udp/../quic-v1` uses QUIC.
+    /// yamux; `/udp/../quic-v1` uses QUIC (with the `quic` feature; without it
+    /// `build` fails with [`Error::TransportNotBuilt`]).
     pub fn listen_on(mut self, address: Multiaddr) -> Self {
         self.listen.push(address);
         self
@@ -292,6 +294,8 @@ where
     /// - [`Error::InvalidProtocol`] or [`Error::ProtocolAlreadyRegistered`]: a
     ///   protocol given to [`register_protocol`](Self::register_protocol) is
     ///   invalid or was given twice.
+    /// - [`Error::TransportNotBuilt`]: a listen address needs a Cargo feature this
+    ///   build leaves out (`quic` for `/quic-v1`, `dns` for `/dns*`).
     /// - [`Error::MissingPeerId`]: a [`required_peer`](Self::required_peer)'s
     ///   address does not end in `/p2p/<peer id>`.
     /// - [`Error::Listen`]: a [`listen_on`](Self::listen_on) address could not
@@ -325,6 +329,7 @@ where
             inboxes.insert(protocol, inbox);
         }
         for address in self.required {
+            transport::check_built(&address)?;
             liquid.add_required_peer(address)?;
         }
         let broadcast = if config.broadcast.enabled {
@@ -458,6 +463,15 @@ fn build_swarm<B: NetworkBehaviour>(
 }
 
 fn listen_error(address: &Multiaddr, e: libp2p::TransportError<io::Error>) -> Error {
+    if let libp2p::TransportError::MultiaddrNotSupported(_) = e
+        // Names are never listened on, with or without the `dns` feature.
+        && let Some(feature @ TransportFeature::Quic) = transport::missing_feature(address)
+    {
+        return Error::TransportNotBuilt {
+            address: address.clone(),
+            feature,
+        };
+    }
     let source = match e {
         libp2p::TransportError::MultiaddrNotSupported(_) => io::Error::new(
             io::ErrorKind::Unsupported,
@@ -707,6 +721,8 @@ where
     ///   system's error, such as `AddrInUse`; `Unsupported` for an address no
     ///   transport of the host takes; `TimedOut` when no address was reported
     ///   within `dial_timeout`).
+    /// - [`Error::TransportNotBuilt`]: the address needs a Cargo feature this
+    ///   build leaves out (`quic` for `/quic-v1`, `dns` for `/dns*`).
     /// - [`Error::ShutDown`]: the host has shut down.
     ///
     /// # Cancel safety
@@ -746,6 +762,8 @@ where
     ///   `SelfDial`, `Aborted`, `TimedOut` (no connection within
     ///   `dial_timeout`) or `TooManyDials` (1024 dials of the host already
     ///   wait for their outcome).
+    /// - [`Error::TransportNotBuilt`]: the address needs a Cargo feature this
+    ///   build leaves out (`quic` for `/quic-v1`, `dns` for `/dns*`).
     /// - [`Error::ShutDown`]: the host has shut down.
     ///
     /// # Cancel safety
@@ -755,6 +773,7 @@ where
     /// if it comes up, stays (as a liquid peer).
     pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, Error> {
         self.control.shared().lifecycle.check_open()?;
+        transport::check_built(&address)?;
         if let Some(peer) = address_peer(&address)
             && self.control().pool_stats(&peer).len() >= self.config.max_connections_per_peer
         {
@@ -813,6 +832,8 @@ where
     /// # Errors
     ///
     /// - [`Error::MissingPeerId`]: `address` does not end in `/p2p/<peer id>`.
+    /// - [`Error::TransportNotBuilt`]: the address needs a Cargo feature this
+    ///   build leaves out (`quic` for `/quic-v1`, `dns` for `/dns*`).
     /// - [`Error::ShutDown`]: the host has shut down.
     ///
     /// # Cancel safety
@@ -821,6 +842,7 @@ where
     /// after, the peer becomes required anyway.
     pub async fn add_required_peer(&self, address: Multiaddr) -> Result<PeerId, Error> {
         let peer = required_peer_id(&address)?;
+        transport::check_built(&address)?;
         self.command(Command::AddRequired { address }).await?;
         Ok(peer)
     }

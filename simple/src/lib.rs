@@ -393,7 +393,7 @@ pub use liquid_p2p_core::{
     EvictionReason, EvictionStrategy, ExchangeError, ExchangeFailure, FrameError, GossipDrop, Lane,
     MAX_LANES, Message, NetworkKey, PeerId, PeerLimit, PeerLimits, PeerScope, PolicyScope,
     PoolConfig, PoolStats, ProtocolPriority, ReceiveCounts, RefusalReason, RemoteRefusal,
-    StreamOpenFailure, StreamScope, SupervisorConfig, UnknownPriority,
+    StreamOpenFailure, StreamScope, SupervisorConfig, TransportFeature, UnknownPriority,
 };
 pub use muxer::{TransportStalled, YamuxConfig, YamuxMuxer, YamuxStream};
 pub use protocol::{EXCHANGE_PROTOCOL, InboundProtocols, PROTOCOL, REFUSAL_PROTOCOL};

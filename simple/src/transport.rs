@@ -1,5 +1,11 @@
 //! The transport a host runs on: TCP + noise + liquid's yamux, and QUIC.
 //!
+//! Two Cargo features, both on by default, decide what else is built in: `quic`
+//! (the QUIC transport, `/udp/../quic-v1`) and `dns` (`/dns`, `/dns4`, `/dns6`
+//! and `/dnsaddr` addresses resolved through the system's resolver when dialled).
+//! A `Host` asked to listen on or dial an address that needs a feature this
+//! build leaves out fails with [`Error::TransportNotBuilt`] naming the feature.
+//!
 //! libp2p's `SwarmBuilder::with_tcp` chains the same steps (multistream-select,
 //! noise, multistream-select, yamux), but it cannot give three guards a host
 //! exposed to the open network needs, so the TCP upgrade is spelled out here:
@@ -65,6 +71,8 @@ use futures::{
     AsyncRead, AsyncWrite, FutureExt,
     future::{BoxFuture, Either},
 };
+#[cfg(feature = "quic")]
+use libp2p::quic;
 use libp2p::{
     Multiaddr, PeerId, Transport,
     core::{
@@ -74,16 +82,18 @@ use libp2p::{
         upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo, Version},
     },
     identity::Keypair,
+    multiaddr::Protocol,
     noise,
     pnet::{PnetConfig, PreSharedKey},
-    quic, tcp,
+    tcp,
 };
-use liquid_p2p_core::{Config, Error, NetworkKey};
+use liquid_p2p_core::{Config, Error, NetworkKey, TransportFeature};
 use parking_lot::Mutex;
 
 use crate::muxer::YamuxConfig;
 
 /// QUIC flow-control window of one stream.
+#[cfg(feature = "quic")]
 const QUIC_STREAM_WINDOW: u32 = 256 * 1024;
 
 /// Why a connection's handshake was cut short by this transport.
@@ -144,9 +154,11 @@ pub(crate) fn causes<'a>(
 struct Carrier(#[source] HandshakeError);
 
 /// The transport of a [`Host`](crate::Host): TCP + noise + [`YamuxConfig`] with
-/// the guards of the module docs, and QUIC; both within `config`'s limits. Give it
-/// to `SwarmBuilder::with_other_transport` to run [`Behaviour`](crate::Behaviour)
-/// in your own swarm with the same protection.
+/// the guards of the module docs, and QUIC (with the `quic` feature); both within
+/// `config`'s limits, and both behind the system's name resolver for `/dns`,
+/// `/dns4` and `/dns6` addresses (with the `dns` feature). Give it to
+/// `SwarmBuilder::with_other_transport` to run [`Behaviour`](crate::Behaviour) in
+/// your own swarm with the same protection.
 pub fn build(keypair: &Keypair, config: &Config) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
     let noise = noise::Config::new(keypair).map_err(|e| Error::InvalidConfig {
         reason: format!("noise: {e}"),
@@ -169,18 +181,99 @@ pub fn build(keypair: &Keypair, config: &Config) -> Result<Boxed<(PeerId, Stream
         upgrade(socket, endpoint, noise.clone(), yamux.clone(), guards)
     })
     .map_err(|e| e.into_inner());
-    if config.network_key.is_some() {
-        return Ok(tcp.boxed());
+    Ok(with_dns(with_quic(tcp, keypair, config)))
+}
+
+/// The address's transport that this build leaves out, if any: QUIC without the
+/// `quic` feature, a name to resolve without the `dns` feature.
+pub(crate) fn missing_feature(address: &Multiaddr) -> Option<TransportFeature> {
+    address.iter().find_map(|p| match p {
+        Protocol::QuicV1 | Protocol::Quic if !cfg!(feature = "quic") => {
+            Some(TransportFeature::Quic)
+        }
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_)
+            if !cfg!(feature = "dns") =>
+        {
+            Some(TransportFeature::Dns)
+        }
+        _ => None,
+    })
+}
+
+/// `Err(TransportNotBuilt)` for an address this build cannot dial or listen on
+/// (see [`missing_feature`]).
+pub(crate) fn check_built(address: &Multiaddr) -> Result<(), Error> {
+    match missing_feature(address) {
+        Some(feature) => Err(Error::TransportNotBuilt {
+            address: address.clone(),
+            feature,
+        }),
+        None => Ok(()),
     }
-    Ok(tcp
-        .or_transport(quic_transport(keypair, config))
+}
+
+/// The TCP transport or, with the `quic` feature and no network key, TCP and
+/// QUIC.
+#[cfg(feature = "quic")]
+fn with_quic<T>(tcp: T, keypair: &Keypair, config: &Config) -> Boxed<(PeerId, StreamMuxerBox)>
+where
+    T: Transport<Output = (PeerId, StreamMuxerBox), Error = io::Error> + Send + Unpin + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    if config.network_key.is_some() {
+        return tcp.boxed();
+    }
+    tcp.or_transport(quic_transport(keypair, config))
         .map(|either, _| either.into_inner())
         // Unwrapped, not wrapped again: `HandshakeError::find` looks through
         // `io::Error`s, not through `Either`.
         .map_err(|e| e.into_inner())
-        .boxed())
+        .boxed()
 }
 
+/// The TCP transport: QUIC is left out of this build.
+#[cfg(not(feature = "quic"))]
+fn with_quic<T>(tcp: T, _: &Keypair, _: &Config) -> Boxed<(PeerId, StreamMuxerBox)>
+where
+    T: Transport<Output = (PeerId, StreamMuxerBox), Error = io::Error> + Send + Unpin + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    tcp.boxed()
+}
+
+/// `inner` behind the system's resolver (`/etc/resolv.conf` and the hosts file
+/// on Unix): a `/dns`, `/dns4`, `/dns6` or `/dnsaddr` address is resolved when
+/// dialled, and the addresses found are dialled in turn. Where the system's
+/// resolver settings cannot be read (a container without `/etc/resolv.conf`),
+/// names resolve through the hosts file only, with one `warn` line; libp2p's
+/// own builder fails instead, which would stop a host that never dials a name.
+#[cfg(feature = "dns")]
+fn with_dns(inner: Boxed<(PeerId, StreamMuxerBox)>) -> Boxed<(PeerId, StreamMuxerBox)> {
+    use libp2p::dns::{self, ResolverConfig, ResolverOpts};
+    let (resolvers, options) = hickory_resolver::system_conf::read_system_conf()
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "system resolver settings unreadable: names resolve through the hosts file only");
+            (ResolverConfig::from_parts(None, Vec::new(), Vec::new()), ResolverOpts::default())
+        });
+    dns::tokio::Transport::custom(inner, resolvers, options)
+        // The inner transport's error as it is, so the layers above (and
+        // `HandshakeError::find`) see what they would without the resolver.
+        .map_err(|e| match e {
+            dns::Error::Transport(e) => e,
+            other => io::Error::other(other),
+        })
+        .boxed()
+}
+
+/// `inner` as it is: name resolution is left out of this build.
+#[cfg(not(feature = "dns"))]
+fn with_dns(inner: Boxed<(PeerId, StreamMuxerBox)>) -> Boxed<(PeerId, StreamMuxerBox)> {
+    inner
+}
+
+#[cfg(feature = "quic")]
 fn quic_transport(keypair: &Keypair, config: &Config) -> Boxed<(PeerId, StreamMuxerBox)> {
     // Pools and inbound caps stay far below QUIC's stream limit; the connection
     // window is sized so every inbound stream can hold a full stream window: an

@@ -215,6 +215,7 @@ async fn over_tcp_a_paused_protocol_holds_up_neither_another_protocol_nor_the_co
     a_stalled_consumer_holds_up_nothing_else(TCP).await;
 }
 
+#[cfg(feature = "quic")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_quic_a_paused_protocol_holds_up_neither_another_protocol_nor_the_connection() {
     a_stalled_consumer_holds_up_nothing_else(QUIC).await;

@@ -34,7 +34,7 @@ use std::{
 
 use futures::{FutureExt, future::BoxFuture};
 use liquid_p2p::{Control, Host, Inbox, PeerId, ProtocolPriority};
-use rand::{RngCore, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tokio::time::MissedTickBehavior;
 
 use super::{

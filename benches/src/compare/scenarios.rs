@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use rand::{RngCore, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 use super::{
     BenchError, Context, Mode, Transport,

@@ -3,7 +3,8 @@
 use super::*;
 
 /// The configuration file as written: what `chain_node --config` reads and
-/// `chain_cluster` writes.
+/// `chain_cluster` writes. The node's own settings at the top level; the host's,
+/// every field of [`liquid_p2p::Config`], under `[network]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -25,25 +26,30 @@ pub struct ConfigFile {
     /// Time between blocks, for the leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_interval_ms: Option<u64>,
-    /// Whether the node runs discovery (finds its chain's nodes, and answers
-    /// other nodes' lookups, as a seed does). Default: true when `seeds` are
-    /// given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub discovery: Option<bool>,
-    /// Discovery seeds, each address ending in `/p2p/<peer id>`: the node finds
-    /// the other nodes of its chain through them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub seeds: Vec<String>,
     /// The chain's nodes (peer ids), this one included: only they may send the
     /// chain's blocks, votes and sync messages, and votes need two thirds of
     /// them. Default: everyone; a quorum counts the connected peers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
-    /// Nodes of the chain discovery keeps connected. Default: the other members,
-    /// or 4 without members.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_peers: Option<usize>,
+    /// The host's settings (`[network]`, `[network.pool]`,
+    /// `[network.discovery]`, ...): every field of `liquid_p2p::Config`, each
+    /// with its default when left out. Discovery (`[network.discovery]`
+    /// `enabled`, `seeds`, `min_peers`) always serves this node's chain.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub network: Config,
 }
+
+fn is_default(config: &Config) -> bool {
+    *config == Config::default()
+}
+
+/// Keys that older versions of this file had at the top level, and where they
+/// are now.
+const MOVED_KEYS: [(&str, &str); 3] = [
+    ("seeds", "[network.discovery] seeds"),
+    ("discovery", "[network.discovery] enabled"),
+    ("min_peers", "[network.discovery] min_peers"),
+];
 
 /// A checked configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,14 +68,11 @@ pub struct NodeConfig {
     pub leader: bool,
     /// Time between blocks, for the leader.
     pub block_interval: Duration,
-    /// Whether the node runs discovery.
-    pub discovery: bool,
-    /// Discovery seeds.
-    pub seeds: Vec<Multiaddr>,
     /// The chain's members; empty: everyone.
     pub members: Vec<PeerId>,
-    /// Nodes of the chain discovery keeps connected.
-    pub min_peers: usize,
+    /// The host's settings, checked ([`Config::validate`]); with discovery on,
+    /// its chains include this node's.
+    pub network: Config,
 }
 
 /// Why a configuration was rejected.
@@ -107,8 +110,16 @@ impl NodeConfig {
     /// Parses and checks TOML text. `default_name` is used when the file sets no
     /// `name`; a relative `key_file` is resolved against `base_dir`.
     pub fn parse(text: &str, default_name: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let file: ConfigFile =
-            toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_owned()))?;
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            let mut message = e.to_string().trim_end().to_owned();
+            if let Some((key, now)) = MOVED_KEYS
+                .iter()
+                .find(|(key, _)| message.contains(&format!("unknown field `{key}`")))
+            {
+                message.push_str(&format!("\n(`{key}` is now {now})"));
+            }
+            ConfigError(message)
+        })?;
         Self::from_file(file, default_name, base_dir)
     }
 
@@ -150,11 +161,6 @@ impl NodeConfig {
         } else {
             file.key_file
         };
-        let seeds = file
-            .seeds
-            .iter()
-            .map(|a| parse_peer_address("seeds", a).map(|(address, _)| address))
-            .collect::<Result<Vec<_>, _>>()?;
         let members = file
             .members
             .iter()
@@ -163,9 +169,20 @@ impl NodeConfig {
                     .map_err(|e| ConfigError(format!("`members`: invalid peer id `{id}`: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let min_peers = file
-            .min_peers
-            .unwrap_or_else(|| members.len().checked_sub(1).unwrap_or(4));
+        let mut network = file.network;
+        let discovery = &mut network.discovery;
+        if !discovery.enabled && !discovery.seeds.is_empty() {
+            return Err(ConfigError(
+                "`network.discovery.seeds` are given but `network.discovery.enabled` is false"
+                    .into(),
+            ));
+        }
+        if discovery.enabled && !discovery.chains.contains(&file.chain_id) {
+            discovery.chains.push(file.chain_id.clone());
+        }
+        network
+            .validate()
+            .map_err(|e| ConfigError(format!("`network`: {e}")))?;
         Ok(Self {
             name,
             listen,
@@ -174,10 +191,8 @@ impl NodeConfig {
             chain_id: file.chain_id,
             leader: file.leader,
             block_interval: Duration::from_millis(interval_ms),
-            discovery: file.discovery.unwrap_or(!seeds.is_empty()),
-            seeds,
             members,
-            min_peers,
+            network,
         })
     }
 }

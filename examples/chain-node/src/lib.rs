@@ -13,11 +13,23 @@
 //! chain_id = "demo"                   # [A-Za-z0-9._-], 1 to 64 characters
 //! leader = true                       # default false
 //! block_interval_ms = 500             # leader only; default 500
-//! seeds = ["/ip4/127.0.0.1/tcp/4101/p2p/12D3Koo..."]  # optional: find the chain's nodes
-//! discovery = true                    # optional; default: true when seeds are given
 //! members = ["12D3Koo...", "12D3Koo..."]  # optional: the chain's nodes, this one included
-//! min_peers = 3                       # optional; default: the other members, or 4
+//!
+//! # Optional: the host's settings, every field of liquid_p2p::Config (README,
+//! # "Defaults"), durations as "5s" or "250ms"; left out, the defaults.
+//! [network]
+//! max_peers = 30
+//!
+//! [network.discovery]                 # optional: find the chain's nodes
+//! enabled = true                      # serves chain_id (added to `chains`)
+//! seeds = ["/ip4/127.0.0.1/tcp/4101/p2p/12D3Koo..."]
+//! min_peers = 3                       # default 4
 //! ```
+//!
+//! Files of earlier versions had `seeds`, `discovery` and `min_peers` at the top
+//! level; they are now `[network.discovery]` `seeds`, `enabled` and `min_peers`
+//! (a file with the old keys is refused with a message that says so). Seeds
+//! without `enabled = true` are refused too.
 //!
 //! With `members`, only those peers may send the chain its blocks, votes and sync
 //! messages (others are dropped by the host), and a quorum is two thirds of them;
@@ -80,7 +92,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use liquid_p2p::{PeerId, libp2p::Multiaddr, libp2p::multiaddr::Protocol};
+use liquid_p2p::{Config, PeerId, libp2p::Multiaddr, libp2p::multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 
 /// Block interval of a leader whose configuration does not set one.
@@ -215,10 +227,8 @@ mod tests {
     #[test]
     fn config_file_round_trips_through_toml() {
         let file = ConfigFile {
-            discovery: None,
-            seeds: Vec::new(),
             members: Vec::new(),
-            min_peers: None,
+            network: Config::default(),
             name: Some("node3".into()),
             listen: vec!["/ip4/127.0.0.1/tcp/4103".into()],
             key_file: "node3.key".into(),
@@ -230,6 +240,71 @@ mod tests {
         let text = file.to_toml().unwrap();
         assert_eq!(toml::from_str::<ConfigFile>(&text).unwrap(), file);
         NodeConfig::parse(&text, "x", Path::new(".")).unwrap();
+    }
+
+    #[test]
+    fn the_network_table_is_a_liquid_config_and_discovery_serves_the_chain() {
+        let seed = peer_address(4101);
+        let text = format!(
+            r#"
+            listen = []
+            key_file = "k"
+            chain_id = "demo"
+            members = ["{member}"]
+
+            [network]
+            max_peers = 30
+            dial_timeout = "3s"
+
+            [network.discovery]
+            enabled = true
+            seeds = ["{seed}"]
+            min_peers = 3
+            "#,
+            member = PeerId::random(),
+        );
+        let config = NodeConfig::parse(&text, "n", Path::new(".")).unwrap();
+        assert_eq!(config.network.max_peers, 30);
+        assert_eq!(config.network.dial_timeout, Duration::from_secs(3));
+        let discovery = &config.network.discovery;
+        assert!(discovery.enabled);
+        assert_eq!(discovery.seeds, vec![seed.parse().unwrap()]);
+        assert_eq!(discovery.chains, vec!["demo".to_owned()]);
+        assert_eq!(discovery.min_peers, 3);
+        assert_eq!(config.members.len(), 1);
+
+        let file = ConfigFile {
+            name: None,
+            listen: Vec::new(),
+            key_file: "k".into(),
+            required_peers: Vec::new(),
+            chain_id: "demo".into(),
+            leader: false,
+            block_interval_ms: None,
+            members: Vec::new(),
+            network: config.network.clone(),
+        };
+        let written = file.to_toml().unwrap();
+        assert_eq!(toml::from_str::<ConfigFile>(&written).unwrap(), file);
+    }
+
+    #[test]
+    fn network_errors_name_the_field_and_old_keys_say_where_they_went() {
+        let base =
+            |extra: &str| format!("listen = []\nkey_file = \"k\"\nchain_id = \"c\"\n{extra}");
+        let err = |text: &str| NodeConfig::parse(text, "n", Path::new(".")).unwrap_err().0;
+        assert!(err(&base("[network]\nmax_peer = 3")).contains("max_peer"));
+        assert!(
+            err(&base("[network.pool]\nborrow_timeout = \"later\"")).contains("borrow_timeout")
+        );
+        assert!(err(&base("[network]\nmax_peers = 0")).contains("max_peers"));
+        let old = err(&base(&format!("seeds = [\"{}\"]", peer_address(1))));
+        assert!(old.contains("[network.discovery] seeds"), "{old}");
+        let seeds_only = base(&format!(
+            "[network.discovery]\nseeds = [\"{}\"]",
+            peer_address(1)
+        ));
+        assert!(err(&seeds_only).contains("enabled"));
     }
 
     #[test]

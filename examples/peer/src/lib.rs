@@ -10,6 +10,10 @@
 
 use std::{fmt, str::FromStr};
 
+mod config_file;
+
+pub use config_file::{ConfigFileError, PeerFile};
+
 use liquid_p2p::{
     ConnectionId, Event, GossipMessage, InboxStats, PeerId, PoolStats, ProtocolPriority,
     ReceiveCounts, TopicStats, libp2p::Multiaddr,

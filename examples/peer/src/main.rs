@@ -11,7 +11,7 @@
 //!      [--max-backoff-ms MS] [--check-interval-ms MS] [--quiet-messages]
 //!      [--queue-len N] [--send-timeout-ms MS] [--priority PROTOCOL=LEVEL]...
 //!      [--allow PEER_ID]... [--allow-file PATH] [--psk-file PATH] [--max-peers N]
-//!      [--seed MULTIADDR]... [--chain ID]... [--min-peers N]
+//!      [--seed MULTIADDR]... [--chain ID]... [--min-peers N] [--config FILE.toml]
 //! ```
 
 use std::{
@@ -30,10 +30,11 @@ mod metrics;
 
 use clap::Parser;
 use futures::StreamExt;
-use liquid_p2p::{Config, Error, Event, Host, Inbox, PeerId, ProtocolPriority, libp2p::Multiaddr};
+use liquid_p2p::{Error, Event, Host, Inbox, PeerId, ProtocolPriority, libp2p::Multiaddr};
 use liquid_p2p_examples::shutdown_signal;
 use liquid_p2p_peer::{
-    Command, DEFAULT_PROTOCOL, Output, ProtocolLine, Stats, flood_payload, parse_command, to_ranges,
+    Command, DEFAULT_PROTOCOL, Output, PeerFile, ProtocolLine, Stats, flood_payload, parse_command,
+    to_ranges,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -85,8 +86,18 @@ discovered).";
 #[derive(Debug, Parser)]
 #[command(name = "peer", version, after_help = AFTER_HELP)]
 struct Args {
+    /// Settings file (TOML): every setting of these flags, and under [config]
+    /// every field of liquid_p2p::Config (see examples/peer/peer.toml). Flags
+    /// win over the file; a list flag (--listen, --dial, --required,
+    /// --protocol, --seed, --chain) replaces the file's list, --allow or
+    /// --allow-file replaces its allow-list, --priority overrides the file's
+    /// level of the same protocol.
+    #[arg(long = "config", value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+
     /// Address to listen on (repeatable). Default: /ip4/127.0.0.1/tcp/0.
-    /// /tcp/.. uses TCP + noise + yamux, /udp/../quic-v1 uses QUIC.
+    /// /tcp/.. uses TCP + noise + yamux, /udp/../quic-v1 uses QUIC (in a build
+    /// with the `quic` feature, the default).
     #[arg(long = "listen", value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
 
@@ -96,7 +107,8 @@ struct Args {
     key_file: Option<PathBuf>,
 
     /// Peer to dial at start (repeatable). With a /p2p/<id> suffix the remote must
-    /// prove that identity.
+    /// prove that identity. /dns4/<name>/.. addresses are resolved by the system
+    /// (in a build with the `dns` feature, the default).
     #[arg(long = "dial", value_name = "MULTIADDR")]
     dial: Vec<Multiaddr>,
 
@@ -195,16 +207,23 @@ struct Args {
 fn allow_list(args: &Args) -> Result<Option<HashSet<PeerId>>, String> {
     let mut peers: HashSet<PeerId> = args.allow.iter().copied().collect();
     if let Some(path) = &args.allow_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--allow-file {}: {e}", path.display()))?;
-        peers.extend(
-            liquid_p2p_peer::parse_peer_list(&text)
-                .map_err(|e| format!("--allow-file {}: {e}", path.display()))?,
-        );
+        peers.extend(read_allow_file("--allow-file", path)?);
     } else if args.allow.is_empty() {
         return Ok(None);
     }
     Ok(Some(peers))
+}
+
+/// The peer ids of an allow file (`what` names where its path came from).
+fn read_allow_file(what: &str, path: &std::path::Path) -> Result<Vec<PeerId>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    liquid_p2p_peer::parse_peer_list(&text).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// `flags` when any were given, else `file`.
+fn flags_or_file<T>(flags: Vec<T>, file: Vec<T>) -> Vec<T> {
+    if flags.is_empty() { file } else { flags }
 }
 
 /// A `--priority` value: `PROTOCOL=LEVEL`.
@@ -271,8 +290,20 @@ impl Printer {
 async fn main() -> ExitCode {
     let args = Args::parse();
     liquid_p2p_examples::init_stderr_tracing("warn");
-    let printer = Printer { json: args.json };
-    match run(args, printer).await {
+    let file = match &args.config {
+        Some(path) => match PeerFile::load(path) {
+            Ok(file) => file,
+            Err(e) => {
+                Printer { json: args.json }.print(&Output::error(e.to_string()));
+                return ExitCode::FAILURE;
+            }
+        },
+        None => PeerFile::default(),
+    };
+    let printer = Printer {
+        json: args.json || file.json,
+    };
+    match run(args, file, printer).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             printer.print(&Output::error(message));
@@ -281,8 +312,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args, printer: Printer) -> Result<(), String> {
-    let mut config = Config::default();
+/// Runs the peer with the settings of `file` under those of `args` (defaults,
+/// then the file, then the flags).
+async fn run(args: Args, file: PeerFile, printer: Printer) -> Result<(), String> {
+    let mut config = file.config;
     if let Some(ms) = args.max_backoff_ms {
         config.supervisor.max_backoff = Duration::from_millis(ms);
     }
@@ -298,27 +331,38 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     if let Some(n) = args.max_peers {
         config.max_peers = usize::try_from(n).map_err(|e| format!("--max-peers: {e}"))?;
     }
-    config.allow_list = allow_list(&args)?;
+    if let Some(list) = allow_list(&args)? {
+        config.allow_list = Some(list);
+    } else if let Some(path) = &file.allow_file {
+        let mut list = config.allow_list.take().unwrap_or_default();
+        list.extend(read_allow_file("allow_file", path)?);
+        config.allow_list = Some(list);
+    }
     if !args.seed.is_empty() || !args.chain.is_empty() {
-        config.discovery.enabled = true;
-        config.discovery.seeds = args.seed.clone();
-        config.discovery.chains = if args.chain.is_empty() {
-            vec![DEFAULT_CHAIN.to_owned()]
-        } else {
-            args.chain.clone()
-        };
+        let discovery = &mut config.discovery;
+        discovery.enabled = true;
+        discovery.seeds = flags_or_file(args.seed.clone(), std::mem::take(&mut discovery.seeds));
+        discovery.chains = flags_or_file(args.chain.clone(), std::mem::take(&mut discovery.chains));
+        if discovery.chains.is_empty() {
+            discovery.chains = vec![DEFAULT_CHAIN.to_owned()];
+        }
     }
     if let Some(n) = args.min_peers {
         config.discovery.min_peers = usize::try_from(n).map_err(|e| format!("--min-peers: {e}"))?;
     }
-    if let Some(path) = &args.psk_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--psk-file {}: {e}", path.display()))?;
+    if let Some((what, path)) = args
+        .psk_file
+        .as_ref()
+        .map(|path| ("--psk-file", path))
+        .or(file.psk_file.as_ref().map(|path| ("psk_file", path)))
+    {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
         let key = liquid_p2p::NetworkKey::from_key_file(&text)
-            .map_err(|e| format!("--psk-file {}: {e}", path.display()))?;
+            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
         config.network_key = Some(key);
     }
-    let metrics = match args.metrics {
+    let metrics = match args.metrics.or(file.metrics) {
         Some(address) => Some(metrics::Endpoint::bind(address).await?),
         None => None,
     };
@@ -333,17 +377,18 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     #[cfg(not(feature = "metrics"))]
     let _: Option<metrics::Endpoint> = metrics;
     let mut builder = builder;
-    if let Some(path) = &args.key_file {
+    if let Some(path) = args.key_file.as_ref().or(file.key_file.as_ref()) {
         builder = builder.key_file(path);
     }
-    let listen = if args.listen.is_empty() {
+    let listen = flags_or_file(args.listen, file.listen);
+    let listen = if listen.is_empty() {
         vec![
             DEFAULT_LISTEN
                 .parse()
                 .map_err(|e| format!("default listen address: {e}"))?,
         ]
     } else {
-        args.listen
+        listen
     };
     for address in listen {
         builder = builder.listen_on(address);
@@ -364,7 +409,7 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
 
     // Register before announcing the listen addresses: once a script sees
     // `listening`, messages for these protocols are delivered.
-    let mut protocols = args.protocol;
+    let mut protocols = flags_or_file(args.protocol, file.protocol);
     if protocols.is_empty() {
         protocols.push(DEFAULT_PROTOCOL.to_owned());
     }
@@ -374,10 +419,11 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
         host: Arc::clone(&host),
         printer,
         received: Arc::default(),
-        quiet_messages: args.quiet_messages,
+        quiet_messages: args.quiet_messages || file.quiet_messages,
         floods: AtomicU64::new(0),
         inboxes: parking_lot::Mutex::default(),
-        priorities: args.priority.into_iter().collect(),
+        // The file's levels, then the flags' over them.
+        priorities: file.priority.into_iter().chain(args.priority).collect(),
     });
     for protocol in &protocols {
         let inbox = node
@@ -402,13 +448,13 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     // Required peers are added once the events are subscribed to: added in the
     // builder, the first connection (and its `connected` line) could happen
     // before the subscription and never be printed.
-    for address in args.required {
+    for address in flags_or_file(args.required, file.required) {
         host.add_required_peer(address)
             .await
             .map_err(|e| format!("cannot start: {e}"))?;
     }
 
-    for address in args.dial {
+    for address in flags_or_file(args.dial, file.dial) {
         let host = Arc::clone(&host);
         tokio::spawn(async move { dial(&host, address, printer).await });
     }

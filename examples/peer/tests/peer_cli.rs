@@ -586,3 +586,98 @@ fn peers_of_a_chain_find_each_other_through_a_seed() {
     a.quit();
     seed.quit();
 }
+
+/// A `--config` file in a fresh temporary folder, with `text` in it.
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = temp_key_path(name);
+    std::fs::create_dir_all(&dir).expect("folder");
+    let path = dir.join("peer.toml");
+    std::fs::write(&path, text).expect("config file");
+    path
+}
+
+#[test]
+fn a_config_file_sets_the_limits_and_a_flag_overrides_one() {
+    // No --json and no --listen flag: both come from the file, as do the
+    // protocol, the pool's cap and max_peers.
+    let path = config_file(
+        "config",
+        "json = true\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nprotocol = [\"/cfg/1\"]\n\
+         key_file = \"a.key\"\n\n[config]\nmax_peers = 1\n\n[config.pool]\ninit_size = 2\nmax_size = 7\n",
+    );
+    let config = path.to_str().expect("utf-8 path");
+    let mut a = Peer::start(&["--config", config]);
+    let (a_address, a_id) = a.listening();
+    assert!(
+        path.with_file_name("a.key").exists(),
+        "key_file is relative to the file's folder"
+    );
+    let mut b = Peer::start_json(&["--dial", &a_address]);
+    let (_, b_id) = b.listening();
+    assert_eq!(a.expect_event("connected")["peer"], b_id.as_str());
+    b.command(&format!("send {a_id} /cfg/1 configured"));
+    assert_eq!(a.expect_event("message")["data"], "configured");
+    a.command("stats");
+    let stats = a.expect_event("stats");
+    assert_eq!(stats["per_peer"][0]["pools"][0]["max"], 7, "{stats}");
+
+    // max_peers = 1 from the file: a second peer is refused.
+    let mut c = Peer::start_json(&["--dial", &a_address]);
+    let (_, c_id) = c.listening();
+    let refused = a.expect_event("refused");
+    assert_eq!(refused["peer"], c_id.as_str());
+    assert_eq!(c.expect_event("dial_failed")["cause"], "refused_by_remote");
+    for peer in [c, b, a] {
+        let mut peer = peer;
+        peer.quit();
+    }
+
+    // The same file with --max-peers 2: the flag wins, both connect.
+    let mut a = Peer::start(&["--config", config, "--max-peers", "2"]);
+    let (a_address, a_id) = a.listening();
+    let mut b = Peer::start_json(&["--dial", &a_address]);
+    let mut c = Peer::start_json(&["--dial", &a_address]);
+    for peer in [&mut b, &mut c] {
+        assert_eq!(peer.expect_event("connected")["peer"], a_id.as_str());
+    }
+    a.command("peers");
+    let peers = a.expect_event("peers");
+    assert_eq!(peers["peers"].as_array().map(Vec::len), Some(2), "{peers}");
+    for peer in [c, b, a] {
+        let mut peer = peer;
+        peer.quit();
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn a_bad_config_file_stops_the_peer_with_an_error_naming_the_key() {
+    for (text, key) in [
+        ("[config]\nmax_peer = 3\n", "max_peer"),
+        (
+            "[config.supervisor]\nmax_backoff = \"soon\"\n",
+            "max_backoff",
+        ),
+        ("[config]\nnetwork_key = \"00\"\n", "network_key"),
+    ] {
+        let path = config_file("bad-config", text);
+        let output = Command::new(env!("CARGO_BIN_EXE_peer"))
+            .args(["--json", "--config", path.to_str().expect("utf-8 path")])
+            .output()
+            .expect("run peer");
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert_eq!(line["event"], "error", "{stdout}");
+        let message = line["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("--config") && message.contains(key),
+            "{text}: {message}"
+        );
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

@@ -44,7 +44,10 @@ use std::{
 };
 
 use clap::Parser;
-use liquid_p2p::{PeerId, libp2p::identity::Keypair};
+use liquid_p2p::{
+    Config, DiscoveryConfig, PeerId,
+    libp2p::{Multiaddr, identity::Keypair},
+};
 use liquid_p2p_chain_node::{ConfigFile, check_chain_id};
 use liquid_p2p_examples::shutdown_signal;
 use serde_json::Value;
@@ -273,6 +276,11 @@ fn write_configs(dir: &Path, args: &Args) -> Result<Vec<PathBuf>, String> {
     }
     let address = |i: usize| format!("/ip4/127.0.0.1/tcp/{}", ports[i]);
     let full = |i: usize| format!("{}/p2p/{}", address(i), ids[i]);
+    let full_address = |i: usize| {
+        full(i)
+            .parse::<Multiaddr>()
+            .map_err(|e| format!("address of node{}: {e}", i + 1))
+    };
     let mut paths = Vec::new();
     for i in 0..nodes {
         let chain = chain_of(i);
@@ -287,10 +295,17 @@ fn write_configs(dir: &Path, args: &Args) -> Result<Vec<PathBuf>, String> {
                 chain_id: args.chain_id(chain),
                 leader,
                 block_interval_ms: leader.then_some(args.block_interval_ms),
-                discovery: Some(true),
-                seeds: if i == 0 { Vec::new() } else { vec![full(0)] },
                 members: chain_nodes().map(|j| ids[j].to_string()).collect(),
-                min_peers: Some(NODES - 1),
+                network: Config::default().with_discovery(
+                    DiscoveryConfig::default()
+                        .with_enabled(true)
+                        .with_seeds(if i == 0 {
+                            Vec::new()
+                        } else {
+                            vec![full_address(0)?]
+                        })
+                        .with_min_peers(NODES - 1),
+                ),
             }
         } else {
             ConfigFile {
@@ -301,10 +316,8 @@ fn write_configs(dir: &Path, args: &Args) -> Result<Vec<PathBuf>, String> {
                 chain_id: args.chain_id(chain),
                 leader,
                 block_interval_ms: leader.then_some(args.block_interval_ms),
-                discovery: None,
-                seeds: Vec::new(),
                 members: Vec::new(),
-                min_peers: None,
+                network: Config::default(),
             }
         };
         let path = dir.join(format!("node{}.toml", i + 1));

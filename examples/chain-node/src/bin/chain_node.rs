@@ -30,8 +30,9 @@
 //!   that connects, and asks again while the peer's tip is ahead of its own.
 //!
 //! Peers come from `required_peers` (kept connected by the host), or from
-//! discovery: with `seeds`, the node joins the DHT through them and dials the
-//! other nodes of its chain. With `members`, the host takes the chain's blocks,
+//! discovery: with `[network.discovery]` `enabled` and `seeds`, the node joins
+//! the DHT through them and dials the other nodes of its chain. `[network]` is
+//! the host's `liquid_p2p::Config`, read through its serde form. With `members`, the host takes the chain's blocks,
 //! votes and sync messages from those peers only.
 //!
 //! The byte encodings (hand-written, big-endian) are documented in
@@ -63,8 +64,8 @@ use std::{
 
 use clap::Parser;
 use liquid_p2p::{
-    BroadcastFailure, Config, Control, DiscoveryConfig, Error, Event, GossipMessage, Host, Inbox,
-    Message, PeerId, TopicInbox,
+    BroadcastFailure, Control, Error, Event, GossipMessage, Host, Inbox, Message, PeerId,
+    TopicInbox,
 };
 use liquid_p2p_chain_node::{
     Block, Chain, ChainProtocols, DecodeError, MAX_SYNC_BATCH, NodeConfig, NodeOutput, SyncMessage,
@@ -89,10 +90,13 @@ Configuration (TOML):
   chain_id = \"demo\"
   leader = true                    # default false
   block_interval_ms = 500          # leader only; default 500
-  seeds = [\"/ip4/127.0.0.1/tcp/4101/p2p/12D3Koo...\"]  # optional: discovery
-  discovery = true                 # optional; default: true with seeds
   members = [\"12D3Koo...\"]         # optional: the chain's nodes
-  min_peers = 3                    # optional; default: other members, or 4
+  [network]                        # optional: every field of liquid_p2p::Config
+  max_peers = 30
+  [network.discovery]              # optional: find the chain's nodes
+  enabled = true                   # serves chain_id
+  seeds = [\"/ip4/127.0.0.1/tcp/4101/p2p/12D3Koo...\"]
+  min_peers = 3                    # default 4
 
 Gossip topic /chain/<chain_id>/blocks (new blocks from the leader), protocols
 /chain/<chain_id>/consensus/1 (votes, to every node at once) and
@@ -204,18 +208,8 @@ async fn run(config: NodeConfig, stop_on_stdin_eof: bool) -> Result<(), String> 
     let protocols = ChainProtocols::new(&config.chain_id);
     // Protocols are registered in the builder, so the first peer already learns
     // them in the protocol exchange and no early block is skipped as unknown.
-    let mut host_config = Config::default();
-    if config.discovery {
-        host_config = host_config.with_discovery(
-            DiscoveryConfig::default()
-                .with_enabled(true)
-                .with_seeds(config.seeds.clone())
-                .with_chains(vec![config.chain_id.clone()])
-                .with_min_peers(config.min_peers),
-        );
-    }
     let mut builder = Host::builder()
-        .config(host_config)
+        .config(config.network.clone())
         .key_file(&config.key_file)
         .register_protocol(protocols.consensus.as_str())
         .register_protocol(protocols.sync.as_str());
