@@ -17,9 +17,21 @@
 //!   Seeds and peers that kad's own lookups connect to (a DHT query talks to the
 //!   peers closest to the key, whatever their chains) do not count;
 //! - dials go through the swarm like any other, so the liquid behaviour's
-//!   blacklist, allow-list and limits decide; a peer whose dial failed (or whose
-//!   connection closed within `supervisor.min_connection_lifetime`) waits on the
-//!   supervisor's Fibonacci schedule before it is tried again;
+//!   blacklist, allow-list and limits decide; a peer whose dial failed waits on
+//!   the supervisor's Fibonacci schedule before it is tried again, and one
+//!   whose connection closed within `supervisor.min_connection_lifetime`
+//!   (refused right after the handshake: one side was full, most often) waits
+//!   2 to 10 `interval`s, growing on the same schedule;
+//! - kad's own dials are screened the same way: its queries (lookups,
+//!   announcements, bootstraps, the republishing every `interval`) dial
+//!   whichever peers are near a key, whatever this node's limits. None is made
+//!   to a peer in backoff, nor, when every connection counts towards
+//!   `max_peers` (`PolicyScope::AllConnections`), once the node has
+//!   `max_peers` peers: its own admission would refuse that connection right
+//!   after the handshake. Kad is told the dial failed, as the swarm would
+//!   tell it, and its query goes on through other peers (the connected ones,
+//!   for a full node). Unscreened, a cluster of full nodes set up and refused
+//!   connections at every republishing (docs/SCALE.md, finding 1);
 //! - seeds (addresses ending in `/p2p/<peer id>`) are dialled at start and go
 //!   to the routing table; a peer that dialled us enters it once identify
 //!   reports its listen addresses (kad cannot route to the port it dialled
@@ -45,11 +57,12 @@ use libp2p::{
     kad::{self, GetProvidersOk, Mode, QueryResult, RecordKey, store::MemoryStore},
     multiaddr::Protocol,
     swarm::{
-        ConnectionId, FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm,
+        ConnectionDenied, ConnectionId, DialError, DialFailure, FromSwarm, NetworkBehaviour,
+        THandlerInEvent, ToSwarm,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use liquid_p2p_core::{Config, Error, Event, fibonacci_backoff};
+use liquid_p2p_core::{Config, Error, Event, EvictionStrategy, PolicyScope, fibonacci_backoff};
 use parking_lot::RwLock;
 use tokio::{
     sync::mpsc,
@@ -68,6 +81,16 @@ const MAX_BACKOFF_PEERS: usize = 4096;
 /// Peers found serving this node's chains (reported once each, counted for
 /// `min_peers`); beyond it, no more are recorded.
 const MAX_KNOWN_PEERS: usize = 4096;
+/// A peer whose connection closed right after the handshake (it refused us)
+/// waits `interval` times the Fibonacci schedule, at least this many
+/// intervals (kad's next republishing, an interval later, reaches the same
+/// peers)...
+const REFUSED_MIN_INTERVALS: u32 = 2;
+/// ... and at most this many.
+const REFUSED_MAX_INTERVALS: u32 = 10;
+/// Kad's dials under way that are tracked (a failed one puts its peer in
+/// backoff); kad itself keeps a few per query.
+const MAX_KAD_DIALS: usize = 1024;
 /// Listen addresses remembered per connected peer.
 const MAX_ADDRESSES_PER_PEER: usize = 8;
 /// Chains one node serves at most.
@@ -161,6 +184,41 @@ fn validate_chain(chain: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Why discovery did not let one of kad's dials through (kad is told it
+/// failed, as it would be by the swarm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Screened {
+    /// The peer refused us, did not last, or could not be dialled, recently.
+    BackingOff,
+    /// This node has `max_peers` peers: its own admission would refuse the
+    /// connection right after the handshake.
+    NoRoom,
+}
+
+impl std::fmt::Display for Screened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Screened::BackingOff => "peer backing off after a refusal or failed dial",
+            Screened::NoRoom => "no room for another peer",
+        })
+    }
+}
+
+impl std::error::Error for Screened {}
+
+/// What put a peer in backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setback {
+    /// A dial failed: the supervisor's schedule (`backoff_unit`, up to
+    /// `max_backoff`), as for required peers.
+    DialFailed,
+    /// A connection closed right after its handshake (before
+    /// `min_connection_lifetime`): refused by one side, full most often.
+    /// The peer is still there and will be full for a while: the schedule in
+    /// `interval`s, from [`REFUSED_MIN_INTERVALS`] to [`REFUSED_MAX_INTERVALS`].
+    Refused,
+}
+
 /// A peer whose dial failed, and when it may be tried again.
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
@@ -209,11 +267,18 @@ pub struct Discovery {
     backoff_unit: Duration,
     max_backoff: Duration,
     min_lifetime: Duration,
+    /// `max_peers`, when every connection counts towards it (see `has_room`).
+    max_peers: Option<usize>,
+    /// Whether a new peer is refused at `max_peers` (LIFO), rather than
+    /// admitted in place of another.
+    refuses_when_full: bool,
     tick: Pin<Box<Sleep>>,
     /// Peers with a connection, and when the first one was established.
     connected: HashMap<PeerId, Instant>,
     /// Dials this behaviour made and that have not ended.
     dialing: HashMap<ConnectionId, PeerId>,
+    /// Dials kad made (let through by `screen`) and that have not ended.
+    kad_dialing: HashMap<ConnectionId, PeerId>,
     backoff: HashMap<PeerId, Backoff>,
     known: HashSet<PeerId>,
     /// Listen addresses of connected peers, as identify reports them.
@@ -276,9 +341,13 @@ impl Discovery {
             backoff_unit: config.supervisor.backoff_unit,
             max_backoff: config.supervisor.max_backoff,
             min_lifetime: config.supervisor.min_connection_lifetime,
+            max_peers: (config.policy_scope == PolicyScope::AllConnections)
+                .then_some(config.max_peers),
+            refuses_when_full: config.eviction == EvictionStrategy::Lifo,
             tick: Box::pin(tokio::time::sleep(Duration::ZERO)),
             connected: HashMap::new(),
             dialing: HashMap::new(),
+            kad_dialing: HashMap::new(),
             backoff: HashMap::new(),
             known: HashSet::new(),
             listen_addrs: HashMap::new(),
@@ -337,26 +406,83 @@ impl Discovery {
     }
 
     /// Dials `peer` unless it is connected, being dialled, or waiting out a
-    /// backoff.
+    /// backoff, or this node's admission would refuse the connection anyway
+    /// (full, with LIFO eviction; with the other strategies a chain peer
+    /// found while below `min_peers` takes the place of another peer).
     fn dial(&mut self, peer: PeerId) {
         if peer == self.local
             || self.connected.contains_key(&peer)
             || self.dialing.values().any(|p| *p == peer)
-            || self
-                .backoff
-                .get(&peer)
-                .is_some_and(|b| b.until > Instant::now())
+            || self.backing_off(&peer)
+            || (self.refuses_when_full && !self.has_room(&peer))
         {
             return;
         }
         let opts = DialOpts::peer_id(peer)
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
+        tracing::debug!(%peer, "discovery dials");
         self.dialing.insert(opts.connection_id(), peer);
         self.actions.push_back(ToSwarm::Dial { opts });
     }
 
-    fn failed(&mut self, peer: PeerId) {
+    fn backing_off(&self, peer: &PeerId) -> bool {
+        self.backoff
+            .get(peer)
+            .is_some_and(|b| b.until > Instant::now())
+    }
+
+    /// Whether a connection to `peer` would fit under `max_peers`: it is
+    /// connected already, or the peers connected plus the dials under way are
+    /// fewer. Always, when the policy counts only liquid peers (kad's
+    /// connections then take no place).
+    fn has_room(&self, peer: &PeerId) -> bool {
+        let Some(max_peers) = self.max_peers else {
+            return true;
+        };
+        self.connected.contains_key(peer)
+            || self.connected.len() + self.dialing.len() + self.kad_dialing.len() < max_peers
+    }
+
+    /// Whether kad may dial `peer`. Kad dials whichever peers its queries
+    /// (lookups, announcements, its periodic bootstrap, the republishing every
+    /// `interval`) reach, and knows nothing of limits: a full node's own
+    /// admission refused what it dialled right after the handshake, and a
+    /// full remote refused it, and kad dialled the same peers again at its
+    /// next query (docs/SCALE.md, finding 1). So a dial to a peer in backoff
+    /// (it refused us, did not last, or could not be dialled), or one with no
+    /// room for it here, is not made: kad is told it failed and asks the next
+    /// peer, and the query goes on through the connected ones.
+    fn screen(&self, peer: Option<PeerId>) -> Result<(), Screened> {
+        let Some(peer) = peer else {
+            return Ok(());
+        };
+        if self.backing_off(&peer) {
+            return Err(Screened::BackingOff);
+        }
+        if !self.has_room(&peer) {
+            return Err(Screened::NoRoom);
+        }
+        Ok(())
+    }
+
+    /// Tells kad that its dial `opts` failed, as the swarm would have.
+    fn deny_kad_dial(&mut self, opts: &DialOpts, reason: Screened) {
+        tracing::trace!(peer = ?opts.get_peer_id(), %reason, "kad dial not made");
+        let error = DialError::Denied {
+            cause: ConnectionDenied::new(reason),
+        };
+        self.kad.on_swarm_event(FromSwarm::DialFailure(DialFailure {
+            peer_id: opts.get_peer_id(),
+            error: &error,
+            connection_id: opts.connection_id(),
+        }));
+    }
+
+    /// `peer` could not be dialled, or refused us: it waits before it is
+    /// dialled again (by this behaviour or by kad), longer with each failure
+    /// in a row.
+    fn failed(&mut self, peer: PeerId, setback: Setback) {
         if self.backoff.len() >= MAX_BACKOFF_PEERS && !self.backoff.contains_key(&peer) {
             let now = Instant::now();
             self.backoff.retain(|_, b| b.until > now);
@@ -369,9 +495,19 @@ impl Discovery {
             until: Instant::now(),
         });
         entry.failures = entry.failures.saturating_add(1);
-        let wait = fibonacci_backoff(entry.failures, self.backoff_unit, self.max_backoff);
+        let wait = match setback {
+            Setback::DialFailed => {
+                fibonacci_backoff(entry.failures, self.backoff_unit, self.max_backoff)
+            }
+            Setback::Refused => fibonacci_backoff(
+                entry.failures,
+                self.interval,
+                self.interval.saturating_mul(REFUSED_MAX_INTERVALS),
+            )
+            .max(self.interval.saturating_mul(REFUSED_MIN_INTERVALS)),
+        };
         entry.until = Instant::now() + wait;
-        tracing::debug!(%peer, failures = entry.failures, ?wait, "discovered peer unreachable; backing off");
+        tracing::debug!(%peer, failures = entry.failures, ?wait, ?setback, "peer backing off");
     }
 
     /// Connected peers that serve one of this node's chains: found as its
@@ -427,7 +563,23 @@ impl Discovery {
 
     fn on_kad(&mut self, event: kad::Event) {
         let result = match event {
-            kad::Event::OutboundQueryProgressed { result, .. } => result,
+            kad::Event::OutboundQueryProgressed {
+                result,
+                stats,
+                step,
+                ..
+            } => {
+                if step.last {
+                    tracing::debug!(
+                        query = query_kind(&result),
+                        requests = stats.num_requests(),
+                        failed = stats.num_failures(),
+                        duration = ?stats.duration(),
+                        "kad query finished"
+                    );
+                }
+                result
+            }
             // A connected peer that speaks our kad but whose listen address is not
             // known (it dialled us): added once identify reports one.
             kad::Event::UnroutablePeer { peer } => {
@@ -471,6 +623,20 @@ impl Discovery {
     }
 }
 
+/// The name of a kad query, for logs.
+fn query_kind(result: &QueryResult) -> &'static str {
+    match result {
+        QueryResult::Bootstrap(_) => "bootstrap",
+        QueryResult::GetClosestPeers(_) => "get_closest_peers",
+        QueryResult::GetProviders(_) => "get_providers",
+        QueryResult::StartProviding(_) => "start_providing",
+        QueryResult::RepublishProvider(_) => "republish_provider",
+        QueryResult::GetRecord(_) => "get_record",
+        QueryResult::PutRecord(_) => "put_record",
+        QueryResult::RepublishRecord(_) => "republish_record",
+    }
+}
+
 impl NetworkBehaviour for Discovery {
     type ConnectionHandler = <kad::Behaviour<MemoryStore> as NetworkBehaviour>::ConnectionHandler;
     /// Its events reach the swarm through the liquid behaviour's (and
@@ -483,6 +649,7 @@ impl NetworkBehaviour for Discovery {
         match &event {
             FromSwarm::ConnectionEstablished(established) => {
                 self.dialing.remove(&established.connection_id);
+                self.kad_dialing.remove(&established.connection_id);
                 self.connected
                     .entry(established.peer_id)
                     .or_insert_with(Instant::now);
@@ -502,8 +669,9 @@ impl NetworkBehaviour for Discovery {
                 self.unroutable.remove(&closed.peer_id);
                 if let Some(since) = self.connected.remove(&closed.peer_id) {
                     if since.elapsed() < self.min_lifetime {
-                        // Refused right after the handshake, or not lasting.
-                        self.failed(closed.peer_id);
+                        // Refused right after the handshake (one of the two
+                        // is full, most often), or not lasting.
+                        self.failed(closed.peer_id, Setback::Refused);
                     } else {
                         self.backoff.remove(&closed.peer_id);
                     }
@@ -513,8 +681,13 @@ impl NetworkBehaviour for Discovery {
                 }
             }
             FromSwarm::DialFailure(failure) => {
-                if let Some(peer) = self.dialing.remove(&failure.connection_id) {
-                    self.failed(peer);
+                let ours = self.dialing.remove(&failure.connection_id);
+                let kads = self.kad_dialing.remove(&failure.connection_id);
+                // A dial not made because one was under way, or the peer
+                // connected meanwhile, says nothing of the peer.
+                let said_nothing = matches!(failure.error, DialError::DialPeerConditionFalse(_));
+                if let Some(peer) = ours.or(kads).filter(|_| !said_nothing) {
+                    self.failed(peer, Setback::DialFailed);
                 }
             }
             _ => {}
@@ -544,6 +717,18 @@ impl NetworkBehaviour for Discovery {
             }
             match self.kad.poll(cx) {
                 Poll::Ready(ToSwarm::GenerateEvent(event)) => self.on_kad(event),
+                Poll::Ready(ToSwarm::Dial { opts }) => match self.screen(opts.get_peer_id()) {
+                    Ok(()) => {
+                        tracing::debug!(peer = ?opts.get_peer_id(), "kad dials");
+                        if let Some(peer) = opts.get_peer_id()
+                            && self.kad_dialing.len() < MAX_KAD_DIALS
+                        {
+                            self.kad_dialing.insert(opts.connection_id(), peer);
+                        }
+                        return Poll::Ready(ToSwarm::Dial { opts });
+                    }
+                    Err(reason) => self.deny_kad_dial(&opts, reason),
+                },
                 Poll::Ready(action) => {
                     return Poll::Ready(
                         action.map_out(|_| unreachable!("events are matched by the arm above")),
