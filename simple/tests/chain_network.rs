@@ -17,6 +17,9 @@ const HOSTS: usize = 16;
 const MIN_PEERS: usize = 6;
 const TOPIC: &str = "/chain/main/blocks";
 
+/// The host that rejects the first block, with a host behind it.
+const GATE: usize = 3;
+
 fn config(seed: Option<&Host>) -> Config {
     Config::default()
         .with_discovery(
@@ -71,9 +74,15 @@ async fn receive_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_hosts_from_one_seed_reach_min_peers_and_gossip_reaches_each_once() {
     let mut hosts = vec![host(config(None)).await];
-    for _ in 1..HOSTS {
-        let next = host(config(Some(&hosts[0]))).await;
-        hosts.push(next);
+    for i in 1..HOSTS {
+        let mut config = config(Some(&hosts[0]));
+        if i == GATE {
+            // The gate keeps every peer that grafts in its mesh: pruned when its
+            // mesh overflows, the host behind it would hear of block 2 only by
+            // gossip, advertised for three heartbeats to a random few peers.
+            config.broadcast.mesh_n_high = 2 * HOSTS;
+        }
+        hosts.push(host(config).await);
     }
     let started = tokio::time::Instant::now();
     wait_until(Duration::from_secs(30), || {
@@ -90,7 +99,7 @@ async fn sixteen_hosts_from_one_seed_reach_min_peers_and_gossip_reaches_each_onc
     // A host outside discovery, connected to one chain node only: the only
     // way gossip reaches it is through that node.
     let behind = host(Config::default()).await;
-    let gate = &hosts[3];
+    let gate = &hosts[GATE];
     connect(&behind, gate).await;
 
     let mut inboxes: Vec<TopicInbox> = Vec::new();
@@ -126,7 +135,7 @@ async fn sixteen_hosts_from_one_seed_reach_min_peers_and_gossip_reaches_each_onc
     let mut chain_inboxes = receive_all(chain_inboxes, publisher, move |i, message| {
         assert_eq!(&message.data()[..], b"block 1");
         assert_eq!(message.origin(), Some(publisher_id));
-        if i == 3 {
+        if i == GATE {
             message.reject();
         } else {
             message.accept();
