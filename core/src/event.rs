@@ -131,6 +131,20 @@ pub enum Event {
         /// How long it made no progress.
         idle_for: Duration,
     },
+    /// The liveness check closed a connection: no answered ping and no byte
+    /// read from the peer for `ping_interval + ping_timeout`. Whatever was
+    /// queued for the peer on it is lost with it, gossip included (gossipsub
+    /// sends nothing again, and advertises a message for a few heartbeats
+    /// only). Under heavy CPU load a live peer can be this slow: see
+    /// `ping_timeout`.
+    ConnectionSilent {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// How long it had shown no sign of life.
+        silent_for: Duration,
+    },
     /// A dial to a required peer failed; the next one waits `delay`.
     RedialScheduled {
         /// The required peer.
