@@ -235,6 +235,14 @@ pub enum Event {
         /// Messages dropped for it in that heartbeat.
         dropped: u64,
     },
+    /// Gossipsub's score of a connected peer fell below its graylist threshold
+    /// (-80): everything the peer sends on gossip, messages included, is
+    /// ignored until its score recovers. Rejected messages put a peer there.
+    /// Reported once each time it falls below.
+    GossipPeerGraylisted {
+        /// The peer.
+        peer: PeerId,
+    },
     /// A connected peer was disconnected to make room or because it was blacklisted.
     Evicted {
         /// The peer.
