@@ -11,7 +11,8 @@
 //!      [--max-backoff-ms MS] [--check-interval-ms MS] [--quiet-messages]
 //!      [--queue-len N] [--send-timeout-ms MS] [--priority PROTOCOL=LEVEL]...
 //!      [--allow PEER_ID]... [--allow-file PATH] [--psk-file PATH] [--max-peers N]
-//!      [--seed MULTIADDR]... [--chain ID]... [--min-peers N]
+//!      [--seed MULTIADDR]... [--chain ID]... [--min-peers N] [--ping-timeout-ms MS]
+//!      [--flood-publish]
 //! ```
 
 use std::{
@@ -65,6 +66,7 @@ Commands (stdin, one per line):
                                           each accepted and so forwarded)
   unsubscribe <topic>                     stop receiving <topic>
   publish <topic> <text...>               gossip the rest of the line on <topic>
+  score <peer-id>                         this node's gossipsub score of the peer
   quit                                    shut down gracefully and exit 0
 A bad command prints an error and the peer keeps running. At the end of stdin the
 peer keeps running until SIGINT (Ctrl-C) or SIGTERM, which also shut it down
@@ -73,10 +75,10 @@ gracefully.
 Output (--json): one JSON object per line, with an \"event\" field: listening,
 connected, disconnected, message, error, peers, sent, registered, unregistered,
 paused, resumed, priority, backpressure, dialed, stats, flood_done, subscribed,
-unsubscribed, published, gossip, and every other host event in snake_case
+unsubscribed, published, gossip, gossip_score, and every other host event in snake_case
 (connection_established, connection_closed, dial_failed, stream_refused,
-protocol_error, unknown_protocol, connection_stalled, events_dropped,
-topic_subscribed, topic_unsubscribed, gossip_dropped, gossip_peer_slow, not_member,
+protocol_error, unknown_protocol, connection_stalled, connection_silent, events_dropped,
+topic_subscribed, topic_unsubscribed, gossip_dropped, gossip_peer_slow, gossip_peer_graylisted, not_member,
 discovered).";
 
 /// A liquid-p2p peer: listens, dials and exchanges messages, driven from stdin.
@@ -181,6 +183,16 @@ struct Args {
     /// Most peers connected at once (max_peers; at least 1). Default: 20.
     #[arg(long = "max-peers", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_peers: Option<u64>,
+
+    /// Send this node's gossip to every connected peer of the topic
+    /// (broadcast.flood_publish), not only to its mesh.
+    #[arg(long = "flood-publish")]
+    flood_publish: bool,
+
+    /// A connection with no sign of life (answered ping, byte read) for the
+    /// ping interval (2 s) plus this is closed (ping_timeout). Default: 5000.
+    #[arg(long = "ping-timeout-ms", value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
+    ping_timeout_ms: Option<u64>,
 }
 
 /// The allow-list from `--allow` and `--allow-file`; `None` when neither is given.
@@ -289,6 +301,10 @@ async fn run(args: Args, printer: Printer) -> Result<(), String> {
     }
     if let Some(n) = args.max_peers {
         config.max_peers = usize::try_from(n).map_err(|e| format!("--max-peers: {e}"))?;
+    }
+    config.broadcast.flood_publish = args.flood_publish;
+    if let Some(ms) = args.ping_timeout_ms {
+        config.ping_timeout = Duration::from_millis(ms);
     }
     config.allow_list = allow_list(&args)?;
     if !args.seed.is_empty() || !args.chain.is_empty() {
@@ -675,6 +691,13 @@ async fn execute(node: &Node, command: Command) {
                 id: id.to_string(),
             }),
             Err(e) => printer.print(&Output::error(format!("publish {topic}: {e}"))),
+        },
+        Command::Score(peer) => match host.control().gossip_score(peer).await {
+            Ok(score) => printer.print(&Output::GossipScore {
+                peer: peer.to_string(),
+                score: score.map(liquid_p2p_peer::Score),
+            }),
+            Err(e) => printer.print(&Output::error(format!("score {peer}: {e}"))),
         },
         Command::Quit => {}
     }
