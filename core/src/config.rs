@@ -309,6 +309,14 @@ pub struct BroadcastConfig {
     pub mesh_n_low: usize,
     /// More mesh peers than this and some are pruned (`D_hi`). Default: 12.
     pub mesh_n_high: usize,
+    /// Whether this node's own messages go to every connected peer of the
+    /// topic (gossipsub's flood publishing), rather than to its mesh (`mesh_n`
+    /// to `mesh_n_high` peers). Flooding saves a hop, but a publisher sends
+    /// each message `max_peers` times: at 100 messages a second to 50 peers on
+    /// a loaded machine its queues fell seconds behind, and what was queued was
+    /// lost with the connections the liveness check then closed
+    /// (docs/SCALE.md, finding 2). Default: false.
+    pub flood_publish: bool,
     /// A received message not accepted or rejected by the application within
     /// this is ignored: not forwarded, no penalty. Default: 5 s.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
@@ -328,6 +336,7 @@ impl Default for BroadcastConfig {
             mesh_n: 6,
             mesh_n_low: 4,
             mesh_n_high: 12,
+            flood_publish: false,
             validation_timeout: Duration::from_secs(5),
             max_pending_validations: 4096,
             max_topics: 256,
@@ -710,6 +719,7 @@ setters!(BroadcastConfig {
     with_mesh_n => mesh_n: usize,
     with_mesh_n_low => mesh_n_low: usize,
     with_mesh_n_high => mesh_n_high: usize,
+    with_flood_publish => flood_publish: bool,
     with_validation_timeout => validation_timeout: Duration,
     with_max_pending_validations => max_pending_validations: usize,
     with_max_topics => max_topics: usize,

@@ -135,6 +135,20 @@ pub enum Event {
         /// How long it made no progress.
         idle_for: Duration,
     },
+    /// The liveness check closed a connection: no answered ping and no byte
+    /// read from the peer for `ping_interval + ping_timeout`. Whatever was
+    /// queued for the peer on it is lost with it, gossip included (gossipsub
+    /// sends nothing again, and advertises a message for a few heartbeats
+    /// only). Under heavy CPU load a live peer can be this slow: see
+    /// `ping_timeout`.
+    ConnectionSilent {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// How long it had shown no sign of life.
+        silent_for: Duration,
+    },
     /// A dial to a required peer failed; the next one waits `delay`.
     RedialScheduled {
         /// The required peer.
@@ -224,6 +238,14 @@ pub enum Event {
         peer: PeerId,
         /// Messages dropped for it in that heartbeat.
         dropped: u64,
+    },
+    /// Gossipsub's score of a connected peer fell below its graylist threshold
+    /// (-80): everything the peer sends on gossip, messages included, is
+    /// ignored until its score recovers. Rejected messages put a peer there.
+    /// Reported once each time it falls below.
+    GossipPeerGraylisted {
+        /// The peer.
+        peer: PeerId,
     },
     /// A connected peer was disconnected to make room or because it was blacklisted.
     Evicted {

@@ -379,12 +379,16 @@ class Node:
         self.published = []  # arrival time of each `published` reply
         self.errors = []
         self.counts = collections.Counter()
+        self.refused = 0  # connections refused (the `count`s of `refused` lines)
+        self.scores = []  # (time, peer, score) from `gossip_score` lines
         self.run_tag = None
 
     def on_line(self, t, obj):
         event = obj.get("event")
         with self.lock:
             self.counts[event] += 1
+            if event == "refused":
+                self.refused += obj.get("count", 1)
             if event == "connected":
                 self.peers.add(obj.get("peer"))
                 if self.reached is None and len(self.peers) >= self.min_peers:
@@ -416,6 +420,8 @@ class Node:
                         self.flood_rx[key].add(seq)
             elif event == "published":
                 self.published.append(t)
+            elif event == "gossip_score":
+                self.scores.append((t, obj.get("peer"), obj.get("score")))
             elif event == "error":
                 self.errors.append((t, obj.get("message")))
 
@@ -453,6 +459,7 @@ class Cluster:
             argv += ["--max-peers", str(a.nodes + 20)]
         else:
             argv += ["--seed", self.seed_addr, "--min-peers", str(a.min_peers), "--max-peers", str(a.max_peers)]
+        argv += a.node_args.split()
         with node.lock:
             node.peers = set()
             node.reached = None
@@ -612,24 +619,64 @@ def phase_broadcast(cl, args):
 
     # The cost of the cluster at rest (subscribed, nothing published): what the
     # network and the processes spend on DHT, heartbeats and connection churn.
+    # Connections refused right after their handshake cost a handshake too but
+    # give no `connection_established` line at the refusing end (and none at all
+    # when the dialler refuses its own): they are counted from `refused` lines.
     idle = None
     if args.idle_secs > 0:
+        def churn():
+            return (sum(n.counts["connection_established"] for n in everyone),
+                    sum(n.refused for n in everyone), sum(n.counts["dial_failed"] for n in everyone),
+                    sum(cpu_secs(n.proc.pid) for n in everyone))
+
+        time.sleep(args.idle_settle_secs)
         cl.net.hub_counters()
-        cpu0 = sum(cpu_secs(n.proc.pid) for n in everyone)
-        conns0 = sum(n.counts["connection_established"] for n in everyone)
-        time.sleep(args.idle_secs)
+        t0, first = time.monotonic(), churn()
+        series, last = [], first
+        step = min(10.0, args.idle_secs)
+        while time.monotonic() - t0 < args.idle_secs - 1e-3:
+            time.sleep(min(step, args.idle_secs - (time.monotonic() - t0)))
+            now = churn()
+            # Per step: connections established, refused, dials failed, CPU cores.
+            series.append([now[0] - last[0], now[1] - last[1], now[2] - last[2],
+                           round((now[3] - last[3]) / step, 2)])
+            last = now
         h = cl.net.hub_counters()
-        cpu1 = sum(cpu_secs(n.proc.pid) for n in everyone)
-        conns1 = sum(n.counts["connection_established"] for n in everyone)
-        idle = {"secs": args.idle_secs, "peers_cpu_cores": round((cpu1 - cpu0) / args.idle_secs, 2),
-                "connections_established_per_sec": round((conns1 - conns0) / args.idle_secs, 1)}
+        secs = time.monotonic() - t0
+        idle = {"secs": round(secs, 1), "after_settling_secs": args.idle_settle_secs,
+                "peers_cpu_cores": round((last[3] - first[3]) / secs, 2),
+                "connections_established_per_sec": round((last[0] - first[0]) / secs, 1),
+                "connections_refused_per_sec": round((last[1] - first[1]) / secs, 1),
+                "dials_failed_per_sec": round((last[2] - first[2]) / secs, 1),
+                "per_step": {"step_secs": step,
+                             "columns": ["established", "refused", "dials_failed", "cpu_cores"],
+                             "rows": series}}
         if h:
-            idle["packets_per_sec"] = round(h["packets"] / args.idle_secs)
-            idle["kib_per_sec"] = round(h["bytes"] / 1024 / args.idle_secs)
-        print(f"  at rest: {idle}", flush=True)
+            idle["packets_per_sec"] = round(h["packets"] / secs)
+            idle["kib_per_sec"] = round(h["bytes"] / 1024 / secs)
+        print(f"  at rest: { {k: v for k, v in idle.items() if k != 'per_step'} }", flush=True)
+        print(f"  at rest, per {step:g} s (established, refused, dials failed, cores): "
+              f"{idle['per_step']['rows']}", flush=True)
 
     publisher = cl.nodes[1]
     receivers = [n for n in everyone if n is not publisher]
+    # Every --score-every s, the gossipsub score of the publisher at each
+    # receiver connected to it (others answer 0): below gossipsub's graylist
+    # threshold a receiver ignores all the publisher sends.
+    score_stop = threading.Event()
+
+    def poll_scores():
+        while not score_stop.is_set():
+            for n in receivers:
+                if n.proc.alive() and publisher.peer_id in n.peers:
+                    n.proc.command(f"score {publisher.peer_id}")
+            score_stop.wait(args.score_every)
+
+    scorer = None
+    if args.score_every > 0:
+        scorer = threading.Thread(target=poll_scores, daemon=True)
+        scorer.start()
+    silent_before = {n.index: n.counts["connection_silent"] for n in everyone}
     sent = []
     interval = 1.0 / args.rate
     t_start = time.monotonic()
@@ -648,6 +695,9 @@ def phase_broadcast(cl, args):
             break
         time.sleep(0.2)
     time.sleep(2.0)  # late duplicates would show up here
+    score_stop.set()
+    if scorer is not None:
+        scorer.join(timeout=10)
     # What the hosts counted on the topic (received / dropped / rejected), to set
     # against the `gossip` lines printed.
     topic_counts = {"received_messages": 0, "dropped_messages": 0, "rejected_messages": 0, "nodes": 0}
@@ -691,9 +741,23 @@ def phase_broadcast(cl, args):
         "duplicates": dups,
         "stats_topic_counts_receivers": topic_counts,
         "foreign_gossip_lines": sum(n.gossip_foreign for n in receivers),
+        "publisher_score_at_receivers": score_series(receivers, publisher, t_start, args.score_every),
         "gossip_dropped_lines": sum(n.counts["gossip_dropped"] for n in everyone),
+        "gossip_peer_slow_lines": sum(n.counts["gossip_peer_slow"] for n in everyone),
+        # Connections the liveness check closed while broadcasting (what was
+        # queued on them, gossip included, went with them).
+        "gossip_peer_graylisted_lines": sum(n.counts["gossip_peer_graylisted"] for n in everyone),
+        "connection_silent_lines": sum(n.counts["connection_silent"] - silent_before[n.index] for n in everyone),
+        "publisher_connection_silent_lines": publisher.counts["connection_silent"] - silent_before[publisher.index],
         "events_dropped_lines": sum(n.counts["events_dropped"] for n in everyone),
     }
+    print(f"  connections closed as silent while broadcasting: {figures['connection_silent_lines']} "
+          f"({figures['publisher_connection_silent_lines']} by the publisher); gossip peers graylisted "
+          f"(whole run): {figures['gossip_peer_graylisted_lines']}", flush=True)
+    ps = figures["publisher_score_at_receivers"]
+    if ps and ps["rows"]:
+        print(f"  publisher's gossip score at receivers: lowest {min(r[2] for r in ps['rows'])}, "
+              f"at most {ps['max_below_graylist']} receivers below the graylist threshold at once", flush=True)
     problems = []
     if lost:
         problems.append(f"{len(lost)} messages never reached some node ({figures['deliveries_missing']} "
@@ -704,6 +768,29 @@ def phase_broadcast(cl, args):
         problems.append(f"{len(publisher.published)} `published` replies for {args.messages} publishes; "
                         f"errors {figures['publisher_errors'][:3]}")
     return problems, figures, (last, every)
+
+
+def score_series(receivers, publisher, t_start, every):
+    """The scores of the publisher at the receivers connected to it, over
+    time: one row per poll, [seconds since the first publish, receivers
+    answering, min, median, how
+    many below gossipsub's gossip (-10), publish (-50) and graylist (-80)
+    thresholds]."""
+    if every <= 0:
+        return None
+    polls = collections.defaultdict(list)
+    for n in receivers:
+        with n.lock:
+            rows = [(t, s) for t, p, s in n.scores if p == publisher.peer_id and s is not None]
+        for t, s in rows:
+            polls[int(round((t - t_start) / every))].append(s)
+    out = []
+    for k in sorted(polls):
+        v = polls[k]
+        out.append([round(k * every, 1), len(v), round(min(v), 1), round(pct(v, 50), 1),
+                    sum(1 for x in v if x < -10), sum(1 for x in v if x < -50), sum(1 for x in v if x < -80)])
+    return {"columns": ["secs", "answers", "min", "p50", "below_gossip", "below_publish", "below_graylist"],
+            "rows": out, "max_below_graylist": max((r[6] for r in out), default=0)}
 
 
 # ---------------------------------------------------------------- phase 3
@@ -1016,7 +1103,11 @@ def main():
     p.add_argument("--mesh-settle", type=float, default=3.0)
     p.add_argument("--idle-secs", type=float, default=10.0,
                    help="before publishing, measure the cluster at rest for this long (0: skip)")
+    p.add_argument("--idle-settle-secs", type=float, default=0.0,
+                   help="wait this long before that measurement (the start's connections end)")
     p.add_argument("--delivery-timeout", type=float, default=120.0)
+    p.add_argument("--score-every", type=float, default=2.0,
+                   help="while broadcasting, poll every receiver's gossip score of the publisher (0: never)")
     p.add_argument("--flood-count", type=int, default=20000, help="messages to each victim per cycle")
     p.add_argument("--feed-count", type=int, default=1000, help="messages per flood to the receiver")
     p.add_argument("--feed-gap", type=float, default=0.1, help="seconds between floods to the receiver")
@@ -1026,6 +1117,8 @@ def main():
     p.add_argument("--cycle-pause", type=float, default=1.0)
     p.add_argument("--rng-seed", type=int, default=None)
     p.add_argument("--phases", default="min_peers,broadcast,kills")
+    p.add_argument("--node-args", default="",
+                   help="more `peer` options for every process, e.g. \"--ping-timeout-ms 30000\"")
     args = p.parse_args()
     if args.nodes < 4:
         sys.exit("--nodes must be at least 4 (publisher, sender, receiver, a victim)")
@@ -1041,7 +1134,7 @@ def main():
     results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "commit": sh("git", "rev-parse", "--short", "HEAD", check=False).stdout.strip() or None,
                "peer": args.peer, "mode": mode, "mode_why": why, "nodes": args.nodes,
-               "min_peers": args.min_peers, "max_peers": args.max_peers,
+               "min_peers": args.min_peers, "max_peers": args.max_peers, "node_args": args.node_args,
                "latency_ms_one_way": args.latency_ms if mode != "loopback" else 0,
                "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "phases": {}}
     net = Net(mode, args.nodes + 1, args.latency_ms, args.prefix, args.base_port, args.out, args.same_subnet)
@@ -1083,7 +1176,8 @@ def main():
             figures["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
             verdict = "FAIL" if problems else "PASS"
             results["phases"][name] = {"verdict": verdict, "problems": problems, "figures": figures}
-            shown = {k: v for k, v in figures.items() if not k.endswith(("_by_seq", "_percentiles")) and k != "per_cycle"}
+            shown = {k: v for k, v in figures.items() if not k.endswith(("_by_seq", "_percentiles", "_at_receivers"))
+                     and k != "per_cycle"}
             print(f"{verdict} {name}: {json.dumps(shown)}", flush=True)
             for pr in problems:
                 print(f"    {pr}", flush=True)

@@ -892,7 +892,13 @@ impl Behaviour {
             self.liveness.answered(connection, at);
         }
         for (peer, connection, silent_for) in self.liveness.expired(now) {
-            tracing::info!(%peer, %connection, ?silent_for, "no ping answered; closing connection");
+            tracing::warn!(%peer, %connection, ?silent_for, "no ping answered; closing connection");
+            // What was queued for the peer on it goes with it: said, not silent.
+            self.shared.events.emit(Event::ConnectionSilent {
+                peer,
+                connection,
+                silent_for,
+            });
             self.actions.push_back(ToSwarm::CloseConnection {
                 peer_id: peer,
                 connection: libp2p::swarm::CloseConnection::One(connection),

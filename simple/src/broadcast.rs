@@ -20,6 +20,11 @@
 //!   ([`Control::set_topic_members`](crate::Control::set_topic_members)), gossip
 //!   authored or forwarded by anyone else is rejected.
 //! - **Subscribed peers per topic**, as events and in [`TopicStats`].
+//! - **Publishing to the mesh.** A node's own messages go to its mesh peers
+//!   (`mesh_n` to `mesh_n_high`), not to every connected peer as gossipsub's
+//!   flood publishing would (`broadcast.flood_publish` turns it back on): a
+//!   publisher flooding 50 peers at 100 messages a second fell seconds behind
+//!   on a loaded machine (docs/SCALE.md, finding 2).
 //!
 //! The application reaches it through [`Control`](crate::Control)
 //! (`subscribe`, `publish`, ...): the calls go to the swarm task through a
@@ -517,6 +522,14 @@ pub struct Broadcast {
     /// `validation_timeout` after arrival, so arrival order is deadline order).
     deadlines: VecDeque<(Instant, MessageId)>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Each heartbeat, connected peers' scores are compared with the graylist
+    /// threshold, so that a peer whose gossip is ignored is reported.
+    score_check: Option<tokio::time::Interval>,
+    score_check_period: Duration,
+    graylist_threshold: f64,
+    /// Connected peers below the graylist threshold (reported once each time
+    /// they fall below).
+    graylisted: HashSet<PeerId>,
     queue_len: usize,
     topic_byte_budget: usize,
     max_pending: usize,
@@ -546,6 +559,7 @@ fn gossipsub_config(config: &Config) -> Result<gossipsub::Config, Error> {
         .mesh_n_high(b.mesh_n_high)
         // Gossipsub wants fewer outbound mesh peers than `D_lo`, and at most `D / 2`.
         .mesh_outbound_min((b.mesh_n / 2).min(b.mesh_n_low.saturating_sub(1)))
+        .flood_publish(b.flood_publish)
         .max_transmit_size(config.max_frame_size.saturating_add(RPC_OVERHEAD))
         .validation_mode(ValidationMode::Strict)
         .validate_messages()
@@ -567,12 +581,25 @@ fn content_id(message: &gossipsub::Message) -> MessageId {
     MessageId::from(hash.finalize().to_vec())
 }
 
-/// Scoring: gossipsub's defaults, except that peers sharing an IP are not
-/// penalised (a chain's nodes often share a data centre, NAT or test machine;
-/// membership, not IP diversity, keeps strangers out).
+/// Scoring: gossipsub's defaults, except two penalties that an honest node
+/// incurs:
+///
+/// - peers sharing an IP are not penalised (a chain's nodes often share a data
+///   centre, NAT or test machine; membership, not IP diversity, keeps strangers
+///   out);
+/// - no behaviour penalty (P7), whose commonest cause is a broken IWANT
+///   promise: a peer advertised a message (IHAVE), we asked for it, and it did
+///   not arrive within 3 s. Under load that is an honest peer being slow, and
+///   the penalty is quadratic: at 100 nodes and 100 messages a second the
+///   publisher broke hundreds of promises, its score fell to -1,000,000 at up
+///   to 17 receivers at once, below the graylist threshold, and they ignored
+///   everything it sent, silently (docs/SCALE.md, finding 2). A peer that
+///   lies in its IHAVEs costs us at most gossipsub's per-heartbeat IHAVE and
+///   IWANT caps; invalid messages still cost their forwarder (P4).
 fn score_params() -> PeerScoreParams {
     PeerScoreParams {
         ip_colocation_factor_weight: 0.0,
+        behaviour_penalty_weight: 0.0,
         ..PeerScoreParams::default()
     }
 }
@@ -638,8 +665,10 @@ impl Broadcast {
             None => gossipsub,
         };
         let mut gossipsub = gossipsub;
+        let thresholds = PeerScoreThresholds::default();
+        let graylist_threshold = thresholds.graylist_threshold;
         gossipsub
-            .with_peer_score(score_params(), PeerScoreThresholds::default())
+            .with_peer_score(score_params(), thresholds)
             .map_err(|e| Error::InvalidConfig {
                 reason: format!("broadcast scoring: {e}"),
             })?;
@@ -668,6 +697,10 @@ impl Broadcast {
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
             timer: None,
+            score_check: None,
+            score_check_period: config.broadcast.heartbeat_interval,
+            graylist_threshold,
+            graylisted: HashSet::new(),
             queue_len: config.handler_queue_len,
             topic_byte_budget: config.effective_inbox_byte_budget(),
             max_pending: config.broadcast.max_pending_validations,
@@ -912,6 +945,29 @@ impl Broadcast {
         None
     }
 
+    /// Reports connected peers whose score fell below the graylist threshold:
+    /// gossipsub then ignores all they send, and says nothing.
+    fn check_scores(&mut self) {
+        let mut fallen = Vec::new();
+        let mut below = HashSet::new();
+        for (peer, _) in self.gossipsub.all_peers() {
+            let Some(score) = self.gossipsub.peer_score(peer) else {
+                return;
+            };
+            if score < self.graylist_threshold {
+                below.insert(*peer);
+                if !self.graylisted.contains(peer) {
+                    fallen.push((*peer, score));
+                }
+            }
+        }
+        self.graylisted = below;
+        for (peer, score) in fallen {
+            tracing::warn!(%peer, score, "gossip peer graylisted: its gossip is ignored");
+            self.emit(Event::GossipPeerGraylisted { peer });
+        }
+    }
+
     /// Connected peers subscribed to `topic`.
     fn peers_of(&self, topic: &TopicHash) -> usize {
         self.gossipsub
@@ -1015,6 +1071,7 @@ impl NetworkBehaviour for Broadcast {
         };
         self.gossipsub.on_swarm_event(event);
         if let Some((peer, topics)) = gone {
+            self.graylisted.remove(&peer);
             self.tables.peer_topics.write().remove(&peer);
             self.count_peers();
             for topic in topics {
@@ -1047,6 +1104,19 @@ impl NetworkBehaviour for Broadcast {
                 Poll::Pending => break,
             }
         }
+        let period = self.score_check_period;
+        let check = self.score_check.get_or_insert_with(|| {
+            let mut check = tokio::time::interval(period);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            check
+        });
+        if check.poll_tick(cx).is_ready() {
+            self.check_scores();
+            // Registers the next tick's waker.
+            if let Some(check) = self.score_check.as_mut() {
+                let _ = check.poll_tick(cx);
+            }
+        }
         let now = Instant::now();
         match self.expire(now) {
             Some(next) => {
@@ -1064,5 +1134,31 @@ impl NetworkBehaviour for Broadcast {
             None => self.timer = None,
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use liquid_p2p_core::BroadcastConfig;
+
+    use super::*;
+
+    #[test]
+    fn broken_promises_cost_no_score_and_the_parameters_are_valid() {
+        let params = score_params();
+        assert_eq!(params.behaviour_penalty_weight, 0.0);
+        params.validate().expect("valid score parameters");
+        topic_score_params()
+            .validate()
+            .expect("valid topic parameters");
+    }
+
+    #[test]
+    fn own_messages_go_to_the_mesh_unless_flooding_is_asked_for() {
+        let mesh_only = gossipsub_config(&Config::default()).expect("valid");
+        assert!(!mesh_only.flood_publish());
+        let flooding =
+            Config::default().with_broadcast(BroadcastConfig::default().with_flood_publish(true));
+        assert!(gossipsub_config(&flooding).expect("valid").flood_publish());
     }
 }

@@ -381,3 +381,38 @@ async fn subscriptions_are_reported_and_calls_fail_with_typed_reasons() {
         h.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_gossip_is_ignored_for_its_score_is_reported() {
+    // Gossipsub ignores everything a peer below its graylist threshold sends,
+    // and says nothing; rejected messages put a peer there.
+    let (a, b) = (host(config()).await, host(config()).await);
+    let _a_in = a.control().subscribe(TOPIC).await.expect("subscribe");
+    let mut b_in = b.control().subscribe(TOPIC).await.expect("subscribe");
+    let a_id = connect(&b, &a).await;
+    wait_for_peers(&a, 1).await;
+    wait_for_peers(&b, 1).await;
+    let mut events = b.control().events();
+    // Rejected until they stop arriving: b then ignores a.
+    for n in 0..50 {
+        a.control()
+            .publish(TOPIC, format!("bad block {n}"))
+            .await
+            .expect("publish");
+        match tokio::time::timeout(QUIET, b_in.recv()).await {
+            Ok(Some(bad)) => bad.reject(),
+            _ => break,
+        }
+    }
+    wait_for(
+        &mut events,
+        WAIT,
+        |e| matches!(e, Event::GossipPeerGraylisted { peer } if *peer == a_id),
+    )
+    .await;
+    // (Rejections decay: a's score climbs back above the threshold within
+    // seconds, and its gossip is taken again.)
+    for h in [b, a] {
+        h.shutdown().await;
+    }
+}

@@ -217,9 +217,20 @@ async fn a_dead_peer_is_found_while_we_keep_writing_to_it() {
     );
     frozen.store(true, Ordering::Relaxed);
     let frozen_at = Instant::now();
-    wait_for(
+    // Said before the connection goes: what was queued on it is lost.
+    let silent = wait_for(
         &mut events,
         limit + Duration::from_secs(3),
+        |e| matches!(e, Event::ConnectionSilent { peer, .. } if *peer == a_id),
+    )
+    .await;
+    let Event::ConnectionSilent { silent_for, .. } = silent else {
+        unreachable!("matched above")
+    };
+    assert!(silent_for > limit, "silent for {silent_for:?}");
+    wait_for(
+        &mut events,
+        Duration::from_secs(3),
         |e| matches!(e, Event::ConnectionClosed { peer, .. } if *peer == a_id),
     )
     .await;

@@ -107,6 +107,8 @@ pub enum Command {
         /// The payload, sent as UTF-8.
         text: String,
     },
+    /// `score <peer-id>`: this node's gossipsub score of the peer.
+    Score(PeerId),
     /// `quit`.
     Quit,
 }
@@ -128,7 +130,7 @@ pub const COMMAND_USAGE: &str = "send <peer-id[,peer-id...]|*> <protocol> <text.
      unregister <protocol> | pause <protocol> | resume <protocol> | \
      priority <protocol> <high|normal|low> | dial <multiaddr> | peers | stats | \
      flood <peer-id|*> <protocol> <count> <size> | subscribe <topic> | \
-     unsubscribe <topic> | publish <topic> <text...> | quit";
+     unsubscribe <topic> | publish <topic> <text...> | score <peer-id> | quit";
 
 /// Most messages one `flood` may send to each recipient.
 pub const MAX_FLOOD_COUNT: u64 = 10_000_000;
@@ -311,6 +313,12 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
                 text: text.to_owned(),
             }))
         }
+        "score" => {
+            let id = single_argument(name, "peer-id", rest)?;
+            let peer = PeerId::from_str(id)
+                .map_err(|e| CommandError(format!("invalid peer id `{id}`: {e}")))?;
+            Ok(Some(Command::Score(peer)))
+        }
         "quit" => no_arguments(Command::Quit),
         other => Err(CommandError(format!(
             "unknown command `{other}`; expected {COMMAND_USAGE}"
@@ -348,6 +356,20 @@ fn parse_target(to: &str) -> Result<Target, CommandError> {
         .collect::<Result<_, _>>()
         .map(Target::Peers)
 }
+
+/// A gossipsub score, as a JSON number. Compared by its bits, so `Output`
+/// stays `Eq`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(transparent)]
+pub struct Score(pub f64);
+
+impl PartialEq for Score {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Score {}
 
 /// A connection id as JSON: a number (its `Display` form), or a string should that
 /// form ever stop being numeric.
@@ -568,6 +590,15 @@ pub enum Output {
         /// How long it made no progress, in milliseconds.
         idle_ms: u64,
     },
+    /// The liveness check closed a connection with no sign of life.
+    ConnectionSilent {
+        /// The peer.
+        peer: String,
+        /// The connection.
+        connection: ConnectionNumber,
+        /// How long it had been silent, in milliseconds.
+        silent_ms: u64,
+    },
     /// A dial to a required peer failed; the next waits `delay_ms`.
     RedialScheduled {
         /// The required peer.
@@ -659,6 +690,14 @@ pub enum Output {
         /// The topic.
         topic: String,
     },
+    /// Reply to `score`: gossipsub's score of the peer here (`null` if the
+    /// peer is unknown to gossipsub or broadcast is off).
+    GossipScore {
+        /// The peer.
+        peer: String,
+        /// Its score.
+        score: Option<Score>,
+    },
     /// Reply to a successful `publish`.
     Published {
         /// The topic.
@@ -684,6 +723,12 @@ pub enum Output {
         peer: String,
         /// Messages dropped for it since the last such line.
         dropped: u64,
+    },
+    /// Gossip from a peer is ignored: its gossipsub score fell below the
+    /// graylist threshold.
+    GossipPeerGraylisted {
+        /// The peer.
+        peer: String,
     },
     /// Discovery found a node of a chain this peer serves.
     Discovered {
@@ -1015,6 +1060,15 @@ impl Output {
                 connection: (*connection).into(),
                 idle_ms: u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX),
             },
+            Event::ConnectionSilent {
+                peer,
+                connection,
+                silent_for,
+            } => Self::ConnectionSilent {
+                peer: peer.to_string(),
+                connection: (*connection).into(),
+                silent_ms: u64::try_from(silent_for.as_millis()).unwrap_or(u64::MAX),
+            },
             Event::EventsDropped { count } => Self::EventsDropped { count: *count },
             Event::RedialScheduled {
                 peer,
@@ -1052,6 +1106,9 @@ impl Output {
             Event::GossipPeerSlow { peer, dropped } => Self::GossipPeerSlow {
                 peer: peer.to_string(),
                 dropped: *dropped,
+            },
+            Event::GossipPeerGraylisted { peer } => Self::GossipPeerGraylisted {
+                peer: peer.to_string(),
             },
             Event::PeerDiscovered { peer, chain } => Self::Discovered {
                 peer: peer.to_string(),
@@ -1257,6 +1314,11 @@ impl Output {
                 connection,
                 idle_ms,
             } => format!("connection {connection} to {peer} stalled for {idle_ms} ms; closed"),
+            Self::ConnectionSilent {
+                peer,
+                connection,
+                silent_ms,
+            } => format!("connection {connection} to {peer} silent for {silent_ms} ms; closed"),
             Self::EventsDropped { count } => format!("{count} events dropped (output too slow)"),
             Self::RedialScheduled {
                 peer,
@@ -1301,6 +1363,10 @@ impl Output {
             Self::Subscribed { topic } => format!("subscribed to {topic}"),
             Self::Unsubscribed { topic } => format!("unsubscribed from {topic}"),
             Self::Published { topic, id } => format!("published {id} on {topic}"),
+            Self::GossipScore { peer, score } => match score {
+                Some(Score(score)) => format!("gossip score of {peer}: {score:.2}"),
+                None => format!("gossip score of {peer}: unknown"),
+            },
             Self::Gossip {
                 topic,
                 from,
@@ -1313,6 +1379,9 @@ impl Output {
             Self::Discovered { peer, chain } => format!("discovered {peer} serving {chain}"),
             Self::GossipPeerSlow { peer, dropped } => {
                 format!("gossip to {peer} too slow: {dropped} messages dropped")
+            }
+            Self::GossipPeerGraylisted { peer } => {
+                format!("gossip from {peer} ignored: its score is below the graylist threshold")
             }
             Self::NotMember {
                 peer,
@@ -1453,6 +1522,10 @@ mod tests {
         assert!(parse_command("priority /a/1 high extra").is_err());
         assert!(parse_command("resume /a /b").is_err());
         assert_eq!(parse("stats"), Command::Stats);
+        let peer = PeerId::random();
+        assert_eq!(parse(&format!("score {peer}")), Command::Score(peer));
+        assert!(parse_command("score").is_err());
+        assert!(parse_command("score not-a-peer").is_err());
         assert_eq!(parse("quit\n"), Command::Quit);
         assert_eq!(
             parse("subscribe /chain/a/blocks"),
@@ -1606,6 +1679,20 @@ mod tests {
             json!({"event": "priority", "protocol": "/a/1", "priority": "high"})
         );
         assert_eq!(
+            json_of(&Output::GossipScore {
+                peer: p.clone(),
+                score: Some(Score(-12.5)),
+            }),
+            json!({"event": "gossip_score", "peer": p, "score": -12.5})
+        );
+        assert_eq!(
+            json_of(&Output::GossipScore {
+                peer: p.clone(),
+                score: None,
+            }),
+            json!({"event": "gossip_score", "peer": p, "score": null})
+        );
+        assert_eq!(
             json_of(&Output::Backpressure {
                 peer: p.clone(),
                 protocol: "/a/1".into(),
@@ -1677,6 +1764,10 @@ mod tests {
             (
                 Event::GossipPeerSlow { peer, dropped: 3 },
                 json!({"event": "gossip_peer_slow", "peer": p, "dropped": 3}),
+            ),
+            (
+                Event::GossipPeerGraylisted { peer },
+                json!({"event": "gossip_peer_graylisted", "peer": p}),
             ),
             (
                 Event::PeerDiscovered {
@@ -1857,6 +1948,14 @@ mod tests {
                     idle_for: Duration::from_millis(10_500),
                 },
                 json!({"event": "connection_stalled", "peer": p, "connection": 7, "idle_ms": 10_500}),
+            ),
+            (
+                Event::ConnectionSilent {
+                    peer,
+                    connection,
+                    silent_for: Duration::from_millis(7_250),
+                },
+                json!({"event": "connection_silent", "peer": p, "connection": 7, "silent_ms": 7_250}),
             ),
             (
                 Event::EventsDropped { count: 9 },

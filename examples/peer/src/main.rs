@@ -12,6 +12,7 @@
 //!      [--queue-len N] [--send-timeout-ms MS] [--priority PROTOCOL=LEVEL]...
 //!      [--allow PEER_ID]... [--allow-file PATH] [--psk-file PATH] [--max-peers N]
 //!      [--seed MULTIADDR]... [--chain ID]... [--min-peers N] [--config FILE.toml]
+//!      [--ping-timeout-ms MS] [--flood-publish]
 //! ```
 
 use std::{
@@ -68,6 +69,7 @@ Commands (stdin, one per line):
                                           each accepted and so forwarded)
   unsubscribe <topic>                     stop receiving <topic>
   publish <topic> <text...>               gossip the rest of the line on <topic>
+  score <peer-id>                         this node's gossipsub score of the peer
   quit                                    shut down gracefully and exit 0
 A bad command prints an error and the peer keeps running. At the end of stdin the
 peer keeps running until SIGINT (Ctrl-C) or SIGTERM, which also shut it down
@@ -76,10 +78,10 @@ gracefully.
 Output (--json): one JSON object per line, with an \"event\" field: listening,
 connected, disconnected, message, error, peers, sent, registered, unregistered,
 paused, resumed, priority, backpressure, dialed, stats, flood_done, subscribed,
-unsubscribed, published, gossip, and every other host event in snake_case
+unsubscribed, published, gossip, gossip_score, and every other host event in snake_case
 (connection_established, connection_closed, dial_failed, stream_refused,
-protocol_error, unknown_protocol, connection_stalled, events_dropped,
-topic_subscribed, topic_unsubscribed, gossip_dropped, gossip_peer_slow, not_member,
+protocol_error, unknown_protocol, connection_stalled, connection_silent, events_dropped,
+topic_subscribed, topic_unsubscribed, gossip_dropped, gossip_peer_slow, gossip_peer_graylisted, not_member,
 discovered).";
 
 /// A liquid-p2p peer: listens, dials and exchanges messages, driven from stdin.
@@ -201,6 +203,16 @@ struct Args {
     /// `listening` lines.
     #[arg(long = "metrics", value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+
+    /// Send this node's gossip to every connected peer of the topic
+    /// (broadcast.flood_publish), not only to its mesh.
+    #[arg(long = "flood-publish")]
+    flood_publish: bool,
+
+    /// A connection with no sign of life (answered ping, byte read) for the
+    /// ping interval (2 s) plus this is closed (ping_timeout). Default: 5000.
+    #[arg(long = "ping-timeout-ms", value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
+    ping_timeout_ms: Option<u64>,
 }
 
 /// The allow-list from `--allow` and `--allow-file`; `None` when neither is given.
@@ -330,6 +342,12 @@ async fn run(args: Args, file: PeerFile, printer: Printer) -> Result<(), String>
     }
     if let Some(n) = args.max_peers {
         config.max_peers = usize::try_from(n).map_err(|e| format!("--max-peers: {e}"))?;
+    }
+    if args.flood_publish {
+        config.broadcast.flood_publish = true;
+    }
+    if let Some(ms) = args.ping_timeout_ms {
+        config.ping_timeout = Duration::from_millis(ms);
     }
     if let Some(list) = allow_list(&args)? {
         config.allow_list = Some(list);
@@ -750,6 +768,13 @@ async fn execute(node: &Node, command: Command) {
                 id: id.to_string(),
             }),
             Err(e) => printer.print(&Output::error(format!("publish {topic}: {e}"))),
+        },
+        Command::Score(peer) => match host.control().gossip_score(peer).await {
+            Ok(score) => printer.print(&Output::GossipScore {
+                peer: peer.to_string(),
+                score: score.map(liquid_p2p_peer::Score),
+            }),
+            Err(e) => printer.print(&Output::error(format!("score {peer}: {e}"))),
         },
         Command::Quit => {}
     }
