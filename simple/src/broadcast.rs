@@ -592,7 +592,7 @@ fn content_id(message: &gossipsub::Message) -> MessageId {
 ///   not arrive within 3 s. Under load that is an honest peer being slow, and
 ///   the penalty is quadratic: at 100 nodes and 100 messages a second the
 ///   publisher broke hundreds of promises, its score fell to -1,000,000 at up
-///   to 17 receivers at once, below the graylist threshold, and they ignored
+///   to 16 receivers at once, below the graylist threshold, and they ignored
 ///   everything it sent, silently (docs/SCALE.md, finding 2). A peer that
 ///   lies in its IHAVEs costs us at most gossipsub's per-heartbeat IHAVE and
 ///   IWANT caps; invalid messages still cost their forwarder (P4).
