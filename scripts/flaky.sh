@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Flaky-test hunt (not in CI): builds the suite once, then runs the README's test
-# command (`cargo test --workspace`, with --no-fail-fast so one failure hides
-# nothing) N times. The second half of the runs (10 of the default 20) go under
+# command (`scripts/test.sh`, as CI runs it, with --no-fail-fast so one failure
+# hides nothing) N times. The second half of the runs (10 of the default 20) go under
 # CPU stress: one busy loop per core for the whole run, so timing margins are
 # tried on a loaded machine. At the end it prints every test that failed, with
 # how many runs it failed in and whether under stress, and exits 1 if any did.
@@ -28,7 +28,7 @@ OUT="$TARGET_DIR/flaky/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 
 echo "building the suite once"
-cargo test --workspace --no-run >"$OUT/build.log" 2>&1 || { echo "build failed: $OUT/build.log"; exit 2; }
+scripts/test.sh --no-run >"$OUT/build.log" 2>&1 || { echo "build failed: $OUT/build.log"; exit 2; }
 
 STRESS_PIDS=()
 stop_stress() {
@@ -58,7 +58,7 @@ for i in $(seq "$RUNS"); do
     # A hung test must not stop the hunt: a run gets RUN_LIMIT seconds (default
     # 900, eight times a calm run) and then counts as failed with a timeout.
     timeout --kill-after=10 "${RUN_LIMIT:-900}" \
-        cargo test --workspace --no-fail-fast >"$OUT/run-$i.log" 2>&1 || status=$?
+        scripts/test.sh --no-fail-fast >"$OUT/run-$i.log" 2>&1 || status=$?
     if (( status == 124 || status == 137 )); then
         echo "run timed out after ${RUN_LIMIT:-900} s (a test hung)" >>"$OUT/run-$i.log"
     fi

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (README, "Tests").
-set -euo pipefail
+#
+# Arguments go to both cargo commands (scripts/flaky.sh passes --no-fail-fast, or
+# --no-run to build the suite). Both commands run even if the first fails; the
+# script fails if either did.
+set -uo pipefail
 cd "$(dirname "$0")/.."
+status=0
 
 # Every crate with every feature (QUIC, DNS, serde, and any feature added later).
-cargo test --workspace --all-features
+cargo test --workspace --all-features "$@" || status=$?
 
 # The two library crates with no default feature: no QUIC, no DNS, no serde. Only
 # a run limited to them builds them bare (the examples turn serde on, the
@@ -15,4 +20,5 @@ cargo test --workspace --all-features
 # bare transport. The other end-to-end tests run over TCP, the same code with or
 # without the features, in the run above.
 cargo test -p liquid-p2p-core -p liquid-p2p --no-default-features \
-  --lib --test transports --test errors --test membership --test send_receive
+  --lib --test transports --test errors --test membership --test send_receive "$@" || status=$?
+exit "$status"
