@@ -348,6 +348,20 @@ impl Behaviour {
         self.shared.events.set_metrics(metrics)
     }
 
+    /// Records the events of the libp2p behaviours inside this one, which never
+    /// reach the node's swarm, in the node's `libp2p::metrics::Metrics` (feature
+    /// `metrics`): the liveness check's pings (`libp2p_ping_*`), and, when the
+    /// node has them, discovery's Kademlia queries (`libp2p_kad_*`) and the
+    /// gossip messages of [`Broadcast`](crate::Broadcast)
+    /// (`libp2p_gossipsub_messages`). Returns false, changing nothing, if they
+    /// were given already. [`HostBuilder::metrics`] calls it.
+    ///
+    /// [`HostBuilder::metrics`]: crate::HostBuilder::metrics
+    #[cfg(feature = "metrics")]
+    pub fn record_libp2p_metrics(&self, metrics: Arc<libp2p::metrics::Metrics>) -> bool {
+        self.shared.events.set_libp2p_metrics(metrics)
+    }
+
     /// The handle for sending, registering and observing, to pass to other tasks.
     pub fn control(&self) -> Control {
         Control::new(Arc::clone(&self.shared))
@@ -907,6 +921,8 @@ impl Behaviour {
     }
 
     fn on_ping(&mut self, event: ping::Event) {
+        #[cfg(feature = "metrics")]
+        self.shared.events.record_libp2p(&event);
         match event.result {
             Ok(_) => self.liveness.answered(event.connection, Instant::now()),
             // A peer without ping (a plain libp2p node) is not judged by it.

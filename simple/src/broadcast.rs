@@ -987,6 +987,8 @@ impl Broadcast {
     }
 
     fn on_gossip(&mut self, event: gossipsub::Event) {
+        #[cfg(feature = "metrics")]
+        self.events.record_libp2p(&event);
         match event {
             gossipsub::Event::Message {
                 propagation_source,

@@ -562,6 +562,8 @@ impl Discovery {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
+        #[cfg(feature = "metrics")]
+        self.events.record_libp2p(&event);
         let result = match event {
             kad::Event::OutboundQueryProgressed {
                 result,

@@ -30,8 +30,26 @@ pub(crate) struct EventBus {
     to_swarm: Arc<SwarmQueue>,
     /// Counts every event as it is emitted, once metrics are registered.
     #[cfg(feature = "metrics")]
-    metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
+    metrics: MetricsSlot,
+    /// The node's libp2p-metrics, for the events of the libp2p behaviours inside
+    /// ours (ping, kad, gossipsub), which never reach the node's swarm.
+    #[cfg(feature = "metrics")]
+    libp2p_metrics: Arc<std::sync::OnceLock<Libp2pMetrics>>,
 }
+
+/// libp2p's `Metrics`, which has no `Debug`.
+#[cfg(feature = "metrics")]
+struct Libp2pMetrics(Arc<libp2p::metrics::Metrics>);
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for Libp2pMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Libp2pMetrics")
+    }
+}
+
+#[cfg(feature = "metrics")]
+type MetricsSlot = Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>;
 
 #[derive(Debug)]
 struct SwarmQueue {
@@ -57,6 +75,8 @@ impl EventBus {
             }),
             #[cfg(feature = "metrics")]
             metrics: Arc::default(),
+            #[cfg(feature = "metrics")]
+            libp2p_metrics: Arc::default(),
         }
     }
 
@@ -70,6 +90,26 @@ impl EventBus {
     #[cfg(feature = "metrics")]
     pub(crate) fn metrics(&self) -> Option<&crate::metrics::Metrics> {
         self.metrics.get().map(|m| &**m)
+    }
+
+    /// Records the events of the libp2p behaviours inside ours in `metrics`
+    /// from now on; false if they were set already.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn set_libp2p_metrics(&self, metrics: Arc<libp2p::metrics::Metrics>) -> bool {
+        self.libp2p_metrics.set(Libp2pMetrics(metrics)).is_ok()
+    }
+
+    /// Records `event` of an inner libp2p behaviour, if the node gave its
+    /// libp2p-metrics.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn record_libp2p<E>(&self, event: &E)
+    where
+        libp2p::metrics::Metrics: libp2p::metrics::Recorder<E>,
+    {
+        use libp2p::metrics::Recorder;
+        if let Some(Libp2pMetrics(metrics)) = self.libp2p_metrics.get() {
+            metrics.record(event);
+        }
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -91,6 +131,10 @@ impl EventBus {
             if queued.events.len() >= self.to_swarm.capacity {
                 queued.events.pop_front();
                 queued.dropped += 1;
+                #[cfg(feature = "metrics")]
+                if let Some(metrics) = self.metrics.get() {
+                    metrics.events_dropped(crate::metrics::EventQueue::Swarm, 1);
+                }
             }
             queued.events.push_back(event.clone());
         }
@@ -102,6 +146,8 @@ impl EventBus {
     pub(crate) fn subscribe(&self) -> Events {
         Events {
             rx: self.tx.subscribe(),
+            #[cfg(feature = "metrics")]
+            metrics: Arc::clone(&self.metrics),
         }
     }
 
@@ -130,6 +176,8 @@ impl EventBus {
 #[derive(Debug)]
 pub struct Events {
     rx: broadcast::Receiver<Event>,
+    #[cfg(feature = "metrics")]
+    metrics: MetricsSlot,
 }
 
 impl Events {
@@ -154,7 +202,7 @@ impl Events {
     pub async fn recv(&mut self) -> Option<Event> {
         match self.rx.recv().await {
             Ok(event) => Some(event),
-            Err(broadcast::error::RecvError::Lagged(count)) => Some(Event::EventsDropped { count }),
+            Err(broadcast::error::RecvError::Lagged(count)) => Some(self.dropped(count)),
             Err(broadcast::error::RecvError::Closed) => None,
         }
     }
@@ -163,11 +211,18 @@ impl Events {
     pub fn try_recv(&mut self) -> Option<Event> {
         match self.rx.try_recv() {
             Ok(event) => Some(event),
-            Err(broadcast::error::TryRecvError::Lagged(count)) => {
-                Some(Event::EventsDropped { count })
-            }
+            Err(broadcast::error::TryRecvError::Lagged(count)) => Some(self.dropped(count)),
             Err(_) => None,
         }
+    }
+
+    /// The report of `count` missed events, counted in the metrics.
+    fn dropped(&self, count: u64) -> Event {
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = self.metrics.get() {
+            metrics.events_dropped(crate::metrics::EventQueue::Subscriber, count);
+        }
+        Event::EventsDropped { count }
     }
 }
 

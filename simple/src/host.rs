@@ -320,9 +320,12 @@ where
         let mut registry = self.registry;
         let (mut liquid, control) = Behaviour::new(keypair.public().to_peer_id(), config.clone())?;
         #[cfg(feature = "metrics")]
-        if let Some(registry) = registry.as_deref_mut() {
+        let swarm_metrics = registry.as_deref_mut().map(|registry| {
             liquid.register_metrics(registry);
-        }
+            let swarm_metrics = Arc::new(libp2p::metrics::Metrics::new(registry));
+            liquid.record_libp2p_metrics(Arc::clone(&swarm_metrics));
+            swarm_metrics
+        });
         let mut inboxes = HashMap::new();
         for (protocol, priority) in self.protocols {
             let inbox = control.register_protocol_with_priority(protocol.clone(), priority)?;
@@ -355,8 +358,6 @@ where
             node,
             &mut registry,
         )?;
-        #[cfg(feature = "metrics")]
-        let swarm_metrics = registry.map(libp2p::metrics::Metrics::new);
         let local_peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
         let listen_addrs = Arc::new(RwLock::new(Vec::new()));
@@ -985,7 +986,7 @@ struct SwarmTask<B: NetworkBehaviour> {
     node_events_taken: Arc<AtomicBool>,
     /// Records the swarm's events, when the host has metrics.
     #[cfg(feature = "metrics")]
-    metrics: Option<libp2p::metrics::Metrics>,
+    metrics: Option<Arc<libp2p::metrics::Metrics>>,
 }
 
 impl<B> SwarmTask<B>

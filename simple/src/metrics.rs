@@ -70,6 +70,29 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
+}
+
+/// Where events were dropped ([`Event::EventsDropped`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EventQueue {
+    /// The queue the behaviour returns to the node's swarm.
+    Swarm,
+    /// A subscription taken with `Control::events`.
+    Subscriber,
+}
+
+impl EventQueue {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventQueue::Swarm => "swarm",
+            EventQueue::Subscriber => "subscriber",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabel {
     reason: &'static str,
     stage: &'static str,
@@ -100,12 +123,15 @@ pub(crate) struct Metrics {
     redials: Counter,
     required_given_up: Counter,
     stalls: Counter,
+    silent: Counter,
     protocol_errors: Counter,
     streams_refused: Family<ReasonLabel, Counter>,
     exchange_failures: Family<ReasonLabel, Counter>,
     gossip_dropped: Family<ReasonLabel, Counter>,
     gossip_slow: Counter,
+    graylisted: Counter,
     discovered: Counter,
+    events_dropped: Family<QueueLabel, Counter>,
 }
 
 impl Metrics {
@@ -129,12 +155,15 @@ impl Metrics {
             redials: Counter::default(),
             required_given_up: Counter::default(),
             stalls: Counter::default(),
+            silent: Counter::default(),
             protocol_errors: Counter::default(),
             streams_refused: Family::default(),
             exchange_failures: Family::default(),
             gossip_dropped: Family::default(),
             gossip_slow: Counter::default(),
+            graylisted: Counter::default(),
             discovered: Counter::default(),
+            events_dropped: Family::default(),
         };
         let m = &metrics;
         registry.register(
@@ -206,6 +235,11 @@ impl Metrics {
             m.stalls.clone(),
         );
         registry.register(
+            "connections_silent",
+            "Connections the liveness check closed: no answered ping and no byte read for ping_interval + ping_timeout",
+            m.silent.clone(),
+        );
+        registry.register(
             "protocol_errors",
             "Inbound frames that broke the wire format (the stream was reset)",
             m.protocol_errors.clone(),
@@ -231,9 +265,19 @@ impl Metrics {
             m.gossip_slow.clone(),
         );
         registry.register(
+            "gossip_peers_graylisted",
+            "Times a connected peer's gossip score fell below the graylist threshold",
+            m.graylisted.clone(),
+        );
+        registry.register(
             "peers_discovered",
             "Nodes of a served chain found by discovery",
             m.discovered.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Events dropped because their reader fell behind, per queue (the node's swarm, or a subscription)",
+            m.events_dropped.clone(),
         );
         metrics
     }
@@ -283,6 +327,14 @@ impl Metrics {
         self.send_duration.observe(took.as_secs_f64());
     }
 
+    /// `count` events were dropped from `queue`.
+    pub(crate) fn events_dropped(&self, queue: EventQueue, count: u64) {
+        let queue = queue.as_str();
+        self.events_dropped
+            .get_or_create(&QueueLabel { queue })
+            .inc_by(count);
+    }
+
     /// Counts what `event` reports.
     pub(crate) fn record(&self, event: &Event) {
         match event {
@@ -323,6 +375,9 @@ impl Metrics {
             Event::ConnectionStalled { .. } => {
                 self.stalls.inc();
             }
+            Event::ConnectionSilent { .. } => {
+                self.silent.inc();
+            }
             Event::ProtocolError { .. } => {
                 self.protocol_errors.inc();
             }
@@ -346,6 +401,9 @@ impl Metrics {
             }
             Event::GossipPeerSlow { dropped, .. } => {
                 self.gossip_slow.inc_by(*dropped);
+            }
+            Event::GossipPeerGraylisted { .. } => {
+                self.graylisted.inc();
             }
             Event::PeerDiscovered { .. } => {
                 self.discovered.inc();

@@ -99,6 +99,21 @@ async fn scraped_counters_and_gauges_match_what_the_host_did() {
 
     // gossipsub's own, under its prefix.
     assert!(text.contains("# TYPE gossipsub_"), "{text}");
+    // The liveness check's pings, inside the liquid behaviour, reach
+    // libp2p-metrics too (the first ping goes out when the connection opens).
+    wait_until(Duration::from_secs(10), || {
+        sample(&scrape(&registry), "libp2p_ping_rtt_seconds_count", "").unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    // Counters of events that did not happen are there at zero.
+    assert_eq!(
+        sample(&text, "liquid_connections_silent_total", ""),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "liquid_gossip_peers_graylisted_total", ""),
+        Some(0.0)
+    );
     // A send refused before touching the network counts as a failure too.
     let too_large = vec![0u8; Config::default().max_frame_size + 1];
     assert!(a.control().send(b_id, PROTOCOL, &too_large).await.is_err());
@@ -227,4 +242,89 @@ async fn a_host_after_shutdown_leaves_its_counters_and_no_gauges() {
     .await;
     // The recorded counters stay readable.
     assert!(scrape(&registry).contains("liquid_connections_established_total"));
+}
+
+#[tokio::test]
+async fn events_a_subscriber_missed_are_counted() {
+    init_tracing();
+    let mut registry = Registry::default();
+    let a = Host::builder()
+        .config(Config::default().with_event_queue_len(4))
+        .listen_on(TCP.parse::<Multiaddr>().expect("address"))
+        .metrics(&mut registry)
+        .build()
+        .await
+        .expect("host builds");
+    let mut events = a.control().events();
+    // Each connection brings more events than the subscription holds.
+    let others = [
+        host(Config::default()).await,
+        host(Config::default()).await,
+        host(Config::default()).await,
+    ];
+    for other in &others {
+        connect(&a, other).await;
+    }
+    let Some(Event::EventsDropped { count }) = events.try_recv() else {
+        panic!("the subscription did not fall behind");
+    };
+    assert!(count >= 1);
+    let text = scrape(&registry);
+    assert_eq!(
+        sample(&text, "liquid_events_dropped_total", "queue=\"subscriber\""),
+        Some(count as f64),
+        "{text}"
+    );
+    for other in others {
+        other.shutdown().await;
+    }
+    a.shutdown().await;
+}
+
+/// Every `liquid_` metric the ready dashboard (docs/grafana-liquid-p2p.json)
+/// queries is one the library defines, so no panel stays empty for a misspelt
+/// name. A scrape leaves out families with no series yet (a refusal reason
+/// never seen), so those are looked up among the names metrics.rs registers.
+#[tokio::test]
+async fn every_liquid_metric_on_the_dashboard_exists() {
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path)
+    };
+    let dashboard = read("../docs/grafana-liquid-p2p.json");
+    let source = read("src/metrics.rs");
+    let mut registry = Registry::default();
+    let a = host_with_metrics(&mut registry).await;
+    let text = scrape(&registry);
+    let mut queried = std::collections::BTreeSet::new();
+    for (at, _) in dashboard.match_indices("liquid_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        queried.insert(name);
+    }
+    assert!(queried.len() > 40, "{queried:?}");
+    let strip = |name: &str, suffixes: &[&str]| {
+        suffixes
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name)
+            .to_owned()
+    };
+    for name in &queried {
+        // The family: the name without the suffix the text format adds.
+        let family = strip(name, &["_total", "_bucket", "_count", "_sum"]);
+        // As registered: without the prefix and the unit's suffix.
+        let stem = strip(&family["liquid_".len()..], &["_seconds", "_bytes"]);
+        assert!(
+            text.contains(&format!("# TYPE {family} "))
+                || source.contains(&format!(
+                    "\"{family_stem}\"",
+                    family_stem = &family["liquid_".len()..]
+                ))
+                || source.contains(&format!("\"{stem}\"")),
+            "the dashboard queries {name}, which the library does not define"
+        );
+    }
+    a.shutdown().await;
 }
