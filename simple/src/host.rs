@@ -126,14 +126,20 @@ type MakeBehaviour<B> = Box<dyn FnOnce(&Keypair) -> B + Send>;
 /// ([`HostBuilder::behaviour`]); `'r` is the borrow of the metrics registry, if
 /// one is given ([`HostBuilder::metrics`], feature `metrics`).
 pub struct HostBuilder<'r, B = dummy::Behaviour> {
+    settings: Settings,
+    make_behaviour: MakeBehaviour<B>,
+    registry: Registry<'r>,
+}
+
+/// What a [`HostBuilder`] collects that does not depend on its type parameters.
+#[derive(Default)]
+struct Settings {
     keypair: Option<Keypair>,
     key_file: Option<PathBuf>,
     listen: Vec<Multiaddr>,
     required: Vec<Multiaddr>,
     protocols: Vec<(String, ProtocolPriority)>,
     config: Config,
-    make_behaviour: MakeBehaviour<B>,
-    registry: Registry<'r>,
 }
 
 /// Where [`HostBuilder::build`] registers the host's metrics.
@@ -145,10 +151,10 @@ type Registry<'r> = std::marker::PhantomData<&'r mut ()>;
 impl<B> std::fmt::Debug for HostBuilder<'_, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostBuilder")
-            .field("listen", &self.listen)
-            .field("required", &self.required)
-            .field("protocols", &self.protocols)
-            .field("config", &self.config)
+            .field("listen", &self.settings.listen)
+            .field("required", &self.settings.required)
+            .field("protocols", &self.settings.protocols)
+            .field("config", &self.settings.config)
             .finish_non_exhaustive()
     }
 }
@@ -156,12 +162,7 @@ impl<B> std::fmt::Debug for HostBuilder<'_, B> {
 impl Default for HostBuilder<'_> {
     fn default() -> Self {
         Self {
-            keypair: None,
-            key_file: None,
-            listen: Vec::new(),
-            required: Vec::new(),
-            protocols: Vec::new(),
-            config: Config::default(),
+            settings: Settings::default(),
             make_behaviour: Box::new(|_| dummy::Behaviour),
             registry: Default::default(),
         }
@@ -187,7 +188,7 @@ where
         protocol: impl Into<String>,
         priority: ProtocolPriority,
     ) -> Self {
-        self.protocols.push((protocol.into(), priority));
+        self.settings.protocols.push((protocol.into(), priority));
         self
     }
 
@@ -197,20 +198,20 @@ where
     /// [`Control::events`] subscription exists; to see them, subscribe first and
     /// then call [`Host::add_required_peer`].
     pub fn required_peer(mut self, address: Multiaddr) -> Self {
-        self.required.push(address);
+        self.settings.required.push(address);
         self
     }
 
     /// Uses this identity. Default: a fresh ed25519 key.
     pub fn keypair(mut self, keypair: Keypair) -> Self {
-        self.keypair = Some(keypair);
+        self.settings.keypair = Some(keypair);
         self
     }
 
     /// Loads the identity from `path`, creating the file (mode 0600) with a new
     /// ed25519 key if it does not exist, so the peer id survives restarts.
     pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.key_file = Some(path.into());
+        self.settings.key_file = Some(path.into());
         self
     }
 
@@ -218,13 +219,13 @@ where
     /// yamux; `/udp/../quic-v1` uses QUIC (with the `quic` feature; without it
     /// `build` fails with [`Error::TransportNotBuilt`]).
     pub fn listen_on(mut self, address: Multiaddr) -> Self {
-        self.listen.push(address);
+        self.settings.listen.push(address);
         self
     }
 
     /// Uses `config` instead of the defaults.
     pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
+        self.settings.config = config;
         self
     }
 
@@ -246,12 +247,7 @@ where
         N::ToSwarm: Send + 'static,
     {
         HostBuilder {
-            keypair: self.keypair,
-            key_file: self.key_file,
-            listen: self.listen,
-            required: self.required,
-            protocols: self.protocols,
-            config: self.config,
+            settings: self.settings,
             make_behaviour: Box::new(make),
             registry: self.registry,
         }
@@ -270,12 +266,7 @@ where
         registry: &'s mut prometheus_client::registry::Registry,
     ) -> HostBuilder<'s, B> {
         HostBuilder {
-            keypair: self.keypair,
-            key_file: self.key_file,
-            listen: self.listen,
-            required: self.required,
-            protocols: self.protocols,
-            config: self.config,
+            settings: self.settings,
             make_behaviour: self.make_behaviour,
             registry: Some(registry),
         }
@@ -310,12 +301,19 @@ where
     /// swarm task sees its command queue close and ends, closing its listeners.
     /// A key file it created stays.
     pub async fn build(self) -> Result<Host<B>, Error> {
-        let keypair = match (self.keypair, &self.key_file) {
+        let Settings {
+            keypair,
+            key_file,
+            listen,
+            required,
+            protocols,
+            config,
+        } = self.settings;
+        let keypair = match (keypair, &key_file) {
             (Some(k), _) => k,
             (None, Some(path)) => load_or_create_key(path)?,
             (None, None) => Keypair::generate_ed25519(),
         };
-        let config = self.config;
         #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
         let mut registry = self.registry;
         let (mut liquid, control) = Behaviour::new(keypair.public().to_peer_id(), config.clone())?;
@@ -327,11 +325,11 @@ where
             swarm_metrics
         });
         let mut inboxes = HashMap::new();
-        for (protocol, priority) in self.protocols {
+        for (protocol, priority) in protocols {
             let inbox = control.register_protocol_with_priority(protocol.clone(), priority)?;
             inboxes.insert(protocol, inbox);
         }
-        for address in self.required {
+        for address in required {
             transport::check_built(&address)?;
             liquid.add_required_peer(address)?;
         }
@@ -363,7 +361,7 @@ where
         let listen_addrs = Arc::new(RwLock::new(Vec::new()));
         // Listen before the task starts so errors surface from `build`.
         let mut listeners = Vec::new();
-        for address in self.listen {
+        for address in listen {
             let id = swarm
                 .listen_on(address.clone())
                 .map_err(|e| listen_error(&address, e))?;
