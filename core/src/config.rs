@@ -385,8 +385,9 @@ pub struct DiscoveryConfig {
     /// The chains this node serves (and looks for peers of). Default: none.
     pub chains: Vec<String>,
     /// Below this many connected nodes of its chains, discovery announces and
-    /// looks for more every `interval / 6`; at or above it, it checks every
-    /// `interval`. Default: 4.
+    /// looks for more, 1 s after its first lookup and then after twice the
+    /// pause each time, up to every `interval / 6`; at or above it, it checks
+    /// every `interval`. Default: 4.
     pub min_peers: usize,
     /// How often kad republishes the node's chains (records live three
     /// intervals) and the node checks `min_peers`. Default: 60 s.

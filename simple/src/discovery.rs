@@ -12,7 +12,8 @@
 //!   `discovery.interval`, living three intervals, so a node that stopped drops
 //!   out of lookups after that;
 //! - while fewer than `discovery.min_peers` of its chains' nodes are connected,
-//!   it looks the providers of its chains up (every `interval / 6`) and dials
+//!   it looks the providers of its chains up (1 s after the first lookup, then
+//!   after twice the pause each time, up to `interval / 6`) and dials
 //!   what it finds, only for the chains it serves, never beyond `min_peers`.
 //!   Seeds and peers that kad's own lookups connect to (a DHT query talks to the
 //!   peers closest to the key, whatever their chains) do not count;
@@ -97,6 +98,11 @@ const MAX_ADDRESSES_PER_PEER: usize = 8;
 pub const MAX_CHAINS: usize = 64;
 /// The shortest pause between two lookups while below `min_peers`.
 const MIN_SEARCH_INTERVAL: Duration = Duration::from_millis(200);
+/// The pause after the first lookup that left the node below `min_peers`; it
+/// doubles at each lookup up to `interval / 6`. Nodes that start together
+/// announce their chains at about the same moment: the first lookups find few
+/// of them, one a second later most.
+const FIRST_SEARCH_RETRY: Duration = Duration::from_secs(1);
 
 /// The provider-record key of `chain`.
 fn chain_key(chain: &str) -> RecordKey {
@@ -273,6 +279,8 @@ pub struct Discovery {
     /// admitted in place of another.
     refuses_when_full: bool,
     tick: Pin<Box<Sleep>>,
+    /// The pause before the next lookup while below `min_peers`.
+    search_retry: Duration,
     /// Peers with a connection, and when the first one was established.
     connected: HashMap<PeerId, Instant>,
     /// Dials this behaviour made and that have not ended.
@@ -345,6 +353,7 @@ impl Discovery {
                 .then_some(config.max_peers),
             refuses_when_full: config.eviction == EvictionStrategy::Lifo,
             tick: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            search_retry: FIRST_SEARCH_RETRY,
             connected: HashMap::new(),
             dialing: HashMap::new(),
             kad_dialing: HashMap::new(),
@@ -553,11 +562,7 @@ impl Discovery {
                 self.dial(seed);
             }
         }
-        let next = if below {
-            (self.interval / 6).max(MIN_SEARCH_INTERVAL)
-        } else {
-            self.interval
-        };
+        let next = next_search(&mut self.search_retry, below, self.interval);
         self.tick.as_mut().reset(Instant::now() + next);
     }
 
@@ -622,6 +627,20 @@ impl Discovery {
                 self.dial(peer);
             }
         }
+    }
+}
+
+/// The pause before the next lookup or check: below `min_peers`, `retry`
+/// (doubled for the time after), at most `interval / 6` and at least
+/// [`MIN_SEARCH_INTERVAL`]; otherwise `interval`, and `retry` starts again.
+fn next_search(retry: &mut Duration, below: bool, interval: Duration) -> Duration {
+    if below {
+        let next = (*retry).min(interval / 6).max(MIN_SEARCH_INTERVAL);
+        *retry = retry.saturating_mul(2);
+        next
+    } else {
+        *retry = FIRST_SEARCH_RETRY;
+        interval
     }
 }
 
@@ -739,5 +758,28 @@ impl NetworkBehaviour for Discovery {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_below_min_peers_start_a_second_apart_and_slow_down_to_a_sixth_of_the_interval() {
+        let interval = Duration::from_secs(60);
+        let mut retry = FIRST_SEARCH_RETRY;
+        let pauses: Vec<u64> = (0..6)
+            .map(|_| next_search(&mut retry, true, interval).as_secs())
+            .collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 10, 10]);
+        // At min_peers: checks every interval, and the next shortfall starts
+        // again from a second.
+        assert_eq!(next_search(&mut retry, false, interval), interval);
+        assert_eq!(next_search(&mut retry, true, interval), FIRST_SEARCH_RETRY);
+        // A short interval: never more often than MIN_SEARCH_INTERVAL.
+        let mut retry = FIRST_SEARCH_RETRY;
+        let short = Duration::from_millis(600);
+        assert_eq!(next_search(&mut retry, true, short), MIN_SEARCH_INTERVAL);
     }
 }
