@@ -67,7 +67,9 @@ impl Control {
     /// - [`Error::ProtocolUnsupported`]: the peer's protocol list (from the
     ///   protocol exchange) is known and lacks `protocol`.
     /// - [`Error::FrameTooLargeForPeer`]: the payload exceeds the
-    ///   `max_frame_size` the peer stated in the protocol exchange.
+    ///   `max_frame_size` the peer stated in the protocol exchange (known from
+    ///   [`Event::PeerConnected`](crate::Event::PeerConnected) on; before, the
+    ///   peer's receiver resets the stream of a frame too large for it).
     /// - [`Error::NotConnected`]: `peer` has no connection.
     ///
     /// While waiting for a stream:

@@ -305,7 +305,16 @@ async fn a_payload_beyond_the_limit_the_peer_stated_is_refused_before_it_is_sent
         .register_protocol("/limits/1")
         .expect("register");
     let big = host(Config::default()).await;
+    let mut events = big.control().events();
     let to = connect(&big, &small).await;
+    // The peer's list can arrive first with its own request; its limit comes
+    // with the response to ours, before `PeerConnected`.
+    wait_for(
+        &mut events,
+        Duration::from_secs(10),
+        |e| matches!(e, Event::PeerConnected { peer } if *peer == to),
+    )
+    .await;
     let e = big
         .control()
         .send(to, "/limits/1", vec![1u8; LIMIT + 1])
