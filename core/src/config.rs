@@ -86,8 +86,10 @@ pub(crate) use setters;
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct PoolConfig {
-    /// Streams opened as soon as the connection is established (the connection's
-    /// reserve, which its lanes take first). Default: 10.
+    /// Streams a connection keeps ready while it is in use (the connection's
+    /// reserve, which its lanes take first): opened when the connection is first
+    /// used, or as soon as it is established with
+    /// [`open_at_connect`](Self::open_at_connect). Default: 10.
     pub init_size: usize,
     /// Streams of one connection in all: its reserve and all its lanes together
     /// (see the pool manager). Default: 100.
@@ -126,6 +128,35 @@ pub struct PoolConfig {
     /// `max_size` (at least 1): 75.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_streams_per_protocol: Option<usize>,
+    /// Open `init_size` streams as soon as a connection is established, as
+    /// every connection did before pools became lazy, instead of
+    /// [`idle_floor`](Self::idle_floor) streams then and the rest on first use.
+    /// Costs about 3 KiB per stream across both ends of every connection, used
+    /// or not, until the connection goes idle. Default: false.
+    pub open_at_connect: bool,
+    /// A connection none of whose pools was used for this long is *idle*: its
+    /// lanes close their streams, and the connection keeps
+    /// [`idle_floor`](Self::idle_floor) of them ready in its reserve; it warms
+    /// up again (the reserve refills to `init_size`) at its next send. Checked
+    /// every quarter of this (at most every 15 s), so a connection goes idle
+    /// between this and this + 15 s after its last send. Only idle streams are
+    /// closed, each after its last frame was written and flushed: the remote
+    /// reads every frame before it sees the stream reset. `None`: connections
+    /// never go idle. Default: 60 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")
+    )]
+    pub idle_after: Option<Duration>,
+    /// Streams an idle connection keeps ready, and the streams a new connection
+    /// opens unless [`open_at_connect`](Self::open_at_connect) is set. One keeps
+    /// the first message after a quiet period on an already negotiated stream
+    /// (no stream open, no multistream-select round trip); 0 makes an idle
+    /// connection cost nothing beyond libp2p's own connection state, and the
+    /// first message after a quiet period waits for a stream to be opened.
+    /// Capped at `init_size` (see
+    /// [`effective_idle_floor`](Self::effective_idle_floor)). Default: 1.
+    pub idle_floor: usize,
 }
 
 impl Default for PoolConfig {
@@ -140,6 +171,9 @@ impl Default for PoolConfig {
             shrink_after: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             max_streams_per_protocol: None,
+            open_at_connect: false,
+            idle_after: Some(Duration::from_secs(60)),
+            idle_floor: 1,
         }
     }
 }
@@ -148,6 +182,12 @@ impl PoolConfig {
     /// Streams added by one growth step.
     pub fn effective_grow_batch(&self) -> usize {
         self.grow_batch.unwrap_or(self.init_size / 2).max(1)
+    }
+
+    /// Streams a new or idle connection keeps ready: `idle_floor`, at most
+    /// `init_size`.
+    pub fn effective_idle_floor(&self) -> usize {
+        self.idle_floor.min(self.init_size)
     }
 
     /// Streams one protocol's lane may hold.
@@ -657,6 +697,9 @@ setters!(PoolConfig {
     with_shrink_after => shrink_after: Duration,
     with_send_timeout => send_timeout: Duration,
     with_max_streams_per_protocol => max_streams_per_protocol: Option<usize>,
+    with_open_at_connect => open_at_connect: bool,
+    with_idle_after => idle_after: Option<Duration>,
+    with_idle_floor => idle_floor: usize,
 });
 
 setters!(AdmissionConfig {
@@ -910,6 +953,9 @@ impl Config {
                 "pool.init_size ({}) exceeds pool.max_size ({})",
                 p.init_size, p.max_size
             ));
+        }
+        if p.idle_after.is_some_and(|d| d.is_zero()) {
+            return invalid("pool.idle_after must be greater than zero (or None)".into());
         }
         if p.grow_threshold_percent > 100 {
             return invalid("pool.grow_threshold_percent must be at most 100".into());
