@@ -12,8 +12,9 @@
 //!
 //! A connection's *reserve* (the pool its lanes take streams from, see the pool
 //! manager) is lazy: it opens only `idle_floor` streams when the connection comes
-//! up ([`start`](SendStreamPool::start)) and refills to `init_size` when one of
-//! its lanes is first borrowed from. A connection none of whose pools was used
+//! up ([`start`](SendStreamPool::start)) and refills to `init_size` at the first
+//! periodic check that finds the connection in use
+//! ([`warm_up`](SendStreamPool::warm_up)). A connection none of whose pools was used
 //! for `idle_after` goes back to that state
 //! ([`rest`](SendStreamPool::rest)): an idle connection costs the floor's
 //! streams and nothing more.
@@ -256,7 +257,7 @@ pub struct SendStreamPool<O: StreamOpener> {
     reservoir: Option<Arc<SendStreamPool<O>>>,
     /// On a reserve: it holds (or is opening) `init_size` streams because its
     /// connection is in use; cleared when the connection goes idle, set again
-    /// by the next borrow from one of its lanes (see [`warm_up`](Self::warm_up)).
+    /// by the first check that finds it in use (see [`warm_up`](Self::warm_up)).
     warm: AtomicBool,
     progress: Arc<WriteProgress>,
 }
@@ -356,8 +357,8 @@ impl<O: StreamOpener> SendStreamPool<O> {
 
     /// Starts a new connection's reserve: opens `idle_floor` streams in the
     /// background, or `init_size` with `open_at_connect` (then it is
-    /// [`init`](Self::init)). The rest are opened when a lane of the connection
-    /// is first borrowed from.
+    /// [`init`](Self::init)). The rest are opened once the connection is in use
+    /// (see [`warm_up`](Self::warm_up)).
     pub fn start(self: &Arc<Self>) {
         if self.config.open_at_connect {
             self.init();
@@ -380,10 +381,12 @@ impl<O: StreamOpener> SendStreamPool<O> {
         self.spawn_opens(n);
     }
 
-    /// A lane of a reserve that is not warm is borrowed from: the connection is
-    /// in use again, so the reserve refills to `init_size` in the background.
-    /// One relaxed load per borrow when warm.
-    fn warm_up(self: &Arc<Self>) {
+    /// The idle check saw the connection in use while its reserve is not warm:
+    /// the reserve refills to `init_size` in the background. Not done by the
+    /// borrow that ends a quiet period: its opens (a negotiation each, through
+    /// both ends' connection tasks) would compete with the one message being
+    /// sent, which the floor's stream already serves.
+    pub fn warm_up(self: &Arc<Self>) {
         if !self.warm.load(Ordering::Relaxed) && !self.warm.swap(true, Ordering::Relaxed) {
             self.open_up_to(self.config.init_size);
         }
@@ -401,9 +404,6 @@ impl<O: StreamOpener> SendStreamPool<O> {
         self: &Arc<Self>,
         priority: ProtocolPriority,
     ) -> Result<PooledStream<O>, Error> {
-        if let Some(reservoir) = &self.reservoir {
-            reservoir.warm_up();
-        }
         let (id, rx, opens) = loop {
             let taken = {
                 let mut st = self.state.lock();
@@ -587,7 +587,8 @@ impl<O: StreamOpener> SendStreamPool<O> {
     /// Puts an idle connection at rest, on its reserve: of `streams` (the idle
     /// streams its lanes gave up, taken with [`take_idle`](Self::take_idle)) and
     /// the reserve's own, keeps `idle_floor` and closes the rest, least recently
-    /// idle first. The next borrow from a lane refills the reserve. Returns how
+    /// idle first. The first check that finds the connection in use again refills
+    /// the reserve. Returns how
     /// many streams were closed. Every stream here is idle, so its last frame
     /// was written and flushed before it came back: the remote reads it before
     /// it sees the stream reset.

@@ -3,8 +3,8 @@
 //!
 //! A peer may have several connections. Each has a *reserve* (streams opened in
 //! advance for its lanes: `idle_floor` when the connection comes up, refilled to
-//! `init_size` when it is first used, back to `idle_floor` once it was not used
-//! for `idle_after`), a *shared lane* for ordered bursts, and one *lane* per
+//! `init_size` at the first periodic check that finds it in use, back to
+//! `idle_floor` once it was not used for `idle_after`), a *shared lane* for ordered bursts, and one *lane* per
 //! protocol sent on it: a pool whose streams carry only that protocol's frames. A receiver that stops reading one protocol
 //! (its inbox full) stops reading that protocol's streams; flow control then holds
 //! up the writers of that lane alone, never a frame of another protocol queued
@@ -207,6 +207,10 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
             .filter(|&active| active)
             .count()
             > 0;
+        if used {
+            // In use: keep `init_size` ready (once per active period).
+            reserve.warm_up();
+        }
         if !reserve.idle_for(now, used) {
             return 0;
         }
@@ -676,7 +680,10 @@ mod tests {
         assert_eq!(stream.get().serial, 0, "the floor's stream, not a new one");
         drop(stream);
         settle().await;
-        // The connection is in use: the reserve refilled to init_size.
+        // The next check finds the connection in use: the reserve refills to
+        // init_size.
+        mgr.shrink_idle(Instant::now());
+        settle().await;
         assert_eq!(stats_of(&mgr, &peer, Lane::Reserve).current, 4);
     }
 
@@ -724,6 +731,13 @@ mod tests {
         assert!(stream.get().serial < before, "an already open stream");
         drop(stream);
         settle().await;
+        assert_eq!(
+            opened(&opener),
+            before,
+            "the send after rest opened nothing"
+        );
+        check_for(&mgr, Duration::from_secs(15)).await;
+        settle().await;
         assert!(live(&opener) >= 4, "warm again: {} streams", live(&opener));
     }
 
@@ -749,6 +763,8 @@ mod tests {
         let (peer, mgr) = lazy_connection(opener.clone(), config).await;
         let a = mgr.lane(&peer, "/a").expect("lane").pool;
         let long_write = a.borrow().await.expect("borrow");
+        // The first check warms the reserve up.
+        check_for(&mgr, Duration::from_secs(15)).await;
         settle().await;
         let in_use = live(&opener);
         check_for(&mgr, Duration::from_secs(150)).await;
@@ -766,6 +782,7 @@ mod tests {
             .with_shrink_after(Duration::from_secs(3600));
         let (peer, mgr) = lazy_connection(opener.clone(), config).await;
         drop(mgr.lane(&peer, "/a").expect("lane").pool.borrow().await);
+        check_for(&mgr, Duration::from_secs(15)).await;
         settle().await;
         let in_use = live(&opener);
         check_for(&mgr, Duration::from_secs(300)).await;

@@ -304,7 +304,7 @@
 //! - [`ProtocolPriority`]: `High` for small urgent messages keeps their latency
 //!   low under a bulk load; often the first thing to set.
 //! - [`pool.init_size`](PoolConfig::init_size) (10): streams a connection keeps
-//!   ready while it is in use, opened at its first send. A new connection opens
+//!   ready while it is in use, opened soon after its first send. A new connection opens
 //!   only [`pool.idle_floor`](PoolConfig::idle_floor) (1), and a connection not
 //!   sent on for [`pool.idle_after`](PoolConfig::idle_after) (60 s) goes back to
 //!   it, so an idle connection costs little and the first message after a quiet

@@ -1,5 +1,5 @@
 //! The lazy pool end to end, over TCP on loopback: a new connection opens only
-//! `idle_floor` streams, the first send opens the rest, an idle connection goes
+//! `idle_floor` streams, the rest once it is in use, an idle connection goes
 //! back to the floor without losing a frame, and the next send delivers.
 
 mod common;
@@ -31,9 +31,12 @@ fn send_streams(host: &Host, peer: &PeerId) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_connection_holds_at_most_the_floor_and_the_first_send_opens_more_and_delivers() {
-    let a = host(Config::default()).await;
-    let b = host(Config::default()).await;
+async fn a_fresh_connection_holds_at_most_the_floor_and_the_first_send_delivers() {
+    // Default pools, checked every 500 ms instead of 15 s.
+    let config = Config::default()
+        .with_pool(PoolConfig::default().with_idle_after(Some(Duration::from_secs(2))));
+    let a = host(config.clone()).await;
+    let b = host(config).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
     let b_id = b.local_peer_id();
@@ -55,7 +58,7 @@ async fn a_fresh_connection_holds_at_most_the_floor_and_the_first_send_opens_mor
             .payload[..],
         b"first"
     );
-    // In use: the reserve refills to init_size.
+    // In use: the next check refills the reserve to init_size.
     let init = PoolConfig::default().init_size;
     wait_until(Duration::from_secs(5), || send_streams(&b, &a_id) >= init).await;
 }

@@ -133,7 +133,7 @@ async fn run(args: Args) -> Result<(), String> {
         // 2. Full mesh: host i dials every host j > i, so each pair has one connection.
         connect_mesh(&hosts).await?;
         // Let the pools open what they open at connect (`idle_floor` streams; the
-        // rest of `init_size` at the first send).
+        // rest of `init_size` once the connection is in use).
         let floor = config.pool.effective_idle_floor();
         wait_until(|| all_pools(&hosts).all(|s| s.current >= floor)).await;
 
@@ -410,7 +410,7 @@ fn report(
     println!("\nWhat the pools did:");
     println!(
         "  - Each connection opened {} send stream(s) as soon as it was up and the rest of \
-         its {init_size} at its first send, so no message waited for a stream negotiation.",
+         its {init_size} once in use, so no message waited for a stream negotiation.",
         p.effective_idle_floor()
     );
     println!(
