@@ -1,6 +1,7 @@
 //! Memory per idle connection: RSS growth (`/proc/self/statm`) while `n` more
 //! connections are opened between two peers of this process and left idle, divided
-//! by the `2 n` connection ends. Five kinds, measured in this order:
+//! by the `2 n` connection ends. Three kinds, and two more with `eager`, measured
+//! in this order:
 //!
 //! - `plain-libp2p`: two plain libp2p swarms with no behaviour (no streams at all);
 //! - `plain-libp2p-streams`: two plain libp2p swarms whose behaviour
@@ -69,7 +70,7 @@ impl Held {
     }
 }
 
-/// The five measurements.
+/// The measurements.
 pub struct Measured {
     /// liquid-p2p hosts with default pools.
     pub liquid: Result<Idle, BenchError>,
@@ -78,10 +79,12 @@ pub struct Measured {
     /// Plain swarms holding as many idle streams per connection as liquid's
     /// default pools at rest.
     pub plain_streams: Result<Idle, BenchError>,
-    /// liquid-p2p hosts whose pools open `init_size` streams at connect.
-    pub liquid_eager: Result<Idle, BenchError>,
-    /// Plain swarms holding `init_size` idle streams per connection each way.
-    pub plain_streams_eager: Result<Idle, BenchError>,
+    /// liquid-p2p hosts whose pools open `init_size` streams at connect (if
+    /// measured).
+    pub liquid_eager: Option<Result<Idle, BenchError>>,
+    /// Plain swarms holding `init_size` idle streams per connection each way
+    /// (if measured).
+    pub plain_streams_eager: Option<Result<Idle, BenchError>>,
 }
 
 fn per_end(before: u64, after: u64, connections: usize) -> Idle {
@@ -102,8 +105,9 @@ fn keep<T>(
     })
 }
 
-/// Measures all five; returns them and what to shut down afterwards.
-pub async fn idle_memory(connections: usize, limit: Duration) -> (Measured, Held) {
+/// Measures the three kinds, and with `eager` the two with `init_size`
+/// streams; returns them and what to shut down afterwards.
+pub async fn idle_memory(connections: usize, limit: Duration, eager: bool) -> (Measured, Held) {
     let mut held = Held {
         _plain: None,
         _plain_streams: None,
@@ -121,14 +125,17 @@ pub async fn idle_memory(connections: usize, limit: Duration) -> (Measured, Held
         liquid_idle(connections, limit, pool.clone()).await,
         &mut held.liquid,
     );
-    let plain_streams_eager = keep(
-        plain_streams_idle(connections, limit, pool.init_size).await,
-        &mut held._plain_streams_eager,
-    );
-    let liquid_eager = keep(
-        liquid_idle(connections, limit, pool.with_open_at_connect(true)).await,
-        &mut held.liquid_eager,
-    );
+    let (mut plain_streams_eager, mut liquid_eager) = (None, None);
+    if eager {
+        plain_streams_eager = Some(keep(
+            plain_streams_idle(connections, limit, pool.init_size).await,
+            &mut held._plain_streams_eager,
+        ));
+        liquid_eager = Some(keep(
+            liquid_idle(connections, limit, pool.with_open_at_connect(true)).await,
+            &mut held.liquid_eager,
+        ));
+    }
     (
         Measured {
             liquid,

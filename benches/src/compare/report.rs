@@ -775,14 +775,16 @@ peers and left idle, divided by the 2 N connection ends; liquid hosts with defau
 (`idle_floor`, 1 stream, opened by each end, each read by a task on the other) against two \
 plain libp2p swarms whose behaviour opens the same streams on each connection from each end \
 and holds both ends idle (`plain-libp2p-streams`, the fair baseline), and two with no \
-behaviour and no streams (`plain-libp2p`); then the same with `init_size` (10) streams: \
-liquid with `open_at_connect` (the eager pool of before) and `plain-libp2p-streams init_size`.
+behaviour and no streams (`plain-libp2p`); named with `--only`, also the same with \
+`init_size` (10) streams: liquid with `open_at_connect` (the eager pool of before) and \
+`plain-libp2p-streams init_size`.
 - First message after idle: 256 B messages paced at 1,000/s, then a quiet period until the \
-sender's pools are at rest (`idle_after` shortened from 60 s to 1 s with `--quick`, 2 s in \
-the full run), then one message; latency from `send` to the receiving application, the \
+sender's pools are at rest (`idle_after` shortened from 60 s to 500 ms, 3 times, once per \
+full run; 1 s, 5 times, when named with `--only`), then one message; \
+latency from `send` to the receiving application, the \
 first messages' median against the steady messages' p50 of the same hosts; with the default \
-floor, with none (`floor-0`) and with pools that never rest (`never-rests`, the control: \
-what the quiet alone costs).
+floor, with pools that never rest (`never-rests`, the control: what the quiet alone costs) \
+and, when named, with none (`floor-0`).
 - Scale: liquid hosts in one process, host i dials every host after it; time from the first \
 dial until every host has `PeerConnected` for every other (protocol exchange done), then \
 every host sends 256 B messages to all its peers in turn from 4 tasks.

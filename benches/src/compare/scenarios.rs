@@ -316,7 +316,19 @@ impl Plan {
         if run > 1 && (id == "memory-idle" || id == "pool-shrink") {
             return false;
         }
+        // Its quiet periods are long for what it measures: once in the full
+        // run, unless named.
+        if run > 1 && id == "first-after-idle" && !self.named(id) {
+            return false;
+        }
         self.only.is_empty() || self.only.iter().any(|p| id.starts_with(p.as_str()))
+    }
+
+    /// Whether scenario `id` was named with `--only`: a narrowed run has time
+    /// for the comparisons the default run leaves out (memory with eager
+    /// pools, the first message after idle with no floor, more cycles).
+    pub fn named(&self, id: &str) -> bool {
+        self.only.iter().any(|p| id.starts_with(p.as_str()))
     }
 
     /// The modes to run of `candidates`.
@@ -401,18 +413,19 @@ impl Plan {
     fn planned(&self, step: &Step) -> Duration {
         match step {
             Step::Memory => {
-                // Five kinds, each: two settles and the dials.
+                // Three kinds (five when named), each: two settles and the dials.
+                let kinds = if self.named("memory-idle") { 5 } else { 3 };
                 (memory::SETTLE * 2 + Duration::from_millis(15) * self.memory_connections as u32)
-                    * 5
+                    * kinds
             }
             Step::Shrink => self.shrink_burst() + self.shrink_after() * 2 + SETUP_GUESS,
             Step::FirstAfterIdle => {
-                // Per floor measured, per cycle: the steady phase, the quiet
-                // period and up to two check periods.
+                // Per pool kind, per cycle: the steady phase, the quiet period
+                // and up to two check periods.
                 let cycle = Duration::from_millis(first_after_idle::STEADY_MESSAGES as u64)
                     + self.idle_after()
                     + self.idle_after() / 2;
-                (cycle * self.idle_cycles() as u32 + SETUP_GUESS) * FLOORS.len() as u32
+                (cycle * self.idle_cycles() as u32 + SETUP_GUESS) * self.idle_kinds().len() as u32
             }
             Step::Scale => {
                 Duration::from_millis(80) * self.scale_hosts as u32
@@ -454,16 +467,34 @@ impl Plan {
     }
 
     /// The pools' `idle_after` in the first-after-idle scenario: the default
-    /// (60 s) shortened so that the run stays short; what the first message
-    /// after it meets depends on the pool being at rest, not on how long the
-    /// quiet lasted.
+    /// (60 s) shortened to 500 ms, or 1 s when the scenario is named with
+    /// `--only`, so that the run stays short; what the first message after it
+    /// meets depends on the pool being at rest, not on how long the quiet
+    /// lasted (the `never-rests` control shows what the quiet costs).
     fn idle_after(&self) -> Duration {
-        Duration::from_millis(if self.quick { 1000 } else { 2000 })
+        if self.named("first-after-idle") {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(500)
+        }
     }
 
-    /// Quiet periods, each followed by one first message, per floor measured.
+    /// Quiet periods, each followed by one first message, per pool kind.
     fn idle_cycles(&self) -> usize {
-        if self.quick { 5 } else { 7 }
+        if self.named("first-after-idle") { 5 } else { 3 }
+    }
+
+    /// The pool kinds of the first-after-idle scenario: the default floor and
+    /// the control, and no floor when the scenario is named with `--only`.
+    fn idle_kinds(&self) -> Vec<(IdlePools, &'static str)> {
+        let mut kinds = vec![
+            (IdlePools::DefaultFloor, "liquid"),
+            (IdlePools::NeverRest, "liquid never-rests"),
+        ];
+        if self.named("first-after-idle") {
+            kinds.insert(1, (IdlePools::Floor(0), "liquid floor-0"));
+        }
+        kinds
     }
 
     /// How long the pool-shrink scenario's burst lasts.
@@ -855,10 +886,10 @@ async fn setup(
 }
 
 /// The pools of the first-after-idle scenario: the default floor (mode
-/// `liquid`), none (mode `liquid floor-0`), to show what the floor buys, and
-/// pools that never rest (mode `liquid never-rests`), the control: as long a
-/// quiet period with every stream open shows what the quiet alone costs (cold
-/// caches, parked threads).
+/// `liquid`), none (mode `liquid floor-0`, when the scenario is named), to
+/// show what the floor buys, and pools that never rest (mode `liquid
+/// never-rests`), the control: as long a quiet period with every stream open
+/// shows what the quiet alone costs (cold caches, parked threads).
 #[derive(Clone, Copy)]
 enum IdlePools {
     DefaultFloor,
@@ -866,18 +897,12 @@ enum IdlePools {
     NeverRest,
 }
 
-const FLOORS: [(IdlePools, &str); 3] = [
-    (IdlePools::DefaultFloor, "liquid"),
-    (IdlePools::Floor(0), "liquid floor-0"),
-    (IdlePools::NeverRest, "liquid never-rests"),
-];
-
 async fn run_first_after_idle(plan: &Plan) -> Vec<Figure> {
     let idle_after = plan.idle_after();
     let cycles = plan.idle_cycles();
     let limit = plan.timing.setup;
     let mut figures = Vec::new();
-    for (floor, mode) in FLOORS {
+    for (floor, mode) in plan.idle_kinds() {
         let floor = match floor {
             IdlePools::DefaultFloor => Some(liquid_p2p::PoolConfig::default().idle_floor),
             IdlePools::Floor(n) => Some(n),
@@ -994,7 +1019,8 @@ async fn run_memory(plan: &Plan) -> Vec<Figure> {
     let limit = plan.timing.setup + Duration::from_secs(n as u64 / 10);
     // Five measurements, each well within `limit` unless something is stuck.
     let deadline = limit * 5 + Duration::from_secs(5);
-    let measured = tokio::time::timeout(deadline, memory::idle_memory(n, limit)).await;
+    let eager = plan.named("memory-idle");
+    let measured = tokio::time::timeout(deadline, memory::idle_memory(n, limit, eager)).await;
     let measured = match measured {
         Ok((measured, held)) => {
             let _ = tokio::time::timeout(plan.timing.teardown, held.shutdown()).await;
@@ -1006,17 +1032,21 @@ async fn run_memory(plan: &Plan) -> Vec<Figure> {
                 liquid: Err(e.clone()),
                 plain: Err(e.clone()),
                 plain_streams: Err(e.clone()),
-                liquid_eager: Err(e.clone()),
-                plain_streams_eager: Err(e),
+                liquid_eager: eager.then(|| Err(e.clone())),
+                plain_streams_eager: eager.then_some(Err(e)),
             }
         }
     };
     let pool = liquid_p2p::PoolConfig::default();
     let (floor, init) = (pool.effective_idle_floor(), pool.init_size);
     [
-        ("liquid", measured.liquid, Some(floor)),
-        ("plain-libp2p-streams", measured.plain_streams, Some(floor)),
-        ("plain-libp2p", measured.plain, None),
+        ("liquid", Some(measured.liquid), Some(floor)),
+        (
+            "plain-libp2p-streams",
+            Some(measured.plain_streams),
+            Some(floor),
+        ),
+        ("plain-libp2p", Some(measured.plain), None),
         ("liquid open_at_connect", measured.liquid_eager, Some(init)),
         (
             "plain-libp2p-streams init_size",
@@ -1025,6 +1055,7 @@ async fn run_memory(plan: &Plan) -> Vec<Figure> {
         ),
     ]
     .into_iter()
+    .filter_map(|(mode, result, streams)| Some((mode, result?, streams)))
     .map(|(mode, result, streams)| {
         let mut f = Figure::new("memory-idle", mode, Transport::Tcp.name(), n, "KiB");
         match result {
