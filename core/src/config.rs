@@ -142,11 +142,8 @@ pub struct PoolConfig {
     /// between this and this + 15 s after its last send. Only idle streams are
     /// closed, each after its last frame was written and flushed: the remote
     /// reads every frame before it sees the stream reset. `None`: connections
-    /// never go idle. Default: 60 s.
-    #[cfg_attr(
-        feature = "serde",
-        serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")
-    )]
+    /// never go idle (`"never"` in a serialized config). Default: 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "idle_after_serde"))]
     pub idle_after: Option<Duration>,
     /// Streams an idle connection keeps ready, and the streams a new connection
     /// opens unless [`open_at_connect`](Self::open_at_connect) is set. One keeps
@@ -677,6 +674,41 @@ pub struct Config {
 }
 
 /// Writes an allow-list sorted, so the same list always gives the same text.
+/// `PoolConfig::idle_after` as a human duration (`"60s"`), or `"never"` for
+/// `None`: a format like TOML has no null, and leaving the key out means the
+/// default, 60 s.
+#[cfg(feature = "serde")]
+mod idle_after_serde {
+    use std::time::Duration;
+
+    use humantime_serde::re::humantime;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    const NEVER: &str = "never";
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => serializer.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => serializer.serialize_str(NEVER),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == NEVER {
+            return Ok(None);
+        }
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("idle_after: {e} (or \"{NEVER}\")")))
+    }
+}
+
 #[cfg(feature = "serde")]
 fn sorted_peers<S: serde::Serializer>(
     list: &Option<HashSet<PeerId>>,
@@ -1119,6 +1151,18 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+        let pool = |p: PoolConfig| Config::default().with_pool(p).validate();
+        assert!(pool(PoolConfig::default().with_idle_after(Some(Duration::ZERO))).is_err());
+        assert!(pool(PoolConfig::default().with_idle_after(None)).is_ok());
+        // A floor above init_size is capped, not an error: configs with a
+        // small init_size stay valid.
+        assert!(pool(PoolConfig::default().with_init_size(0)).is_ok());
+        assert_eq!(
+            PoolConfig::default()
+                .with_init_size(0)
+                .effective_idle_floor(),
+            0
+        );
     }
 
     #[test]
@@ -1204,6 +1248,23 @@ mod tests {
                     .expect("parse");
             assert_eq!(config.ping_interval, Duration::from_secs(90));
             assert_eq!(config.pool.send_timeout, Duration::from_millis(1500));
+        }
+
+        #[test]
+        fn idle_after_is_a_human_duration_or_never() {
+            let never = Config::default().with_pool(PoolConfig::default().with_idle_after(None));
+            let text = toml::to_string(&never).expect("serialize");
+            assert!(text.contains("idle_after = \"never\""), "{text}");
+            let back: Config = toml::from_str(&text).expect("parse what was written");
+            assert_eq!(back, never);
+            let config: Config =
+                toml::from_str("[pool]\nidle_after = \"5m\"\nidle_floor = 0\n").expect("parse");
+            assert_eq!(config.pool.idle_after, Some(Duration::from_secs(300)));
+            assert_eq!(config.pool.idle_floor, 0);
+            let bad = toml::from_str::<Config>("[pool]\nidle_after = \"soon\"\n")
+                .expect_err("not a duration")
+                .to_string();
+            assert!(bad.contains("never"), "{bad}");
         }
 
         #[test]
