@@ -86,8 +86,10 @@ pub(crate) use setters;
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct PoolConfig {
-    /// Streams opened as soon as the connection is established (the connection's
-    /// reserve, which its lanes take first). Default: 10.
+    /// Streams a connection keeps ready while it is in use (the connection's
+    /// reserve, which its lanes take first): opened when the connection is first
+    /// used, or as soon as it is established with
+    /// [`open_at_connect`](Self::open_at_connect). Default: 10.
     pub init_size: usize,
     /// Streams of one connection in all: its reserve and all its lanes together
     /// (see the pool manager). Default: 100.
@@ -126,6 +128,32 @@ pub struct PoolConfig {
     /// `max_size` (at least 1): 75.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_streams_per_protocol: Option<usize>,
+    /// Open `init_size` streams as soon as a connection is established, as
+    /// every connection did before pools became lazy, instead of
+    /// [`idle_floor`](Self::idle_floor) streams then and the rest on first use.
+    /// Costs about 3 KiB per stream across both ends of every connection, used
+    /// or not, until the connection goes idle. Default: false.
+    pub open_at_connect: bool,
+    /// A connection none of whose pools was used for this long is *idle*: its
+    /// lanes close their streams, and the connection keeps
+    /// [`idle_floor`](Self::idle_floor) of them ready in its reserve; it warms
+    /// up again (the reserve refills to `init_size`) at its next send. Checked
+    /// every quarter of this (at most every 15 s), so a connection goes idle
+    /// between this and this + 15 s after its last send. Only idle streams are
+    /// closed, each after its last frame was written and flushed: the remote
+    /// reads every frame before it sees the stream reset. `None`: connections
+    /// never go idle (`"never"` in a serialized config). Default: 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "idle_after_serde"))]
+    pub idle_after: Option<Duration>,
+    /// Streams an idle connection keeps ready, and the streams a new connection
+    /// opens unless [`open_at_connect`](Self::open_at_connect) is set. One keeps
+    /// the first message after a quiet period on an already negotiated stream
+    /// (no stream open, no multistream-select round trip); 0 makes an idle
+    /// connection cost nothing beyond libp2p's own connection state, and the
+    /// first message after a quiet period waits for a stream to be opened.
+    /// Capped at `init_size` (see
+    /// [`effective_idle_floor`](Self::effective_idle_floor)). Default: 1.
+    pub idle_floor: usize,
 }
 
 impl Default for PoolConfig {
@@ -140,6 +168,9 @@ impl Default for PoolConfig {
             shrink_after: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             max_streams_per_protocol: None,
+            open_at_connect: false,
+            idle_after: Some(Duration::from_secs(60)),
+            idle_floor: 1,
         }
     }
 }
@@ -148,6 +179,12 @@ impl PoolConfig {
     /// Streams added by one growth step.
     pub fn effective_grow_batch(&self) -> usize {
         self.grow_batch.unwrap_or(self.init_size / 2).max(1)
+    }
+
+    /// Streams a new or idle connection keeps ready: `idle_floor`, at most
+    /// `init_size`.
+    pub fn effective_idle_floor(&self) -> usize {
+        self.idle_floor.min(self.init_size)
     }
 
     /// Streams one protocol's lane may hold.
@@ -638,6 +675,41 @@ pub struct Config {
 }
 
 /// Writes an allow-list sorted, so the same list always gives the same text.
+/// `PoolConfig::idle_after` as a human duration (`"60s"`), or `"never"` for
+/// `None`: a format like TOML has no null, and leaving the key out means the
+/// default, 60 s.
+#[cfg(feature = "serde")]
+mod idle_after_serde {
+    use std::time::Duration;
+
+    use humantime_serde::re::humantime;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    const NEVER: &str = "never";
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => serializer.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => serializer.serialize_str(NEVER),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == NEVER {
+            return Ok(None);
+        }
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("idle_after: {e} (or \"{NEVER}\")")))
+    }
+}
+
 #[cfg(feature = "serde")]
 fn sorted_peers<S: serde::Serializer>(
     list: &Option<HashSet<PeerId>>,
@@ -658,6 +730,9 @@ setters!(PoolConfig {
     with_shrink_after => shrink_after: Duration,
     with_send_timeout => send_timeout: Duration,
     with_max_streams_per_protocol => max_streams_per_protocol: Option<usize>,
+    with_open_at_connect => open_at_connect: bool,
+    with_idle_after => idle_after: Option<Duration>,
+    with_idle_floor => idle_floor: usize,
 });
 
 setters!(AdmissionConfig {
@@ -912,6 +987,9 @@ impl Config {
                 p.init_size, p.max_size
             ));
         }
+        if p.idle_after.is_some_and(|d| d.is_zero()) {
+            return invalid("pool.idle_after must be greater than zero (or None)".into());
+        }
         if p.grow_threshold_percent > 100 {
             return invalid("pool.grow_threshold_percent must be at most 100".into());
         }
@@ -1074,6 +1152,18 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+        let pool = |p: PoolConfig| Config::default().with_pool(p).validate();
+        assert!(pool(PoolConfig::default().with_idle_after(Some(Duration::ZERO))).is_err());
+        assert!(pool(PoolConfig::default().with_idle_after(None)).is_ok());
+        // A floor above init_size is capped, not an error: configs with a
+        // small init_size stay valid.
+        assert!(pool(PoolConfig::default().with_init_size(0)).is_ok());
+        assert_eq!(
+            PoolConfig::default()
+                .with_init_size(0)
+                .effective_idle_floor(),
+            0
+        );
     }
 
     #[test]
@@ -1159,6 +1249,23 @@ mod tests {
                     .expect("parse");
             assert_eq!(config.ping_interval, Duration::from_secs(90));
             assert_eq!(config.pool.send_timeout, Duration::from_millis(1500));
+        }
+
+        #[test]
+        fn idle_after_is_a_human_duration_or_never() {
+            let never = Config::default().with_pool(PoolConfig::default().with_idle_after(None));
+            let text = toml::to_string(&never).expect("serialize");
+            assert!(text.contains("idle_after = \"never\""), "{text}");
+            let back: Config = toml::from_str(&text).expect("parse what was written");
+            assert_eq!(back, never);
+            let config: Config =
+                toml::from_str("[pool]\nidle_after = \"5m\"\nidle_floor = 0\n").expect("parse");
+            assert_eq!(config.pool.idle_after, Some(Duration::from_secs(300)));
+            assert_eq!(config.pool.idle_floor, 0);
+            let bad = toml::from_str::<Config>("[pool]\nidle_after = \"soon\"\n")
+                .expect_err("not a duration")
+                .to_string();
+            assert!(bad.contains("never"), "{bad}");
         }
 
         #[test]

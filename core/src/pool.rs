@@ -2,13 +2,22 @@
 //!
 //! Opening a substream costs a protocol negotiation; writing every message to one
 //! stream serialises all senders. A pool sits between: a sender borrows an idle
-//! stream, writes one frame and returns it. The pool opens `init_size` streams when
-//! the connection comes up, grows in batches when few are idle, never exceeds
-//! `max_size`, and queues borrowers (bounded, in order, for at most
+//! stream, writes one frame and returns it. The pool opens `init_size` streams
+//! ([`init`](SendStreamPool::init)), grows in batches when few are idle, never
+//! exceeds `max_size`, and queues borrowers (bounded, in order, for at most
 //! `borrow_timeout`) when every stream is out. After a burst it gives the extra
 //! streams back: [`shrink`](SendStreamPool::shrink), called periodically, closes
 //! idle streams down to `init_size` once the pool has seen `shrink_after` of low
 //! use.
+//!
+//! A connection's *reserve* (the pool its lanes take streams from, see the pool
+//! manager) is lazy: it opens only `idle_floor` streams when the connection comes
+//! up ([`start`](SendStreamPool::start)) and refills to `init_size` at the first
+//! periodic check that finds the connection in use
+//! ([`warm_up`](SendStreamPool::warm_up)). A connection none of whose pools was used
+//! for `idle_after` goes back to that state
+//! ([`rest`](SendStreamPool::rest)): an idle connection costs the floor's
+//! streams and nothing more.
 //!
 //! The pool knows nothing of the network: it opens streams through a
 //! [`StreamOpener`], so its logic is tested with a fake opener and a paused clock.
@@ -18,7 +27,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -212,6 +221,11 @@ struct State<S> {
     /// the last periodic check: they are lent without the usability probe. A new
     /// stream pushed on top, and every check, reset it to 0.
     trusted: usize,
+    /// Borrowed from since the last idle check ([`SendStreamPool::take_activity`]).
+    used: bool,
+    /// On a reserve: when one of its connection's pools was last seen in use by
+    /// the idle check.
+    last_active: Instant,
 }
 
 impl<S> State<S> {
@@ -241,6 +255,10 @@ pub struct SendStreamPool<O: StreamOpener> {
     /// Where this pool takes idle streams from before opening new ones (see
     /// [`lane`](Self::lane)).
     reservoir: Option<Arc<SendStreamPool<O>>>,
+    /// On a reserve: it holds (or is opening) `init_size` streams because its
+    /// connection is in use; cleared when the connection goes idle, set again
+    /// by the first check that finds it in use (see [`warm_up`](Self::warm_up)).
+    warm: AtomicBool,
     progress: Arc<WriteProgress>,
 }
 
@@ -265,16 +283,21 @@ impl<O: StreamOpener> SendStreamPool<O> {
         config: PoolConfig,
         reservoir: Option<Arc<Self>>,
     ) -> Arc<Self> {
-        let init_size = config.init_size;
+        // Sized for the streams the pool holds at rest (the floor, for a lazy
+        // reserve): growing by doubling would leave most pools with room for 16,
+        // and every slot costs the size of a stream.
+        let capacity = if reservoir.is_none() && !config.open_at_connect {
+            config.effective_idle_floor()
+        } else {
+            config.init_size
+        };
         Arc::new(Self {
             peer,
             connection,
             opener,
             config,
             state: Mutex::new(State {
-                // Sized for the initial streams: growing by doubling would leave
-                // most pools with room for 16.
-                idle: Vec::with_capacity(init_size),
+                idle: Vec::with_capacity(capacity),
                 current: 0,
                 opening: 0,
                 borrowed: 0,
@@ -284,9 +307,12 @@ impl<O: StreamOpener> SendStreamPool<O> {
                 high_water: 0,
                 window_start: Instant::now(),
                 trusted: 0,
+                used: false,
+                last_active: Instant::now(),
             }),
             next_waiter: AtomicU64::new(0),
             reservoir,
+            warm: AtomicBool::new(false),
             progress: Arc::default(),
         })
     }
@@ -325,19 +351,45 @@ impl<O: StreamOpener> SendStreamPool<O> {
 
     /// Starts opening `init_size` streams in the background.
     pub fn init(self: &Arc<Self>) {
+        self.warm.store(true, Ordering::Relaxed);
+        self.open_up_to(self.config.init_size);
+    }
+
+    /// Starts a new connection's reserve: opens `idle_floor` streams in the
+    /// background, or `init_size` with `open_at_connect` (then it is
+    /// [`init`](Self::init)). The rest are opened once the connection is in use
+    /// (see [`warm_up`](Self::warm_up)).
+    pub fn start(self: &Arc<Self>) {
+        if self.config.open_at_connect {
+            self.init();
+        } else {
+            self.open_up_to(self.config.effective_idle_floor());
+        }
+    }
+
+    /// Opens streams in the background until the pool holds or opens `n`.
+    fn open_up_to(self: &Arc<Self>, n: usize) {
         let n = {
             let mut st = self.state.lock();
             if st.closed {
                 return;
             }
-            let n = self
-                .config
-                .init_size
-                .saturating_sub(st.current + st.opening);
+            let n = n.saturating_sub(st.current + st.opening);
             st.opening += n;
             n
         };
         self.spawn_opens(n);
+    }
+
+    /// The idle check saw the connection in use while its reserve is not warm:
+    /// the reserve refills to `init_size` in the background. Not done by the
+    /// borrow that ends a quiet period: its opens (a negotiation each, through
+    /// both ends' connection tasks) would compete with the one message being
+    /// sent, which the floor's stream already serves.
+    pub fn warm_up(self: &Arc<Self>) {
+        if !self.warm.load(Ordering::Relaxed) && !self.warm.swap(true, Ordering::Relaxed) {
+            self.open_up_to(self.config.init_size);
+        }
     }
 
     /// Borrows a stream: an idle one at once, else the next one returned or opened,
@@ -358,6 +410,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
                 if st.closed {
                     return Err(self.closed_error());
                 }
+                st.used = true;
                 match st.idle.pop() {
                     Some(stream) => {
                         let trusted = st.trusted > 0;
@@ -499,6 +552,71 @@ impl<O: StreamOpener> SendStreamPool<O> {
         st.current -= 1;
         st.trusted = st.trusted.min(st.idle.len() - 1);
         Some(st.idle.remove(0))
+    }
+
+    /// Whether the pool was in use since the last call: borrowed from, or with
+    /// streams lent out, borrowers waiting or streams being opened now. Clears
+    /// the record of borrows. For the connection's idle check.
+    pub fn take_activity(&self) -> bool {
+        let mut st = self.state.lock();
+        let active = st.used || st.borrowed > 0 || !st.waiters.is_empty() || st.opening > 0;
+        st.used = false;
+        active
+    }
+
+    /// The idle check of a connection, on its reserve: `used` says whether any
+    /// pool of the connection was in use since the last check (see
+    /// [`take_activity`](Self::take_activity)). Returns whether none was for
+    /// `idle_after`: the connection is idle and should
+    /// [`rest`](Self::rest).
+    pub fn idle_for(&self, now: Instant, used: bool) -> bool {
+        let Some(after) = self.config.idle_after else {
+            return false;
+        };
+        let mut st = self.state.lock();
+        if st.closed {
+            return false;
+        }
+        if used {
+            st.last_active = now;
+            return false;
+        }
+        now.saturating_duration_since(st.last_active) >= after
+    }
+
+    /// Puts an idle connection at rest, on its reserve: of `streams` (the idle
+    /// streams its lanes gave up, taken with [`take_idle`](Self::take_idle)) and
+    /// the reserve's own, keeps `idle_floor` and closes the rest, least recently
+    /// idle first. The first check that finds the connection in use again refills
+    /// the reserve. Returns how
+    /// many streams were closed. Every stream here is idle, so its last frame
+    /// was written and flushed before it came back: the remote reads it before
+    /// it sees the stream reset.
+    pub fn rest(&self, streams: Vec<O::Stream>) -> usize {
+        let floor = self.config.effective_idle_floor();
+        let closed = {
+            let mut st = self.state.lock();
+            self.warm.store(false, Ordering::Relaxed);
+            if st.closed {
+                streams
+            } else {
+                // Streams that were written last are kept first: borrowing pops
+                // from the end.
+                st.current += streams.len();
+                st.idle.extend(streams);
+                st.trusted = 0;
+                let excess = st.idle.len().saturating_sub(floor);
+                let closed: Vec<_> = st.idle.drain(..excess).collect();
+                st.current -= excess;
+                st.idle.shrink_to(floor);
+                closed
+            }
+        };
+        let n = closed.len();
+        if n > 0 {
+            tracing::debug!(peer = %self.peer, connection = %self.connection, closed = n, "idle connection: pool at rest");
+        }
+        n
     }
 
     /// Whether `check` says yes for one of the idle streams, asked in turn

@@ -1,17 +1,18 @@
 //! `SendStreamPoolManager`: every pool of every connection, and the choice of the
 //! connection a message goes out on.
 //!
-//! A peer may have several connections. Each has a *reserve* (`init_size` streams
-//! opened when the connection comes up and never written), a *shared lane* for
-//! ordered bursts, and one *lane* per protocol sent on it: a pool whose streams
-//! carry only that protocol's frames. A receiver that stops reading one protocol
+//! A peer may have several connections. Each has a *reserve* (streams opened in
+//! advance for its lanes: `idle_floor` when the connection comes up, refilled to
+//! `init_size` at the first periodic check that finds it in use, back to
+//! `idle_floor` once it was not used for `idle_after`), a *shared lane* for ordered bursts, and one *lane* per
+//! protocol sent on it: a pool whose streams carry only that protocol's frames. A receiver that stops reading one protocol
 //! (its inbox full) stops reading that protocol's streams; flow control then holds
 //! up the writers of that lane alone, never a frame of another protocol queued
 //! behind one it will not read. A lane is made with one stream when its protocol
 //! is first sent and grows on demand up to `max_streams_per_protocol`, so a stuck
 //! protocol ties up a bounded share of the connection. Lanes take the reserve's
-//! streams before opening new ones, so the first messages of a connection find
-//! streams ready. The wire format does not change: every frame still names its
+//! streams before opening new ones, so the first message of a connection, or
+//! the first after a quiet period, finds a stream ready. The wire format does not change: every frame still names its
 //! protocol, and a stream is bound to one by the sender alone.
 //!
 //! The shared lane serves ordered bursts (a borrowed stream may carry several
@@ -170,20 +171,56 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
         })
     }
 
-    /// Every pool of every connection.
-    fn all_pools(&self) -> Vec<Arc<SendStreamPool<O>>> {
-        let pools = self.pools.read();
-        pools
-            .values()
-            .flatten()
-            .flat_map(|c| c.pools().map(|(_, pool)| Arc::clone(pool)))
-            .collect()
+    /// Lets every pool give back streams after low use (see
+    /// [`SendStreamPool::shrink`]), and puts every connection none of whose
+    /// pools was used for `idle_after` at rest (see [`SendStreamPool::rest`]);
+    /// returns how many streams were closed. Call it every quarter of the
+    /// shorter of `shrink_after` and `idle_after`, or more often.
+    pub fn shrink_idle(&self, now: Instant) -> usize {
+        let connections: Vec<Vec<Arc<SendStreamPool<O>>>> = {
+            let pools = self.pools.read();
+            pools
+                .values()
+                .flatten()
+                .map(|c| c.pools().map(|(_, pool)| Arc::clone(pool)).collect())
+                .collect()
+        };
+        connections
+            .iter()
+            .map(|pools| {
+                let shrunk: usize = pools.iter().map(|pool| pool.shrink(now)).sum();
+                shrunk + Self::rest_if_idle(pools, now)
+            })
+            .sum()
     }
 
-    /// Lets every pool give back streams after low use (see
-    /// [`SendStreamPool::shrink`]); returns how many streams were closed.
-    pub fn shrink_idle(&self, now: Instant) -> usize {
-        self.all_pools().iter().map(|pool| pool.shrink(now)).sum()
+    /// The idle check of one connection, given its pools, reserve first.
+    fn rest_if_idle(pools: &[Arc<SendStreamPool<O>>], now: Instant) -> usize {
+        let Some((reserve, lanes)) = pools.split_first() else {
+            return 0;
+        };
+        // Every pool is asked (no short circuit), so that every record of use
+        // is cleared.
+        let used = pools
+            .iter()
+            .map(|pool| pool.take_activity())
+            .filter(|&active| active)
+            .count()
+            > 0;
+        if used {
+            // In use: keep `init_size` ready (once per active period).
+            reserve.warm_up();
+        }
+        if !reserve.idle_for(now, used) {
+            return 0;
+        }
+        // A borrow racing with this takes a stream before it is taken here, or
+        // finds its lane empty and takes the reserve's (or opens one).
+        let streams = lanes
+            .iter()
+            .flat_map(|lane| std::iter::from_fn(|| lane.take_idle()))
+            .collect();
+        reserve.rest(streams)
     }
 
     /// Counters of every pool of `peer`: for each connection its reserve, its
@@ -283,8 +320,8 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
 }
 
 impl<O: StreamOpener + Clone> SendStreamPoolManager<O> {
-    /// Adds a newly established connection, given its reserve (a pool opening
-    /// `init_size` streams, which nobody borrows from directly).
+    /// Adds a newly established connection, given its reserve (a pool nobody
+    /// borrows from directly, [started](SendStreamPool::start) by the caller).
     pub fn add(&self, reserve: Arc<SendStreamPool<O>>) {
         let shared = SendStreamPool::lane(&reserve, self.shared_config());
         self.pools
@@ -585,5 +622,170 @@ mod tests {
         assert!(lane.is_closed());
         assert!(mgr.lane(&peer, "/a").is_none());
         assert_eq!(opener.live.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// A lazy connection (reserve of 4, floor 1, idle after 60 s), started as
+    /// the host starts it.
+    async fn lazy_connection(
+        opener: FakeOpener,
+        config: PoolConfig,
+    ) -> (PeerId, SendStreamPoolManager<FakeOpener>) {
+        let peer = PeerId::random();
+        let reserve =
+            SendStreamPool::new(peer, ConnectionId::new_unchecked(1), opener, config.clone());
+        reserve.start();
+        let mgr = SendStreamPoolManager::new(1, &config);
+        mgr.add(reserve);
+        settle().await;
+        (peer, mgr)
+    }
+
+    fn lazy_pools() -> PoolConfig {
+        PoolConfig {
+            init_size: 4,
+            max_size: 16,
+            idle_after: Some(Duration::from_secs(60)),
+            idle_floor: 1,
+            ..PoolConfig::default()
+        }
+    }
+
+    /// Runs the periodic check every 15 s for `duration`.
+    async fn check_for(mgr: &SendStreamPoolManager<FakeOpener>, duration: Duration) {
+        let period = Duration::from_secs(15);
+        let mut waited = Duration::ZERO;
+        while waited < duration {
+            tokio::time::sleep(period).await;
+            waited += period;
+            mgr.shrink_idle(Instant::now());
+        }
+    }
+
+    fn live(opener: &FakeOpener) -> usize {
+        opener.live.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn opened(opener: &FakeOpener) -> usize {
+        opener.opened.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_opens_only_the_floor_and_the_rest_on_first_use() {
+        let opener = FakeOpener::default();
+        let (peer, mgr) = lazy_connection(opener.clone(), lazy_pools()).await;
+        assert_eq!(live(&opener), 1, "only idle_floor streams at connect");
+        assert_eq!(stats_of(&mgr, &peer, Lane::Reserve).idle, 1);
+        let lane = mgr.lane(&peer, "/a").expect("connected").pool;
+        let stream = lane.borrow().await.expect("the first send finds a stream");
+        assert_eq!(stream.get().serial, 0, "the floor's stream, not a new one");
+        drop(stream);
+        settle().await;
+        // The next check finds the connection in use: the reserve refills to
+        // init_size.
+        mgr.shrink_idle(Instant::now());
+        settle().await;
+        assert_eq!(stats_of(&mgr, &peer, Lane::Reserve).current, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_at_connect_opens_init_size_at_once() {
+        let opener = FakeOpener::default();
+        let config = lazy_pools().with_open_at_connect(true);
+        let (peer, mgr) = lazy_connection(opener.clone(), config).await;
+        assert_eq!(live(&opener), 4);
+        assert_eq!(stats_of(&mgr, &peer, Lane::Reserve).idle, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_rests_at_the_floor_and_the_next_send_finds_a_stream() {
+        let opener = FakeOpener::default();
+        let (peer, mgr) = lazy_connection(opener.clone(), lazy_pools()).await;
+        // Traffic on two protocols, 3 streams of /a out at once.
+        let a = mgr.lane(&peer, "/a").expect("lane").pool;
+        let b = mgr.lane(&peer, "/b").expect("lane").pool;
+        let held: Vec<_> = futures::future::join_all((0..3).map(|_| a.borrow())).await;
+        drop(b.borrow().await.expect("borrow /b"));
+        drop(held);
+        settle().await;
+        assert!(live(&opener) >= 5, "in use: {} streams", live(&opener));
+        // Used within the last minute: not idle yet.
+        check_for(&mgr, Duration::from_secs(45)).await;
+        assert!(live(&opener) > 1);
+        check_for(&mgr, Duration::from_secs(30)).await;
+        assert_eq!(live(&opener), 1, "at rest: the floor only");
+        let reserve = stats_of(&mgr, &peer, Lane::Reserve);
+        assert_eq!((reserve.current, reserve.idle), (1, 1), "{reserve:?}");
+        for lane in ["/a", "/b"] {
+            assert_eq!(
+                stats_of(&mgr, &peer, Lane::Protocol(lane.into())).current,
+                0
+            );
+        }
+        // The next send takes the floor's stream without opening one.
+        let before = opened(&opener);
+        let b = mgr.lane(&peer, "/b").expect("lane").pool;
+        let stream = tokio::time::timeout(Duration::from_millis(1), b.borrow())
+            .await
+            .expect("no open waited for")
+            .expect("borrow");
+        assert!(stream.get().serial < before, "an already open stream");
+        drop(stream);
+        settle().await;
+        assert_eq!(
+            opened(&opener),
+            before,
+            "the send after rest opened nothing"
+        );
+        check_for(&mgr, Duration::from_secs(15)).await;
+        settle().await;
+        assert!(live(&opener) >= 4, "warm again: {} streams", live(&opener));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_with_a_floor_of_zero_keeps_nothing_and_opens_on_the_next_send() {
+        let opener = FakeOpener::default();
+        let config = lazy_pools().with_idle_floor(0);
+        let (peer, mgr) = lazy_connection(opener.clone(), config).await;
+        assert_eq!(live(&opener), 0, "nothing at connect");
+        let a = mgr.lane(&peer, "/a").expect("lane").pool;
+        drop(a.borrow().await.expect("opened on first use"));
+        settle().await;
+        check_for(&mgr, Duration::from_secs(75)).await;
+        assert_eq!(live(&opener), 0, "nothing at rest");
+        drop(a.borrow().await.expect("opened again"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_a_stream_out_is_not_idle() {
+        let opener = FakeOpener::default();
+        // Bursts are not given back within the test: only resting closes streams.
+        let config = lazy_pools().with_shrink_after(Duration::from_secs(3600));
+        let (peer, mgr) = lazy_connection(opener.clone(), config).await;
+        let a = mgr.lane(&peer, "/a").expect("lane").pool;
+        let long_write = a.borrow().await.expect("borrow");
+        // The first check warms the reserve up.
+        check_for(&mgr, Duration::from_secs(15)).await;
+        settle().await;
+        let in_use = live(&opener);
+        check_for(&mgr, Duration::from_secs(150)).await;
+        assert_eq!(live(&opener), in_use, "nothing closed while a write is out");
+        drop(long_write);
+        check_for(&mgr, Duration::from_secs(90)).await;
+        assert_eq!(live(&opener), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_idle_after_a_connection_never_rests() {
+        let opener = FakeOpener::default();
+        let config = lazy_pools()
+            .with_idle_after(None)
+            .with_shrink_after(Duration::from_secs(3600));
+        let (peer, mgr) = lazy_connection(opener.clone(), config).await;
+        drop(mgr.lane(&peer, "/a").expect("lane").pool.borrow().await);
+        check_for(&mgr, Duration::from_secs(15)).await;
+        settle().await;
+        let in_use = live(&opener);
+        check_for(&mgr, Duration::from_secs(300)).await;
+        assert_eq!(live(&opener), in_use);
     }
 }

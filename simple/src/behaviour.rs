@@ -979,9 +979,13 @@ impl Behaviour {
 
     /// The periodic checks: pool shrinking, refusal reports, liveness.
     fn poll_timers(&mut self, cx: &mut Context<'_>) {
-        let shrink_after = self.shared.config.pool.shrink_after;
+        let pool = &self.shared.config.pool;
+        // Often enough for both: a burst's extra streams, and connections gone idle.
+        let window = pool
+            .idle_after
+            .map_or(pool.shrink_after, |idle| idle.min(pool.shrink_after));
         let shrink_check = self.shrink_check.get_or_insert_with(|| {
-            interval((shrink_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)))
+            interval((window / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)))
         });
         while shrink_check.poll_tick(cx).is_ready() {
             self.shared.pools.shrink_idle(Instant::now());

@@ -303,8 +303,14 @@
 //!
 //! - [`ProtocolPriority`]: `High` for small urgent messages keeps their latency
 //!   low under a bulk load; often the first thing to set.
-//! - [`pool.init_size`](PoolConfig::init_size) (10): streams opened when a
-//!   connection comes up, so the first messages find them ready.
+//! - [`pool.init_size`](PoolConfig::init_size) (10): streams a connection keeps
+//!   ready while it is in use, opened soon after its first send. A new connection opens
+//!   only [`pool.idle_floor`](PoolConfig::idle_floor) (1), and a connection not
+//!   sent on for [`pool.idle_after`](PoolConfig::idle_after) (60 s) goes back to
+//!   it, so an idle connection costs little and the first message after a quiet
+//!   period still finds a negotiated stream;
+//!   [`pool.open_at_connect`](PoolConfig::open_at_connect) (false) opens
+//!   `init_size` at connect instead.
 //! - [`pool.max_size`](PoolConfig::max_size) (100): concurrent sends per
 //!   connection; raise it for many concurrent senders (within yamux's 512 with
 //!   the inbound streams), lower it to save memory.

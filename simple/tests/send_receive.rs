@@ -377,7 +377,9 @@ async fn closing_a_connection_closes_its_pool_and_receive_streams_and_others_go_
 async fn a_smaller_inbound_cap_refuses_excess_streams_and_loses_no_acknowledged_message() {
     let receiver_config = Config::default().with_max_inbound_streams_per_peer(Some(4));
     let a = host(receiver_config).await;
-    let b = host(Config::default()).await; // opens 10 streams at once
+    // Opens 10 streams at once: the eager pool, so that the cap is hit at connect.
+    let b =
+        host(Config::default().with_pool(PoolConfig::default().with_open_at_connect(true))).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let mut events = a.control().events();
     let a_id = connect(&b, &a).await;

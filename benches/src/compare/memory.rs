@@ -1,14 +1,20 @@
 //! Memory per idle connection: RSS growth (`/proc/self/statm`) while `n` more
 //! connections are opened between two peers of this process and left idle, divided
-//! by the `2 n` connection ends. Three kinds, measured in this order:
+//! by the `2 n` connection ends. Three kinds, and two more with `eager`, measured
+//! in this order:
 //!
 //! - `plain-libp2p`: two plain libp2p swarms with no behaviour (no streams at all);
 //! - `plain-libp2p-streams`: two plain libp2p swarms whose behaviour
 //!   ([`fixed_streams`](super::fixed_streams)) opens as many streams on each
-//!   connection as a default liquid pool (10 by each end) and holds both ends
-//!   idle: the same stream ends as liquid, and nothing else;
-//! - `liquid`: liquid-p2p hosts with default pools (10 streams opened by each end,
-//!   read by the other).
+//!   connection as a default liquid connection holds at rest (`idle_floor`, 1, by
+//!   each end) and holds both ends idle: the same stream ends as liquid, and
+//!   nothing else;
+//! - `liquid`: liquid-p2p hosts with default pools (`idle_floor` streams opened by
+//!   each end, read by the other);
+//! - `plain-libp2p-streams init_size`: the same as `plain-libp2p-streams` with
+//!   `init_size` (10) streams opened by each end;
+//! - `liquid open_at_connect`: liquid-p2p hosts that open `init_size` streams
+//!   when a connection comes up (the default before pools became lazy).
 //!
 //! Every set is kept alive until all are measured, so none reuses memory freed by
 //! another.
@@ -20,7 +26,7 @@ use libp2p::{
     Swarm,
     swarm::{NetworkBehaviour, dummy},
 };
-use liquid_p2p::{Config, Host, PeerId};
+use liquid_p2p::{Config, Host, PeerId, PoolConfig};
 
 use super::{
     BenchError, Context, Transport,
@@ -50,26 +56,35 @@ pub struct Idle {
 pub struct Held {
     _plain: Option<PlainSwarms<dummy::Behaviour>>,
     _plain_streams: Option<PlainSwarms<fixed_streams::Behaviour>>,
+    _plain_streams_eager: Option<PlainSwarms<fixed_streams::Behaviour>>,
     liquid: Option<(Host, Host)>,
+    liquid_eager: Option<(Host, Host)>,
 }
 
 impl Held {
     /// Shuts the liquid hosts down; the plain swarms stop when this is dropped.
     pub async fn shutdown(self) {
-        if let Some((a, b)) = &self.liquid {
+        for (a, b) in self.liquid.iter().chain(&self.liquid_eager) {
             tokio::join!(a.shutdown(), b.shutdown());
         }
     }
 }
 
-/// The three measurements.
+/// The measurements.
 pub struct Measured {
     /// liquid-p2p hosts with default pools.
     pub liquid: Result<Idle, BenchError>,
     /// Plain swarms, no streams.
     pub plain: Result<Idle, BenchError>,
-    /// Plain swarms holding as many idle streams per connection as liquid's pools.
+    /// Plain swarms holding as many idle streams per connection as liquid's
+    /// default pools at rest.
     pub plain_streams: Result<Idle, BenchError>,
+    /// liquid-p2p hosts whose pools open `init_size` streams at connect (if
+    /// measured).
+    pub liquid_eager: Option<Result<Idle, BenchError>>,
+    /// Plain swarms holding `init_size` idle streams per connection each way
+    /// (if measured).
+    pub plain_streams_eager: Option<Result<Idle, BenchError>>,
 }
 
 fn per_end(before: u64, after: u64, connections: usize) -> Idle {
@@ -90,24 +105,44 @@ fn keep<T>(
     })
 }
 
-/// Measures all three; returns them and what to shut down afterwards.
-pub async fn idle_memory(connections: usize, limit: Duration) -> (Measured, Held) {
+/// Measures the three kinds, and with `eager` the two with `init_size`
+/// streams; returns them and what to shut down afterwards.
+pub async fn idle_memory(connections: usize, limit: Duration, eager: bool) -> (Measured, Held) {
     let mut held = Held {
         _plain: None,
         _plain_streams: None,
+        _plain_streams_eager: None,
         liquid: None,
+        liquid_eager: None,
     };
+    let pool = PoolConfig::default();
     let plain = keep(plain_empty_idle(connections, limit).await, &mut held._plain);
     let plain_streams = keep(
-        plain_streams_idle(connections, limit).await,
+        plain_streams_idle(connections, limit, pool.effective_idle_floor()).await,
         &mut held._plain_streams,
     );
-    let liquid = keep(liquid_idle(connections, limit).await, &mut held.liquid);
+    let liquid = keep(
+        liquid_idle(connections, limit, pool.clone()).await,
+        &mut held.liquid,
+    );
+    let (mut plain_streams_eager, mut liquid_eager) = (None, None);
+    if eager {
+        plain_streams_eager = Some(keep(
+            plain_streams_idle(connections, limit, pool.init_size).await,
+            &mut held._plain_streams_eager,
+        ));
+        liquid_eager = Some(keep(
+            liquid_idle(connections, limit, pool.with_open_at_connect(true)).await,
+            &mut held.liquid_eager,
+        ));
+    }
     (
         Measured {
             liquid,
             plain,
             plain_streams,
+            liquid_eager,
+            plain_streams_eager,
         },
         held,
     )
@@ -125,13 +160,12 @@ async fn plain_empty_idle(
     plain_idle(n, limit, listener, dialer, &[]).await
 }
 
-/// Plain swarms whose connections hold a default pool's worth of idle streams
-/// each way.
+/// Plain swarms whose connections hold `per_connection` idle streams each way.
 async fn plain_streams_idle(
     n: usize,
     limit: Duration,
+    per_connection: usize,
 ) -> Result<(Idle, PlainSwarms<fixed_streams::Behaviour>), BenchError> {
-    let per_connection = liquid_p2p::PoolConfig::default().init_size;
     let listener = fixed_streams::Behaviour::new(per_connection);
     let dialer = fixed_streams::Behaviour::new(per_connection);
     let counts = [listener.counts(), dialer.counts()];
@@ -191,8 +225,21 @@ where
     Ok((per_end(before, after, n), (listener, dialer)))
 }
 
-async fn liquid_idle(n: usize, limit: Duration) -> Result<(Idle, (Host, Host)), BenchError> {
-    let config = Config::default().with_max_connections_per_peer(WARM_CONNECTIONS + n);
+/// Liquid hosts with `pool`; waits until every connection holds the streams
+/// `pool` opens at connect.
+async fn liquid_idle(
+    n: usize,
+    limit: Duration,
+    pool: PoolConfig,
+) -> Result<(Idle, (Host, Host)), BenchError> {
+    let init = if pool.open_at_connect {
+        pool.init_size
+    } else {
+        pool.effective_idle_floor()
+    };
+    let config = Config::default()
+        .with_max_connections_per_peer(WARM_CONNECTIONS + n)
+        .with_pool(pool);
     let a = Host::builder()
         .config(config.clone())
         .listen_on(Transport::Tcp.listen_addr()?)
@@ -207,7 +254,6 @@ async fn liquid_idle(n: usize, limit: Duration) -> Result<(Idle, (Host, Host)), 
         .ctx("no listen address")?;
     let a_id = a.local_peer_id();
     let b_id = b.local_peer_id();
-    let init = liquid_p2p::PoolConfig::default().init_size;
     let dial_many = |count: usize| {
         let (b, address) = (&b, address.clone());
         async move {

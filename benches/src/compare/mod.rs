@@ -21,6 +21,8 @@
 //! - [`raw_tcp`]: plain tokio TCP, no encryption, batched writes;
 //! - [`memory`], [`scale`], [`shrink`]: idle memory per connection, a full mesh of
 //!   hosts, pools giving memory back;
+//! - [`first_after_idle`]: the first message after the sender's pool went idle,
+//!   against the steady state;
 //! - [`fixed_streams`]: a plain libp2p behaviour opening a fixed number of streams
 //!   on each connection (the memory baseline, and `pre-opened` over two
 //!   connections);
@@ -31,6 +33,7 @@
 
 pub mod chart;
 pub mod error;
+pub mod first_after_idle;
 pub mod fixed_streams;
 pub mod frame;
 pub mod harness;

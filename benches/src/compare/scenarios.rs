@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 use super::{
-    BenchError, Context, Mode, Transport,
+    BenchError, Context, Mode, Transport, first_after_idle,
     harness::{self, Latency, Pair, Rate, Timing},
     ledger::Ledger,
     liquid::LiquidPair,
@@ -123,6 +123,13 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         baseline: None,
     },
     ScenarioInfo {
+        id: "first-after-idle",
+        title: "256 B message after the connection went idle (pool at rest) vs the steady state at 1,000/s: delivery latency, p50",
+        unit: "µs",
+        higher_is_better: false,
+        baseline: None,
+    },
+    ScenarioInfo {
         id: "memory-idle",
         title: "Memory per idle connection end (RSS growth)",
         unit: "KiB",
@@ -197,6 +204,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Memory,
+    FirstAfterIdle,
     Shrink,
     Scale,
     /// Every phase of the priority scenario over one liquid mode.
@@ -308,7 +316,19 @@ impl Plan {
         if run > 1 && (id == "memory-idle" || id == "pool-shrink") {
             return false;
         }
+        // Its quiet periods are long for what it measures: once in the full
+        // run, unless named.
+        if run > 1 && id == "first-after-idle" && !self.named(id) {
+            return false;
+        }
         self.only.is_empty() || self.only.iter().any(|p| id.starts_with(p.as_str()))
+    }
+
+    /// Whether scenario `id` was named with `--only`: a narrowed run has time
+    /// for the comparisons the default run leaves out (memory with eager
+    /// pools, the first message after idle with no floor, more cycles).
+    pub fn named(&self, id: &str) -> bool {
+        self.only.iter().any(|p| id.starts_with(p.as_str()))
     }
 
     /// The modes to run of `candidates`.
@@ -377,6 +397,9 @@ impl Plan {
         if priority::SCENARIOS.iter().any(|id| self.wants(id, run)) {
             steps.extend(self.priority_modes().into_iter().map(Step::Priority));
         }
+        if self.wants("first-after-idle", run) {
+            steps.push(Step::FirstAfterIdle);
+        }
         if self.wants("pool-shrink", run) {
             steps.push(Step::Shrink);
         }
@@ -390,11 +413,20 @@ impl Plan {
     fn planned(&self, step: &Step) -> Duration {
         match step {
             Step::Memory => {
-                // Three kinds, each: two settles and the dials.
+                // Three kinds (five when named), each: two settles and the dials.
+                let kinds = if self.named("memory-idle") { 5 } else { 3 };
                 (memory::SETTLE * 2 + Duration::from_millis(15) * self.memory_connections as u32)
-                    * 3
+                    * kinds
             }
             Step::Shrink => self.shrink_burst() + self.shrink_after() * 2 + SETUP_GUESS,
+            Step::FirstAfterIdle => {
+                // Per pool kind, per cycle: the steady phase, the quiet period
+                // and up to two check periods.
+                let cycle = Duration::from_millis(first_after_idle::STEADY_MESSAGES as u64)
+                    + self.idle_after()
+                    + self.idle_after() / 2;
+                (cycle * self.idle_cycles() as u32 + SETUP_GUESS) * self.idle_kinds().len() as u32
+            }
             Step::Scale => {
                 Duration::from_millis(80) * self.scale_hosts as u32
                     + self.timing.warmup
@@ -432,6 +464,37 @@ impl Plan {
     /// The pools' `shrink_after` in the pool-shrink scenario.
     fn shrink_after(&self) -> Duration {
         Duration::from_secs(if self.quick { 2 } else { 5 })
+    }
+
+    /// The pools' `idle_after` in the first-after-idle scenario: the default
+    /// (60 s) shortened to 500 ms, or 1 s when the scenario is named with
+    /// `--only`, so that the run stays short; what the first message after it
+    /// meets depends on the pool being at rest, not on how long the quiet
+    /// lasted (the `never-rests` control shows what the quiet costs).
+    fn idle_after(&self) -> Duration {
+        if self.named("first-after-idle") {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(500)
+        }
+    }
+
+    /// Quiet periods, each followed by one first message, per pool kind.
+    fn idle_cycles(&self) -> usize {
+        if self.named("first-after-idle") { 5 } else { 3 }
+    }
+
+    /// The pool kinds of the first-after-idle scenario: the default floor and
+    /// the control, and no floor when the scenario is named with `--only`.
+    fn idle_kinds(&self) -> Vec<(IdlePools, &'static str)> {
+        let mut kinds = vec![
+            (IdlePools::DefaultFloor, "liquid"),
+            (IdlePools::NeverRest, "liquid never-rests"),
+        ];
+        if self.named("first-after-idle") {
+            kinds.insert(1, (IdlePools::Floor(0), "liquid floor-0"));
+        }
+        kinds
     }
 
     /// How long the pool-shrink scenario's burst lasts.
@@ -609,6 +672,7 @@ async fn run_step(
     let (scenario, mode) = match step {
         Step::Memory => ("memory-idle", "all kinds"),
         Step::Shrink => ("pool-shrink", "liquid"),
+        Step::FirstAfterIdle => ("first-after-idle", "liquid"),
         Step::Scale => ("scale", "liquid"),
         Step::Priority(mode) => ("priority", mode.name()),
         Step::Mode { scenario, mode, .. } => (scenario, mode.name()),
@@ -622,6 +686,7 @@ async fn run_step(
     let figures = match step {
         Step::Memory => run_memory(plan).await,
         Step::Shrink => run_shrink(plan).await,
+        Step::FirstAfterIdle => run_first_after_idle(plan).await,
         Step::Scale => run_scale(plan, seed).await,
         Step::Priority(mode) => priority::run(mode, &plan.priority_timing, seed).await,
         Step::Mode {
@@ -820,6 +885,91 @@ async fn setup(
     })
 }
 
+/// The pools of the first-after-idle scenario: the default floor (mode
+/// `liquid`), none (mode `liquid floor-0`, when the scenario is named), to
+/// show what the floor buys, and pools that never rest (mode `liquid
+/// never-rests`), the control: as long a quiet period with every stream open
+/// shows what the quiet alone costs (cold caches, parked threads).
+#[derive(Clone, Copy)]
+enum IdlePools {
+    DefaultFloor,
+    Floor(usize),
+    NeverRest,
+}
+
+async fn run_first_after_idle(plan: &Plan) -> Vec<Figure> {
+    let idle_after = plan.idle_after();
+    let cycles = plan.idle_cycles();
+    let limit = plan.timing.setup;
+    let mut figures = Vec::new();
+    for (floor, mode) in plan.idle_kinds() {
+        let floor = match floor {
+            IdlePools::DefaultFloor => Some(liquid_p2p::PoolConfig::default().idle_floor),
+            IdlePools::Floor(n) => Some(n),
+            IdlePools::NeverRest => None,
+        };
+        let deadline = (Duration::from_millis(first_after_idle::STEADY_MESSAGES as u64 * 3)
+            + idle_after * 3
+            + limit)
+            * cycles as u32;
+        let measured = tokio::time::timeout(
+            deadline,
+            first_after_idle::run(floor, idle_after, cycles, limit),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(BenchError::new(format!(
+                "first-after-idle scenario exceeded {deadline:?}"
+            )))
+        });
+        let steady_mode = format!("{mode} steady");
+        let mut first = Figure::new("first-after-idle", mode, Transport::Tcp.name(), 1, "µs");
+        let mut steady = Figure::new(
+            "first-after-idle",
+            &steady_mode,
+            Transport::Tcp.name(),
+            1,
+            "µs",
+        );
+        match measured {
+            Ok(m) => {
+                let list = |v: &[Duration]| {
+                    v.iter()
+                        .map(|d| format!("{:.0}", d.as_secs_f64() * 1e6))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                first.value = Some(m.first_p50_us());
+                first.note = Some(format!(
+                    "median of {} first messages after idle_after {:?} (default 60 s) with \
+                     idle_floor {}, {} send streams at rest; each: {} µs; send() \
+                     itself: median {:.1} µs, each {} µs",
+                    m.first.len(),
+                    idle_after,
+                    floor.map_or("- (never rests)".into(), |f| f.to_string()),
+                    m.streams_at_rest,
+                    list(&m.first),
+                    m.first_send_p50_us(),
+                    list(&m.first_send),
+                ));
+                steady.value = Some(m.steady_p50_us);
+                steady.note = Some(format!(
+                    "p50 of {} messages paced at 1,000/s just before each quiet period; \
+                     send() itself: p50 {:.1} µs",
+                    m.steady_count, m.steady_send_p50_us
+                ));
+            }
+            Err(e) => {
+                first.error = Some(e.to_string());
+                steady.error = Some(e.to_string());
+            }
+        }
+        figures.push(first);
+        figures.push(steady);
+    }
+    figures
+}
+
 async fn run_shrink(plan: &Plan) -> Vec<Figure> {
     let (shrink_after, burst) = (plan.shrink_after(), plan.shrink_burst());
     let limit = plan.timing.setup;
@@ -867,9 +1017,10 @@ async fn run_shrink(plan: &Plan) -> Vec<Figure> {
 async fn run_memory(plan: &Plan) -> Vec<Figure> {
     let n = plan.memory_connections;
     let limit = plan.timing.setup + Duration::from_secs(n as u64 / 10);
-    // Three measurements, each well within `limit` unless something is stuck.
-    let deadline = limit * 3 + Duration::from_secs(5);
-    let measured = tokio::time::timeout(deadline, memory::idle_memory(n, limit)).await;
+    // Five measurements, each well within `limit` unless something is stuck.
+    let deadline = limit * 5 + Duration::from_secs(5);
+    let eager = plan.named("memory-idle");
+    let measured = tokio::time::timeout(deadline, memory::idle_memory(n, limit, eager)).await;
     let measured = match measured {
         Ok((measured, held)) => {
             let _ = tokio::time::timeout(plan.timing.teardown, held.shutdown()).await;
@@ -880,18 +1031,32 @@ async fn run_memory(plan: &Plan) -> Vec<Figure> {
             memory::Measured {
                 liquid: Err(e.clone()),
                 plain: Err(e.clone()),
-                plain_streams: Err(e),
+                plain_streams: Err(e.clone()),
+                liquid_eager: eager.then(|| Err(e.clone())),
+                plain_streams_eager: eager.then_some(Err(e)),
             }
         }
     };
-    let streams = liquid_p2p::PoolConfig::default().init_size;
+    let pool = liquid_p2p::PoolConfig::default();
+    let (floor, init) = (pool.effective_idle_floor(), pool.init_size);
     [
-        ("liquid", measured.liquid, true),
-        ("plain-libp2p-streams", measured.plain_streams, true),
-        ("plain-libp2p", measured.plain, false),
+        ("liquid", Some(measured.liquid), Some(floor)),
+        (
+            "plain-libp2p-streams",
+            Some(measured.plain_streams),
+            Some(floor),
+        ),
+        ("plain-libp2p", Some(measured.plain), None),
+        ("liquid open_at_connect", measured.liquid_eager, Some(init)),
+        (
+            "plain-libp2p-streams init_size",
+            measured.plain_streams_eager,
+            Some(init),
+        ),
     ]
     .into_iter()
-    .map(|(mode, result, with_streams)| {
+    .filter_map(|(mode, result, streams)| Some((mode, result?, streams)))
+    .map(|(mode, result, streams)| {
         let mut f = Figure::new("memory-idle", mode, Transport::Tcp.name(), n, "KiB");
         match result {
             Ok(idle) => {
@@ -901,7 +1066,7 @@ async fn run_memory(plan: &Plan) -> Vec<Figure> {
                     idle.connections,
                     2 * idle.connections
                 );
-                if with_streams {
+                if let Some(streams) = streams {
                     note += &format!(", {streams} idle streams opened by each end");
                 }
                 f.note = Some(note);

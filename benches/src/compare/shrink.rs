@@ -46,7 +46,15 @@ pub async fn burst_and_shrink(
     burst: Duration,
     limit: Duration,
 ) -> Result<Shrink, BenchError> {
-    let config = Config::default().with_pool(PoolConfig::default().with_shrink_after(shrink_after));
+    // Pools that start with `init_size` streams and never rest: this scenario
+    // measures a burst's extra streams going away, not idle connections (see
+    // first_after_idle.rs and memory.rs for those).
+    let config = Config::default().with_pool(
+        PoolConfig::default()
+            .with_shrink_after(shrink_after)
+            .with_open_at_connect(true)
+            .with_idle_after(None),
+    );
     let receiver = Host::builder()
         .config(config.clone())
         .listen_on(Transport::Tcp.listen_addr()?)

@@ -146,6 +146,8 @@ mod tests {
         assert_eq!(file.config.max_peers, 50);
         assert_eq!(file.config.supervisor.max_backoff, Duration::from_secs(10));
         assert_eq!(file.priority["/liquid/chat/1"], ProtocolPriority::High);
+        assert_eq!(file.config.pool.idle_after, Some(Duration::from_secs(60)));
+        assert_eq!(file.config.pool.idle_floor, 1);
     }
 
     #[test]

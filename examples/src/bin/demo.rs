@@ -83,7 +83,6 @@ async fn run(args: Args) -> Result<(), String> {
     let host_count = usize::try_from(args.hosts).map_err(|e| e.to_string())?;
     let duration = Duration::from_secs(args.seconds);
     let config = Config::default();
-    let init_size = config.pool.init_size;
 
     // 1. Hosts, each receiving PROTOCOL into its own counters.
     let mut hosts = Vec::with_capacity(host_count);
@@ -133,8 +132,10 @@ async fn run(args: Args) -> Result<(), String> {
     let result = async {
         // 2. Full mesh: host i dials every host j > i, so each pair has one connection.
         connect_mesh(&hosts).await?;
-        // Let the initial pools finish opening so the run starts from warm pools.
-        wait_until(|| all_pools(&hosts).all(|s| s.current >= init_size)).await;
+        // Let the pools open what they open at connect (`idle_floor` streams; the
+        // rest of `init_size` once the connection is in use).
+        let floor = config.pool.effective_idle_floor();
+        wait_until(|| all_pools(&hosts).all(|s| s.current >= floor)).await;
 
         // 3. Traffic.
         let (elapsed, peaks) = send_traffic(&hosts, &counters, duration, &ids).await;
@@ -349,7 +350,9 @@ fn report(
     );
 
     println!(
-        "\nSend pools, one per connection (started with {init_size} streams, max {}):",
+        "\nSend pools, one per connection (started with {} stream(s), {init_size} once in \
+         use, max {}):",
+        config.pool.effective_idle_floor(),
         config.pool.max_size
     );
     println!(
@@ -406,8 +409,9 @@ fn report(
     let p = &config.pool;
     println!("\nWhat the pools did:");
     println!(
-        "  - Each connection opened {init_size} send streams as soon as it was up, so no \
-         message waited for a stream negotiation."
+        "  - Each connection opened {} send stream(s) as soon as it was up and the rest of \
+         its {init_size} once in use, so no message waited for a stream negotiation.",
+        p.effective_idle_floor()
     );
     println!(
         "  - A send borrows an idle stream of the peer's pool, writes one frame and returns \
@@ -444,8 +448,12 @@ fn report(
     println!(
         "  - After the burst the streams stay open, idle, ready for the next one; a pool \
          that grew gives its extra streams back after {:?} of low use (shrink_after), \
-         down to {} per connection. On the receiving side each inbound stream is read \
-         by its own task.",
-        p.shrink_after, p.init_size
+         down to {} per connection, and a connection not sent on for {:?} (idle_after) \
+         keeps {} (idle_floor). On the receiving side each inbound stream is read by its \
+         own task.",
+        p.shrink_after,
+        p.init_size,
+        p.idle_after.unwrap_or_default(),
+        p.effective_idle_floor()
     );
 }

@@ -469,7 +469,9 @@ impl Shared {
         };
         let pool = SendStreamPool::new(peer, connection, opener, self.config.pool.clone());
         if !self.lifecycle.is_shut_down() {
-            pool.init();
+            // `idle_floor` streams now (`init_size` with `open_at_connect`), the
+            // rest when the connection is first used.
+            pool.start();
             self.pools.add(pool);
         }
         self.events.emit(Event::ConnectionEstablished {
