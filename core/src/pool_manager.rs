@@ -4,16 +4,18 @@
 //! A peer may have several connections. Each has a *reserve* (streams opened in
 //! advance for its lanes: `idle_floor` when the connection comes up, refilled to
 //! `init_size` at the first periodic check that finds it in use, back to
-//! `idle_floor` once it was not used for `idle_after`), a *shared lane* for ordered bursts, and one *lane* per
-//! protocol sent on it: a pool whose streams carry only that protocol's frames. A receiver that stops reading one protocol
+//! `idle_floor` once it was not used for `idle_after`), a *shared lane* for
+//! ordered bursts, and one *lane* per protocol sent on it: a pool whose streams
+//! carry only that protocol's frames. A receiver that stops reading one protocol
 //! (its inbox full) stops reading that protocol's streams; flow control then holds
 //! up the writers of that lane alone, never a frame of another protocol queued
 //! behind one it will not read. A lane is made with one stream when its protocol
 //! is first sent and grows on demand up to `max_streams_per_protocol`, so a stuck
 //! protocol ties up a bounded share of the connection. Lanes take the reserve's
 //! streams before opening new ones, so the first message of a connection, or
-//! the first after a quiet period, finds a stream ready. The wire format does not change: every frame still names its
-//! protocol, and a stream is bound to one by the sender alone.
+//! the first after a quiet period, finds a stream ready. The wire format does
+//! not change: every frame still names its protocol, and a stream is bound to
+//! one by the sender alone.
 //!
 //! The shared lane serves ordered bursts (a borrowed stream may carry several
 //! protocols) and protocols beyond [`MAX_LANES`] per connection. All pools of a
