@@ -53,6 +53,9 @@ const ATTEMPTS: usize = 2;
 /// connection closed before deciding the peer is still here (and trying again on
 /// the connection it has now).
 const BROKEN_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often an exchanged peer whose connection is not admitted yet is looked
+/// at again.
+const ANNOUNCE_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Debug)]
 enum Failure {
@@ -142,7 +145,7 @@ pub(crate) async fn exchange_with(shared: Arc<Shared>, peer: PeerId) {
         match request_with_retry(&shared, peer).await {
             Ok((list, limits)) => {
                 shared.protocols_received(peer, list, Some(limits));
-                shared.announce(peer);
+                announce_when_admitted(&shared, peer, deadline).await;
                 return;
             }
             Err(Outcome::NotSpoken(reason)) => break reason,
@@ -177,7 +180,26 @@ pub(crate) async fn exchange_with(shared: Arc<Shared>, peer: PeerId) {
     shared
         .events
         .emit(Event::ProtocolExchangeFailed { peer, reason });
-    shared.announce(peer);
+    announce_when_admitted(&shared, peer, deadline).await;
+}
+
+/// Announces `peer` once it has a pool. The connection the exchange ran on can
+/// close just as the other connection of a simultaneous dial comes up, which
+/// gets no exchange of its own and has no pool until it is admitted: a peer
+/// not announced in that moment would never be (seen in the chain cluster
+/// test: a node synced with a restarted peer but never reported it
+/// connected). Gives up at `deadline`, or once the peer has no connection at
+/// all (a new one starts its own exchange).
+async fn announce_when_admitted(shared: &Shared, peer: PeerId, deadline: tokio::time::Instant) {
+    while !shared.announce(peer) {
+        if tokio::time::Instant::now() >= deadline
+            || shared.lifecycle.is_shut_down()
+            || !shared.connections.has_peer(&peer)
+        {
+            return;
+        }
+        tokio::time::sleep(ANNOUNCE_RETRY).await;
+    }
 }
 
 /// Answers one inbound exchange stream: read the peer's list, send ours.

@@ -159,6 +159,11 @@ impl ConnectionMeter {
         })
     }
 
+    /// The peer at the other end.
+    pub(crate) fn peer(&self) -> PeerId {
+        self.peer
+    }
+
     /// The connection's span.
     pub(crate) fn span(&self) -> &tracing::Span {
         &self.span

@@ -42,6 +42,15 @@ impl ConnectionTable {
         meter
     }
 
+    /// Whether `peer` has a liquid connection, admitted or not yet.
+    pub(crate) fn has_peer(&self, peer: &PeerId) -> bool {
+        self.inner
+            .lock()
+            .meters
+            .values()
+            .any(|meter| meter.peer() == *peer)
+    }
+
     pub(crate) fn meter(&self, connection: ConnectionId) -> Option<Arc<ConnectionMeter>> {
         self.inner.lock().meters.get(&connection).cloned()
     }

@@ -317,13 +317,18 @@ impl Shared {
         }
     }
 
-    /// Emits `PeerConnected` once per peer, if it is still connected.
-    pub(crate) fn announce(&self, peer: PeerId) {
+    /// Emits `PeerConnected` once per peer, if it is still connected (has a
+    /// pool); returns whether it is announced now (by this call or before).
+    pub(crate) fn announce(&self, peer: PeerId) -> bool {
         let mut announced = self.announced.lock();
-        if self.pools.best_pool(&peer).is_some() && announced.insert(peer) {
+        if self.pools.best_pool(&peer).is_none() {
+            return false;
+        }
+        if announced.insert(peer) {
             self.announced_changed.store(true, Ordering::Release);
             self.events.emit(Event::PeerConnected { peer });
         }
+        true
     }
 
     /// Whether `peer` was announced (its exchange is done) and is still here.
