@@ -152,9 +152,15 @@ async fn a_cluster_of_full_nodes_settles_and_stops_connecting() {
         seen <= 40,
         "{seen} connections set up or refused in {window:?} at rest"
     );
-    for n in &nodes {
-        assert!(n.control().connected_peers().len() >= 2);
-    }
+    // Every node still has min_peers. A peer lost at this moment (a CI run
+    // beside other tests once caught one node at 1) is found again on the
+    // backoff schedule, which is what a node relies on.
+    wait_until(Duration::from_secs(10), || {
+        nodes
+            .iter()
+            .all(|n| n.control().connected_peers().len() >= 2)
+    })
+    .await;
     for h in nodes.into_iter().chain([seed]) {
         h.shutdown().await;
     }
