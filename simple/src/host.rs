@@ -256,7 +256,9 @@ where
     /// Registers the host's metrics in `registry` when it is built (feature
     /// `metrics`): the liquid behaviour's (prefix `liquid_`, see
     /// [`Behaviour::register_metrics`]), the swarm's own events and the bandwidth
-    /// per transport (libp2p-metrics, prefix `libp2p_`), and gossipsub's figures
+    /// per transport (libp2p-metrics, prefix `libp2p_`, with the pings, Kademlia
+    /// queries and gossip messages of the behaviours inside: see
+    /// [`Behaviour::record_libp2p_metrics`]), and gossipsub's figures
     /// when broadcast is on, under the prefix `gossipsub_`
     /// (`gossipsub_heartbeat_duration`, `gossipsub_mesh_peer_counts`, ...). The
     /// registry is the node's: serve it next to its own metrics.
