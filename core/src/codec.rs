@@ -273,6 +273,12 @@ impl<'a> EncodedFrame<'a> {
         self.head.len() + self.body.len()
     }
 
+    /// The whole frame as one slice, when it is held as one: payloads up to
+    /// 16 KiB (after compression) are copied in behind the header.
+    pub fn contiguous(&self) -> Option<&[u8]> {
+        self.body.is_empty().then_some(&self.head[..])
+    }
+
     /// Never: a frame has at least its header.
     pub fn is_empty(&self) -> bool {
         false

@@ -154,6 +154,14 @@ pub struct PoolConfig {
     /// Capped at `init_size` (see
     /// [`effective_idle_floor`](Self::effective_idle_floor)). Default: 1.
     pub idle_floor: usize,
+    /// Most bytes of small frames from concurrent senders that one write
+    /// carries on a lane: a sender whose lane is being written to hands its
+    /// frame (up to a quarter of this) to the writing sender, which writes
+    /// everything queued at that moment in one write and one flush (see
+    /// [`FrameBatcher`](crate::FrameBatcher)). A lone sender is never held
+    /// back for others. 0: every message takes a stream of its own. Default:
+    /// 64 KiB.
+    pub batch_bytes: usize,
 }
 
 impl Default for PoolConfig {
@@ -171,6 +179,7 @@ impl Default for PoolConfig {
             open_at_connect: false,
             idle_after: Some(Duration::from_secs(60)),
             idle_floor: 1,
+            batch_bytes: crate::batch::DEFAULT_BATCH_BYTES,
         }
     }
 }
@@ -733,6 +742,7 @@ setters!(PoolConfig {
     with_open_at_connect => open_at_connect: bool,
     with_idle_after => idle_after: Option<Duration>,
     with_idle_floor => idle_floor: usize,
+    with_batch_bytes => batch_bytes: usize,
 });
 
 setters!(AdmissionConfig {

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod allow_list;
+mod batch;
 mod blacklist;
 pub mod codec;
 mod config;
@@ -62,6 +63,7 @@ mod refusal;
 mod supervisor;
 
 pub use allow_list::AllowList;
+pub use batch::{Batch, BatchFailure, DEFAULT_BATCH_BYTES, FrameBatcher, Ticket, Turn};
 pub use blacklist::{Blacklist, BlacklistEntry};
 pub use codec::{EncodedFrame, Frame, FrameDecoder, FrameError, FrameReader, FrameStep, ReadError};
 pub use config::{

@@ -37,7 +37,7 @@ use libp2p_swarm::ConnectionId;
 use parking_lot::Mutex;
 use tokio::{sync::oneshot, time::Instant};
 
-use crate::{config::PoolConfig, error::Error, priority::ProtocolPriority};
+use crate::{batch::FrameBatcher, config::PoolConfig, error::Error, priority::ProtocolPriority};
 
 /// Opens new outbound streams on one connection.
 pub trait StreamOpener: Send + Sync + 'static {
@@ -260,6 +260,9 @@ pub struct SendStreamPool<O: StreamOpener> {
     /// by the first check that finds it in use (see [`warm_up`](Self::warm_up)).
     warm: AtomicBool,
     progress: Arc<WriteProgress>,
+    /// Combines concurrent senders' small frames into shared writes on this
+    /// pool's streams (used by lanes; see [`batcher`](Self::batcher)).
+    batcher: FrameBatcher<PooledStream<O>>,
 }
 
 impl<O: StreamOpener> fmt::Debug for SendStreamPool<O> {
@@ -291,6 +294,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
         } else {
             config.init_size
         };
+        let batch_bytes = config.batch_bytes;
         Arc::new(Self {
             peer,
             connection,
@@ -314,6 +318,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             reservoir,
             warm: AtomicBool::new(false),
             progress: Arc::default(),
+            batcher: FrameBatcher::new(peer, batch_bytes),
         })
     }
 
@@ -337,6 +342,12 @@ impl<O: StreamOpener> SendStreamPool<O> {
     /// The progress of the writes on this pool's streams (see [`WriteProgress`]).
     pub fn progress(&self) -> &Arc<WriteProgress> {
         &self.progress
+    }
+
+    /// Where the small frames of concurrent senders to this pool's lane meet,
+    /// to be written together (see [`FrameBatcher`]).
+    pub fn batcher(&self) -> &FrameBatcher<PooledStream<O>> {
+        &self.batcher
     }
 
     /// The peer this pool sends to.

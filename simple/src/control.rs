@@ -8,10 +8,11 @@
 
 use std::sync::Arc;
 
+use futures::AsyncWriteExt;
 use libp2p::{Multiaddr, PeerId, swarm::ConnectionId};
 use liquid_p2p_core::{
-    BlacklistEntry, BroadcastFailure, EncodedFrame, Error, PoolStats, PooledStream,
-    ProtocolPriority, ReceiveCounts,
+    Batch, BatchFailure, BlacklistEntry, BroadcastFailure, EncodedFrame, Error, PoolStats,
+    PooledStream, ProtocolPriority, ReceiveCounts, SendStreamPool, Ticket, Turn,
 };
 
 use crate::{
@@ -20,7 +21,7 @@ use crate::{
     events::Events,
     receiver::{Inbox, InboxStats, validate_protocol},
     shared::{Request, Shared, SwarmOpener},
-    watchdog::NoProgress,
+    watchdog::{MeteredStream, NoProgress},
 };
 
 /// Handle for sending, registering protocols and observing the behaviour. Cheap to
@@ -209,34 +210,83 @@ impl Control {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            let result = async {
-                #[cfg(feature = "metrics")]
-                let borrow_started = std::time::Instant::now();
-                let mut stream = self.borrow_pooled(peer, Some(protocol), priority).await?;
-                #[cfg(feature = "metrics")]
-                if let Some(metrics) = self.shared.metrics() {
-                    metrics.borrowed(borrow_started.elapsed());
+            match self.send_once(peer, protocol, priority, frame).await {
+                Err(failure) if attempt == 1 && failure.retry => {
+                    tracing::debug!(%peer, error = %failure.error, "send failed; retrying on another stream");
                 }
-                self.shared
-                    .write_message(&mut stream, peer, protocol, priority, frame)
-                    .await
-            }
-            .await;
-            match result {
-                Err(e) if attempt == 1 && is_retryable(&e) => {
-                    tracing::debug!(%peer, error = %e, "send failed; retrying on another stream");
-                }
-                other => break other,
+                other => break other.map_err(|failure| failure.error),
             }
         };
         #[cfg(feature = "metrics")]
         if let Some(metrics) = self.shared.metrics() {
             match &result {
-                Ok(()) => metrics.send_took(started.elapsed()),
+                Ok(()) => {
+                    metrics.frame_sent(protocol, frame.len());
+                    metrics.send_took(started.elapsed());
+                }
                 Err(e) => metrics.send_failed(protocol, e),
             }
         }
         result
+    }
+
+    /// One attempt at a send: the frame joins its lane's batch when it can (see
+    /// [`FrameBatcher`](liquid_p2p_core::FrameBatcher)), else it is written on
+    /// a stream of its own.
+    async fn send_once(
+        &self,
+        peer: PeerId,
+        protocol: &str,
+        priority: ProtocolPriority,
+        frame: &EncodedFrame<'_>,
+    ) -> Result<(), SendFailure> {
+        let pool = self.pick_pool(peer, Some(protocol))?;
+        let ticket = frame
+            .contiguous()
+            .and_then(|bytes| pool.batcher().join(bytes, priority));
+        match ticket {
+            Some(ticket) => self.send_batched(&pool, ticket, protocol, priority).await,
+            None => {
+                let mut stream = self.borrow_from(&pool, priority).await?;
+                self.shared
+                    .write_message(&mut stream, peer, protocol, priority, frame)
+                    .await
+                    .map_err(SendFailure::from)
+            }
+        }
+    }
+
+    /// A frame queued in its lane's batcher: waits for the sender writing it,
+    /// or leads, writing everything queued in one write.
+    async fn send_batched(
+        &self,
+        pool: &Arc<SendStreamPool<SwarmOpener>>,
+        mut ticket: Ticket<'_, PooledStream<SwarmOpener>>,
+        protocol: &str,
+        priority: ProtocolPriority,
+    ) -> Result<(), SendFailure> {
+        let handed = match ticket.wait().await {
+            Turn::Sent => return Ok(()),
+            Turn::Failed(failure) => return Err(SendFailure::batched(failure, protocol)),
+            Turn::Lead(stream) => stream,
+        };
+        // Our lead: with the stream handed on, or one of our own (dropping the
+        // ticket on an error passes the lead on to the next sender).
+        let mut stream = match handed {
+            Some(stream) => stream,
+            None => self.borrow_from(pool, priority).await?,
+        };
+        let mut batch = ticket.take();
+        let written = self
+            .shared
+            .write_batch(&mut stream, protocol, priority, &mut batch)
+            .await;
+        // A stream whose write failed is discarded when dropped; only a whole
+        // one goes on to the next leader.
+        let healthy = written.is_ok();
+        let own = batch.finish(written);
+        drop(ticket.pass_on(healthy.then_some(stream)));
+        own.map_err(|failure| SendFailure::batched(*failure, protocol))
     }
 
     /// Borrows one stream to `peer` for exclusive use: messages written through it
@@ -891,6 +941,18 @@ impl Control {
         protocol: Option<&str>,
         priority: ProtocolPriority,
     ) -> Result<PooledStream<SwarmOpener>, Error> {
+        let pool = self.pick_pool(peer, protocol)?;
+        self.borrow_from(&pool, priority).await
+    }
+
+    /// The pool of `protocol`'s lane (or the shared lane: `None`) on the
+    /// peer's least-loaded connection; asks for another connection when that
+    /// one is busy.
+    fn pick_pool(
+        &self,
+        peer: PeerId,
+        protocol: Option<&str>,
+    ) -> Result<Arc<SendStreamPool<SwarmOpener>>, Error> {
         self.shared.lifecycle.check_open()?;
         let pools = &self.shared.pools;
         let best = match protocol {
@@ -905,7 +967,57 @@ impl Control {
                 .requests
                 .try_send(Request::AddConnection { peer });
         }
-        best.pool.borrow_with(priority).await
+        Ok(best.pool)
+    }
+
+    /// A stream of `pool`, waiting in line with `priority` when none is free.
+    async fn borrow_from(
+        &self,
+        pool: &Arc<SendStreamPool<SwarmOpener>>,
+        priority: ProtocolPriority,
+    ) -> Result<PooledStream<SwarmOpener>, Error> {
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let stream = pool.borrow_with(priority).await?;
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = self.shared.metrics() {
+            metrics.borrowed(started.elapsed());
+        }
+        Ok(stream)
+    }
+}
+
+/// Why one attempt at a send failed, and whether another stream may succeed.
+struct SendFailure {
+    error: Error,
+    retry: bool,
+}
+
+impl From<Error> for SendFailure {
+    fn from(error: Error) -> Self {
+        let retry = is_retryable(&error);
+        Self { error, retry }
+    }
+}
+
+impl SendFailure {
+    /// A batch's failure as its sender of `protocol` sees it: a frame that was
+    /// whole in the stream before the failure may have arrived, and is not
+    /// sent again.
+    fn batched(failure: BatchFailure, protocol: &str) -> Self {
+        let error = match failure.error {
+            // The leader named its own protocol.
+            Error::Backpressure { peer, after, .. } => Error::Backpressure {
+                peer,
+                protocol: protocol.to_owned(),
+                after,
+            },
+            other => other,
+        };
+        Self {
+            retry: !failure.maybe_sent && is_retryable(&error),
+            error,
+        }
     }
 }
 
@@ -970,8 +1082,39 @@ impl Shared {
         priority: ProtocolPriority,
         frame: &EncodedFrame<'_>,
     ) -> Result<(), Error> {
-        let mut write = stream.begin_write();
-        let (io, pool) = write.stream_and_pool();
+        self.write(stream, peer, protocol, priority, Writing::Frame(frame))
+            .await
+    }
+
+    /// Writes a batch of frames in one write and one flush, telling the batch
+    /// how far it got; on any failure (or cancellation) the stream is
+    /// discarded. `protocol` is the leader's, named in a backpressure error.
+    pub(crate) async fn write_batch(
+        &self,
+        stream: &mut PooledStream<SwarmOpener>,
+        protocol: &str,
+        priority: ProtocolPriority,
+        batch: &mut Batch<'_, PooledStream<SwarmOpener>>,
+    ) -> Result<(), Error> {
+        let peer = stream.pool().peer();
+        self.write(stream, peer, protocol, priority, Writing::Batch(batch))
+            .await
+    }
+
+    /// One write of a lane's stream: the stream counts for the lane's progress
+    /// and writes with `priority`, the host's shutdown waits for it, and the
+    /// connection's close cuts it short. The stream goes back to its pool only
+    /// if the write succeeded.
+    async fn write(
+        &self,
+        stream: &mut PooledStream<SwarmOpener>,
+        peer: PeerId,
+        protocol: &str,
+        priority: ProtocolPriority,
+        what: Writing<'_, '_>,
+    ) -> Result<(), Error> {
+        let mut guard = stream.begin_write();
+        let (io, pool) = guard.stream_and_pool();
         // Cloned only when the stream writes for another pool than last time.
         io.follow(pool.progress());
         io.set_priority(priority);
@@ -982,7 +1125,7 @@ impl Shared {
         // connection share).
         tokio::select! {
             biased;
-            r = frame.write_to(io) => {
+            r = what.write_to(io) => {
                 io.frame_written();
                 if let Err(e) = r {
                     // Cut short by our own close of the connection (the watchdog's,
@@ -1003,12 +1146,38 @@ impl Shared {
             }
             _ = meter.closed().cancelled() => return Err(meter.close_error()),
         }
-        write.finish();
-        #[cfg(feature = "metrics")]
-        if let Some(metrics) = self.metrics() {
-            metrics.frame_sent(protocol, frame.len());
-        }
+        guard.finish();
         Ok(())
+    }
+}
+
+/// What one write of a pooled stream carries.
+enum Writing<'a, 'b> {
+    /// One frame, from `send` or an exclusive stream.
+    Frame(&'a EncodedFrame<'b>),
+    /// The frames of a batch, back to back; the batch learns how many bytes
+    /// went in, so that its senders learn whether their frame did.
+    Batch(&'a mut Batch<'b, PooledStream<SwarmOpener>>),
+}
+
+impl Writing<'_, '_> {
+    /// Writes and flushes.
+    async fn write_to(self, io: &mut MeteredStream) -> std::io::Result<()> {
+        match self {
+            Writing::Frame(frame) => frame.write_to(io).await,
+            Writing::Batch(batch) => {
+                let mut at = 0;
+                while at < batch.bytes().len() {
+                    let n = io.write(&batch.bytes()[at..]).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::WriteZero.into());
+                    }
+                    at += n;
+                    batch.written(n);
+                }
+                io.flush().await
+            }
+        }
     }
 }
 
@@ -1093,8 +1262,11 @@ impl ExclusiveStream {
             .write_message(&mut self.stream, self.peer, protocol, priority, &frame)
             .await;
         #[cfg(feature = "metrics")]
-        if let (Some(metrics), Err(e)) = (self.shared.metrics(), &result) {
-            metrics.send_failed(protocol, e);
+        if let Some(metrics) = self.shared.metrics() {
+            match &result {
+                Ok(()) => metrics.frame_sent(protocol, frame.len()),
+                Err(e) => metrics.send_failed(protocol, e),
+            }
         }
         self.broken = result.is_err();
         result

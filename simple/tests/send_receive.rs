@@ -156,7 +156,12 @@ async fn messages_written_through_one_exclusive_borrow_arrive_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_64_concurrent_senders_a_protocol_lane_grows_to_its_cap_and_never_past_it() {
-    let pool = PoolConfig::default().with_init_size(2).with_max_size(8);
+    // Every message on a stream of its own (batched, the senders would share
+    // one stream and the lane would not need to grow).
+    let pool = PoolConfig::default()
+        .with_init_size(2)
+        .with_max_size(8)
+        .with_batch_bytes(0);
     let config = Config::default().with_pool(pool);
     let a = host(config.clone()).await;
     let b = host(config).await;
