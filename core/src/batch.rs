@@ -34,7 +34,14 @@
 //! Hand-written: combining concurrent writers into one write is a small state
 //! machine around the lane's stream pool, which no crate we use offers.
 
-use std::{collections::VecDeque, io, mem};
+use std::{
+    collections::VecDeque,
+    io, mem,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use libp2p_identity::PeerId;
 use parking_lot::Mutex;
@@ -49,7 +56,14 @@ pub const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
 /// writes (see the module docs). `L` is what the leader writes with and hands
 /// on: the lane's pooled stream.
 pub struct FrameBatcher<L> {
+    inner: Arc<Inner<L>>,
+}
+
+/// What a batcher's tickets share with it.
+struct Inner<L> {
     state: Mutex<State<L>>,
+    /// Frames written by another sender's write, since the batcher was made.
+    batched: AtomicU64,
     peer: PeerId,
     max_batch: usize,
 }
@@ -60,8 +74,6 @@ struct State<L> {
     /// The queued frames, back to back, in queue order.
     bytes: Vec<u8>,
     queue: VecDeque<Queued<L>>,
-    /// The buffer of the last batch, kept for the next one.
-    spare: Vec<u8>,
     next_id: u64,
 }
 
@@ -96,8 +108,10 @@ pub struct BatchFailure {
 
 /// A sender's place in a [`FrameBatcher`], from [`FrameBatcher::join`].
 /// Dropping it takes a still-queued frame back out and passes a held lead on.
-pub struct Ticket<'a, L> {
-    batcher: &'a FrameBatcher<L>,
+/// It owns what it needs, so that a leader can move it, with its batch, into
+/// a task that finishes the write whatever happens to the sender.
+pub struct Ticket<L> {
+    batcher: Arc<Inner<L>>,
     id: u64,
     rx: Option<oneshot::Receiver<Turn<L>>>,
     leads: bool,
@@ -109,8 +123,8 @@ pub struct Ticket<'a, L> {
 /// [`bytes`](Self::bytes), progress told with [`written`](Self::written),
 /// results given out with [`finish`](Self::finish). Dropped unfinished, its
 /// senders are told the write was cut short.
-pub struct Batch<'a, L> {
-    batcher: &'a FrameBatcher<L>,
+pub struct Batch<L> {
+    peer: PeerId,
     bytes: Vec<u8>,
     /// Each frame's length and where its result goes (`None`: the leader's).
     frames: Vec<(usize, Option<oneshot::Sender<Turn<L>>>)>,
@@ -123,15 +137,17 @@ impl<L> FrameBatcher<L> {
     /// bytes.
     pub fn new(peer: PeerId, max_batch: usize) -> Self {
         Self {
-            state: Mutex::new(State {
-                leading: None,
-                bytes: Vec::new(),
-                queue: VecDeque::new(),
-                spare: Vec::new(),
-                next_id: 0,
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    leading: None,
+                    bytes: Vec::new(),
+                    queue: VecDeque::new(),
+                    next_id: 0,
+                }),
+                batched: AtomicU64::new(0),
+                peer,
+                max_batch,
             }),
-            peer,
-            max_batch,
         }
     }
 
@@ -140,21 +156,21 @@ impl<L> FrameBatcher<L> {
     /// of another priority writing): the sender writes it on a stream of its
     /// own. Otherwise the ticket either [`leads`](Ticket::leads) (nobody else
     /// was writing) or [`wait`](Ticket::wait)s for its turn.
-    pub fn join(&self, frame: &[u8], priority: ProtocolPriority) -> Option<Ticket<'_, L>> {
-        if frame.len() > self.max_batch / 4 {
+    pub fn join(&self, frame: &[u8], priority: ProtocolPriority) -> Option<Ticket<L>> {
+        let inner = &self.inner;
+        if frame.len() > inner.max_batch / 4 {
             return None;
         }
-        let mut st = self.state.lock();
+        let mut st = inner.state.lock();
         let leads = match st.leading {
             None => true,
-            Some(p) if p == priority && st.bytes.len() + frame.len() <= 4 * self.max_batch => false,
+            Some(p) if p == priority && st.bytes.len() + frame.len() <= 4 * inner.max_batch => {
+                false
+            }
             Some(_) => return None,
         };
         let id = st.next_id;
         st.next_id += 1;
-        if st.bytes.capacity() == 0 {
-            st.bytes = mem::take(&mut st.spare);
-        }
         st.bytes.extend_from_slice(frame);
         let (tx, rx) = if leads {
             st.leading = Some(priority);
@@ -168,8 +184,9 @@ impl<L> FrameBatcher<L> {
             len: frame.len(),
             tx,
         });
+        drop(st);
         Some(Ticket {
-            batcher: self,
+            batcher: Arc::clone(inner),
             id,
             rx,
             leads,
@@ -177,11 +194,19 @@ impl<L> FrameBatcher<L> {
         })
     }
 
-    /// Frames queued (the leader's own included, until it takes its batch).
-    pub fn queued(&self) -> usize {
-        self.state.lock().queue.len()
+    /// Frames handed to another sender's write (taken into a batch led by
+    /// someone else) since the batcher was made.
+    pub fn batched_frames(&self) -> u64 {
+        self.inner.batched.load(Ordering::Relaxed)
     }
 
+    /// Frames queued (the leader's own included, until it takes its batch).
+    pub fn queued(&self) -> usize {
+        self.inner.state.lock().queue.len()
+    }
+}
+
+impl<L> Inner<L> {
     /// Gives the lead to the oldest queued sender still listening, with
     /// `stream`; with nobody queued, ends the lead and returns `stream`.
     fn pass_on(st: &mut State<L>, mut stream: Option<L>) -> Option<L> {
@@ -230,7 +255,7 @@ impl<L> FrameBatcher<L> {
 
 impl<L> std::fmt::Debug for FrameBatcher<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = self.state.lock();
+        let st = self.inner.state.lock();
         f.debug_struct("FrameBatcher")
             .field("leading", &st.leading)
             .field("queued", &st.queue.len())
@@ -239,7 +264,7 @@ impl<L> std::fmt::Debug for FrameBatcher<L> {
     }
 }
 
-impl<'a, L> Ticket<'a, L> {
+impl<L> Ticket<L> {
     /// Whether this sender writes (leads) now.
     pub fn leads(&self) -> bool {
         self.leads
@@ -278,9 +303,9 @@ impl<'a, L> Ticket<'a, L> {
 
     /// The leader takes the queued frames, its own first, up to the batch
     /// size (always at least its own).
-    pub fn take(&mut self) -> Batch<'a, L> {
+    pub fn take(&mut self) -> Batch<L> {
         debug_assert!(self.leads, "only the leader takes a batch");
-        let batcher = self.batcher;
+        let batcher = &self.batcher;
         let mut st = batcher.state.lock();
         let mut total = 0;
         let mut frames = Vec::new();
@@ -296,15 +321,17 @@ impl<'a, L> Ticket<'a, L> {
                 frames.push((q.len, q.tx));
             }
         }
+        batcher
+            .batched
+            .fetch_add(frames.len() as u64 - 1, Ordering::Relaxed);
         let bytes = if total == st.bytes.len() {
-            let spare = mem::take(&mut st.spare);
-            mem::replace(&mut st.bytes, spare)
+            mem::take(&mut st.bytes)
         } else {
             let rest = st.bytes.split_off(total);
             mem::replace(&mut st.bytes, rest)
         };
         Batch {
-            batcher,
+            peer: batcher.peer,
             bytes,
             frames,
             written: 0,
@@ -318,31 +345,31 @@ impl<'a, L> Ticket<'a, L> {
         debug_assert!(self.leads, "only the leader passes the lead on");
         self.leads = false;
         let mut st = self.batcher.state.lock();
-        FrameBatcher::pass_on(&mut st, stream)
+        Inner::pass_on(&mut st, stream)
     }
 }
 
-impl<L> Drop for Ticket<'_, L> {
+impl<L> Drop for Ticket<L> {
     fn drop(&mut self) {
         if self.taken && !self.leads {
             return;
         }
         let mut st = self.batcher.state.lock();
         if !self.taken {
-            FrameBatcher::remove(&mut st, self.id);
+            Inner::remove(&mut st, self.id);
         }
         if !self.leads {
             // The lead may have been handed over just now, unread.
             if let Some(Ok(Turn::Lead(stream))) = self.rx.as_mut().map(|rx| rx.try_recv()) {
-                let _ = FrameBatcher::pass_on(&mut st, stream);
+                let _ = Inner::pass_on(&mut st, stream);
             }
             return;
         }
-        let _ = FrameBatcher::pass_on(&mut st, None);
+        let _ = Inner::pass_on(&mut st, None);
     }
 }
 
-impl<L> Batch<'_, L> {
+impl<L> Batch<L> {
     /// The frames to write, back to back.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -363,14 +390,7 @@ impl<L> Batch<'_, L> {
     /// then.
     pub fn finish(mut self, result: Result<(), Error>) -> Result<(), Box<BatchFailure>> {
         self.finished = true;
-        let own = self.complete(&result);
-        let mut bytes = mem::take(&mut self.bytes);
-        bytes.clear();
-        let mut st = self.batcher.state.lock();
-        if st.spare.capacity() < bytes.capacity() {
-            st.spare = bytes;
-        }
-        own
+        self.complete(&result)
     }
 
     fn complete(&mut self, result: &Result<(), Error>) -> Result<(), Box<BatchFailure>> {
@@ -399,10 +419,10 @@ impl<L> Batch<'_, L> {
     }
 }
 
-impl<L> Drop for Batch<'_, L> {
+impl<L> Drop for Batch<L> {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self.complete(&Err(cut_short(self.batcher.peer)));
+            let _ = self.complete(&Err(cut_short(self.peer)));
         }
     }
 }
@@ -432,7 +452,7 @@ mod tests {
         Error::write(PeerId::random(), io::ErrorKind::BrokenPipe.into())
     }
 
-    async fn turn<L>(ticket: &mut Ticket<'_, L>) -> Turn<L> {
+    async fn turn<L>(ticket: &mut Ticket<L>) -> Turn<L> {
         tokio::time::timeout(std::time::Duration::from_secs(1), ticket.wait())
             .await
             .expect("the ticket got its turn")
@@ -465,6 +485,7 @@ mod tests {
         assert_eq!(batch.bytes(), b"abbccc");
         assert_eq!(batch.frames(), 3);
         assert!(batch.finish(Ok(())).is_ok());
+        assert_eq!(b.batched_frames(), 2, "the leader's own is not counted");
         assert!(matches!(turn(&mut second).await, Turn::Sent));
         assert!(matches!(turn(&mut third).await, Turn::Sent));
         assert_eq!(lead.pass_on(Some("stream")), Some("stream"));

@@ -163,11 +163,26 @@ pub struct PoolStats {
     pub max: usize,
     /// Opens that failed since the pool was created.
     pub open_failures: u64,
+    /// Frames written by another sender's write, batched with its own (see
+    /// [`FrameBatcher`]), since the pool was created.
+    pub batched_frames: u64,
     /// Which of the connection's pools these counters are of.
     pub lane: Lane,
 }
 
 impl PoolStats {
+    /// Adds the counters of `other` (another pool of the same connection) to
+    /// these; `max` and `lane` stay.
+    pub fn add(&mut self, other: &PoolStats) {
+        self.current += other.current;
+        self.idle += other.idle;
+        self.borrowed += other.borrowed;
+        self.waiters += other.waiters;
+        self.opening += other.opening;
+        self.open_failures += other.open_failures;
+        self.batched_frames += other.batched_frames;
+    }
+
     /// The counters of an empty pool with a cap of `max` streams; for code that
     /// renders or aggregates stats and is tested without a network.
     pub fn empty(peer: PeerId, connection: ConnectionId, max: usize) -> Self {
@@ -181,6 +196,7 @@ impl PoolStats {
             opening: 0,
             max,
             open_failures: 0,
+            batched_frames: 0,
             lane: Lane::All,
         }
     }
@@ -654,6 +670,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             opening: st.opening,
             max: self.config.max_size,
             open_failures: st.open_failures,
+            batched_frames: self.batcher.batched_frames(),
             lane: Lane::All,
         }
     }

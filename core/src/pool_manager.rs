@@ -253,13 +253,7 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
             .map(|connection| {
                 let mut total = connection.reserve.stats();
                 for (_, pool) in connection.pools().skip(1) {
-                    let lane = pool.stats();
-                    total.current += lane.current;
-                    total.idle += lane.idle;
-                    total.borrowed += lane.borrowed;
-                    total.waiters += lane.waiters;
-                    total.opening += lane.opening;
-                    total.open_failures += lane.open_failures;
+                    total.add(&pool.stats());
                 }
                 total
             })

@@ -261,12 +261,18 @@ impl Control {
     async fn send_batched(
         &self,
         pool: &Arc<SendStreamPool<SwarmOpener>>,
-        mut ticket: Ticket<'_, PooledStream<SwarmOpener>>,
+        mut ticket: Ticket<PooledStream<SwarmOpener>>,
         protocol: &str,
         priority: ProtocolPriority,
     ) -> Result<(), SendFailure> {
         let handed = match ticket.wait().await {
-            Turn::Sent => return Ok(()),
+            Turn::Sent => {
+                #[cfg(feature = "metrics")]
+                if let Some(metrics) = self.shared.metrics() {
+                    metrics.frame_batched();
+                }
+                return Ok(());
+            }
             Turn::Failed(failure) => return Err(SendFailure::batched(failure, protocol)),
             Turn::Lead(stream) => stream,
         };
@@ -277,16 +283,44 @@ impl Control {
             None => self.borrow_from(pool, priority).await?,
         };
         let mut batch = ticket.take();
-        let written = self
-            .shared
-            .write_batch(&mut stream, protocol, priority, &mut batch)
-            .await;
-        // A stream whose write failed is discarded when dropped; only a whole
-        // one goes on to the next leader.
-        let healthy = written.is_ok();
-        let own = batch.finish(written);
-        drop(ticket.pass_on(healthy.then_some(stream)));
-        own.map_err(|failure| SendFailure::batched(*failure, protocol))
+        if batch.frames() == 1 {
+            // Our frame alone: written here, where dropping this send cuts
+            // short nobody else's.
+            let written = self
+                .shared
+                .write_batch(&mut stream, protocol, priority, &mut batch)
+                .await;
+            return lead_done(ticket, batch, stream, written)
+                .map_err(|failure| SendFailure::batched(*failure, protocol));
+        }
+        // Other senders' frames ride along: their write must not end with this
+        // send if it is dropped, so it runs as a task of its own.
+        let (done, result) = tokio::sync::oneshot::channel();
+        let shared = Arc::clone(&self.shared);
+        let leader = protocol.to_owned();
+        self.shared
+            .lifecycle
+            .spawn(tracing::Span::current(), async move {
+                let written = shared
+                    .write_batch(&mut stream, &leader, priority, &mut batch)
+                    .await;
+                let _ = done.send(lead_done(ticket, batch, stream, written));
+            });
+        match result.await {
+            Ok(own) => own.map_err(|failure| SendFailure::batched(*failure, protocol)),
+            // The runtime dropped the task (it is shutting down): the batch's
+            // other senders were told the write was cut short, and so are we.
+            Err(_) => Err(SendFailure {
+                error: Error::write(
+                    pool.peer(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "the write of this message's batch was stopped",
+                    ),
+                ),
+                retry: false,
+            }),
+        }
     }
 
     /// Borrows one stream to `peer` for exclusive use: messages written through it
@@ -987,6 +1021,21 @@ impl Control {
     }
 }
 
+/// The end of a lead: tells the batch's senders how its write went, passes
+/// the lead on (with the stream, if the write left it whole; a failed one is
+/// discarded) and returns the leader's own result.
+fn lead_done(
+    mut ticket: Ticket<PooledStream<SwarmOpener>>,
+    batch: Batch<PooledStream<SwarmOpener>>,
+    stream: PooledStream<SwarmOpener>,
+    written: Result<(), Error>,
+) -> Result<(), Box<BatchFailure>> {
+    let healthy = written.is_ok();
+    let own = batch.finish(written);
+    drop(ticket.pass_on(healthy.then_some(stream)));
+    own
+}
+
 /// Why one attempt at a send failed, and whether another stream may succeed.
 struct SendFailure {
     error: Error,
@@ -1094,7 +1143,7 @@ impl Shared {
         stream: &mut PooledStream<SwarmOpener>,
         protocol: &str,
         priority: ProtocolPriority,
-        batch: &mut Batch<'_, PooledStream<SwarmOpener>>,
+        batch: &mut Batch<PooledStream<SwarmOpener>>,
     ) -> Result<(), Error> {
         let peer = stream.pool().peer();
         self.write(stream, peer, protocol, priority, Writing::Batch(batch))
@@ -1157,7 +1206,7 @@ enum Writing<'a, 'b> {
     Frame(&'a EncodedFrame<'b>),
     /// The frames of a batch, back to back; the batch learns how many bytes
     /// went in, so that its senders learn whether their frame did.
-    Batch(&'a mut Batch<'b, PooledStream<SwarmOpener>>),
+    Batch(&'a mut Batch<PooledStream<SwarmOpener>>),
 }
 
 impl Writing<'_, '_> {

@@ -110,6 +110,7 @@ struct SendFailureLabel {
 pub(crate) struct Metrics {
     sent_frames: Family<ProtocolLabel, Counter>,
     sent_bytes: Family<ProtocolLabel, Counter>,
+    batched_frames: Counter,
     send_failures: Family<SendFailureLabel, Counter>,
     /// Protocols with a label of their own in the send counters.
     labelled_protocols: RwLock<HashSet<String>>,
@@ -156,6 +157,7 @@ impl Metrics {
             required_given_up: Counter::default(),
             stalls: Counter::default(),
             silent: Counter::default(),
+            batched_frames: Counter::default(),
             protocol_errors: Counter::default(),
             streams_refused: Family::default(),
             exchange_failures: Family::default(),
@@ -228,6 +230,11 @@ impl Metrics {
             "required_peers_given_up",
             "Required peers given up after max_attempts failed dials",
             m.required_given_up.clone(),
+        );
+        registry.register(
+            "frames_batched",
+            "Frames written by another sender's write to the same lane, together with its own",
+            m.batched_frames.clone(),
         );
         registry.register(
             "connection_stalls",
@@ -306,6 +313,11 @@ impl Metrics {
         let label = self.protocol_label(protocol);
         self.sent_frames.get_or_create(&label).inc();
         self.sent_bytes.get_or_create(&label).inc_by(bytes as u64);
+    }
+
+    /// A frame was written by another sender's write (batched).
+    pub(crate) fn frame_batched(&self) {
+        self.batched_frames.inc();
     }
 
     /// A send for `protocol` failed with `error`.

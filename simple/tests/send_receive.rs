@@ -155,6 +155,137 @@ async fn messages_written_through_one_exclusive_borrow_arrive_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_small_senders_are_batched_and_each_message_arrives_once() {
+    const TASKS: usize = 64;
+    const PER_TASK: u32 = 300;
+    let a = host(Config::default()).await;
+    let b = host(Config::default()).await;
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let a_id = connect(&b, &a).await;
+    let reader = tokio::spawn(async move {
+        // Each message once (`send` keeps no order between messages: they
+        // may travel on different streams).
+        let mut seen = HashSet::new();
+        for _ in 0..TASKS * PER_TASK as usize {
+            let message = inbox.recv().await.expect("inbox open");
+            assert_eq!(message.payload.len(), 256);
+            let task = message.payload[0] as usize;
+            let seq = u32::from_le_bytes(message.payload[1..5].try_into().expect("4 bytes"));
+            assert!(seq < PER_TASK, "never sent");
+            assert!(seen.insert((task, seq)), "{task}/{seq} arrived twice");
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), inbox.recv())
+                .await
+                .is_err(),
+            "nothing beyond what was sent"
+        );
+    });
+    let senders: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let control = b.control().clone();
+            tokio::spawn(async move {
+                for seq in 0..PER_TASK {
+                    let mut payload = vec![task as u8; 256];
+                    payload[1..5].copy_from_slice(&seq.to_le_bytes());
+                    control.send(a_id, PROTO, payload).await.expect("send");
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.expect("sender");
+    }
+    tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("every message arrived")
+        .expect("reader");
+    let batched: u64 = b
+        .control()
+        .lane_stats(&a_id)
+        .iter()
+        .map(|s| s.batched_frames)
+        .sum();
+    assert!(batched > 0, "64 senders never shared a write");
+    let per_connection: u64 = b
+        .control()
+        .pool_stats(&a_id)
+        .iter()
+        .map(|s| s.batched_frames)
+        .sum();
+    assert_eq!(per_connection, batched, "pool_stats sums the lanes");
+    eprintln!("{batched} of {} frames batched", TASKS * PER_TASK as usize);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_sends_cancelled_at_random_lose_no_confirmed_message_and_duplicate_none() {
+    const TASKS: usize = 32;
+    const PER_TASK: u32 = 300;
+    let a = host(Config::default()).await;
+    let b = host(Config::default()).await;
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let a_id = connect(&b, &a).await;
+    let received = Arc::new(parking_lot::Mutex::new(HashSet::new()));
+    let reader = {
+        let received = Arc::clone(&received);
+        tokio::spawn(async move {
+            while let Some(message) = inbox.recv().await {
+                let task = message.payload[0] as usize;
+                let seq = u32::from_le_bytes(message.payload[1..5].try_into().expect("4 bytes"));
+                assert!(
+                    received.lock().insert((task, seq)),
+                    "{task}/{seq} arrived twice"
+                );
+            }
+        })
+    };
+    let senders: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let control = b.control().clone();
+            tokio::spawn(async move {
+                let mut confirmed = Vec::new();
+                for seq in 0..PER_TASK {
+                    let mut payload = vec![task as u8; 256];
+                    payload[1..5].copy_from_slice(&seq.to_le_bytes());
+                    // Every third send is given almost no time: it is dropped
+                    // while queued, while leading, or not at all.
+                    let limit = match seq % 3 {
+                        0 => Duration::from_micros(u64::from(seq % 50)),
+                        _ => Duration::from_secs(10),
+                    };
+                    match tokio::time::timeout(limit, control.send(a_id, PROTO, payload)).await {
+                        Ok(Ok(())) => confirmed.push(seq),
+                        Ok(Err(e)) => panic!("send failed: {e}"),
+                        Err(_) if seq % 3 != 0 => panic!("{task}/{seq} took over 10 s"),
+                        Err(_) => {}
+                    }
+                }
+                confirmed
+            })
+        })
+        .collect();
+    let mut confirmed = HashSet::new();
+    for (task, s) in senders.into_iter().enumerate() {
+        for seq in s.await.expect("sender") {
+            confirmed.insert((task, seq));
+        }
+    }
+    assert!(confirmed.len() >= TASKS * PER_TASK as usize * 2 / 3);
+    wait_until(Duration::from_secs(10), || {
+        confirmed.is_subset(&received.lock())
+    })
+    .await;
+    // Cancelled sends may have arrived too, each only once (the reader checks).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!reader.is_finished(), "the reader saw no duplicate");
+    reader.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_64_concurrent_senders_a_protocol_lane_grows_to_its_cap_and_never_past_it() {
     // Every message on a stream of its own (batched, the senders would share
     // one stream and the lane would not need to grow).

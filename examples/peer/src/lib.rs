@@ -913,6 +913,8 @@ pub struct PoolLine {
     pub max: usize,
     /// Opens that failed since the pool was created.
     pub open_failures: u64,
+    /// Frames written by another sender's write, batched with its own.
+    pub batched_frames: u64,
 }
 
 impl Stats {
@@ -941,6 +943,7 @@ impl Stats {
                         opening: p.opening,
                         max: p.max,
                         open_failures: p.open_failures,
+                        batched_frames: p.batched_frames,
                     })
                     .collect(),
             })
@@ -2019,7 +2022,7 @@ mod tests {
         assert_eq!(
             entry_a["pools"][1],
             json!({"connection": 2, "current": 12, "idle": 11, "borrowed": 1, "waiters": 2,
-                   "opening": 0, "max": 100, "open_failures": 0})
+                   "opening": 0, "max": 100, "open_failures": 0, "batched_frames": 0})
         );
 
         let done = Output::FloodDone {
