@@ -1252,7 +1252,7 @@ mod tests {
         report
             .targets
             .iter()
-            .find(|t| t.target.contains("c64: liquid ≥ 0.8× pre-opened"))
+            .find(|t| t.target.contains("c64: liquid ≥ 0.9× pre-opened"))
             .expect("target")
             .result
     }
