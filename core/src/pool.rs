@@ -341,11 +341,17 @@ impl<O: StreamOpener> SendStreamPool<O> {
     /// A pool of the same connection that, whenever it needs a stream, first takes
     /// an idle one from `reservoir` (a pool nobody borrows from, holding streams
     /// opened in advance and never written) and opens a new one only when the
-    /// reservoir is empty.
+    /// reservoir is empty. The lane batches small frames as its connection's
+    /// reservoir says (its `batch_bytes`), whatever `config` says: whether
+    /// batching pays depends on the connection's transport.
     pub fn lane(reservoir: &Arc<Self>, config: PoolConfig) -> Arc<Self>
     where
         O: Clone,
     {
+        let config = PoolConfig {
+            batch_bytes: reservoir.config.batch_bytes,
+            ..config
+        };
         Self::build(
             reservoir.peer,
             reservoir.connection,

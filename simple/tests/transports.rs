@@ -130,3 +130,46 @@ async fn with_the_quic_feature_a_quic_address_connects() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_sends_over_quic_each_take_a_stream_of_their_own() {
+    // Batching pays on yamux only (benches/ANALYSIS.md): on QUIC, 32 senders
+    // at once write every frame on a stream of its own, and all arrive.
+    const PROTO: &str = "/test/quic/1";
+    let a = host_on(QUIC, Config::default()).await;
+    let b = host_on(QUIC, Config::default()).await;
+    let mut inbox = a.control().register_protocol(PROTO).expect("register");
+    let a_id = b
+        .dial(a.listen_addrs()[0].clone())
+        .await
+        .expect("dial over QUIC");
+    let senders: Vec<_> = (0..32)
+        .map(|_| {
+            let control = b.control().clone();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    control.send(a_id, PROTO, [5u8; 256]).await.expect("send");
+                }
+            })
+        })
+        .collect();
+    for _ in 0..3_200 {
+        tokio::time::timeout(std::time::Duration::from_secs(10), inbox.recv())
+            .await
+            .expect("every message arrives")
+            .expect("inbox open");
+    }
+    for s in senders {
+        s.await.expect("sender");
+    }
+    let batched: u64 = b
+        .control()
+        .pool_stats(&a_id)
+        .iter()
+        .map(|s| s.batched_frames)
+        .sum();
+    assert_eq!(batched, 0);
+    b.shutdown().await;
+    a.shutdown().await;
+}
