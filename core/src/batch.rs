@@ -25,7 +25,11 @@
 //!   waits for its result before sending again keeps its messages in order.
 //! - **Cancellation.** A sender dropped while its frame is queued takes the frame
 //!   back out, and nothing of it is written. Dropped while leading, its batch's
-//!   senders are told the write was cut short, and the lead passes on.
+//!   senders are told the write was cut short, and the lead passes on; a
+//!   [`Ticket`] and its [`Batch`] own what they hold, so a leader whose batch
+//!   carries other senders' frames can move both into a task of its own and
+//!   let the write finish whatever becomes of it (the `liquid-p2p` crate
+//!   does).
 //! - **Bounds.** A frame over a quarter of the batch size is never batched, and
 //!   at most four batches' worth of bytes wait: past that, or while a leader of
 //!   another priority writes, [`join`](FrameBatcher::join) declines and the

@@ -2,7 +2,12 @@
 //!
 //! `send` picks the least-loaded connection of the peer, borrows a pooled stream,
 //! writes one frame, flushes and returns the stream. A failed write drops that
-//! stream and is retried once on another before the error is returned. Messages
+//! stream and is retried once on another before the error is returned. Small
+//! frames of concurrent senders to one lane share writes: a sender that finds
+//! its lane being written to queues its frame in the lane's `FrameBatcher`, and
+//! the writing sender writes everything queued in one go; a write carrying
+//! other senders' frames runs as a task of its own, so that dropping one `send`
+//! never cuts another's frame short. Messages
 //! sent with `send` may overtake each other (they travel on different streams); an
 //! [`ExclusiveStream`] keeps one stream for a burst whose order matters.
 
@@ -58,6 +63,15 @@ impl Control {
     /// the stream goes back to the pool once the frame is whole. A failed write
     /// discards its stream and is retried once on another stream.
     ///
+    /// Small frames (up to a quarter of `pool.batch_bytes`, 16 KiB by default)
+    /// of concurrent senders share writes on yamux (TCP) connections: a frame
+    /// whose lane is being written to by another `send` of the same priority
+    /// is queued, and the sender writing takes every frame queued at that
+    /// moment into one write and one flush (see
+    /// [`FrameBatcher`](liquid_p2p_core::FrameBatcher)). Nothing waits for
+    /// more frames to come, so a lone sender writes at once. `Ok` still means
+    /// the write holding this frame was flushed.
+    ///
     /// # Errors
     ///
     /// Before anything is sent:
@@ -88,14 +102,20 @@ impl Control {
     ///   the one retry (whose own error, [`Error::NotConnected`] included, is
     ///   the one returned). A write that fails after the frame's last byte was
     ///   handed to the connection may still have reached the peer, so in that
-    ///   rare case the retry can deliver the message twice.
+    ///   rare case the retry can deliver the message twice. In a shared write,
+    ///   a frame that was already whole in the stream when the write failed is
+    ///   not retried: the error is returned, and the message may have arrived.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future before it completes cancels this message only.
-    /// Dropped while waiting for a stream, it gives up its place in line and
-    /// nothing was written (a stream handed to it in that instant goes back to
-    /// the pool). Dropped mid-write, the stream is discarded instead
+    /// Dropped while waiting for a stream, or while its frame waits for another
+    /// sender's write, it gives up its place in line and nothing was written (a
+    /// stream handed to it in that instant goes back to the pool, or on to the
+    /// next sender). Once another sender's write has taken its frame, or once
+    /// its own write carries other senders' frames, the write goes on without
+    /// it (in a task of its own), and the message is sent. Dropped mid-write of
+    /// its frame alone, the stream is discarded instead
     /// of going back to the pool: the frame may be partly written, and the
     /// receiver drops that partial frame with its stream; every other message
     /// (sent before on that stream, or on other streams) is unaffected.
