@@ -10,11 +10,11 @@
 //! when the leader gets to write: nothing ever waits for more frames, so a lone
 //! sender writes alone, as soon as before.
 //!
-//! The leader is one of the senders, not a task of its own. When its batch is
-//! flushed, the lead (and the stream, when the write succeeded) passes to the
-//! oldest sender still queued, which writes what queued meanwhile. Every sender
-//! therefore returns once its own frame is flushed, and writes at most one
-//! batch.
+//! The leader is one of the senders, not a writer task of the lane. When its
+//! batch is flushed, the lead (and the stream, when the write succeeded)
+//! passes to the oldest sender still queued, which writes what queued
+//! meanwhile. Every sender therefore returns once its own frame is flushed,
+//! and leads at most one batch.
 //!
 //! What a sender relies on:
 //! - **Result.** `Sent` only once the write holding its frame was flushed. A
@@ -327,7 +327,7 @@ impl<L> Ticket<L> {
         }
         batcher
             .batched
-            .fetch_add(frames.len() as u64 - 1, Ordering::Relaxed);
+            .fetch_add(frames.len().saturating_sub(1) as u64, Ordering::Relaxed);
         let bytes = if total == st.bytes.len() {
             mem::take(&mut st.bytes)
         } else {
