@@ -8,6 +8,9 @@
 //! - [`SendStreamPoolManager`]: all pools, and the choice of the least-loaded one;
 //! - [`ReceiveStreamManager`]: exact, capped accounting of inbound streams.
 //!
+//! Each pool's lane has a [`FrameBatcher`], where the small frames of
+//! concurrent senders meet to be written together.
+//!
 //! They open streams through the [`StreamOpener`] trait, so they are tested with a
 //! fake opener and a paused clock. The `liquid-p2p` crate plugs them into libp2p.
 //!
