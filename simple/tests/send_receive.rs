@@ -154,6 +154,19 @@ async fn messages_written_through_one_exclusive_borrow_arrive_in_order() {
     b.shutdown().await;
 }
 
+/// A 256 B payload naming its sender `task` and its sequence number `seq`.
+fn tagged(task: usize, seq: u32) -> Vec<u8> {
+    let mut payload = vec![task as u8; 256];
+    payload[1..5].copy_from_slice(&seq.to_le_bytes());
+    payload
+}
+
+/// The sender and sequence number a [`tagged`] payload names.
+fn tag_of(payload: &[u8]) -> (usize, u32) {
+    let seq = u32::from_le_bytes(payload[1..5].try_into().expect("4 bytes"));
+    (payload[0] as usize, seq)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_small_senders_are_batched_and_each_message_arrives_once() {
     const TASKS: usize = 64;
@@ -169,8 +182,7 @@ async fn sixty_four_concurrent_small_senders_are_batched_and_each_message_arrive
         for _ in 0..TASKS * PER_TASK as usize {
             let message = inbox.recv().await.expect("inbox open");
             assert_eq!(message.payload.len(), 256);
-            let task = message.payload[0] as usize;
-            let seq = u32::from_le_bytes(message.payload[1..5].try_into().expect("4 bytes"));
+            let (task, seq) = tag_of(&message.payload);
             assert!(seq < PER_TASK, "never sent");
             assert!(seen.insert((task, seq)), "{task}/{seq} arrived twice");
         }
@@ -186,9 +198,10 @@ async fn sixty_four_concurrent_small_senders_are_batched_and_each_message_arrive
             let control = b.control().clone();
             tokio::spawn(async move {
                 for seq in 0..PER_TASK {
-                    let mut payload = vec![task as u8; 256];
-                    payload[1..5].copy_from_slice(&seq.to_le_bytes());
-                    control.send(a_id, PROTO, payload).await.expect("send");
+                    control
+                        .send(a_id, PROTO, tagged(task, seq))
+                        .await
+                        .expect("send");
                 }
             })
         })
@@ -232,8 +245,7 @@ async fn batched_sends_cancelled_at_random_lose_no_confirmed_message_and_duplica
         let received = Arc::clone(&received);
         tokio::spawn(async move {
             while let Some(message) = inbox.recv().await {
-                let task = message.payload[0] as usize;
-                let seq = u32::from_le_bytes(message.payload[1..5].try_into().expect("4 bytes"));
+                let (task, seq) = tag_of(&message.payload);
                 assert!(
                     received.lock().insert((task, seq)),
                     "{task}/{seq} arrived twice"
@@ -247,8 +259,7 @@ async fn batched_sends_cancelled_at_random_lose_no_confirmed_message_and_duplica
             tokio::spawn(async move {
                 let mut confirmed = Vec::new();
                 for seq in 0..PER_TASK {
-                    let mut payload = vec![task as u8; 256];
-                    payload[1..5].copy_from_slice(&seq.to_le_bytes());
+                    let payload = tagged(task, seq);
                     // Every third send is given almost no time: it is dropped
                     // while queued, while leading, or not at all.
                     let limit = match seq % 3 {
