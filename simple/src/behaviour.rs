@@ -897,7 +897,9 @@ impl Behaviour {
         for (peer, connection) in self.liveness.quiet(now, self.liveness.check_period()) {
             self.shared
                 .pools
-                .any_idle(&peer, connection, MeteredStream::look_for_peer_reads);
+                .any_idle(&peer, connection, |stream: &mut Box<MeteredStream>| {
+                    stream.look_for_peer_reads()
+                });
         }
         for connection in self.shared.connections.with_traffic() {
             self.liveness.answered(connection, now);

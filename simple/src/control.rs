@@ -266,14 +266,25 @@ impl Control {
             .and_then(|bytes| pool.batcher().join(bytes, priority));
         match ticket {
             Some(ticket) => self.send_batched(&pool, ticket, protocol, priority).await,
-            None => {
-                let mut stream = self.borrow_from(&pool, priority).await?;
-                self.shared
-                    .write_message(&mut stream, peer, protocol, priority, frame)
-                    .await
-                    .map_err(SendFailure::from)
-            }
+            // Boxed, as a lead is (see `send_batched`).
+            None => Box::pin(self.send_alone(&pool, peer, protocol, priority, frame)).await,
         }
+    }
+
+    /// A frame written on a stream of its own.
+    async fn send_alone(
+        &self,
+        pool: &Arc<SendStreamPool<SwarmOpener>>,
+        peer: PeerId,
+        protocol: &str,
+        priority: ProtocolPriority,
+        frame: &EncodedFrame<'_>,
+    ) -> Result<(), SendFailure> {
+        let mut stream = self.borrow_from(pool, priority).await?;
+        self.shared
+            .write_message(&mut stream, peer, protocol, priority, frame)
+            .await
+            .map_err(SendFailure::from)
     }
 
     /// A frame queued in its lane's batcher: waits for the sender writing it,
@@ -296,8 +307,22 @@ impl Control {
             Turn::Failed(failure) => return Err(SendFailure::batched(failure, protocol)),
             Turn::Lead(stream) => stream,
         };
-        // Our lead: with the stream handed on, or one of our own (dropping the
-        // ticket on an error passes the lead on to the next sender).
+        // Boxed: a sender that waits for another's write (the usual case under
+        // load) then carries a small future, not the write's.
+        Box::pin(self.lead(pool, ticket, handed, protocol, priority)).await
+    }
+
+    /// The lead of a batch: writes what is queued on the stream handed on, or
+    /// on one of our own (dropping the ticket on an error passes the lead on
+    /// to the next sender).
+    async fn lead(
+        &self,
+        pool: &Arc<SendStreamPool<SwarmOpener>>,
+        mut ticket: Ticket<PooledStream<SwarmOpener>>,
+        handed: Option<PooledStream<SwarmOpener>>,
+        protocol: &str,
+        priority: ProtocolPriority,
+    ) -> Result<(), SendFailure> {
         let mut stream = match handed {
             Some(stream) => stream,
             None => self.borrow_from(pool, priority).await?,

@@ -546,16 +546,18 @@ pub(crate) struct SwarmOpener {
 }
 
 impl StreamOpener for SwarmOpener {
-    type Stream = MeteredStream;
+    /// Boxed: a pooled stream is moved through every send's future, which
+    /// stays small (and cheap to allocate) when the stream is a pointer.
+    type Stream = Box<MeteredStream>;
 
-    fn open(&self) -> BoxFuture<'static, Result<MeteredStream, Error>> {
+    fn open(&self) -> BoxFuture<'static, Result<Box<MeteredStream>, Error>> {
         self.open_with(ProtocolPriority::Normal)
     }
 
     fn open_with(
         &self,
         priority: ProtocolPriority,
-    ) -> BoxFuture<'static, Result<MeteredStream, Error>> {
+    ) -> BoxFuture<'static, Result<Box<MeteredStream>, Error>> {
         let (peer, connection) = (self.peer, self.connection);
         let meter = Arc::clone(&self.meter);
         let shared = self.shared.clone();
@@ -565,7 +567,12 @@ impl StreamOpener for SwarmOpener {
             let permit = budget.acquire(&shared, peer, connection, priority).await?;
             let stream = shared.open_stream(peer, connection, PROTOCOL).await?;
             let send_timeout = shared.config.pool.send_timeout;
-            Ok(MeteredStream::budgeted(stream, meter, permit, send_timeout))
+            Ok(Box::new(MeteredStream::budgeted(
+                stream,
+                meter,
+                permit,
+                send_timeout,
+            )))
         })
     }
 
@@ -577,7 +584,7 @@ impl StreamOpener for SwarmOpener {
         self.budget.closed.cancel();
     }
 
-    fn is_usable(&self, stream: &mut MeteredStream) -> bool {
+    fn is_usable(&self, stream: &mut Box<MeteredStream>) -> bool {
         stream.is_open()
     }
 
