@@ -79,7 +79,24 @@ struct State<L> {
     bytes: Vec<u8>,
     queue: VecDeque<Queued<L>>,
     next_id: u64,
+    /// The buffers of the last batch written, emptied, for the next batch
+    /// taken: a busy lane allocates none per batch.
+    spare: Spare<L>,
 }
+
+/// A finished batch's buffers, kept for the next (see [`SPARE_BYTES`]).
+struct Spare<L> {
+    bytes: Vec<u8>,
+    frames: Vec<Frame<L>>,
+}
+
+/// A batched frame's length and where its result goes (`None`: the leader's).
+type Frame<L> = (usize, Option<oneshot::Sender<Turn<L>>>);
+
+/// The largest buffer a batcher keeps for its next batch: enough for the
+/// batches of small frames that batching is for, and a bound on what an idle
+/// lane holds.
+const SPARE_BYTES: usize = 16 * 1024;
 
 struct Queued<L> {
     id: u64,
@@ -128,10 +145,9 @@ pub struct Ticket<L> {
 /// results given out with [`finish`](Self::finish). Dropped unfinished, its
 /// senders are told the write was cut short.
 pub struct Batch<L> {
-    peer: PeerId,
+    batcher: Arc<Inner<L>>,
     bytes: Vec<u8>,
-    /// Each frame's length and where its result goes (`None`: the leader's).
-    frames: Vec<(usize, Option<oneshot::Sender<Turn<L>>>)>,
+    frames: Vec<Frame<L>>,
     written: usize,
     finished: bool,
 }
@@ -147,6 +163,10 @@ impl<L> FrameBatcher<L> {
                     bytes: Vec::new(),
                     queue: VecDeque::new(),
                     next_id: 0,
+                    spare: Spare {
+                        bytes: Vec::new(),
+                        frames: Vec::new(),
+                    },
                 }),
                 batched: AtomicU64::new(0),
                 peer,
@@ -312,7 +332,7 @@ impl<L> Ticket<L> {
         let batcher = &self.batcher;
         let mut st = batcher.state.lock();
         let mut total = 0;
-        let mut frames = Vec::new();
+        let mut frames = mem::take(&mut st.spare.frames);
         while let Some(front) = st.queue.front() {
             if !frames.is_empty() && total + front.len > batcher.max_batch {
                 break;
@@ -329,13 +349,14 @@ impl<L> Ticket<L> {
             .batched
             .fetch_add(frames.len().saturating_sub(1) as u64, Ordering::Relaxed);
         let bytes = if total == st.bytes.len() {
-            mem::take(&mut st.bytes)
+            let spare = mem::take(&mut st.spare.bytes);
+            mem::replace(&mut st.bytes, spare)
         } else {
             let rest = st.bytes.split_off(total);
             mem::replace(&mut st.bytes, rest)
         };
         Batch {
-            peer: batcher.peer,
+            batcher: Arc::clone(batcher),
             bytes,
             frames,
             written: 0,
@@ -426,7 +447,17 @@ impl<L> Batch<L> {
 impl<L> Drop for Batch<L> {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self.complete(&Err(cut_short(self.peer)));
+            let _ = self.complete(&Err(cut_short(self.batcher.peer)));
+        }
+        // `complete` emptied `frames`.
+        if self.bytes.capacity() <= SPARE_BYTES {
+            let mut bytes = mem::take(&mut self.bytes);
+            bytes.clear();
+            let frames = mem::take(&mut self.frames);
+            let mut st = self.batcher.state.lock();
+            if st.spare.bytes.capacity() < bytes.capacity() {
+                st.spare = Spare { bytes, frames };
+            }
         }
     }
 }
