@@ -275,6 +275,9 @@ pub struct SendStreamPool<O: StreamOpener> {
     /// connection is in use; cleared when the connection goes idle, set again
     /// by the first check that finds it in use (see [`warm_up`](Self::warm_up)).
     warm: AtomicBool,
+    /// Set once, with the state's `closed`: read without the lock where only
+    /// that is wanted.
+    closed: AtomicBool,
     progress: Arc<WriteProgress>,
     /// Combines concurrent senders' small frames into shared writes on this
     /// pool's streams (used by lanes; see [`batcher`](Self::batcher)).
@@ -333,6 +336,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             next_waiter: AtomicU64::new(0),
             reservoir,
             warm: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             progress: Arc::default(),
             batcher: FrameBatcher::new(peer, batch_bytes),
         })
@@ -525,6 +529,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
                 return;
             }
             st.closed = true;
+            self.closed.store(true, Ordering::Release);
             st.trusted = 0;
             let idle = std::mem::take(&mut st.idle);
             st.current -= idle.len();
@@ -660,7 +665,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.state.lock().closed
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The pool's counters.

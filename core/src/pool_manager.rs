@@ -149,11 +149,20 @@ impl<O: StreamOpener> SendStreamPoolManager<O> {
         self.least_loaded(list.iter().map(|c| &c.shared))
     }
 
-    /// One lock per pool: with a single connection, one lock in all.
+    /// One lock per pool, none when one connection per peer is allowed.
     fn least_loaded<'a>(
         &self,
-        candidates: impl Iterator<Item = &'a Arc<SendStreamPool<O>>>,
+        mut candidates: impl Iterator<Item = &'a Arc<SendStreamPool<O>>>,
     ) -> Option<BestPool<O>> {
+        if self.max_connections_per_peer <= 1 {
+            // One connection allowed (the default): nothing to compare and no
+            // other to ask for; only whether its pool is open.
+            let pool = candidates.find(|pool| !pool.is_closed())?;
+            return Some(BestPool {
+                pool: Arc::clone(pool),
+                wants_connection: false,
+            });
+        }
         let mut open = 0;
         let mut best: Option<(&Arc<SendStreamPool<O>>, Load)> = None;
         for pool in candidates {
@@ -466,6 +475,42 @@ mod tests {
             held.push(lane.pool.borrow().await.expect("borrow"));
         }
         assert!(!one_conn.best_pool(&peer).expect("pool").wants_connection);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_one_connection_allowed_the_first_open_lane_is_taken_and_no_other_asked_for() {
+        // Two connections at once, as while a replaced one is still closing.
+        let peer = PeerId::random();
+        let config = small_pools();
+        let mgr = SendStreamPoolManager::new(1, &config);
+        for id in [1, 2] {
+            let reserve = SendStreamPool::new(
+                peer,
+                ConnectionId::new_unchecked(id),
+                FakeOpener::default(),
+                config.clone(),
+            );
+            reserve.init();
+            mgr.add(reserve);
+        }
+        settle().await;
+        let first = mgr.best_pool(&peer).expect("connected");
+        assert_eq!(first.pool.connection(), ConnectionId::new_unchecked(1));
+        first.pool.close();
+        let lane = mgr.lane(&peer, "/a/1").expect("connected");
+        assert_eq!(lane.pool.connection(), ConnectionId::new_unchecked(1));
+        lane.pool.close();
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            let best = mgr.best_pool(&peer).expect("the second connection");
+            assert_eq!(best.pool.connection(), ConnectionId::new_unchecked(2));
+            assert!(!best.wants_connection, "one connection allowed");
+            held.push(best.pool.borrow().await.expect("borrow"));
+        }
+        let lane = mgr.lane(&peer, "/a/1").expect("the second connection");
+        assert_eq!(lane.pool.connection(), ConnectionId::new_unchecked(2));
+        lane.pool.close();
+        assert!(mgr.lane(&peer, "/a/1").is_none(), "no open lane left");
     }
 
     #[tokio::test(start_paused = true)]
