@@ -93,9 +93,9 @@ struct Spare<L> {
 /// A batched frame's length and where its result goes (`None`: the leader's).
 type Frame<L> = (usize, Option<oneshot::Sender<Turn<L>>>);
 
-/// The largest buffer a batcher keeps for its next batch: enough for the
-/// batches of small frames that batching is for, and a bound on what an idle
-/// lane holds.
+/// The largest buffer (of bytes, and of frames) a batcher keeps for its next
+/// batch: enough for the batches of small frames that batching is for, and a
+/// bound on what an idle lane holds.
 const SPARE_BYTES: usize = 16 * 1024;
 
 struct Queued<L> {
@@ -450,7 +450,9 @@ impl<L> Drop for Batch<L> {
             let _ = self.complete(&Err(cut_short(self.batcher.peer)));
         }
         // `complete` emptied `frames`.
-        if self.bytes.capacity() <= SPARE_BYTES {
+        if self.bytes.capacity() <= SPARE_BYTES
+            && self.frames.capacity() * mem::size_of::<Frame<L>>() <= SPARE_BYTES
+        {
             let mut bytes = mem::take(&mut self.bytes);
             bytes.clear();
             let frames = mem::take(&mut self.frames);
