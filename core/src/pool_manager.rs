@@ -422,11 +422,14 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn best_pool_is_the_least_loaded_connection() {
+    /// A manager allowing `max_connections` per peer, holding two connections
+    /// (1 and 2) to one peer, their reserves filled.
+    async fn two_connections(
+        max_connections: usize,
+    ) -> (PeerId, SendStreamPoolManager<FakeOpener>) {
         let peer = PeerId::random();
         let config = small_pools();
-        let mgr = SendStreamPoolManager::new(2, &config);
+        let mgr = SendStreamPoolManager::new(max_connections, &config);
         for id in [1, 2] {
             let reserve = SendStreamPool::new(
                 peer,
@@ -438,6 +441,12 @@ mod tests {
             mgr.add(reserve);
         }
         settle().await;
+        (peer, mgr)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn best_pool_is_the_least_loaded_connection() {
+        let (peer, mgr) = two_connections(2).await;
         let mut held = Vec::new();
         for _ in 0..6 {
             let best = mgr.best_pool(&peer).expect("connected");
@@ -480,20 +489,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn with_one_connection_allowed_the_first_open_lane_is_taken_and_no_other_asked_for() {
         // Two connections at once, as while a replaced one is still closing.
-        let peer = PeerId::random();
-        let config = small_pools();
-        let mgr = SendStreamPoolManager::new(1, &config);
-        for id in [1, 2] {
-            let reserve = SendStreamPool::new(
-                peer,
-                ConnectionId::new_unchecked(id),
-                FakeOpener::default(),
-                config.clone(),
-            );
-            reserve.init();
-            mgr.add(reserve);
-        }
-        settle().await;
+        let (peer, mgr) = two_connections(1).await;
         let first = mgr.best_pool(&peer).expect("connected");
         assert_eq!(first.pool.connection(), ConnectionId::new_unchecked(1));
         first.pool.close();
