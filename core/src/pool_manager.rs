@@ -25,7 +25,9 @@
 //! A sender takes the least-loaded connection's lane (fewest borrowed streams plus
 //! waiters; ties go to the most idle), and when even that is busy (past half its
 //! cap, under half idle) the manager says so, so the host can dial one more
-//! connection, up to the per-peer maximum.
+//! connection, up to the per-peer maximum. With one connection per peer
+//! allowed (the default) there is nothing to compare: the first open lane is
+//! taken, without locking any pool.
 //!
 //! [`StreamOpener::budget_wanted`]: crate::StreamOpener::budget_wanted
 
