@@ -226,7 +226,6 @@ struct State<S> {
     opening: usize,
     borrowed: usize,
     waiters: VecDeque<Waiter<S>>,
-    closed: bool,
     open_failures: u64,
     /// Most streams in use (borrowed + waiting) since the current shrink window
     /// began.
@@ -275,8 +274,8 @@ pub struct SendStreamPool<O: StreamOpener> {
     /// connection is in use; cleared when the connection goes idle, set again
     /// by the first check that finds it in use (see [`warm_up`](Self::warm_up)).
     warm: AtomicBool,
-    /// Set once, with the state's `closed`: read without the lock where only
-    /// that is wanted.
+    /// Set once, by [`close`](Self::close), under the state's lock: read there
+    /// and, where only that is wanted, without it.
     closed: AtomicBool,
     progress: Arc<WriteProgress>,
     /// Combines concurrent senders' small frames into shared writes on this
@@ -325,7 +324,6 @@ impl<O: StreamOpener> SendStreamPool<O> {
                 opening: 0,
                 borrowed: 0,
                 waiters: VecDeque::new(),
-                closed: false,
                 open_failures: 0,
                 high_water: 0,
                 window_start: Instant::now(),
@@ -408,7 +406,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
     fn open_up_to(self: &Arc<Self>, n: usize) {
         let n = {
             let mut st = self.state.lock();
-            if st.closed {
+            if self.is_closed() {
                 return;
             }
             let n = n.saturating_sub(st.current + st.opening);
@@ -444,7 +442,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
         let (id, rx, opens) = loop {
             let taken = {
                 let mut st = self.state.lock();
-                if st.closed {
+                if self.is_closed() {
                     return Err(self.closed_error());
                 }
                 st.used = true;
@@ -525,10 +523,9 @@ impl<O: StreamOpener> SendStreamPool<O> {
     pub fn close_with(&self, reason: impl Fn() -> Error) {
         let (idle, waiters) = {
             let mut st = self.state.lock();
-            if st.closed {
+            if self.is_closed() {
                 return;
             }
-            st.closed = true;
             self.closed.store(true, Ordering::Release);
             st.trusted = 0;
             let idle = std::mem::take(&mut st.idle);
@@ -555,7 +552,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             let mut st = self.state.lock();
             // Streams idle since before this check are probed again when lent.
             st.trusted = 0;
-            if st.closed
+            if self.is_closed()
                 || now.saturating_duration_since(st.window_start) < self.config.shrink_after
             {
                 return 0;
@@ -612,7 +609,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
             return false;
         };
         let mut st = self.state.lock();
-        if st.closed {
+        if self.is_closed() {
             return false;
         }
         if used {
@@ -635,7 +632,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
         let closed = {
             let mut st = self.state.lock();
             self.warm.store(false, Ordering::Relaxed);
-            if st.closed {
+            if self.is_closed() {
                 streams
             } else {
                 // Streams that were written last are kept first: borrowing pops
@@ -689,7 +686,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
     /// How busy an open pool is, read under one lock: `None` if closed.
     pub(crate) fn load(&self) -> Option<Load> {
         let st = self.state.lock();
-        (!st.closed).then(|| Load {
+        (!self.is_closed()).then(|| Load {
             in_use: st.in_use(),
             idle: st.idle.len(),
             // Past half its cap with under half of its streams idle.
@@ -751,7 +748,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
     /// time, never past the cap).
     fn growth(&self, st: &mut State<O::Stream>) -> usize {
         let total = st.current + st.opening;
-        if st.closed || st.opening > 0 || total >= self.config.max_size {
+        if self.is_closed() || st.opening > 0 || total >= self.config.max_size {
             return 0;
         }
         let threshold = st.current * usize::from(self.config.grow_threshold_percent);
@@ -781,7 +778,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
 
     /// Streams to open so that every waiter has an open on its way, within the cap.
     fn opens_for_waiters(&self, st: &mut State<O::Stream>) -> usize {
-        if st.closed {
+        if self.is_closed() {
             return 0;
         }
         let room = self.config.max_size.saturating_sub(st.current + st.opening);
@@ -820,7 +817,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
         let mut st = self.state.lock();
         st.opening -= 1;
         match result {
-            Ok(stream) if st.closed => {
+            Ok(stream) if self.is_closed() => {
                 drop(st);
                 drop(stream);
             }
@@ -866,7 +863,7 @@ impl<O: StreamOpener> SendStreamPool<O> {
     fn give_back(self: &Arc<Self>, stream: O::Stream) {
         let mut st = self.state.lock();
         st.borrowed -= 1;
-        if st.closed || (st.waiters.is_empty() && self.opener.budget_wanted()) {
+        if self.is_closed() || (st.waiters.is_empty() && self.opener.budget_wanted()) {
             st.current -= 1;
             drop(st);
             drop(stream);
