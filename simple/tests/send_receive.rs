@@ -213,19 +213,9 @@ async fn sixty_four_concurrent_small_senders_are_batched_and_each_message_arrive
         .await
         .expect("every message arrived")
         .expect("reader");
-    let batched: u64 = b
-        .control()
-        .lane_stats(&a_id)
-        .iter()
-        .map(|s| s.batched_frames)
-        .sum();
+    let batched = batched_frames(&b.control().lane_stats(&a_id));
     assert!(batched > 0, "64 senders never shared a write");
-    let per_connection: u64 = b
-        .control()
-        .pool_stats(&a_id)
-        .iter()
-        .map(|s| s.batched_frames)
-        .sum();
+    let per_connection = batched_frames(&b.control().pool_stats(&a_id));
     assert_eq!(per_connection, batched, "pool_stats sums the lanes");
     eprintln!("{batched} of {} frames batched", TASKS * PER_TASK as usize);
     a.shutdown().await;

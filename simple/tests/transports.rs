@@ -163,13 +163,7 @@ async fn concurrent_small_sends_over_quic_each_take_a_stream_of_their_own() {
     for s in senders {
         s.await.expect("sender");
     }
-    let batched: u64 = b
-        .control()
-        .pool_stats(&a_id)
-        .iter()
-        .map(|s| s.batched_frames)
-        .sum();
-    assert_eq!(batched, 0);
+    assert_eq!(batched_frames(&b.control().pool_stats(&a_id)), 0);
     b.shutdown().await;
     a.shutdown().await;
 }

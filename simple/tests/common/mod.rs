@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use liquid_p2p::{
-    Config, Event, Events, Host, PeerId,
+    Config, Event, Events, Host, PeerId, PoolStats,
     libp2p::{
         self, Multiaddr, Swarm,
         identity::Keypair,
@@ -327,4 +327,9 @@ fn relay_connections(
         }
     });
     port
+}
+
+/// Frames written in another sender's batch, summed over `stats`.
+pub fn batched_frames(stats: &[PoolStats]) -> u64 {
+    stats.iter().map(|s| s.batched_frames).sum()
 }
