@@ -159,10 +159,8 @@ pub struct PoolConfig {
     /// frame (up to a quarter of this) to the writing sender, which writes
     /// everything queued at that moment in one write and one flush (see
     /// [`FrameBatcher`](crate::FrameBatcher)). A lone sender is never held
-    /// back for others. 0: every message takes a stream of its own. The
-    /// `liquid-p2p` host batches on yamux connections (TCP) only: a QUIC
-    /// stream writes into its own buffer with no frame through a connection
-    /// task to save, and batching measured slower there. Default: 64 KiB.
+    /// back for others. 0: every message takes a stream of its own. Default:
+    /// 64 KiB.
     pub batch_bytes: usize,
 }
 

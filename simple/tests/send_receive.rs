@@ -154,19 +154,6 @@ async fn messages_written_through_one_exclusive_borrow_arrive_in_order() {
     b.shutdown().await;
 }
 
-/// A 256 B payload naming its sender `task` and its sequence number `seq`.
-fn tagged(task: usize, seq: u32) -> Vec<u8> {
-    let mut payload = vec![task as u8; 256];
-    payload[1..5].copy_from_slice(&seq.to_le_bytes());
-    payload
-}
-
-/// The sender and sequence number a [`tagged`] payload names.
-fn tag_of(payload: &[u8]) -> (usize, u32) {
-    let seq = u32::from_le_bytes(payload[1..5].try_into().expect("4 bytes"));
-    (payload[0] as usize, seq)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_small_senders_are_batched_and_each_message_arrives_once() {
     const TASKS: usize = 64;

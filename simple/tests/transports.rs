@@ -133,10 +133,14 @@ async fn with_the_quic_feature_a_quic_address_connects() {
 
 #[cfg(feature = "quic")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_small_sends_over_quic_each_take_a_stream_of_their_own() {
-    // Batching pays on yamux only (benches/ANALYSIS.md): on QUIC, 32 senders
-    // at once write every frame on a stream of its own, and all arrive.
+async fn concurrent_small_sends_over_quic_share_writes_and_each_message_arrives_once() {
+    // QUIC lanes batch as yamux lanes do: 32 senders at once hand frames to
+    // each other's writes, and every message arrives exactly once.
+    use std::{collections::HashSet, time::Duration};
+
     const PROTO: &str = "/test/quic/1";
+    const TASKS: usize = 32;
+    const PER_TASK: u32 = 100;
     let a = host_on(QUIC, Config::default()).await;
     let b = host_on(QUIC, Config::default()).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
@@ -144,26 +148,41 @@ async fn concurrent_small_sends_over_quic_each_take_a_stream_of_their_own() {
         .dial(a.listen_addrs()[0].clone())
         .await
         .expect("dial over QUIC");
-    let senders: Vec<_> = (0..32)
-        .map(|_| {
+    let senders: Vec<_> = (0..TASKS)
+        .map(|task| {
             let control = b.control().clone();
             tokio::spawn(async move {
-                for _ in 0..100 {
-                    control.send(a_id, PROTO, [5u8; 256]).await.expect("send");
+                for seq in 0..PER_TASK {
+                    control
+                        .send(a_id, PROTO, tagged(task, seq))
+                        .await
+                        .expect("send");
                 }
             })
         })
         .collect();
-    for _ in 0..3_200 {
-        tokio::time::timeout(std::time::Duration::from_secs(10), inbox.recv())
+    let mut seen = HashSet::new();
+    for _ in 0..TASKS * PER_TASK as usize {
+        let message = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
             .await
             .expect("every message arrives")
             .expect("inbox open");
+        let (task, seq) = tag_of(&message.payload);
+        assert!(task < TASKS && seq < PER_TASK, "never sent");
+        assert!(seen.insert((task, seq)), "{task}/{seq} arrived twice");
     }
     for s in senders {
         s.await.expect("sender");
     }
-    assert_eq!(batched_frames(&b.control().pool_stats(&a_id)), 0);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), inbox.recv())
+            .await
+            .is_err(),
+        "nothing beyond what was sent"
+    );
+    let batched = batched_frames(&b.control().pool_stats(&a_id));
+    assert!(batched > 0, "32 senders never shared a write");
+    eprintln!("{batched} of {} frames batched", TASKS * PER_TASK as usize);
     b.shutdown().await;
     a.shutdown().await;
 }

@@ -472,14 +472,7 @@ impl Shared {
                 self.config.pool.borrow_timeout,
             )),
         };
-        let mut config = self.config.pool.clone();
-        if is_quic(address) {
-            // Every QUIC stream writes into its own buffer, with no frame
-            // through a connection task to save: measured at 64 concurrent
-            // senders, batching cost more than it saved (benches/ANALYSIS.md).
-            config.batch_bytes = 0;
-        }
-        let pool = SendStreamPool::new(peer, connection, opener, config);
+        let pool = SendStreamPool::new(peer, connection, opener, self.config.pool.clone());
         if !self.lifecycle.is_shut_down() {
             // `idle_floor` streams now (`init_size` with `open_at_connect`), the
             // rest when the connection is first used.
@@ -602,13 +595,4 @@ impl StreamOpener for SwarmOpener {
             }
         }
     }
-}
-
-/// Whether a connection at `address` runs over QUIC (its streams are QUIC's
-/// own, not yamux's).
-fn is_quic(address: &Multiaddr) -> bool {
-    use libp2p::multiaddr::Protocol;
-    address
-        .iter()
-        .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic))
 }

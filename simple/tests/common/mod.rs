@@ -333,3 +333,16 @@ fn relay_connections(
 pub fn batched_frames(stats: &[PoolStats]) -> u64 {
     stats.iter().map(|s| s.batched_frames).sum()
 }
+
+/// A 256 B payload naming its sender `task` and its sequence number `seq`.
+pub fn tagged(task: usize, seq: u32) -> Vec<u8> {
+    let mut payload = vec![task as u8; 256];
+    payload[1..5].copy_from_slice(&seq.to_le_bytes());
+    payload
+}
+
+/// The sender and sequence number a [`tagged`] payload names.
+pub fn tag_of(payload: &[u8]) -> (usize, u32) {
+    let seq = u32::from_le_bytes(payload[1..5].try_into().expect("4 bytes"));
+    (payload[0] as usize, seq)
+}
