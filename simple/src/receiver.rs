@@ -253,10 +253,18 @@ impl InboxMeter {
     /// or dropped.
     async fn reserve(self: &Arc<Self>, bytes: usize) -> Reservation {
         self.wait_until(|| {
+            // Claimed only when both look like they have room: a claim given
+            // back wakes the budget's waiters, this one among them, and a
+            // reader whose inbox has room but the host none would wake itself
+            // for as long as the host stays full.
+            if !(self.inbox.fits(bytes) && self.host.fits(bytes)) {
+                return false;
+            }
             if !self.inbox.try_claim(bytes) {
                 return false;
             }
             if !self.host.try_claim(bytes) {
+                // Taken meanwhile: wakes this reader once, to look again.
                 self.inbox.remove(bytes);
                 return false;
             }
@@ -528,9 +536,12 @@ impl ProtocolRegistry {
 /// ```
 ///
 /// The queue holds at most `handler_queue_len` messages; while it is full the
-/// streams carrying this protocol are not read (backpressure). Dropping the inbox
-/// does not unregister the protocol: frames for it then wait, so call
-/// `unregister_protocol` when done.
+/// streams carrying this protocol are not read (backpressure).
+///
+/// Dropping the inbox does not unregister the protocol: peers still see it as
+/// supported, and its messages are dropped, their room in the byte budgets
+/// given back: those queued at once, those arriving later reported as
+/// [`Event::UnknownProtocol`]. Call `unregister_protocol` when done.
 #[derive(Debug)]
 pub struct Inbox {
     protocol: String,
@@ -570,6 +581,15 @@ impl Inbox {
     /// The protocol this inbox receives.
     pub fn protocol(&self) -> &str {
         &self.protocol
+    }
+}
+
+impl Drop for Inbox {
+    /// Messages nobody will read give their room back; readers that then
+    /// find the queue closed report theirs as for an unregistered protocol.
+    fn drop(&mut self) {
+        self.rx.close();
+        while self.try_recv().is_some() {}
     }
 }
 
