@@ -154,7 +154,8 @@
 //!   [`PoolConfig::max_size`] (100) per connection. Together with 16 streams
 //!   for other protocols they must fit in yamux's 512.
 //! - **Bytes held**: an inbox holds at most
-//!   [`handler_queue_len`](Config::handler_queue_len) (256) messages and
+//!   [`handler_queue_len`](Config::handler_queue_len) (256) messages (and up
+//!   to 32 more it took together for the application) and
 //!   [`inbox_byte_budget`](Config::inbox_byte_budget) (64 MiB) of payload, and
 //!   all inboxes together
 //!   [`host_inbox_byte_budget`](Config::host_inbox_byte_budget) (512 MiB).
