@@ -179,7 +179,8 @@ struct Verdict {
 /// It holds `handler_queue_len` messages and `inbox_byte_budget` bytes; what
 /// does not fit is ignored (not forwarded) and reported once per overflow
 /// (`GossipDropped { reason: InboxFull }`). Dropping the inbox does not
-/// unsubscribe: the topic's messages are then all ignored that way, so call
+/// unsubscribe: the messages it held are ignored and give their room back,
+/// and the topic's later messages are all ignored as when it is full, so call
 /// [`Control::unsubscribe`](crate::Control::unsubscribe) when done.
 #[derive(Debug)]
 pub struct TopicInbox {
@@ -219,6 +220,15 @@ impl TopicInbox {
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+}
+
+impl Drop for TopicInbox {
+    /// Queued messages nobody will read are ignored (as each message dropped
+    /// unjudged is) and give their room in the byte budgets back.
+    fn drop(&mut self) {
+        self.rx.close();
+        while self.try_recv().is_some() {}
     }
 }
 

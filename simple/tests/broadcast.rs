@@ -416,3 +416,30 @@ async fn a_peer_whose_gossip_is_ignored_for_its_score_is_reported() {
         h.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_topic_inbox_gives_the_room_of_its_messages_back() {
+    let (a, b) = (host(config()).await, host(config()).await);
+    let _a_in = a.control().subscribe(TOPIC).await.expect("subscribe");
+    let b_in = b.control().subscribe(TOPIC).await.expect("subscribe");
+    connect(&a, &b).await;
+    wait_for_peers(&a, 1).await;
+    for i in 0..2 {
+        a.control()
+            .publish(TOPIC, format!("message {i}"))
+            .await
+            .expect("publish");
+    }
+    let queued = || {
+        b.control()
+            .topic_stats()
+            .first()
+            .map_or((0, 0), |t| (t.queued_messages, t.queued_bytes))
+    };
+    wait_until(WAIT, || queued().0 == 2).await;
+    drop(b_in);
+    assert_eq!(queued(), (0, 0), "nothing held for an inbox nobody reads");
+    for h in [b, a] {
+        h.shutdown().await;
+    }
+}
