@@ -94,9 +94,26 @@ struct Spare<L> {
 type Frame<L> = (usize, Option<oneshot::Sender<Turn<L>>>);
 
 /// The largest buffer (of bytes, and of frames) a batcher keeps for its next
-/// batch: enough for the batches of small frames that batching is for, and a
-/// bound on what an idle lane holds.
-const SPARE_BYTES: usize = 16 * 1024;
+/// batch: enough for the batches of small frames that batching is for (64
+/// senders' 256 B messages are 16.6 KB, in a buffer of 32 KiB, see
+/// [`grow`]), and a bound on what an idle lane holds.
+const SPARE_BYTES: usize = 32 * 1024;
+
+/// Makes room for `more` bytes in the queue's buffer: capacities are powers of
+/// two from 1 KiB, so a buffer holding up to [`SPARE_BYTES`] is kept (growing
+/// by doubling from the first frame's length, one holding 16–32 KiB could land
+/// past the bound, and the lane would regrow a buffer from nothing for each
+/// such batch).
+fn grow(bytes: &mut Vec<u8>, more: usize) {
+    let needed = bytes.len().saturating_add(more);
+    if needed > bytes.capacity() {
+        let capacity = needed
+            .checked_next_power_of_two()
+            .unwrap_or(needed)
+            .max(1024);
+        bytes.reserve_exact(capacity - bytes.len());
+    }
+}
 
 struct Queued<L> {
     id: u64,
@@ -195,6 +212,7 @@ impl<L> FrameBatcher<L> {
         };
         let id = st.next_id;
         st.next_id += 1;
+        grow(&mut st.bytes, frame.len());
         st.bytes.extend_from_slice(frame);
         let (tx, rx) = if leads {
             st.leading = Some(priority);
@@ -352,7 +370,10 @@ impl<L> Ticket<L> {
             let spare = mem::take(&mut st.spare.bytes);
             mem::replace(&mut st.bytes, spare)
         } else {
-            let rest = st.bytes.split_off(total);
+            let mut rest = mem::take(&mut st.spare.bytes);
+            grow(&mut rest, st.bytes.len() - total);
+            rest.extend_from_slice(&st.bytes[total..]);
+            st.bytes.truncate(total);
             mem::replace(&mut st.bytes, rest)
         };
         Batch {
@@ -562,6 +583,39 @@ mod tests {
         let last = &mut waiting[3];
         assert!(matches!(turn(last).await, Turn::Lead(Some("s"))));
         assert_eq!(last.take().bytes(), b"34");
+    }
+
+    #[tokio::test]
+    async fn a_busy_lane_keeps_one_batch_of_64_small_frames_worth_of_buffer_and_no_more() {
+        let b = batcher(DEFAULT_BATCH_BYTES);
+        let frame = [7u8; 260];
+        for round in 0..3 {
+            let mut lead = b.join(&frame, N).expect("batched");
+            assert!(lead.leads());
+            let mut waiting: Vec<_> = (0..63)
+                .map(|_| b.join(&frame, N).expect("batched"))
+                .collect();
+            let batch = lead.take();
+            assert_eq!((batch.frames(), batch.bytes().len()), (64, 64 * 260));
+            assert!(batch.finish(Ok(())).is_ok());
+            let spare = b.inner.state.lock().spare.bytes.capacity();
+            assert!(
+                (64 * 260..=SPARE_BYTES).contains(&spare),
+                "round {round}: the batch's buffer is kept for the next ({spare} bytes)"
+            );
+            assert_eq!(lead.pass_on(Some("stream")), Some("stream"));
+            for t in &mut waiting {
+                assert!(matches!(turn(t).await, Turn::Sent));
+            }
+        }
+        // A batch's buffer past the bound is not kept.
+        let big = [1u8; 4096];
+        let mut lead = b.join(&big, N).expect("batched");
+        let _waiting: Vec<_> = (0..15).map(|_| b.join(&big, N).expect("batched")).collect();
+        let batch = lead.take();
+        assert_eq!(batch.bytes().len(), DEFAULT_BATCH_BYTES);
+        assert!(batch.finish(Ok(())).is_ok());
+        assert!(b.inner.state.lock().spare.bytes.capacity() <= SPARE_BYTES);
     }
 
     #[tokio::test]
