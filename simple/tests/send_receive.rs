@@ -162,37 +162,9 @@ async fn sixty_four_concurrent_small_senders_are_batched_and_each_message_arrive
     let b = host(Config::default()).await;
     let mut inbox = a.control().register_protocol(PROTO).expect("register");
     let a_id = connect(&b, &a).await;
-    let reader = tokio::spawn(async move {
-        // Each message once (`send` keeps no order between messages: they
-        // may travel on different streams).
-        let mut seen = HashSet::new();
-        for _ in 0..TASKS * PER_TASK as usize {
-            let message = inbox.recv().await.expect("inbox open");
-            assert_eq!(message.payload.len(), 256);
-            let (task, seq) = tag_of(&message.payload);
-            assert!(seq < PER_TASK, "never sent");
-            assert!(seen.insert((task, seq)), "{task}/{seq} arrived twice");
-        }
-        assert!(
-            tokio::time::timeout(Duration::from_millis(200), inbox.recv())
-                .await
-                .is_err(),
-            "nothing beyond what was sent"
-        );
-    });
-    let senders: Vec<_> = (0..TASKS)
-        .map(|task| {
-            let control = b.control().clone();
-            tokio::spawn(async move {
-                for seq in 0..PER_TASK {
-                    control
-                        .send(a_id, PROTO, tagged(task, seq))
-                        .await
-                        .expect("send");
-                }
-            })
-        })
-        .collect();
+    let reader =
+        tokio::spawn(async move { receive_each_tagged_once(&mut inbox, TASKS, PER_TASK).await });
+    let senders = spawn_tagged_senders(b.control(), a_id, PROTO, TASKS, PER_TASK);
     for s in senders {
         s.await.expect("sender");
     }

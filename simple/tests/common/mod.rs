@@ -2,11 +2,11 @@
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use futures::StreamExt;
 use liquid_p2p::{
-    Config, Event, Events, Host, PeerId, PoolStats,
+    Config, Control, Event, Events, Host, Inbox, PeerId, PoolStats,
     libp2p::{
         self, Multiaddr, Swarm,
         identity::Keypair,
@@ -345,4 +345,48 @@ pub fn tagged(task: usize, seq: u32) -> Vec<u8> {
 pub fn tag_of(payload: &[u8]) -> (usize, u32) {
     let seq = u32::from_le_bytes(payload[1..5].try_into().expect("4 bytes"));
     (payload[0] as usize, seq)
+}
+
+/// `tasks` senders at once, each sending `per_task` [`tagged`] messages of
+/// `protocol` to `to` through `control`, one after another.
+pub fn spawn_tagged_senders(
+    control: &Control,
+    to: PeerId,
+    protocol: &'static str,
+    tasks: usize,
+    per_task: u32,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..tasks)
+        .map(|task| {
+            let control = control.clone();
+            tokio::spawn(async move {
+                for seq in 0..per_task {
+                    control
+                        .send(to, protocol, tagged(task, seq))
+                        .await
+                        .expect("send");
+                }
+            })
+        })
+        .collect()
+}
+
+/// Receives what [`spawn_tagged_senders`] sent: each message exactly once (in
+/// any order: separate sends may travel on different streams), and nothing
+/// more within 200 ms.
+pub async fn receive_each_tagged_once(inbox: &mut Inbox, tasks: usize, per_task: u32) {
+    let mut seen = HashSet::new();
+    for _ in 0..tasks * per_task as usize {
+        let message = inbox.recv().await.expect("inbox open");
+        assert_eq!(message.payload.len(), 256);
+        let (task, seq) = tag_of(&message.payload);
+        assert!(task < tasks && seq < per_task, "never sent");
+        assert!(seen.insert((task, seq)), "{task}/{seq} arrived twice");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), inbox.recv())
+            .await
+            .is_err(),
+        "nothing beyond what was sent"
+    );
 }
